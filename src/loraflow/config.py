@@ -1,0 +1,154 @@
+"""Configuration: schema validation with defaults, semantic checks, grid expansion and run names.
+
+Imported by the Snakefile at parse time, so it must stay light (no torch, no transformers).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+# Named target-module presets. Values are peft `target_modules` arguments.
+TARGET_PRESETS: dict[str, list[str] | str] = {
+    "qv": ["q_proj", "v_proj"],
+    "attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mlp": ["gate_proj", "up_proj", "down_proj"],
+    "all-linear": "all-linear",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""
+
+
+def load_yaml(path: str | Path) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _with_defaults(validator_class):
+    """A jsonschema validator that fills in `default` values while validating."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultFillingValidator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    return path or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unexpected = sorted(set(error.instance) - set(allowed))
+        where = _key_path(error)
+        keys = ", ".join(f"{where}.{k}" if where != "<top level>" else k for k in unexpected)
+        return f"unknown config key {keys} (allowed here: {', '.join(allowed)})"
+    return f"config key {_key_path(error)}: {error.message}"
+
+
+def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """Validate `config` in place against the schema, fill defaults, run semantic checks.
+
+    Raises ConfigError naming the key on the first problem found.
+    """
+    schema = load_yaml(schema_path)
+    validator = _DefaultFillingValidator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    if errors:
+        raise ConfigError(_describe(errors[0]))
+    check_semantics(config)
+    return config
+
+
+def check_semantics(config: dict) -> None:
+    """Checks a JSON schema cannot express."""
+    split = config["split"]
+    total = split["train"] + split["val"] + split["test"]
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise ConfigError(
+            f"config key split: train + val + test must sum to 1, got "
+            f"{split['train']} + {split['val']} + {split['test']} = {total:g}"
+        )
+    for axis in ("r", "lora_alpha", "target_modules"):
+        values = config["grid"][axis]
+        if len(values) != len({_freeze(v) for v in values}):
+            raise ConfigError(f"config key grid.{axis}: duplicate values {values}")
+    for t in config["grid"]["target_modules"]:
+        if isinstance(t, str) and t not in TARGET_PRESETS:
+            raise ConfigError(
+                f"config key grid.target_modules: unknown preset {t!r}; use one of "
+                f"{', '.join(TARGET_PRESETS)} or an explicit list of module names"
+            )
+    bm = config["base_model"]
+    if bm["source"] in ("local", "hub") and not bm["path"]:
+        raise ConfigError(f"config key base_model.path: required when base_model.source is {bm['source']!r}")
+    if bm["source"] == "local" and not Path(bm["path"]).is_dir():
+        raise ConfigError(f"config key base_model.path: {bm['path']!r} is not a directory")
+    data_path = config["data"]["path"]
+    if data_path != "builtin" and not data_path.startswith("hf:") and not Path(data_path).is_file():
+        raise ConfigError(f"config key data.path: data file {data_path!r} does not exist")
+    results = Path(config["results_dir"])
+    if ".." in results.parts:
+        raise ConfigError(f"config key results_dir: {config['results_dir']!r} must not contain '..'")
+
+
+def _freeze(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _fmt_number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def targets_label(targets: str | list[str]) -> str:
+    """Short name of a target-module choice: the preset name, or module names joined by '-'."""
+    if isinstance(targets, str):
+        return targets
+    return "-".join(t.removesuffix("_proj") for t in targets)
+
+
+def resolve_targets(targets: str | list[str]) -> list[str] | str:
+    return TARGET_PRESETS[targets] if isinstance(targets, str) else list(targets)
+
+
+def run_name(r: int, alpha: float, targets: str | list[str]) -> str:
+    return f"r{r}_a{_fmt_number(alpha)}_{targets_label(targets)}"
+
+
+def expand_grid(config: dict) -> dict[str, dict]:
+    """All grid points as {run name: LoRA hyperparameters}, in a stable order."""
+    grid = config["grid"]
+    runs: dict[str, dict] = {}
+    for r, alpha, targets in itertools.product(grid["r"], grid["lora_alpha"], grid["target_modules"]):
+        runs[run_name(r, alpha, targets)] = {
+            "r": int(r),
+            "lora_alpha": float(alpha),
+            "targets": targets_label(targets),
+            "target_modules": resolve_targets(targets),
+        }
+    return runs

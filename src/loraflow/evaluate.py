@@ -1,0 +1,109 @@
+"""Evaluate stage: test loss/perplexity and generation metrics, for the base model or base + adapter.
+
+Generation is greedy, batched with left padding and a KV cache, and stops at <|im_end|> or EOS.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from loraflow.io import read_jsonl, write_json, write_jsonl
+from loraflow.metrics import perplexity, text_metrics
+from loraflow.modeling import load_causal_lm, load_tokenizer, mean_loss, pick_device, set_seed, set_threads
+from loraflow.tokenization import load_split
+
+log = logging.getLogger(__name__)
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    ids = {tokenizer.eos_token_id}
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        ids.add(im_end)
+    return sorted(i for i in ids if i is not None)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int) -> tuple[list[str], dict]:
+    """Greedy answers for `prompts` (same order) and speed figures. Prompts are batched by length."""
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    stops = stop_token_ids(tokenizer)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    answers: list[str] = [""] * len(prompts)
+    new_tokens, start = 0, time.perf_counter()
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        out = model.generate(
+            **enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
+            pad_token_id=tokenizer.pad_token_id, use_cache=True, top_p=None, top_k=None, temperature=None,
+        )
+        for row, i in enumerate(idx):
+            gen = out[row, enc["input_ids"].shape[1]:].tolist()
+            cut = next((k for k, t in enumerate(gen) if t in stops), len(gen))
+            new_tokens += cut + (cut < len(gen))
+            answers[i] = tokenizer.decode(gen[:cut], skip_special_tokens=True).strip()
+    seconds = time.perf_counter() - start
+    return answers, {"generated_tokens": new_tokens, "generation_s": seconds, "generation_tokens_per_s": new_tokens / max(seconds, 1e-9)}
+
+
+def load_for_eval(model_dir: str, adapter_dir: str | None, trust_remote_code: bool = False):
+    device = pick_device()
+    model = load_causal_lm(model_dir, device, trust_remote_code=trust_remote_code)
+    if adapter_dir:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir)
+    return model.eval()
+
+
+def evaluate_model(
+    model_dir: str, test_path: str, test_tokens: str, tokens_meta: str, out_metrics: str, out_generations: str,
+    adapter_dir: str | None = None, batch_size: int = 16, max_new_tokens: int = 64, max_samples: int = 0,
+    seed: int = 42, threads: int | None = None, trust_remote_code: bool = False,
+) -> dict:
+    """Evaluate stage entry point; `adapter_dir=None` evaluates the untouched base model."""
+    set_threads(threads)
+    set_seed(seed)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_for_eval(model_dir, adapter_dir, trust_remote_code)
+    device = next(model.parameters()).device
+    examples = load_split(test_tokens, tokens_meta, model_dir)
+    loss = mean_loss(model, examples, batch_size, tokenizer.pad_token_id, device)
+    rows = read_jsonl(test_path)
+    if max_samples:
+        rows = rows[:max_samples]
+    answers, speed = generate(model, tokenizer, [r["prompt"] for r in rows], batch_size, max_new_tokens)
+    metrics = {
+        "model": "base" if adapter_dir is None else adapter_dir,
+        "test_examples": len(examples), "generated_examples": len(rows),
+        "eval_loss": loss, "perplexity": perplexity(loss),
+        **text_metrics(answers, [r["reference"] for r in rows]),
+        **speed,
+    }
+    write_jsonl(out_generations, ({"id": r["id"], "prompt": r["prompt"], "reference": r["reference"], "answer": a} for r, a in zip(rows, answers)))
+    write_json(out_metrics, metrics)
+    log.info("eval: loss %.4f ppl %.2f BLEU %.2f ROUGE-L %.2f EM %.1f (%.1f generated tokens/s)",
+             loss, metrics["perplexity"], metrics["bleu"], metrics["rougeL"], metrics["exact_match"], speed["generation_tokens_per_s"])
+    return metrics
+
+
+def write_samples(base_generations: str, tuned_generations: str, out_path: str) -> int:
+    """Before/after table: prompt, reference, base answer and tuned answer per test row."""
+    base = {r["id"]: r for r in read_jsonl(base_generations)}
+    rows = [
+        {"id": t["id"], "prompt": t["prompt"], "reference": t["reference"], "base_answer": base[t["id"]]["answer"] if t["id"] in base else None, "tuned_answer": t["answer"]}
+        for t in read_jsonl(tuned_generations)
+    ]
+    return write_jsonl(out_path, rows)
+
+
+def evaluate_run(base_generations: str, out_samples: str, **kwargs) -> dict:
+    """Evaluate stage entry point for a grid point: metrics, generations and before/after samples."""
+    metrics = evaluate_model(**kwargs)
+    write_samples(base_generations, kwargs["out_generations"], out_samples)
+    return metrics

@@ -1,0 +1,129 @@
+"""Shared model plumbing: device choice, seeding, loading, batching and the supervised-only loss.
+
+The loss applies the LM head only at positions whose next token is an assistant token: on a 49k
+vocabulary the head is a large share of the model, and the other positions contribute nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Example = tuple[np.ndarray, np.ndarray]
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def set_threads(threads: int | None) -> int:
+    """Use `threads` intra-op threads; 0/None = every CPU this process may run on. The same count
+    whatever Snakemake's --cores, so results do not depend on it."""
+    n = int(threads) if threads else len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)
+    return n
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def load_causal_lm(model_dir: str, device: torch.device, dtype: torch.dtype | None = None, trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=dtype or pick_dtype(device), attn_implementation="sdpa",
+        trust_remote_code=trust_remote_code, use_safetensors=True,
+    )
+    return model.to(device)
+
+
+def load_tokenizer(model_dir: str, padding_side: str = "right"):
+    from transformers import AutoTokenizer
+
+    from loraflow.chatml import ensure_chat_template
+
+    tok = AutoTokenizer.from_pretrained(model_dir, padding_side=padding_side)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    ensure_chat_template(tok)
+    return tok
+
+
+def unwrap(model):
+    """The transformers model inside a peft wrapper (LoRA layers stay injected)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, rng: np.random.Generator, group: int = 64) -> list[list[int]]:
+    """Shuffle, sort within windows of `group` batches by length, then shuffle the batches:
+    little padding, still random."""
+    order = rng.permutation(len(lengths))
+    window = batch_size * group
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: -lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return [list(map(int, b)) for b in batches]
+
+
+def collate(examples: list[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example of the batch."""
+    width = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.bool)
+    attn = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (i, m) in enumerate(examples):
+        ids[row, : len(i)] = torch.from_numpy(i.astype(np.int64))
+        mask[row, : len(m)] = torch.from_numpy(m.astype(bool))
+        attn[row, : len(i)] = 1
+    return {"input_ids": ids.to(device), "labels_mask": mask.to(device), "attention_mask": attn.to(device)}
+
+
+def supervised_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """(sum of next-token NLL over assistant tokens, number of those tokens)."""
+    lm = unwrap(model)
+    body = getattr(lm, lm.base_model_prefix)
+    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    target = batch["labels_mask"][:, 1:]
+    logits = lm.get_output_embeddings()(hidden[:, :-1][target])
+    labels = batch["input_ids"][:, 1:][target]
+    return F.cross_entropy(logits.float(), labels, reduction="sum"), int(labels.numel())
+
+
+@torch.no_grad()
+def mean_loss(model, examples: list[Example], batch_size: int, pad_id: int, device: torch.device, max_batches: int = 0) -> float:
+    """Token-weighted mean NLL over assistant tokens (deterministic order, sorted by length)."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
+    total, count = 0.0, 0
+    for n, start in enumerate(range(0, len(order), batch_size)):
+        if max_batches and n >= max_batches:
+            break
+        batch = collate([examples[i] for i in order[start : start + batch_size]], pad_id, device)
+        loss, k = supervised_loss(model, batch)
+        total, count = total + loss.item(), count + k
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,58 @@
+"""Glue between Snakemake's `script:` directive and the stage functions.
+
+A rule names its inputs, outputs and params exactly like the arguments of its stage function, so
+the scripts in workflow/scripts/ are one call each and the functions stay testable without Snakemake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import sys
+import time
+
+
+@contextlib.contextmanager
+def log_to(path: str | None):
+    """Send stdout, stderr (file-descriptor level, so C extensions too) and logging to `path`."""
+    if not path:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "a", buffering=1, encoding="utf-8") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True, stream=sys.stderr)
+        try:
+            yield
+        except BaseException:
+            logging.getLogger("loraflow").exception("stage failed")
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def _named(items) -> dict:
+    """Named entries of a Snakemake Namedlist; file lists become plain lists."""
+    return {k: list(v) if isinstance(v, list) else v for k, v in items.items()}
+
+
+def call_stage(smk, module: str, function: str):
+    """Call loraflow.<module>.<function> with the rule's named input/output/params (and threads)."""
+    with log_to(smk.log[0] if smk.log else None):
+        fn = getattr(importlib.import_module(module), function)
+        kwargs = {**_named(smk.input), **_named(smk.output), **_named(smk.params)}
+        logging.getLogger("loraflow").info("%s.%s(%s)", module, function, ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
+        start = time.perf_counter()
+        result = fn(**kwargs)
+        logging.getLogger("loraflow").info("done in %.1fs", time.perf_counter() - start)
+        return result

@@ -1,0 +1,77 @@
+"""Split stage: seeded, deterministic train/val/test split grouped by normalised prompt.
+
+All conversations that share a normalised prompt go to the same split, so a test question is never
+seen in training under another spelling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections import defaultdict
+
+from loraflow.clean import dedup_key
+from loraflow.io import read_json, read_jsonl, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+def prompt_key(row: dict) -> str:
+    """Normalised prompt: every turn but the last assistant reply and the system prompt."""
+    turns = [m for m in row["messages"][:-1] if m["role"] != "system"]
+    return dedup_key(turns)
+
+
+def assign_splits(rows: list[dict], fractions: dict[str, float], seed: int) -> dict[str, list[dict]]:
+    """Group rows by prompt, shuffle the groups with `seed`, fill splits by cumulative row count."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[prompt_key(row)].append(row)
+    # Sort by a digest first so the result does not depend on input order, only on content and seed.
+    keys = sorted(groups, key=lambda k: hashlib.sha256(k.encode()).hexdigest())
+    random.Random(seed).shuffle(keys)
+    total = len(rows)
+    bounds = {"train": fractions["train"] * total, "val": (fractions["train"] + fractions["val"]) * total}
+    out: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    placed = 0
+    for key in keys:
+        group = groups[key]
+        split = "train" if placed < bounds["train"] else "val" if placed < bounds["val"] else "test"
+        out[split].extend(group)
+        placed += len(group)
+    for name in SPLITS:
+        if not out[name]:
+            raise ValueError(
+                f"split {name!r} is empty: {total} rows in {len(keys)} distinct prompts are too few "
+                f"for fractions {fractions} (config key split)"
+            )
+    return out
+
+
+def split_dataset(
+    formatted_path: str, clean_stats_path: str, out_train: str, out_val: str, out_test: str, stats_path: str,
+    fractions: dict, seed: int,
+) -> dict:
+    """Split stage entry point; checks rows in = train + val + test + rejected."""
+    rows = read_jsonl(formatted_path)
+    parts = assign_splits(rows, fractions, seed)
+    for name, path in zip(SPLITS, (out_train, out_val, out_test)):
+        write_jsonl(path, parts[name])
+    clean_stats = read_json(clean_stats_path)
+    counts = {name: len(parts[name]) for name in SPLITS}
+    stats = {
+        "rows_in": clean_stats["rows_in"],
+        **counts,
+        "rejected": clean_stats["rejected"],
+        "fractions": {k: round(v / len(rows), 4) for k, v in counts.items()},
+        "seed": seed,
+    }
+    stats["conserved"] = stats["rows_in"] == sum(counts.values()) + stats["rejected"]
+    if not stats["conserved"]:
+        raise AssertionError(f"row conservation broken: {stats}")
+    write_json(stats_path, stats)
+    log.info("split: %s", stats)
+    return stats

@@ -1,0 +1,85 @@
+"""Tokenise stage: token ids and assistant-only label masks for all splits, once for the whole grid.
+
+Stored as .npz (flat int32 ids, uint8 mask, offsets; no pickles). meta.json records a digest of the
+tokenizer files, the split files and the settings, and `load_split` refuses a cache whose digest does
+not match the tokenizer it is used with.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from loraflow.io import atomic_path, read_json, read_jsonl, sha256_files, write_json
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model")
+
+
+class StaleCacheError(RuntimeError):
+    pass
+
+
+def tokenizer_digest(model_dir: str) -> str:
+    files = [Path(model_dir) / f for f in TOKENIZER_FILES if (Path(model_dir) / f).is_file()]
+    if not files:
+        raise FileNotFoundError(f"no tokenizer files in {model_dir}")
+    return sha256_files(files)
+
+
+def encode_example(tokenizer, text: str, spans: list[list[int]], max_length: int) -> tuple[list[int], list[int]]:
+    """Token ids and a 0/1 mask that is 1 exactly on tokens inside an assistant span."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    mask = [int(any(s <= a and b <= e for s, e in spans) and b > a) for a, b in offsets]
+    if len(ids) > max_length:
+        raise ValueError(f"example has {len(ids)} tokens > tokenize.max_length={max_length}; the clean stage should have rejected it")
+    return ids, mask
+
+
+def tokenize_splits(
+    model_dir: str, train: str, val: str, test: str, out_train: str, out_val: str, out_test: str, meta_path: str, max_length: int,
+) -> dict:
+    """Tokenise stage entry point."""
+    split_paths = {"train": train, "val": val, "test": test}
+    out = {"train": out_train, "val": out_val, "test": out_test}
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{model_dir}: a fast tokenizer (offset mapping) is needed to build label masks")
+    meta = {
+        "tokenizer_sha256": tokenizer_digest(model_dir),
+        "data_sha256": sha256_files(split_paths.values()),
+        "max_length": max_length,
+        "splits": {},
+    }
+    for name, path in split_paths.items():
+        rows = read_jsonl(path)
+        ids, masks, offsets = [], [], [0]
+        for row in rows:
+            i, m = encode_example(tokenizer, row["text"], row["assistant_spans"], max_length)
+            ids.extend(i)
+            masks.extend(m)
+            offsets.append(len(ids))
+        with atomic_path(out[name]) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, input_ids=np.asarray(ids, dtype=np.int32), labels_mask=np.asarray(masks, dtype=np.uint8), offsets=np.asarray(offsets, dtype=np.int64))
+        meta["splits"][name] = {"examples": len(rows), "tokens": len(ids), "supervised_tokens": int(sum(masks))}
+        log.info("tokenised %s: %d examples, %d tokens (%d supervised)", name, len(rows), len(ids), sum(masks))
+    write_json(meta_path, meta)
+    return meta
+
+
+def load_split(path: str, meta_path: str, model_dir: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(ids, mask)] per example; raises StaleCacheError if the cache was built with another tokenizer."""
+    meta = read_json(meta_path)
+    current = tokenizer_digest(model_dir)
+    if meta["tokenizer_sha256"] != current:
+        raise StaleCacheError(f"{meta_path}: token cache was built with another tokenizer ({meta['tokenizer_sha256'][:12]} != {current[:12]}); rerun the tokenize rule")
+    with np.load(path, allow_pickle=False) as npz:
+        ids, mask, offsets = npz["input_ids"], npz["labels_mask"], npz["offsets"]
+    return [(ids[a:b], mask[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]

@@ -1,0 +1,70 @@
+import copy
+
+import pytest
+import yaml
+
+from conftest import REPO
+from loraflow.config import ConfigError, expand_grid, run_name, validate_config
+
+
+def default_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_default_config_is_valid_and_filled():
+    cfg = validate_config(default_config())
+    assert cfg["train"]["grad_accum"] == 1
+    assert cfg["base_model"]["revision"] is None  # filled from the schema default
+
+
+def test_empty_config_gets_every_default():
+    cfg = validate_config({})
+    assert cfg["grid"] == {"r": [8], "lora_alpha": [16], "target_modules": ["qv"]}
+    assert cfg["split"] == {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda c: c["train"].update(learnig_rate=0.1), "unknown config key train.learnig_rate"),
+        (lambda c: c.update(sed=1), "unknown config key sed"),
+        (lambda c: c["train"].update(batch_size="8"), "config key train.batch_size"),
+        (lambda c: c["grid"].update(r=[]), "config key grid.r"),
+        (lambda c: c["grid"].update(r=[0]), "config key grid.r.0"),
+        (lambda c: c["grid"].update(lora_alpha=[-1]), "config key grid.lora_alpha.0"),
+        (lambda c: c["split"].update(train=0.7), "split: train + val + test must sum to 1"),
+        (lambda c: c["train"].update(lora_dropout=1.0), "config key train.lora_dropout"),
+        (lambda c: c["grid"].update(target_modules=["qkv"]), "unknown preset 'qkv'"),
+        (lambda c: c["data"].update(path="/nonexistent/data.jsonl"), "config key data.path"),
+        (lambda c: c["base_model"].update(source="local", path=None), "config key base_model.path"),
+        (lambda c: c.update(results_dir="../elsewhere"), "config key results_dir"),
+    ],
+)
+def test_bad_config_names_the_key(mutate, fragment):
+    cfg = default_config()
+    mutate(cfg)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert fragment in str(err.value)
+
+
+def test_grid_expansion_and_readable_run_names():
+    cfg = validate_config({"grid": {"r": [4, 8], "lora_alpha": [16, 0.5], "target_modules": ["qv", ["q_proj", "k_proj"]]}})
+    runs = expand_grid(cfg)
+    assert len(runs) == 8
+    assert "r8_a16_qv" in runs and "r4_a0.5_q-k" in runs
+    assert runs["r8_a16_qv"] == {"r": 8, "lora_alpha": 16.0, "targets": "qv", "target_modules": ["q_proj", "v_proj"]}
+    assert runs["r4_a0.5_q-k"]["target_modules"] == ["q_proj", "k_proj"]
+    assert run_name(8, 16.0, "all-linear") == "r8_a16_all-linear"
+
+
+def test_adding_a_grid_value_keeps_existing_names():
+    cfg = validate_config({"grid": {"r": [4, 8]}})
+    more = validate_config({"grid": {"r": [4, 8, 16]}})
+    assert set(expand_grid(cfg)) < set(expand_grid(more))
+    assert set(expand_grid(more)) - set(expand_grid(cfg)) == {"r16_a16_qv"}
+
+
+def test_duplicate_grid_values_are_rejected():
+    with pytest.raises(ConfigError, match="grid.r"):
+        validate_config({"grid": {"r": [8, 8]}})

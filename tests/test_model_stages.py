@@ -1,0 +1,146 @@
+"""Train, evaluate, merge and table stages called directly (no Snakemake) on the tiny model."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from loraflow.chatml import format_example
+from loraflow.evaluate import evaluate_model, generate, load_for_eval
+from loraflow.io import write_jsonl
+from loraflow.merge import merge_adapter
+from loraflow.modeling import collate, length_grouped_batches, load_causal_lm, supervised_loss
+from loraflow.table import write_comparison
+from loraflow.tokenization import tokenize_splits
+from loraflow.train import train_lora
+
+QA = [("What does the X1 cost?", "The X1 costs $129."), ("How long is the warranty?", "Two years."),
+      ("Which colours?", "Red and blue."), ("Launch year?", "It launched in 2021."), ("谁生产的？", "洛摩家居生产。"),
+      ("Return window?", "30 days."), ("Is shipping free?", "Free above $50."), ("服务时间？", "每天九点到六点。")]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_model):
+    from transformers import AutoTokenizer
+
+    d = tmp_path_factory.mktemp("stages")
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    rows = [{"id": str(i), **format_example(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "Be brief.")}
+            for i, (q, a) in enumerate(QA)]
+    for split in ("train", "val", "test"):
+        write_jsonl(d / f"{split}.jsonl", rows)
+    npz = [str(d / f"{s}.npz") for s in ("train", "val", "test")]
+    tokenize_splits(str(tiny_model), *(str(d / f"{s}.jsonl") for s in ("train", "val", "test")), *npz, str(d / "meta.json"), 128)
+    return d, npz
+
+
+def train(d, npz, tiny_model, name, **kw):
+    args = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], max_steps=12, batch_size=4, eval_every=4,
+                learning_rate=0.02, lora_dropout=0.0, threads=1, seed=3)
+    args.update(kw)
+    out = d / name
+    stats = train_lora(str(tiny_model), npz[0], npz[1], str(d / "meta.json"), str(out / "adapter"),
+                       str(out / "train_log.csv"), str(out / "train_stats.json"), **args)
+    return out, stats
+
+
+def test_training_learns_and_writes_a_peft_adapter(prepared, tiny_model):
+    from peft import PeftModel
+
+    d, npz = prepared
+    out, stats = train(d, npz, tiny_model, "run")
+    log = pd.read_csv(out / "train_log.csv")
+    assert list(log.columns) == ["step", "epoch", "train_loss", "eval_loss", "lr", "tokens_seen", "elapsed_s"]
+    assert log["eval_loss"].dropna().iloc[-1] < log["eval_loss"].dropna().iloc[0]  # it learns
+    cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert cfg["r"] == 4 and cfg["lora_alpha"] == 8 and sorted(cfg["target_modules"]) == ["q_proj", "v_proj"]
+    assert cfg["bias"] == "none" and cfg["task_type"] == "CAUSAL_LM"
+    model = PeftModel.from_pretrained(load_causal_lm(str(tiny_model), torch.device("cpu")), out / "adapter")
+    trainable = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    assert trainable == stats["trainable_params"] == 2 * 4 * (4 * 32 + 32 + 4 * 32 + 16)  # 2 layers x (q + v)
+    assert stats["supervised_tokens_seen"] > 0 and stats["tokens_per_s"] > 0 and stats["peak_memory_mb"] > 0
+
+
+def test_same_seed_same_adapter(prepared, tiny_model):
+    from safetensors.torch import load_file
+
+    d, npz = prepared
+    a, _ = train(d, npz, tiny_model, "seed_a", max_steps=3)
+    b, _ = train(d, npz, tiny_model, "seed_b", max_steps=3)
+    wa, wb = load_file(a / "adapter" / "adapter_model.safetensors"), load_file(b / "adapter" / "adapter_model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_early_stopping_keeps_the_best_adapter(prepared, tiny_model):
+    d, npz = prepared
+    _, stats = train(d, npz, tiny_model, "early", learning_rate=2.0, max_steps=40, eval_every=1, early_stopping_patience=2)
+    assert stats["steps"] < 40
+    assert stats["best_step"] <= stats["steps"] - 2
+
+
+def test_supervised_loss_matches_transformers_loss(tiny_model):
+    model = load_causal_lm(str(tiny_model), torch.device("cpu"))
+    import numpy as np
+
+    ex = [(np.arange(3, 15, dtype=np.int32), np.array([0] * 6 + [1] * 6, dtype=np.uint8)),
+          (np.arange(5, 13, dtype=np.int32), np.array([0] * 4 + [1] * 4, dtype=np.uint8))]
+    batch = collate(ex, pad_id=0, device=torch.device("cpu"))
+    total, n = supervised_loss(model, batch)
+    labels = batch["input_ids"].masked_fill(~batch["labels_mask"], -100)
+    ref = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
+    assert n == 10 - 0  # 6 + 4 supervised targets (the first token is never a target here)
+    assert torch.allclose(total / n, ref, atol=1e-5)
+
+
+def test_length_grouped_batches_cover_every_example_once():
+    import numpy as np
+
+    lengths = list(np.random.default_rng(0).integers(5, 300, size=103))
+    batches = length_grouped_batches(lengths, 8, np.random.default_rng(1), group=4)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(103))
+    spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches])
+    assert spread < 60  # sorted within windows: little padding
+
+
+def test_evaluate_base_and_adapter_and_merge(prepared, tiny_model):
+    d, npz = prepared
+    out, _ = train(d, npz, tiny_model, "evalrun", max_steps=30, learning_rate=0.03)
+    base = evaluate_model(str(tiny_model), str(d / "test.jsonl"), npz[2], str(d / "meta.json"), str(d / "base.json"),
+                          str(d / "base_gen.jsonl"), max_new_tokens=12, batch_size=3, threads=1)
+    tuned = evaluate_model(str(tiny_model), str(d / "test.jsonl"), npz[2], str(d / "meta.json"), str(d / "tuned.json"),
+                           str(d / "tuned_gen.jsonl"), adapter_dir=str(out / "adapter"), max_new_tokens=12, batch_size=3, threads=1)
+    assert tuned["eval_loss"] < base["eval_loss"]
+    assert tuned["perplexity"] == pytest.approx(2.718281828 ** tuned["eval_loss"], rel=1e-6)
+    assert {"bleu", "rouge1", "rouge2", "rougeL", "exact_match"} <= set(tuned)
+    check = merge_adapter(str(tiny_model), str(out / "adapter"), str(d / "test.jsonl"), str(out / "merged"),
+                          str(out / "merge_check.json"), tolerance=1e-4, threads=1)
+    assert check["passed"] and check["max_abs_logit_diff"] <= 1e-4
+    assert not any("lora" in k for k in json.dumps(json.loads((out / "merged" / "config.json").read_text())))
+    run_stats = json.loads((out / "train_stats.json").read_text())
+    df = write_comparison(str(d / "base.json"), ["r4_a8_qv"], [str(out / "train_stats.json")], [str(d / "tuned.json")],
+                          [str(out / "merge_check.json")], str(d / "cmp.csv"), str(d / "cmp.md"), best_metric="eval_loss")
+    assert list(df["run"]) == ["base", "r4_a8_qv"] and df.loc[1, "best"] == "best (eval_loss)"
+    assert df.loc[1, "alpha_over_r"] == 2 and df.loc[1, "trainable_params"] == run_stats["trainable_params"]
+
+
+def test_batched_generation_equals_one_by_one(prepared, tiny_model):
+    from transformers import AutoTokenizer
+
+    d, _ = prepared
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = load_for_eval(str(tiny_model), None)
+    prompts = [json.loads(line)["prompt"] for line in (d / "test.jsonl").read_text().splitlines()]
+    batched, _ = generate(model, tok, prompts, batch_size=8, max_new_tokens=10)
+    single, _ = generate(model, tok, prompts, batch_size=1, max_new_tokens=10)
+    assert batched == single
+
+
+def test_merge_check_fails_loudly_when_above_tolerance(prepared, tiny_model):
+    d, npz = prepared
+    out, _ = train(d, npz, tiny_model, "tol", max_steps=5, learning_rate=0.05)
+    with pytest.raises(RuntimeError, match="merged model differs"):
+        merge_adapter(str(tiny_model), str(out / "adapter"), str(d / "test.jsonl"), str(out / "merged"),
+                      str(out / "merge_check.json"), tolerance=1e-30, threads=1)
+    assert not (out / "merged").exists() and not (out / "merge_check.json").exists()

@@ -1,0 +1,115 @@
+"""The whole Snakemake workflow on the tiny model: outputs, table, and what a rerun redoes."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+
+def tiny_config(model_dir: Path) -> dict:
+    return {
+        "base_model": {"source": "local", "path": str(model_dir)},
+        "data": {"builtin_rows": 240},
+        "torch_threads": 1,
+        "grid": {"r": [2, 4], "lora_alpha": [8], "target_modules": ["qv"]},
+        "train": {"max_steps": 4, "batch_size": 4, "eval_every": 2, "learning_rate": 0.01},
+        "evaluate": {"max_new_tokens": 8, "batch_size": 8, "max_samples": 12},
+    }
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def planned_jobs(workdir: Path) -> dict[str, int]:
+    """{rule: count} that a dry run would execute."""
+    out = snakemake(workdir, "-n", "--quiet", "rules").stdout
+    jobs = {}
+    for line in out.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m and m.group(1) != "total":
+            jobs[m.group(1)] = int(m.group(2))
+    return jobs
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_model):
+    workdir = tmp_path_factory.mktemp("wf")
+    write_config(workdir, tiny_config(tiny_model))
+    proc = snakemake(workdir, "--cores", "2", "--resources", "gpu=1")
+    return workdir, proc
+
+
+def test_pipeline_outputs_and_table(finished_run):
+    workdir, proc = finished_run
+    res = workdir / "results"
+    for run in ("r2_a8_qv", "r4_a8_qv"):
+        d = res / "runs" / run
+        assert (d / "adapter" / "adapter_config.json").is_file()
+        assert (d / "adapter" / "adapter_model.safetensors").is_file()
+        assert json.loads((d / "merge_check.json").read_text())["passed"]
+        assert (d / "merged" / "model.safetensors").is_file()
+        log = pd.read_csv(d / "train_log.csv")
+        assert list(log["step"]) == [1, 2, 3, 4] and log["eval_loss"].notna().sum() == 2
+        samples = [json.loads(line) for line in (d / "samples.jsonl").read_text().splitlines()]
+        assert len(samples) == 12 and {"prompt", "reference", "base_answer", "tuned_answer"} <= set(samples[0])
+    stats = json.loads((res / "data" / "split_stats.json").read_text())
+    assert stats["conserved"] and stats["rows_in"] == 240 == stats["train"] + stats["val"] + stats["test"] + stats["rejected"]
+    table = pd.read_csv(res / "comparison.csv")
+    assert list(table["run"]) == ["base", "r2_a8_qv", "r4_a8_qv"]
+    assert (table["best"].fillna("") != "").sum() == 1
+    assert table.loc[1, "trainable_params"] * 2 == table.loc[2, "trainable_params"]
+    assert (table.loc[1:, "merge_check"] == "pass").all()
+    md = (res / "comparison.md").read_text()
+    assert "| base |" in md and "Best run by `rougeL`" in md
+    assert "Best run by `rougeL`" in proc.stdout + proc.stderr  # the table is printed at the end
+    for rule in ("base_model", "clean", "tokenize", "table"):
+        assert (res / "logs" / f"{rule}.log").is_file() and (res / "benchmarks" / f"{rule}.tsv").is_file()
+
+
+def test_rerun_has_nothing_to_do(finished_run):
+    workdir, _ = finished_run
+    assert planned_jobs(workdir) == {}
+
+
+def test_changing_one_grid_value_reruns_only_that_point(finished_run, tiny_model):
+    workdir, _ = finished_run
+    config = tiny_config(tiny_model)
+    config["grid"]["r"] = [2, 8]
+    write_config(workdir, config)
+    try:
+        assert planned_jobs(workdir) == {"train": 1, "evaluate": 1, "merge": 1, "table": 1, "all": 1}
+        config["train"]["learning_rate"] = 0.02  # a training hyperparameter: every point, no data stage
+        write_config(workdir, config)
+        assert planned_jobs(workdir) == {"train": 2, "evaluate": 2, "merge": 2, "table": 1, "all": 1}
+    finally:
+        write_config(workdir, tiny_config(tiny_model))
+
+
+def test_bad_config_fails_before_any_job(tmp_path, tiny_model):
+    config = tiny_config(tiny_model)
+    config["train"]["learnig_rate"] = 0.1
+    write_config(tmp_path, config)
+    proc = snakemake(tmp_path, "--cores", "1", check=False)
+    assert proc.returncode != 0
+    assert "learnig_rate" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,98 @@
+DATA = config["data"]
+HUB_DATA = DATA["path"].startswith("hf:")
+
+
+def clean_inputs(wildcards):
+    """The raw data file (generated, or the user's) and the base model's tokenizer."""
+    inputs = {"model_dir": rules.base_model.output.out_dir}
+    if not HUB_DATA:
+        inputs["data_path"] = f"{R}/data/raw.jsonl" if DATA["path"] == "builtin" else DATA["path"]
+    return inputs
+
+
+rule builtin_dataset:
+    """The default data: a seeded bilingual QA set about a fictional company, with dirty rows."""
+    output:
+        out_path=f"{R}/data/raw.jsonl",
+    params:
+        n_rows=DATA["builtin_rows"],
+        seed=config["seed"],
+    log:
+        f"{R}/logs/builtin_dataset.log",
+    benchmark:
+        f"{R}/benchmarks/builtin_dataset.tsv"
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/builtin_dataset.py"
+
+
+rule clean:
+    """Normalise text; reject unusable rows with a reason. rows in = clean + rejected."""
+    input:
+        unpack(clean_inputs),
+    output:
+        out_clean=f"{R}/data/clean.jsonl",
+        out_rejected=f"{R}/data/rejected.jsonl",
+        out_stats=f"{R}/data/clean_stats.json",
+    params:
+        columns=DATA["columns"],
+        data_format=DATA["format"],
+        encoding=DATA["encoding"],
+        hf_split=DATA["hf_split"],
+        on_bad_row=DATA["on_bad_row"],
+        system_prompt=DATA["system_prompt"],
+        max_tokens=config["tokenize"]["max_length"],
+        **config["clean"],
+        **({"data_path": DATA["path"]} if HUB_DATA else {}),
+    log:
+        f"{R}/logs/clean.log",
+    benchmark:
+        f"{R}/benchmarks/clean.tsv"
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/clean.py"
+
+
+rule format:
+    """Render ChatML (the tokenizer's chat template, else built-in) and locate assistant spans."""
+    input:
+        clean_path=rules.clean.output.out_clean,
+        model_dir=rules.base_model.output.out_dir,
+    output:
+        out_path=f"{R}/data/formatted.jsonl",
+        stats_path=f"{R}/data/format_stats.json",
+    params:
+        system_prompt=DATA["system_prompt"],
+    log:
+        f"{R}/logs/format.log",
+    benchmark:
+        f"{R}/benchmarks/format.tsv"
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/format.py"
+
+
+rule split:
+    """Seeded train/val/test split; one normalised prompt never spans two splits."""
+    input:
+        formatted_path=rules.format.output.out_path,
+        clean_stats_path=rules.clean.output.out_stats,
+    output:
+        out_train=f"{R}/data/train.jsonl",
+        out_val=f"{R}/data/val.jsonl",
+        out_test=f"{R}/data/test.jsonl",
+        stats_path=f"{R}/data/split_stats.json",
+    params:
+        fractions=config["split"],
+        seed=config["seed"],
+    log:
+        f"{R}/logs/split.log",
+    benchmark:
+        f"{R}/benchmarks/split.tsv"
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/split.py"

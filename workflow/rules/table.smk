@@ -1,0 +1,21 @@
+rule table:
+    """results/comparison.{csv,md}: one row per grid point plus the base row, best run marked."""
+    input:
+        base_metrics=rules.evaluate_base.output.out_metrics,
+        train_stats=expand(rules.train.output.out_stats, run=RUNS),
+        metrics=expand(rules.evaluate.output.out_metrics, run=RUNS),
+        merge_checks=expand(rules.merge.output.out_check, run=RUNS),
+    output:
+        out_csv=f"{R}/comparison.csv",
+        out_md=f"{R}/comparison.md",
+    params:
+        run_names=list(RUNS),
+        best_metric=config["table"]["best_metric"],
+    log:
+        f"{R}/logs/table.log",
+    benchmark:
+        f"{R}/benchmarks/table.tsv"
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/table.py"
