@@ -8,3 +8,5 @@ rule all:
     default_target: True
     input:
         rules.table.output,
+        rules.preflight_table.output,
+        rules.report_figures.output,

@@ -67,3 +67,28 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_no_template(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_nt") / "model", synth_corpus(), chat_template=None)
+
+
+QA = [("What does the X1 cost?", "The X1 costs $129."), ("How long is the warranty?", "Two years."),
+      ("Which colours?", "Red and blue."), ("Launch year?", "It launched in 2021."), ("谁生产的？", "洛摩家居生产。"),
+      ("Return window?", "30 days."), ("Is shipping free?", "Free above $50."), ("服务时间？", "每天九点到六点。")]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory, tiny_model):
+    """Formatted and tokenised QA pairs (the same rows in train/val/test): (paths, npz files)."""
+    from transformers import AutoTokenizer
+
+    from loraflow.chatml import format_example
+    from loraflow.io import write_jsonl
+    from loraflow.tokenization import tokenize_splits
+
+    d = tmp_path_factory.mktemp("tiny_data")
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    rows = [{"id": str(i), **format_example(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "Be brief.")}
+            for i, (q, a) in enumerate(QA)]
+    for split in ("train", "val", "test"):
+        write_jsonl(d / f"{split}.jsonl", rows)
+    npz = [str(d / f"{s}.npz") for s in ("train", "val", "test")]
+    tokenize_splits(str(tiny_model), *(str(d / f"{s}.jsonl") for s in ("train", "val", "test")), *npz, str(d / "meta.json"), 128)
+    return {"dir": d, "model": tiny_model, "meta": d / "meta.json"}, npz

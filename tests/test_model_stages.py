@@ -6,33 +6,16 @@ import pandas as pd
 import pytest
 import torch
 
-from loraflow.chatml import format_example
 from loraflow.evaluate import evaluate_model, generate, load_for_eval
-from loraflow.io import write_jsonl
 from loraflow.merge import merge_adapter
 from loraflow.modeling import collate, length_grouped_batches, load_causal_lm, supervised_loss
 from loraflow.table import write_comparison
-from loraflow.tokenization import tokenize_splits
 from loraflow.train import train_lora
 
-QA = [("What does the X1 cost?", "The X1 costs $129."), ("How long is the warranty?", "Two years."),
-      ("Which colours?", "Red and blue."), ("Launch year?", "It launched in 2021."), ("谁生产的？", "洛摩家居生产。"),
-      ("Return window?", "30 days."), ("Is shipping free?", "Free above $50."), ("服务时间？", "每天九点到六点。")]
-
-
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory, tiny_model):
-    from transformers import AutoTokenizer
-
-    d = tmp_path_factory.mktemp("stages")
-    tok = AutoTokenizer.from_pretrained(tiny_model)
-    rows = [{"id": str(i), **format_example(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "Be brief.")}
-            for i, (q, a) in enumerate(QA)]
-    for split in ("train", "val", "test"):
-        write_jsonl(d / f"{split}.jsonl", rows)
-    npz = [str(d / f"{s}.npz") for s in ("train", "val", "test")]
-    tokenize_splits(str(tiny_model), *(str(d / f"{s}.jsonl") for s in ("train", "val", "test")), *npz, str(d / "meta.json"), 128)
-    return d, npz
+def prepared(tiny_data):
+    paths, npz = tiny_data
+    return paths["dir"], npz
 
 
 def train(d, npz, tiny_model, name, **kw):
@@ -58,7 +41,7 @@ def test_training_learns_and_writes_a_peft_adapter(prepared, tiny_model):
     assert cfg["bias"] == "none" and cfg["task_type"] == "CAUSAL_LM"
     model = PeftModel.from_pretrained(load_causal_lm(str(tiny_model), torch.device("cpu")), out / "adapter")
     trainable = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
-    assert trainable == stats["trainable_params"] == 2 * 4 * (4 * 32 + 32 + 4 * 32 + 16)  # 2 layers x (q + v)
+    assert trainable == stats["trainable_params"] == 2 * (4 * 32 + 32 * 4 + 4 * 32 + 16 * 4)  # 2 layers x (q: A 4x32, B 32x4; v: A 4x32, B 16x4)
     assert stats["supervised_tokens_seen"] > 0 and stats["tokens_per_s"] > 0 and stats["peak_memory_mb"] > 0
 
 
@@ -100,8 +83,9 @@ def test_length_grouped_batches_cover_every_example_once():
     batches = length_grouped_batches(lengths, 8, np.random.default_rng(1), group=4)
     flat = sorted(i for b in batches for i in b)
     assert flat == list(range(103))
-    spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches])
-    assert spread < 60  # sorted within windows: little padding
+    spread = lambda bs: np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in bs])
+    random_batches = [list(range(i, min(i + 8, 103))) for i in range(0, 103, 8)]
+    assert spread(batches) < 0.5 * spread(random_batches)  # sorted within windows: much less padding
 
 
 def test_evaluate_base_and_adapter_and_merge(prepared, tiny_model):
@@ -119,8 +103,9 @@ def test_evaluate_base_and_adapter_and_merge(prepared, tiny_model):
     assert check["passed"] and check["max_abs_logit_diff"] <= 1e-4
     assert not any("lora" in k for k in json.dumps(json.loads((out / "merged" / "config.json").read_text())))
     run_stats = json.loads((out / "train_stats.json").read_text())
-    df = write_comparison(str(d / "base.json"), ["r4_a8_qv"], [str(out / "train_stats.json")], [str(d / "tuned.json")],
-                          [str(out / "merge_check.json")], str(d / "cmp.csv"), str(d / "cmp.md"), best_metric="eval_loss")
+    runs = {"r4_a8_qv": {"r": 4, "lora_alpha": 8.0, "targets": "qv"}}
+    df = write_comparison(str(d / "base.json"), [str(out / "train_stats.json")], [str(d / "tuned.json")],
+                          [str(out / "merge_check.json")], str(d / "cmp.csv"), str(d / "cmp.md"), runs, best_metric="eval_loss")
     assert list(df["run"]) == ["base", "r4_a8_qv"] and df.loc[1, "best"] == "best (eval_loss)"
     assert df.loc[1, "alpha_over_r"] == 2 and df.loc[1, "trainable_params"] == run_stats["trainable_params"]
 

@@ -55,7 +55,7 @@ def write_config(workdir: Path, config: dict) -> None:
 def finished_run(tmp_path_factory, tiny_model):
     workdir = tmp_path_factory.mktemp("wf")
     write_config(workdir, tiny_config(tiny_model))
-    proc = snakemake(workdir, "--cores", "2", "--resources", "gpu=1")
+    proc = snakemake(workdir, "--cores", "1", "--resources", "gpu=1")
     return workdir, proc
 
 
@@ -97,10 +97,17 @@ def test_changing_one_grid_value_reruns_only_that_point(finished_run, tiny_model
     config["grid"]["r"] = [2, 8]
     write_config(workdir, config)
     try:
-        assert planned_jobs(workdir) == {"train": 1, "evaluate": 1, "merge": 1, "table": 1, "all": 1}
+        assert planned_jobs(workdir) == {"preflight": 1, "preflight_table": 1, "train": 1, "evaluate": 1, "merge": 1, "table": 1, "report_figures": 1, "all": 1}
         config["train"]["learning_rate"] = 0.02  # a training hyperparameter: every point, no data stage
         write_config(workdir, config)
-        assert planned_jobs(workdir) == {"train": 2, "evaluate": 2, "merge": 2, "table": 1, "all": 1}
+        # r8 has not run yet (dry runs only): its preflight is still pending; r2 retrains, no data stage reruns
+        assert planned_jobs(workdir) == {"preflight": 1, "preflight_table": 1, "train": 2, "evaluate": 2, "merge": 2,
+                                         "table": 1, "report_figures": 1, "all": 1}
+        config = tiny_config(tiny_model)
+        config["clean"] = {"min_answer_chars": 3}  # a cleaning rule: everything downstream of clean
+        write_config(workdir, config)
+        assert planned_jobs(workdir) == {"clean": 1, "format": 1, "split": 1, "tokenize": 1, "evaluate_base": 1,
+                                         "train": 2, "evaluate": 2, "merge": 2, "table": 1, "report_figures": 1, "all": 1}
     finally:
         write_config(workdir, tiny_config(tiny_model))
 
@@ -113,3 +120,48 @@ def test_bad_config_fails_before_any_job(tmp_path, tiny_model):
     assert proc.returncode != 0
     assert "learnig_rate" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_missing_target_module_stops_before_training(tmp_path, tiny_model):
+    config = tiny_config(tiny_model)
+    config["grid"]["target_modules"] = ["qv", ["q_proj", "c_attn"]]
+    write_config(tmp_path, config)
+    proc = snakemake(tmp_path, "--cores", "1", check=False)
+    assert proc.returncode != 0
+    logs = "".join(p.read_text() for p in (tmp_path / "results" / "logs" / "preflight").glob("*.log"))
+    assert "c_attn not found in LlamaForCausalLM; its linear layers are: down_proj, gate_proj" in logs
+    assert not list((tmp_path / "results").glob("runs/*/train_stats.json"))  # no training started
+
+
+TIMING = ["train_time_s", "peak_memory_mb"]
+
+
+def test_two_runs_in_parallel_give_identical_results(finished_run, tiny_model, tmp_path):
+    """A second complete run, with --cores 2 and no gpu limit (two grid points at once), reproduces
+    the first (--cores 1) exactly: split files, adapters and the table (timing columns aside)."""
+    first, _ = finished_run
+    write_config(tmp_path, tiny_config(tiny_model))
+    snakemake(tmp_path, "--cores", "2")
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl", "rejected.jsonl"):
+        assert (first / "results/data" / name).read_bytes() == (tmp_path / "results/data" / name).read_bytes()
+    for run in ("r2_a8_qv", "r4_a8_qv"):
+        a = first / "results/runs" / run / "adapter/adapter_model.safetensors"
+        assert a.read_bytes() == (tmp_path / "results/runs" / run / "adapter/adapter_model.safetensors").read_bytes()
+    t1 = pd.read_csv(first / "results/comparison.csv").drop(columns=TIMING)
+    t2 = pd.read_csv(tmp_path / "results/comparison.csv").drop(columns=TIMING)
+    pd.testing.assert_frame_equal(t1, t2)
+
+
+def test_keep_going_tabulates_the_other_runs_and_lists_the_failure(tiny_model, tmp_path):
+    config = tiny_config(tiny_model)
+    config["grid"]["target_modules"] = ["qv", ["input_layernorm"]]  # exists, but LoRA cannot wrap a norm
+    write_config(tmp_path, config)
+    proc = snakemake(tmp_path, "--cores", "1", "--keep-going", check=False)
+    assert proc.returncode != 0
+    table = pd.read_csv(tmp_path / "results/comparison.csv")
+    ok = table[table["status"] == "ok"]["run"].tolist()
+    assert ok == ["base", "r2_a8_qv", "r4_a8_qv"]
+    failed = table[table["status"] != "ok"]
+    assert sorted(failed["run"]) == ["r2_a8_input_layernorm", "r4_a8_input_layernorm"]
+    assert all(s.startswith("FAILED in preflight") for s in failed["status"])
+    assert "2 run(s) did not finish" in (tmp_path / "results/comparison.md").read_text()

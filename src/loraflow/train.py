@@ -1,7 +1,9 @@
 """Train stage: one LoRA adapter per grid point, with transformers + peft.
 
 The loop is plain PyTorch so that no compute is spent on padding (length-grouped dynamic padding)
-or on the LM head at positions that are not trained (see modeling.supervised_loss).
+or on the LM head at positions that are not trained (see modeling.supervised_loss). It checkpoints
+every `checkpoint_every` steps outside Snakemake's outputs and resumes from there after a kill,
+ending with the same adapter as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from loraflow.io import atomic_dir, atomic_path, write_json
+from loraflow.checkpoint import Checkpointer
+from loraflow.io import atomic_dir, atomic_path, read_json, write_json
 from loraflow.modeling import (
     collate, length_grouped_batches, load_causal_lm, load_tokenizer, mean_loss, peak_memory_mb,
     pick_device, set_seed, set_threads, supervised_loss,
@@ -41,8 +44,34 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def load_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in state:
+                p.copy_(state[name])
+
+
 def plan_steps(n_batches: int, grad_accum: int, epochs: float, max_steps: int) -> int:
     return max_steps if max_steps > 0 else max(1, math.ceil(epochs * n_batches / grad_accum))
+
+
+def batch_stream(lengths: list[int], batch_size: int, seed: int, start: int = 0):
+    """Endless (epoch, batch indices); epoch e's order depends only on (seed, e), so the stream can
+    be restarted at any position after a resume."""
+    position, epoch = 0, 0
+    while True:
+        for batch in length_grouped_batches(lengths, batch_size, np.random.default_rng([seed, epoch])):
+            if position >= start:
+                yield epoch, batch
+            position += 1
+        epoch += 1
+
+
+def write_log(path: str, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def train_lora(
@@ -52,8 +81,10 @@ def train_lora(
     learning_rate: float = 1e-3, weight_decay: float = 0.0, epochs: float = 1, max_steps: int = 0,
     batch_size: int = 8, grad_accum: int = 1, warmup_steps: int = 0, lr_scheduler: str = "linear",
     max_grad_norm: float = 1.0, eval_every: int = 20, early_stopping_patience: int = 0,
-    max_eval_batches: int = 0, seed: int = 42, threads: int | None = None, trust_remote_code: bool = False,
+    max_eval_batches: int = 0, checkpoint_every: int = 0, checkpoint_dir: str | None = None,
+    seed: int = 42, threads: int | None = None, trust_remote_code: bool = False, preflight: str | None = None,
 ) -> dict:
+    hparams = {k: v for k, v in locals().items() if k not in ("out_adapter", "out_log", "out_stats", "threads", "checkpoint_dir", "preflight")}
     from transformers import get_scheduler
 
     set_threads(threads)
@@ -67,80 +98,84 @@ def train_lora(
     log.info("LoRA r=%d alpha=%g targets=%s: %s trainable of %s parameters (%.4f%%) on %s",
              r, lora_alpha, target_modules, f"{trainable:,}", f"{total:,}", 100 * trainable / total, device)
 
-    rng = np.random.default_rng(seed)
     lengths = [len(ids) for ids, _ in train_set]
-    n_batches = math.ceil(len(train_set) / batch_size)
-    total_steps = plan_steps(n_batches, grad_accum, epochs, max_steps)
+    total_steps = plan_steps(math.ceil(len(train_set) / batch_size), grad_accum, epochs, max_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, fused=device.type == "cuda")
     scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
+    state = {"step": 0, "micro_batches": 0, "rows": [], "best_loss": math.inf, "best_step": 0, "bad_evals": 0,
+             "tokens_seen": 0, "supervised_seen": 0, "elapsed_s": 0.0}
+    best_state = None
+    ckpt = Checkpointer(checkpoint_dir, hparams, tokens_meta) if checkpoint_every and checkpoint_dir else None
+    if ckpt and (resumed := ckpt.load(model, optimizer, scheduler)):
+        state, best_state = resumed
+        log.info("resumed from checkpoint at step %d of %d", state["step"], total_steps)
 
-    def micro_batches():
-        epoch = 0
-        while True:
-            for batch in length_grouped_batches(lengths, batch_size, rng):
-                yield epoch, [train_set[i] for i in batch]
-            epoch += 1
-
-    stream = micro_batches()
-    rows, best = [], {"loss": math.inf, "step": 0, "state": None}
-    bad_evals, tokens_seen, supervised_seen, start = 0, 0, 0, time.perf_counter()
+    stream = batch_stream(lengths, batch_size, seed, start=state["micro_batches"])
+    start = time.perf_counter() - state["elapsed_s"]
     model.train()
-    for step in range(1, total_steps + 1):
+    while state["step"] < total_steps:
+        step = state["step"] + 1
         parts = [next(stream) for _ in range(grad_accum)]
-        n_target = sum(int(m[1:].sum()) for _, examples in parts for _, m in examples)
+        examples = [[train_set[i] for i in batch] for _, batch in parts]
+        n_target = sum(int(m[1:].sum()) for ex in examples for _, m in ex)
         step_loss = 0.0
-        for epoch, examples in parts:
-            batch = collate(examples, tokenizer.pad_token_id, device)
+        for ex in examples:
+            batch = collate(ex, tokenizer.pad_token_id, device)
             loss_sum, _ = supervised_loss(model, batch)
             (loss_sum / max(n_target, 1)).backward()
             step_loss += loss_sum.item() / max(n_target, 1)
-            tokens_seen += int(batch["attention_mask"].sum())
-        supervised_seen += n_target
+            state["tokens_seen"] += int(batch["attention_mask"].sum())
         if max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        row = {"step": step, "epoch": round(epoch + 1, 3), "train_loss": round(step_loss, 5), "eval_loss": "",
-               "lr": scheduler.get_last_lr()[0], "tokens_seen": tokens_seen, "elapsed_s": round(time.perf_counter() - start, 2)}
+        state["supervised_seen"] += n_target
+        state["micro_batches"] += grad_accum
+        state["step"] = step
+        state["elapsed_s"] = time.perf_counter() - start
+        row = {"step": step, "epoch": parts[-1][0] + 1, "train_loss": round(step_loss, 5), "eval_loss": "",
+               "lr": scheduler.get_last_lr()[0], "tokens_seen": state["tokens_seen"], "elapsed_s": round(state["elapsed_s"], 2)}
         if (eval_every and step % eval_every == 0) or step == total_steps:
             row["eval_loss"] = round(mean_loss(model, val_set, batch_size * 2, tokenizer.pad_token_id, device, max_eval_batches), 5)
-            if row["eval_loss"] < best["loss"]:
-                best, bad_evals = {"loss": row["eval_loss"], "step": step, "state": trainable_state(model)}, 0
+            if row["eval_loss"] < state["best_loss"]:
+                state.update(best_loss=row["eval_loss"], best_step=step, bad_evals=0)
+                best_state = trainable_state(model)
             else:
-                bad_evals += 1
-        rows.append(row)
+                state["bad_evals"] += 1
+        state["rows"].append(row)
         log.info("step %d/%d train_loss %.4f%s lr %.2e %.0f tok/s", step, total_steps, step_loss,
-                 f" eval_loss {row['eval_loss']:.4f}" if row["eval_loss"] != "" else "", row["lr"], tokens_seen / max(row["elapsed_s"], 1e-9))
-        if early_stopping_patience and bad_evals >= early_stopping_patience:
-            log.info("early stopping at step %d: no eval improvement in %d evaluations", step, bad_evals)
+                 f" eval_loss {row['eval_loss']:.4f}" if row["eval_loss"] != "" else "", row["lr"], state["tokens_seen"] / max(state["elapsed_s"], 1e-9))
+        stop = early_stopping_patience and state["bad_evals"] >= early_stopping_patience
+        if stop:
+            log.info("early stopping at step %d: no eval improvement in %d evaluations", step, state["bad_evals"])
             break
-    wall = time.perf_counter() - start
-    if best["state"] is not None and best["step"] != rows[-1]["step"]:
-        log.info("restoring the best adapter from step %d (eval loss %.4f)", best["step"], best["loss"])
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name in best["state"]:
-                    p.copy_(best["state"][name])
+        if ckpt and step % checkpoint_every == 0 and step < total_steps:
+            ckpt.save(model, optimizer, scheduler, state, best_state)
+    wall = state["elapsed_s"]
+    if best_state is not None and state["best_step"] != state["step"]:
+        log.info("restoring the best adapter from step %d (eval loss %.4f)", state["best_step"], state["best_loss"])
+        load_trainable_state(model, best_state)
 
     with atomic_dir(out_adapter) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-    with atomic_path(out_log) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    last = [r["train_loss"] for r in rows[-5:]]
+    write_log(out_log, state["rows"])
+    last = [r["train_loss"] for r in state["rows"][-5:]]
     stats = {
         "r": r, "lora_alpha": lora_alpha, "target_modules": target_modules,
         "trainable_params": trainable, "total_params": total, "trainable_pct": 100 * trainable / total,
         "adapter_mb": (Path(out_adapter) / "adapter_model.safetensors").stat().st_size / 2**20,
-        "steps": rows[-1]["step"], "planned_steps": total_steps, "best_step": best["step"],
-        "final_train_loss": sum(last) / len(last), "best_eval_loss": best["loss"],
-        "train_time_s": wall, "tokens_seen": tokens_seen, "supervised_tokens_seen": supervised_seen,
-        "tokens_per_s": tokens_seen / wall, "peak_memory_mb": peak_memory_mb(device),
+        "steps": state["step"], "planned_steps": total_steps, "best_step": state["best_step"],
+        "final_train_loss": sum(last) / len(last), "best_eval_loss": state["best_loss"],
+        "train_time_s": wall, "tokens_seen": state["tokens_seen"], "supervised_tokens_seen": state["supervised_seen"],
+        "tokens_per_s": state["tokens_seen"] / max(wall, 1e-9), "peak_memory_mb": peak_memory_mb(device),
         "device": str(device), "seed": seed, "optimizer": type(optimizer).__name__,
     }
+    if preflight:  # the pre-flight estimate next to the measurement, to keep the estimate honest
+        stats["preflight_est_memory_mb"] = read_json(preflight)["est_peak_train_memory_mb"]
     write_json(out_stats, stats)
-    log.info("trained %d steps in %.1fs (%.0f tokens/s), best eval loss %.4f", stats["steps"], wall, stats["tokens_per_s"], best["loss"])
+    if ckpt:
+        ckpt.clear()
+    log.info("trained %d steps in %.1fs (%.0f tokens/s), best eval loss %.4f", stats["steps"], wall, stats["tokens_per_s"], state["best_loss"])
     return stats

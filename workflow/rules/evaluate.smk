@@ -12,7 +12,9 @@ rule evaluate_base:
         out_metrics=f"{R}/base/eval.json",
         out_generations=f"{R}/base/generations.jsonl",
     params:
-        **EVAL,
+        batch_size=EVAL["batch_size"],
+        max_new_tokens=EVAL["max_new_tokens"],
+        max_samples=EVAL["max_samples"],
         seed=config["seed"],
         threads=config["torch_threads"],
         trust_remote_code=config["base_model"]["trust_remote_code"],
@@ -43,7 +45,9 @@ rule evaluate:
         out_generations=f"{R}/runs/{{run}}/generations.jsonl",
         out_samples=f"{R}/runs/{{run}}/samples.jsonl",
     params:
-        **EVAL,
+        batch_size=EVAL["batch_size"],
+        max_new_tokens=EVAL["max_new_tokens"],
+        max_samples=EVAL["max_samples"],
         seed=config["seed"],
         threads=config["torch_threads"],
         trust_remote_code=config["base_model"]["trust_remote_code"],

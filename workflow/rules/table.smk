@@ -6,10 +6,10 @@ rule table:
         metrics=expand(rules.evaluate.output.out_metrics, run=RUNS),
         merge_checks=expand(rules.merge.output.out_check, run=RUNS),
     output:
-        out_csv=f"{R}/comparison.csv",
+        out_csv=report(f"{R}/comparison.csv", caption="../report/comparison.rst", category="Comparison"),
         out_md=f"{R}/comparison.md",
     params:
-        run_names=list(RUNS),
+        runs=RUNS,
         best_metric=config["table"]["best_metric"],
     log:
         f"{R}/logs/table.log",

@@ -5,6 +5,7 @@ rule train:
         train_path=rules.tokenize.output.out_train,
         val_path=rules.tokenize.output.out_val,
         tokens_meta=rules.tokenize.output.meta_path,
+        preflight=rules.preflight.output.out_json,
     output:
         out_adapter=directory(f"{R}/runs/{{run}}/adapter"),
         out_log=f"{R}/runs/{{run}}/train_log.csv",
@@ -14,6 +15,7 @@ rule train:
         lora_alpha=lambda wc: RUNS[wc.run]["lora_alpha"],
         target_modules=lambda wc: RUNS[wc.run]["target_modules"],
         **config["train"],
+        checkpoint_dir=lambda wc: f"{R}/checkpoints/{wc.run}",
         seed=config["seed"],
         threads=config["torch_threads"],
         trust_remote_code=config["base_model"]["trust_remote_code"],

@@ -1,0 +1,46 @@
+"""Pre-flight counts on the meta device must equal peft's own, and bad targets must be caught."""
+
+import pytest
+
+from loraflow.preflight import TargetModuleError, check_targets, lora_counts, meta_model, preflight_run
+
+
+def llama2_7b_config():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, tie_word_embeddings=False)
+
+
+def test_llama2_7b_lora_counts_match_peft_without_weights():
+    model = meta_model(llama2_7b_config())
+    trainable, total = lora_counts(model, r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
+    assert (trainable, total) == (4_194_304, 6_742_609_920)
+    assert round(100 * trainable / total, 4) == 0.0622
+
+
+def test_counts_equal_a_real_peft_model(tiny_model):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    real = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    assert lora_counts(meta_model(str(tiny_model)), 4, 8, "all-linear") == real.get_nb_trainable_parameters()
+    assert next(meta_model(str(tiny_model)).parameters()).device == torch.device("meta")
+
+
+def test_missing_target_module_lists_the_models_linear_layers(tiny_model):
+    with pytest.raises(TargetModuleError) as err:
+        check_targets(meta_model(str(tiny_model)), ["q_proj", "c_attn"])
+    msg = str(err.value)
+    assert "grid.target_modules: c_attn not found in LlamaForCausalLM" in msg
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
+        assert name in msg
+
+
+def test_preflight_run_writes_counts_and_estimate(tmp_path, tiny_model):
+    info = preflight_run(str(tiny_model), str(tmp_path / "p.json"), "r4_a8_qv", 4, 8.0, ["q_proj", "v_proj"], batch_size=4, max_length=64)
+    assert info["trainable_params"] == 2 * (4 * 32 + 32 * 4 + 4 * 32 + 16 * 4)
+    assert info["adapter_mb"] == pytest.approx(info["trainable_params"] * 4 / 2**20)
+    assert info["est_peak_train_memory_mb"] > info["total_params"] * 4 / 2**20
+    assert (tmp_path / "p.json").is_file()
