@@ -19,7 +19,7 @@ def test_default_config_is_valid_and_filled():
 
 def test_empty_config_gets_every_default():
     cfg = validate_config({})
-    assert cfg["grid"] == {"r": [8], "lora_alpha": [16], "target_modules": ["qv"]}
+    assert cfg["grid"] == {"r": [8], "lora_alpha": [16], "target_modules": ["qv"], "seeds": []}
     assert cfg["split"] == {"train": 0.8, "val": 0.1, "test": 0.1}
 
 
@@ -53,7 +53,8 @@ def test_grid_expansion_and_readable_run_names():
     runs = expand_grid(cfg)
     assert len(runs) == 8
     assert "r8_a16_qv" in runs and "r4_a0.5_q-k" in runs
-    assert runs["r8_a16_qv"] == {"r": 8, "lora_alpha": 16.0, "targets": "qv", "target_modules": ["q_proj", "v_proj"]}
+    assert runs["r8_a16_qv"] == {"point": "r8_a16_qv", "r": 8, "lora_alpha": 16.0, "targets": "qv",
+                                 "target_modules": ["q_proj", "v_proj"], "seed": 42}
     assert runs["r4_a0.5_q-k"]["target_modules"] == ["q_proj", "k_proj"]
     assert run_name(8, 16.0, "all-linear") == "r8_a16_all-linear"
 
@@ -68,3 +69,10 @@ def test_adding_a_grid_value_keeps_existing_names():
 def test_duplicate_grid_values_are_rejected():
     with pytest.raises(ConfigError, match="grid.r"):
         validate_config({"grid": {"r": [8, 8]}})
+
+
+def test_seeds_axis_keeps_the_default_seed_name():
+    runs = expand_grid(validate_config({"seed": 42, "grid": {"r": [8], "seeds": [42, 1, 2]}}))
+    assert list(runs) == ["r8_a16_qv", "r8_a16_qv_s1", "r8_a16_qv_s2"]
+    assert {v["point"] for v in runs.values()} == {"r8_a16_qv"}
+    assert [v["seed"] for v in runs.values()] == [42, 1, 2]

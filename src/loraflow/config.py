@@ -94,7 +94,7 @@ def check_semantics(config: dict) -> None:
             f"config key split: train + val + test must sum to 1, got "
             f"{split['train']} + {split['val']} + {split['test']} = {total:g}"
         )
-    for axis in ("r", "lora_alpha", "target_modules"):
+    for axis in ("r", "lora_alpha", "target_modules", "seeds"):
         values = config["grid"][axis]
         if len(values) != len({_freeze(v) for v in values}):
             raise ConfigError(f"config key grid.{axis}: duplicate values {values}")
@@ -136,19 +136,26 @@ def resolve_targets(targets: str | list[str]) -> list[str] | str:
     return TARGET_PRESETS[targets] if isinstance(targets, str) else list(targets)
 
 
-def run_name(r: int, alpha: float, targets: str | list[str]) -> str:
-    return f"r{r}_a{_fmt_number(alpha)}_{targets_label(targets)}"
+def run_name(r: int, alpha: float, targets: str | list[str], seed: int | None = None) -> str:
+    """`r8_a16_qv`; runs with a seed other than the config's `seed` get a suffix: `r8_a16_qv_s1`."""
+    name = f"r{r}_a{_fmt_number(alpha)}_{targets_label(targets)}"
+    return name if seed is None else f"{name}_s{seed}"
 
 
 def expand_grid(config: dict) -> dict[str, dict]:
-    """All grid points as {run name: LoRA hyperparameters}, in a stable order."""
+    """All grid points as {run name: hyperparameters}, in a stable order.
+
+    `point` names the grid point without its seed, so runs that differ only by seed can be averaged."""
     grid = config["grid"]
+    seeds = grid["seeds"] or [config["seed"]]
     runs: dict[str, dict] = {}
-    for r, alpha, targets in itertools.product(grid["r"], grid["lora_alpha"], grid["target_modules"]):
-        runs[run_name(r, alpha, targets)] = {
+    for r, alpha, targets, seed in itertools.product(grid["r"], grid["lora_alpha"], grid["target_modules"], seeds):
+        runs[run_name(r, alpha, targets, None if seed == config["seed"] else seed)] = {
+            "point": run_name(r, alpha, targets),
             "r": int(r),
             "lora_alpha": float(alpha),
             "targets": targets_label(targets),
             "target_modules": resolve_targets(targets),
+            "seed": int(seed),
         }
     return runs

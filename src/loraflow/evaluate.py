@@ -11,7 +11,7 @@ import time
 import torch
 
 from loraflow.io import read_jsonl, write_json, write_jsonl
-from loraflow.metrics import perplexity, text_metrics
+from loraflow.metrics import accuracy_macro_f1, normalize_answer, pairwise_agreement, perplexity, text_metrics
 from loraflow.modeling import load_causal_lm, load_tokenizer, mean_loss, pick_device, set_seed, set_threads
 from loraflow.tokenization import load_split
 
@@ -27,8 +27,9 @@ def stop_token_ids(tokenizer) -> list[int]:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int) -> tuple[list[str], dict]:
-    """Greedy answers for `prompts` (same order) and speed figures. Prompts are batched by length."""
+def generate(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int, sampling: dict | None = None) -> tuple[list[str], dict]:
+    """Answers for `prompts` (same order) and speed figures; greedy unless `sampling` gives
+    temperature/top_p. Prompts are batched by length, left-padded, with the KV cache."""
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     stops = stop_token_ids(tokenizer)
@@ -38,9 +39,9 @@ def generate(model, tokenizer, prompts: list[str], batch_size: int, max_new_toke
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
         enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        decoding = {"do_sample": True, "top_k": None, **sampling} if sampling else {"do_sample": False, "top_p": None, "top_k": None, "temperature": None}
         out = model.generate(
-            **enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
-            pad_token_id=tokenizer.pad_token_id, use_cache=True, top_p=None, top_k=None, temperature=None,
+            **enc, max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, use_cache=True, **decoding,
         )
         for row, i in enumerate(idx):
             gen = out[row, enc["input_ids"].shape[1]:].tolist()
@@ -49,6 +50,23 @@ def generate(model, tokenizer, prompts: list[str], batch_size: int, max_new_toke
             answers[i] = tokenizer.decode(gen[:cut], skip_special_tokens=True).strip()
     seconds = time.perf_counter() - start
     return answers, {"generated_tokens": new_tokens, "generation_s": seconds, "generation_tokens_per_s": new_tokens / max(seconds, 1e-9)}
+
+
+def consistency(model, tokenizer, prompts: list[str], samples: int, temperature: float, seed: int, max_new_tokens: int) -> float:
+    """Ask each prompt `samples` times with sampling; mean pairwise ROUGE-L agreement (0-100)."""
+    if not prompts or samples < 2:
+        return float("nan")
+    torch.manual_seed(seed)
+    answers, _ = generate(model, tokenizer, [p for p in prompts for _ in range(samples)], len(prompts) * samples,
+                          max_new_tokens, sampling={"temperature": temperature, "top_p": 1.0})
+    groups = [answers[i * samples : (i + 1) * samples] for i in range(len(prompts))]
+    return sum(pairwise_agreement(g) for g in groups) / len(groups)
+
+
+def is_classification(references: list[str], max_labels: int = 20) -> bool:
+    """Answers drawn from a small label set (sentiment, topic ...) rather than free text."""
+    labels = {normalize_answer(r) for r in references}
+    return len(references) >= 2 * len(labels) and len(labels) <= max_labels and all(len(r.split()) <= 3 for r in labels)
 
 
 def load_for_eval(model_dir: str, adapter_dir: str | None, trust_remote_code: bool = False):
@@ -64,6 +82,7 @@ def load_for_eval(model_dir: str, adapter_dir: str | None, trust_remote_code: bo
 def evaluate_model(
     model_dir: str, test_path: str, test_tokens: str, tokens_meta: str, out_metrics: str, out_generations: str,
     adapter_dir: str | None = None, batch_size: int = 16, max_new_tokens: int = 64, max_samples: int = 0,
+    task: str = "auto", consistency_questions: int = 8, consistency_samples: int = 4, temperature: float = 0.7,
     seed: int = 42, threads: int | None = None, trust_remote_code: bool = False,
 ) -> dict:
     """Evaluate stage entry point; `adapter_dir=None` evaluates the untouched base model."""
@@ -78,17 +97,23 @@ def evaluate_model(
     if max_samples:
         rows = rows[:max_samples]
     answers, speed = generate(model, tokenizer, [r["prompt"] for r in rows], batch_size, max_new_tokens)
+    references = [r["reference"] for r in rows]
     metrics = {
         "model": "base" if adapter_dir is None else adapter_dir,
         "test_examples": len(examples), "generated_examples": len(rows),
         "eval_loss": loss, "perplexity": perplexity(loss),
-        **text_metrics(answers, [r["reference"] for r in rows]),
+        **text_metrics(answers, references),
         **speed,
     }
+    if task == "classification" or (task == "auto" and is_classification(references)):
+        metrics.update(accuracy_macro_f1([normalize_answer(a) for a in answers], [normalize_answer(r) for r in references]))
+    metrics["consistency"] = consistency(model, tokenizer, [r["prompt"] for r in rows[:consistency_questions]],
+                                         consistency_samples, temperature, seed, max_new_tokens)
     write_jsonl(out_generations, ({"id": r["id"], "prompt": r["prompt"], "reference": r["reference"], "answer": a} for r, a in zip(rows, answers)))
     write_json(out_metrics, metrics)
-    log.info("eval: loss %.4f ppl %.2f BLEU %.2f ROUGE-L %.2f EM %.1f (%.1f generated tokens/s)",
-             loss, metrics["perplexity"], metrics["bleu"], metrics["rougeL"], metrics["exact_match"], speed["generation_tokens_per_s"])
+    log.info("eval: loss %.4f ppl %.2f BLEU %.2f ROUGE-L %.2f EM %.1f consistency %.1f (%.1f generated tokens/s)",
+             loss, metrics["perplexity"], metrics["bleu"], metrics["rougeL"], metrics["exact_match"], metrics["consistency"],
+             speed["generation_tokens_per_s"])
     return metrics
 
 

@@ -49,6 +49,11 @@ def _named(items) -> dict:
 def call_stage(smk, module: str, function: str):
     """Call loraflow.<module>.<function> with the rule's named input/output/params (and threads)."""
     with log_to(smk.log[0] if smk.log else None):
+        gpus = int(smk.resources.get("gpu", 0) or 0)
+        if gpus:  # before torch is imported: pin this job to its own device(s) on a multi-GPU machine
+            from loraflow.gpu_slots import claim_gpu
+
+            claim_gpu(gpus)
         fn = getattr(importlib.import_module(module), function)
         kwargs = {**_named(smk.input), **_named(smk.output), **_named(smk.params)}
         logging.getLogger("loraflow").info("%s.%s(%s)", module, function, ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))

@@ -19,27 +19,33 @@ log = logging.getLogger(__name__)
 LOWER_IS_BETTER = {"test_loss", "perplexity"}
 METRIC_COLUMN = {"eval_loss": "test_loss"}
 EVAL_KEYS = ("bleu", "rouge1", "rouge2", "rougeL", "exact_match")
+OPTIONAL_EVAL_KEYS = ("accuracy", "macro_f1", "consistency")
+SPEED_KEYS = ("tok_s_base", "tok_s_adapter", "tok_s_merged")
 
 COLUMNS = [
-    "run", "best", "status", "r", "alpha", "alpha_over_r", "targets", "trainable_params", "trainable_pct", "adapter_mb",
-    "train_time_s", "peak_memory_mb", "final_train_loss", "val_loss", "test_loss", "perplexity",
-    *EVAL_KEYS, "merge_max_abs_diff", "merge_check",
+    "run", "best", "status", "point", "seed", "r", "alpha", "alpha_over_r", "targets", "trainable_params", "trainable_pct",
+    "adapter_mb", "train_time_s", "peak_memory_mb", "final_train_loss", "val_loss", "test_loss", "perplexity",
+    *EVAL_KEYS, *OPTIONAL_EVAL_KEYS, "merge_max_abs_diff", "merge_check", *SPEED_KEYS,
 ]
+# Columns averaged over seeds in the per-point table.
+POINT_METRICS = ["final_train_loss", "val_loss", "test_loss", "perplexity", *EVAL_KEYS, *OPTIONAL_EVAL_KEYS]
 DECIMALS = {"trainable_pct": 4, "final_train_loss": 4, "val_loss": 4, "test_loss": 4, "alpha_over_r": 2, "adapter_mb": 2}
 
 
 def eval_columns(m: dict) -> dict:
-    return {"test_loss": m["eval_loss"], "perplexity": m["perplexity"], **{k: m[k] for k in EVAL_KEYS}}
+    return {"test_loss": m["eval_loss"], "perplexity": m["perplexity"], **{k: m[k] for k in EVAL_KEYS},
+            **{k: m[k] for k in OPTIONAL_EVAL_KEYS if k in m}}
 
 
 def run_row(name: str, hp: dict, train_stats: dict, metrics: dict, merge_check: dict) -> dict:
     return {
-        "run": name, "status": "ok", "r": hp["r"], "alpha": hp["lora_alpha"], "alpha_over_r": hp["lora_alpha"] / hp["r"],
+        "run": name, "status": "ok", "point": hp.get("point", name), "seed": hp.get("seed"), "r": hp["r"], "alpha": hp["lora_alpha"], "alpha_over_r": hp["lora_alpha"] / hp["r"],
         "targets": hp["targets"], "trainable_params": train_stats["trainable_params"], "trainable_pct": train_stats["trainable_pct"],
         "adapter_mb": train_stats["adapter_mb"], "train_time_s": train_stats["train_time_s"],
         "peak_memory_mb": train_stats["peak_memory_mb"], "final_train_loss": train_stats["final_train_loss"],
         "val_loss": train_stats["best_eval_loss"], **eval_columns(metrics),
         "merge_max_abs_diff": merge_check["max_abs_logit_diff"], "merge_check": "pass" if merge_check["passed"] else "FAIL",
+        **{k: merge_check.get(k) for k in SPEED_KEYS},
     }
 
 
@@ -57,7 +63,48 @@ def build_table(base_metrics: str, train_stats: list[str], metrics: list[str], m
     rows = [{"run": "base", "status": "ok", **eval_columns(read_json(base_metrics))}]
     for (name, hp), t, m, c in zip(runs.items(), train_stats, metrics, merge_checks, strict=True):
         rows.append(run_row(name, hp, read_json(t), read_json(m), read_json(c)))
-    return mark_best(pd.DataFrame(rows).reindex(columns=COLUMNS), best_metric)
+    return finish(rows, best_metric)
+
+
+def finish(rows: list[dict], best_metric: str) -> pd.DataFrame:
+    """Columns in order; optional columns nobody filled are dropped; the best run marked."""
+    df = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    runs = df[df["run"] != "base"]
+    drop = [c for c in OPTIONAL_EVAL_KEYS if df[c].isna().all()]
+    if (runs["point"].isna() | (runs["point"] == runs["run"])).all():
+        drop.append("point")  # no seeds axis: the point is the run
+    if runs["seed"].nunique() <= 1:
+        drop.append("seed")
+    return mark_best(df.drop(columns=drop), best_metric)
+
+
+def by_point(df: pd.DataFrame, best_metric: str) -> pd.DataFrame | None:
+    """Mean and std over seeds per grid point (None when every point has a single seed)."""
+    runs = df[(df["run"] != "base") & (df["status"] == "ok")]
+    if "point" not in runs or runs.groupby("point").size().max() < 2:
+        return None
+    metrics = [c for c in POINT_METRICS if c in runs]
+    grouped = runs.groupby("point", sort=False)
+    out = grouped[["r", "alpha", "targets", "trainable_params"]].first()
+    out.insert(0, "seeds", grouped.size())
+    for c in metrics:
+        out[f"{c}_mean"] = grouped[c].mean()
+        out[f"{c}_std"] = grouped[c].std(ddof=1)
+    column = METRIC_COLUMN.get(best_metric, best_metric) + "_mean"
+    out["best"] = ""
+    out.loc[out[column].idxmin() if column.removesuffix("_mean") in LOWER_IS_BETTER else out[column].idxmax(), "best"] = f"best mean ({best_metric})"
+    return out.reset_index()
+
+
+def points_markdown(points: pd.DataFrame) -> str:
+    metrics = [c.removesuffix("_mean") for c in points.columns if c.endswith("_mean")]
+    head = ["point", "best", "seeds", "r", "alpha", "targets", *metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
+    for _, row in points.iterrows():
+        cells = [row["point"], row["best"], str(row["seeds"]), str(int(row["r"])), f"{row['alpha']:g}", row["targets"]]
+        cells += [f"{row[m + '_mean']:.{DECIMALS.get(m, 2)}f} ± {row[m + '_std']:.{DECIMALS.get(m, 2)}f}" for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(value, column: str) -> str:
@@ -65,11 +112,20 @@ def _fmt(value, column: str) -> str:
         return ""
     if column == "trainable_params":
         return f"{int(value):,}"
+    if column in ("r", "seed"):
+        return str(int(value))
+    if column == "alpha":
+        return f"{value:g}"
     if column == "merge_max_abs_diff":
         return f"{value:.2g}"
     if isinstance(value, float):
         return f"{value:.{DECIMALS.get(column, 2)}f}"
     return str(value)
+
+
+QUALITY = ["run", "best", "status", "seed", "r", "alpha", "targets", "val_loss", "test_loss", "perplexity", *EVAL_KEYS, *OPTIONAL_EVAL_KEYS]
+COST = ["run", "trainable_params", "trainable_pct", "adapter_mb", "train_time_s", "peak_memory_mb", "final_train_loss",
+        "merge_max_abs_diff", "merge_check", *SPEED_KEYS]
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -79,15 +135,26 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(df: pd.DataFrame, out_csv: str, out_md: str, best_metric: str) -> str:
+def write_tables(df: pd.DataFrame, out_csv: str, out_md: str, best_metric: str, out_points_csv: str | None = None) -> str:
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)
+    points = by_point(df, best_metric)
+    if out_points_csv:
+        with atomic_path(out_points_csv) as tmp:
+            (points if points is not None else pd.DataFrame()).to_csv(tmp, index=False)
     best = df.loc[df["best"] != "", "run"]
     headline = f"Best run by `{best_metric}`: **{best.iloc[0]}**." if len(best) else "No run finished."
     failed = df[df["status"] != "ok"]
     if len(failed):
         headline += f" {len(failed)} run(s) did not finish: " + ", ".join(failed["run"]) + "."
-    md = f"# LoRA comparison\n\n{headline} The `base` row is the untouched base model.\n\n{to_markdown(df)}"
+    quality = df[[c for c in QUALITY if c in df and (c != "status" or (df[c] != "ok").any())]]
+    cost = df[df["run"] != "base"][[c for c in COST if c in df]]
+    md = (f"# LoRA comparison\n\n{headline} The `base` row is the untouched base model. "
+          f"Every column is in `comparison.csv`.\n\n## Quality (test split)\n\n{to_markdown(quality)}"
+          f"\n## Cost\n\n{to_markdown(cost)}")
+    if points is not None:
+        best_point = points.loc[points["best"] != "", "point"].iloc[0]
+        md += f"\n## Across seeds (mean ± std)\n\nBest grid point by mean `{best_metric}`: **{best_point}**.\n\n{points_markdown(points)}"
     write_text(out_md, md)
     print(md, flush=True)
     return md
@@ -95,11 +162,11 @@ def write_tables(df: pd.DataFrame, out_csv: str, out_md: str, best_metric: str) 
 
 def write_comparison(
     base_metrics: str, train_stats: list[str], metrics: list[str], merge_checks: list[str],
-    out_csv: str, out_md: str, runs: dict[str, dict], best_metric: str = "rougeL",
+    out_csv: str, out_md: str, runs: dict[str, dict], best_metric: str = "rougeL", out_points_csv: str | None = None,
 ) -> pd.DataFrame:
     """Table stage entry point."""
     df = build_table(base_metrics, train_stats, metrics, merge_checks, runs, best_metric)
-    write_tables(df, out_csv, out_md, best_metric)
+    write_tables(df, out_csv, out_md, best_metric, out_points_csv)
     return df
 
 
@@ -126,8 +193,8 @@ def write_partial_comparison(results_dir: str, runs: dict[str, dict], best_metri
             continue
         stage = missing[0]
         error = _last_error(res / "logs" / stage / f"{name}.log")
-        rows.append({"run": name, "status": f"FAILED in {stage}: {error}", "r": hp["r"], "alpha": hp["lora_alpha"],
-                     "alpha_over_r": hp["lora_alpha"] / hp["r"], "targets": hp["targets"]})
-    df = mark_best(pd.DataFrame(rows).reindex(columns=COLUMNS), best_metric)
+        rows.append({"run": name, "status": f"FAILED in {stage}: {error}", "point": hp.get("point", name), "seed": hp.get("seed"), "r": hp["r"],
+                     "alpha": hp["lora_alpha"], "alpha_over_r": hp["lora_alpha"] / hp["r"], "targets": hp["targets"]})
+    df = finish(rows, best_metric)
     write_tables(df, str(res / "comparison.csv"), str(res / "comparison.md"), best_metric)
     return df

@@ -1,4 +1,19 @@
 # Helpers shared by the rules. No heavy imports here: this file is parsed on every invocation.
 
+import re
+
+
 wildcard_constraints:
-    run="|".join(sorted(RUNS)),
+    run="|".join(re.escape(name) for name in sorted(RUNS)),
+
+
+DATA = config["data"]
+HUB_DATA = DATA["path"].startswith("hf:")
+
+
+def clean_inputs(wildcards):
+    """The raw data file (generated, or the user's) and the base model's tokenizer."""
+    inputs = {"model_dir": f"{R}/base_model"}
+    if not HUB_DATA:
+        inputs["data_path"] = f"{R}/data/raw.jsonl" if DATA["path"] == "builtin" else DATA["path"]
+    return inputs

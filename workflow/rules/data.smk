@@ -1,15 +1,3 @@
-DATA = config["data"]
-HUB_DATA = DATA["path"].startswith("hf:")
-
-
-def clean_inputs(wildcards):
-    """The raw data file (generated, or the user's) and the base model's tokenizer."""
-    inputs = {"model_dir": rules.base_model.output.out_dir}
-    if not HUB_DATA:
-        inputs["data_path"] = f"{R}/data/raw.jsonl" if DATA["path"] == "builtin" else DATA["path"]
-    return inputs
-
-
 rule builtin_dataset:
     """The default data: a seeded bilingual QA set about a fictional company, with dirty rows."""
     output:

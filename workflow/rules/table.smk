@@ -8,6 +8,7 @@ rule table:
     output:
         out_csv=report(f"{R}/comparison.csv", caption="../report/comparison.rst", category="Comparison"),
         out_md=f"{R}/comparison.md",
+        out_points_csv=f"{R}/comparison_by_point.csv",
     params:
         runs=RUNS,
         best_metric=config["table"]["best_metric"],

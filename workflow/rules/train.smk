@@ -16,7 +16,7 @@ rule train:
         target_modules=lambda wc: RUNS[wc.run]["target_modules"],
         **config["train"],
         checkpoint_dir=lambda wc: f"{R}/checkpoints/{wc.run}",
-        seed=config["seed"],
+        seed=lambda wc: RUNS[wc.run]["seed"],
         threads=config["torch_threads"],
         trust_remote_code=config["base_model"]["trust_remote_code"],
     threads: workflow.cores

@@ -1,0 +1,140 @@
+"""Training throughput: loraflow's train stage vs two transformers.Trainer references, one process.
+
+Same base model (results/base_model, the default SmolLM2-135M), same data (the default train split),
+same LoRA (r=8, alpha=16, q_proj+v_proj, dropout 0.05), same examples and so the same real tokens,
+same effective batch (16 conversations per optimizer step) and learning rate (2e-4), one epoch:
+
+  ref1  the tutorials' recipe: Trainer, every example padded to 512 tokens, batch 4 x grad-accum 4
+  ref2  a well-tuned Trainer: the same with dynamic padding and group_by_length=True
+  loraflow  loraflow.train.train_lora (length-grouped dynamic padding, LM head and loss only on
+            assistant positions), batch 16
+
+Real tokens = non-padding tokens. Prints tokens/s, the ratios, and each model's validation loss
+(mean NLL over assistant tokens, the same function for all three).
+
+    .venv/bin/python benchmarks/bench_training.py [--examples 64] [--threads 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+LORA = dict(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.05)
+LR, SEED = 2e-4, 0
+
+
+def trainer_run(model_dir, examples, pad_to_max: bool, max_length: int = 512):
+    """Train with transformers.Trainer; returns (peft model, seconds, real tokens)."""
+    import torch
+    from datasets import Dataset
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    from loraflow.modeling import load_causal_lm, load_tokenizer
+    from loraflow.train import lora_model
+
+    tok = load_tokenizer(model_dir)
+    rows = []
+    for ids, mask in examples:
+        ids, mask = [int(i) for i in ids], [int(m) for m in mask]
+        labels = [i if m else -100 for i, m in zip(ids, mask)]
+        if pad_to_max:
+            pad = max_length - len(ids)
+            rows.append({"input_ids": ids + [tok.pad_token_id] * pad, "attention_mask": [1] * len(ids) + [0] * pad, "labels": labels + [-100] * pad})
+        else:
+            rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
+    torch.manual_seed(SEED)
+    model = lora_model(load_causal_lm(model_dir, torch.device("cpu")), **LORA)
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=4, gradient_accumulation_steps=4, learning_rate=LR,
+        num_train_epochs=1, lr_scheduler_type="linear", warmup_steps=0, logging_steps=1, save_strategy="no", report_to=[],
+        group_by_length=not pad_to_max, seed=SEED, dataloader_num_workers=0, use_cpu=True, disable_tqdm=True,
+    )
+    collator = None if pad_to_max else DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
+    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=collator)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    return model, seconds, sum(len(ids) for ids, _ in examples)
+
+
+def loraflow_run(model_dir, tokens_dir: Path, n_examples: int, threads: int):
+    from loraflow.train import train_lora
+
+    out = Path(tempfile.mkdtemp())
+    stats = train_lora(
+        model_dir, str(tokens_dir / "train.npz"), str(tokens_dir / "val.npz"), str(tokens_dir / "meta.json"),
+        str(out / "adapter"), str(out / "log.csv"), str(out / "stats.json"), **LORA, learning_rate=LR,
+        epochs=1, batch_size=16, grad_accum=1, eval_every=0, max_eval_batches=1, seed=SEED, threads=threads,
+    )
+    from peft import PeftModel
+    import torch
+
+    from loraflow.modeling import load_causal_lm
+
+    model = PeftModel.from_pretrained(load_causal_lm(model_dir, torch.device("cpu")), str(out / "adapter"))
+    # train_time_s includes one small validation batch at the end: a conservative figure
+    return model, stats["train_time_s"], stats["tokens_seen"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", default=str(REPO / "results"))
+    ap.add_argument("--examples", type=int, default=64, help="training conversations (a multiple of 16)")
+    ap.add_argument("--val-examples", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--skip-ref1", action="store_true", help="skip the slow padded-to-512 reference")
+    args = ap.parse_args()
+
+    import torch
+
+    from loraflow.io import read_jsonl, write_jsonl
+    from loraflow.modeling import load_tokenizer, mean_loss, set_threads
+    from loraflow.tokenization import load_split, tokenize_splits
+
+    threads = set_threads(args.threads)
+    res = Path(args.results)
+    model_dir = str(res / "base_model")
+    if not (res / "data" / "train.jsonl").is_file():
+        raise SystemExit("run the default pipeline first (snakemake --cores 1 --resources gpu=1)")
+    tokens = Path(tempfile.mkdtemp())
+    train_rows = read_jsonl(res / "data" / "train.jsonl")[: args.examples]
+    val_rows = read_jsonl(res / "data" / "val.jsonl")[: args.val_examples]
+    write_jsonl(tokens / "train.jsonl", train_rows)
+    write_jsonl(tokens / "val.jsonl", val_rows)
+    tokenize_splits(model_dir, str(tokens / "train.jsonl"), str(tokens / "val.jsonl"), str(tokens / "val.jsonl"),
+                    str(tokens / "train.npz"), str(tokens / "val.npz"), str(tokens / "test.npz"), str(tokens / "meta.json"), 512)
+    train = load_split(str(tokens / "train.npz"), str(tokens / "meta.json"), model_dir)
+    val = load_split(str(tokens / "val.npz"), str(tokens / "meta.json"), model_dir)
+    pad_id = load_tokenizer(model_dir).pad_token_id
+    real = sum(len(i) for i, _ in train)
+    print(f"{len(train)} conversations, {real} real tokens ({real / len(train):.0f} per example), {threads} threads, torch {torch.__version__}", flush=True)
+
+    results = {}
+    plan = [("loraflow", lambda: loraflow_run(model_dir, tokens, len(train), threads)),
+            ("ref2 Trainer dynamic+grouped", lambda: trainer_run(model_dir, train, pad_to_max=False))]
+    if not args.skip_ref1:
+        plan.append(("ref1 Trainer padded-512", lambda: trainer_run(model_dir, train, pad_to_max=True)))
+    for name, fn in plan:
+        model, seconds, n_tokens = fn()
+        val_loss = mean_loss(model, val, 16, pad_id, torch.device("cpu"))
+        results[name] = {"seconds": seconds, "real_tokens": n_tokens, "tokens_per_s": n_tokens / seconds, "val_loss": val_loss}
+        print(f"{name:30s} {seconds:8.1f} s  {n_tokens / seconds:8.1f} real tokens/s  val loss {val_loss:.4f}", flush=True)
+        del model
+
+    lf = results["loraflow"]["tokens_per_s"]
+    for name in results:
+        if name != "loraflow":
+            print(f"loraflow / {name}: {lf / results[name]['tokens_per_s']:.2f}x")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
