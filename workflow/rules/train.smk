@@ -19,7 +19,7 @@ rule train:
         seed=lambda wc: RUNS[wc.run]["seed"],
         threads=config["torch_threads"],
         trust_remote_code=config["base_model"]["trust_remote_code"],
-    threads: workflow.cores
+    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
     resources:
         gpu=1,
     log:

@@ -1,0 +1,92 @@
+"""The Slurm profile on a real single-node Slurm (slurm-wlm + munge on localhost).
+
+Runs where Slurm is installed or can be (root with apt-get, as in CI); the cluster is started by
+scripts/slurm/local_cluster.sh and every daemon is stopped by pid afterwards. The cluster has no
+accounting daemon, so the executor checks job status with squeue (MinJobAge keeps finished jobs).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+from test_workflow import TIMING, tiny_config
+
+CAN_RUN = bool(shutil.which("slurmctld")) or (os.geteuid() == 0 and bool(shutil.which("apt-get")))
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not CAN_RUN, reason="needs Slurm installed, or root with apt-get to install it")]
+SCRIPT = REPO / "scripts" / "slurm" / "local_cluster.sh"
+MODEL_RULES = ("base_model", "train", "evaluate_base", "evaluate", "merge", "tokenize", "preflight")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    d = tmp_path_factory.mktemp("slurm")
+    subprocess.run(["bash", str(SCRIPT), "start", str(d)], check=True, timeout=900)
+    try:
+        yield {**os.environ, "SLURM_CONF": str(d / "slurm.conf"), "PYTHONPATH": str(REPO / "src")}
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop", str(d)], check=False, timeout=120)
+        pids = [p for p in (d / f"{n}.pid" for n in ("munged", "slurmctld", "slurmd")) if p.exists()]
+        assert not pids, f"daemons left running: {pids}"
+
+
+def smk(workdir: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def test_tiny_pipeline_through_slurm_equals_a_local_run(cluster, tiny_model, tmp_path):
+    local, remote = tmp_path / "local", tmp_path / "slurm"
+    for d in (local, remote):
+        d.mkdir()
+        (d / "config.yaml").write_text(yaml.safe_dump(tiny_config(tiny_model)))
+    smk(local, cluster, "--cores", "1", "--resources", "gpu=1")
+    # The profile as users run it; this 2-CPU node has no GPU and little memory, so the per-rule
+    # requests are scaled down (the GPU mapping itself is checked in the test below).
+    small = [f"{rule}:{k}={v}" for rule in MODEL_RULES for k, v in (("gpu", 0), ("mem_mb", 3000), ("cpus_per_task", 1))]
+    proc = smk(remote, cluster, "--profile", str(REPO / "profiles" / "slurm"), "--jobs", "2",
+               "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
+               "--slurm-keep-successful-logs", "--set-resources", *small)
+    out = proc.stdout + proc.stderr
+    submitted = [line for line in out.splitlines() if "submitted with SLURM jobid" in line or "SLURM jobid" in line]
+    assert len(submitted) >= 10, out[-3000:]
+    jobs = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %j %T"], capture_output=True, text=True, env=cluster, check=True).stdout
+    states = [line.split()[-1] for line in jobs.splitlines()]
+    assert states and set(states) == {"COMPLETED"}, jobs
+    logs = list((remote / ".snakemake" / "slurm_logs").rglob("*.log"))
+    assert any("rule_train" in str(p) for p in logs) and any("rule_merge" in str(p) for p in logs)
+    # same results as the local run
+    for run in ("r2_a8_qv", "r4_a8_qv"):
+        a = local / "results/runs" / run / "adapter/adapter_model.safetensors"
+        assert a.read_bytes() == (remote / "results/runs" / run / "adapter/adapter_model.safetensors").read_bytes()
+    t1 = pd.read_csv(local / "results/comparison.csv").drop(columns=TIMING + ["tok_s_base", "tok_s_adapter", "tok_s_merged"])
+    t2 = pd.read_csv(remote / "results/comparison.csv").drop(columns=TIMING + ["tok_s_base", "tok_s_adapter", "tok_s_merged"])
+    pd.testing.assert_frame_equal(t1, t2)
+
+
+def test_gpu_resources_become_sbatch_gpus_arguments():
+    """What the profile's `gpu: 1` (and an optional gpu_model) turn into on the sbatch line."""
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    class Job:
+        def __init__(self, **resources):
+            self.resources = _Resources(resources)
+
+    class _Resources(dict):
+        def __getattr__(self, key):
+            return self[key]
+
+    assert set_gres_string(Job(gpu=1)).strip() == "--gpus=1"
+    assert set_gres_string(Job(gpu=2, gpu_model="a100")).strip() == "--gpus=a100:2"
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    for rule in ("train", "evaluate", "evaluate_base", "merge"):
+        assert profile["set-resources"][rule]["gpu"] == 1
+    assert set_gres_string(Job(**profile["set-resources"]["train"])).strip() == "--gpus=1"
