@@ -202,3 +202,33 @@ def test_tokenise_cache_refuses_another_tokenizer(tmp_path, tiny_model, tiny_mod
     assert isinstance(ids, np.ndarray) and mask.sum() == meta["splits"]["train"]["supervised_tokens"] > 0
     with pytest.raises(StaleCacheError, match="another tokenizer"):
         load_split(outs[0], str(tmp_path / "meta.json"), str(tiny_model_no_template))
+
+
+def test_jsonl_with_bom_crlf_bad_bytes_huge_row_and_mixed_schemas(tmp_path):
+    """One file with the awkward inputs users have: each row ends in clean or rejected with a reason."""
+    huge = "x" * 1_000_000
+    lines = [
+        '\ufeff{"question": "What is the BOM?", "answer": "A byte order mark."}\r',  # BOM + CRLF
+        '{"instruction": "Translate", "input": "猫", "output": "cat, the animal"}\r',
+        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]}) + "\r",
+        json.dumps({"question": "Huge?", "answer": huge}),  # a 1 MB single row
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes("\n".join(lines).encode("utf-8") + b"\n" + b'{"question": "bad \xff byte", "answer": "no"}\n')
+    clean, rejected, stats = clean_rows(iter_raw_rows(str(path)), str(path), COLUMNS, on_bad_row="reject")
+    assert [c["line"] for c in clean] == [1, 2, 3]
+    assert clean[0]["messages"][0]["content"] == "What is the BOM?"  # no BOM, no \r
+    assert {r["line"]: r["reason"] for r in rejected} == {4: "too_long", 5: "bad_encoding"}
+    assert stats["rows_in"] == 5 and stats["conserved"]
+    with pytest.raises(DataError, match=r"mixed\.jsonl:5: not valid utf-8"):
+        clean_rows(iter_raw_rows(str(path)), str(path), COLUMNS)
+
+
+def test_json_array_file_and_wrong_message_types(tmp_path):
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps([{"question": "q?", "answer": "fine answer"},
+                                {"messages": [{"role": "user", "content": 5}]},
+                                {"messages": [{"role": "robot", "content": "x"}]}]))
+    clean, rejected, _ = clean_rows(iter_raw_rows(str(path)), str(path), COLUMNS, on_bad_row="reject")
+    assert len(clean) == 1 and [r["reason"] for r in rejected] == ["wrong_type", "bad_role"]
+    assert "unknown role 'robot'" in rejected[1]["detail"]

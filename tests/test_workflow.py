@@ -133,7 +133,7 @@ def test_missing_target_module_stops_before_training(tmp_path, tiny_model):
     assert not list((tmp_path / "results").glob("runs/*/train_stats.json"))  # no training started
 
 
-TIMING = ["train_time_s", "peak_memory_mb"]
+TIMING = ["train_time_s", "peak_memory_mb", "tok_s_base", "tok_s_adapter", "tok_s_merged"]  # measured, not computed
 
 
 def test_two_runs_in_parallel_give_identical_results(finished_run, tiny_model, tmp_path):
