@@ -67,7 +67,8 @@ def plot_pareto(table: pd.DataFrame, metric: str, out_png: str) -> None:
     for _, row in runs.iterrows():
         ax.annotate(row["run"], (row["trainable_params"], row[metric]), fontsize=7, xytext=(4, 3), textcoords="offset points")
     front = pareto_front(pts)
-    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "r-", lw=1.5, label="Pareto front", zorder=2)
+    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-", color="red", lw=1.5, marker="o", ms=11,
+            mfc="none", mew=1.5, label="Pareto front", zorder=4)
     base = table[table["run"] == "base"]
     if len(base) and not math.isnan(base[metric].iloc[0]):
         ax.axhline(base[metric].iloc[0], color="grey", ls=":", label="base model")
@@ -91,8 +92,9 @@ def plot_heatmap(table: pd.DataFrame, metric: str, out_png: str) -> None:
         im = ax.imshow(grid.values, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(grid.columns)), [f"{a:g}" for a in grid.columns])
         ax.set_yticks(range(len(grid.index)), [str(int(r)) for r in grid.index])
+        middle = (grid.values.min() + grid.values.max()) / 2
         for (i, j), v in pd.DataFrame(grid.values).stack().items():
-            ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="w", fontsize=9)
+            ax.text(j, i, f"{v:.1f}", ha="center", va="center", color="black" if v > middle else "white", fontsize=10)
         ax.set_xlabel("lora_alpha")
         ax.set_ylabel("r")
         ax.set_title(f"{metric} — targets {target}")

@@ -9,14 +9,18 @@ ending with the same adapter as an uninterrupted run.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
+import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from loraflow import distributed
 from loraflow.checkpoint import Checkpointer
 from loraflow.io import atomic_dir, atomic_path, read_json, write_json
 from loraflow.modeling import (
@@ -81,13 +85,17 @@ def train_lora(
     learning_rate: float = 1e-3, weight_decay: float = 0.0, epochs: float = 1, max_steps: int = 0,
     batch_size: int = 8, grad_accum: int = 1, warmup_steps: int = 0, lr_scheduler: str = "linear",
     max_grad_norm: float = 1.0, eval_every: int = 20, early_stopping_patience: int = 0,
-    max_eval_batches: int = 0, checkpoint_every: int = 0, checkpoint_dir: str | None = None,
+    max_eval_batches: int = 0, checkpoint_every: int = 0, checkpoint_dir: str | None = None, nproc_per_node: int = 1,
     seed: int = 42, threads: int | None = None, trust_remote_code: bool = False, preflight: str | None = None,
 ) -> dict:
     hparams = {k: v for k, v in locals().items() if k not in ("out_adapter", "out_log", "out_stats", "threads", "checkpoint_dir", "preflight")}
+    if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:  # start again as nproc_per_node processes
+        distributed.launch(nproc_per_node, __name__, {k: v for k, v in locals().items() if k != "hparams"})
+        return read_json(out_stats)
     from transformers import get_scheduler
 
-    set_threads(threads)
+    rank, world = distributed.world()
+    set_threads(threads or (max(1, len(os.sched_getaffinity(0)) // world) if world > 1 else None))
     set_seed(seed)
     device = pick_device()
     tokenizer = load_tokenizer(model_dir)
@@ -99,7 +107,7 @@ def train_lora(
              r, lora_alpha, target_modules, f"{trainable:,}", f"{total:,}", 100 * trainable / total, device)
 
     lengths = [len(ids) for ids, _ in train_set]
-    total_steps = plan_steps(math.ceil(len(train_set) / batch_size), grad_accum, epochs, max_steps)
+    total_steps = plan_steps(math.ceil(len(train_set) / batch_size), grad_accum * world, epochs, max_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, fused=device.type == "cuda")
     scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
@@ -116,26 +124,28 @@ def train_lora(
     model.train()
     while state["step"] < total_steps:
         step = state["step"] + 1
-        parts = [next(stream) for _ in range(grad_accum)]
-        examples = [[train_set[i] for i in batch] for _, batch in parts]
-        n_target = sum(int(m[1:].sum()) for ex in examples for _, m in ex)
+        drawn = [next(stream) for _ in range(grad_accum * world)]
+        parts = [[train_set[i] for i in batch] for _, batch in drawn]
+        n_target = sum(int(m[1:].sum()) for ex in parts for _, m in ex)  # over all ranks' micro-batches
         step_loss = 0.0
-        for ex in examples:
-            batch = collate(ex, tokenizer.pad_token_id, device)
-            loss_sum, _ = supervised_loss(model, batch)
+        for ex in parts[rank::world]:
+            loss_sum, _ = supervised_loss(model, collate(ex, tokenizer.pad_token_id, device))
             (loss_sum / max(n_target, 1)).backward()
             step_loss += loss_sum.item() / max(n_target, 1)
-            state["tokens_seen"] += int(batch["attention_mask"].sum())
+        if world > 1:
+            distributed.sum_gradients(params)
+            step_loss = distributed.sum_value(step_loss, device)
+        state["tokens_seen"] += sum(len(ids) for ex in parts for ids, _ in ex)
         if max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state["supervised_seen"] += n_target
-        state["micro_batches"] += grad_accum
+        state["micro_batches"] += grad_accum * world
         state["step"] = step
         state["elapsed_s"] = time.perf_counter() - start
-        row = {"step": step, "epoch": parts[-1][0] + 1, "train_loss": round(step_loss, 5), "eval_loss": "",
+        row = {"step": step, "epoch": drawn[-1][0] + 1, "train_loss": round(step_loss, 5), "eval_loss": "",
                "lr": scheduler.get_last_lr()[0], "tokens_seen": state["tokens_seen"], "elapsed_s": round(state["elapsed_s"], 2)}
         if (eval_every and step % eval_every == 0) or step == total_steps:
             row["eval_loss"] = round(mean_loss(model, val_set, batch_size * 2, tokenizer.pad_token_id, device, max_eval_batches), 5)
@@ -151,13 +161,16 @@ def train_lora(
         if stop:
             log.info("early stopping at step %d: no eval improvement in %d evaluations", step, state["bad_evals"])
             break
-        if ckpt and step % checkpoint_every == 0 and step < total_steps:
+        if ckpt and rank == 0 and step % checkpoint_every == 0 and step < total_steps:
             ckpt.save(model, optimizer, scheduler, state, best_state)
     wall = state["elapsed_s"]
     if best_state is not None and state["best_step"] != state["step"]:
         log.info("restoring the best adapter from step %d (eval loss %.4f)", state["best_step"], state["best_loss"])
         load_trainable_state(model, best_state)
 
+    if rank != 0:
+        distributed.finish()
+        return {}
     with atomic_dir(out_adapter) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
     write_log(out_log, state["rows"])
@@ -170,12 +183,19 @@ def train_lora(
         "final_train_loss": sum(last) / len(last), "best_eval_loss": state["best_loss"],
         "train_time_s": wall, "tokens_seen": state["tokens_seen"], "supervised_tokens_seen": state["supervised_seen"],
         "tokens_per_s": state["tokens_seen"] / max(wall, 1e-9), "peak_memory_mb": peak_memory_mb(device),
-        "device": str(device), "seed": seed, "optimizer": type(optimizer).__name__,
+        "device": str(device), "processes": world, "seed": seed, "optimizer": type(optimizer).__name__,
     }
     if preflight:  # the pre-flight estimate next to the measurement, to keep the estimate honest
         stats["preflight_est_memory_mb"] = read_json(preflight)["est_peak_train_memory_mb"]
     write_json(out_stats, stats)
     if ckpt:
         ckpt.clear()
+    distributed.finish()
     log.info("trained %d steps in %.1fs (%.0f tokens/s), best eval loss %.4f", stats["steps"], wall, stats["tokens_per_s"], state["best_loss"])
     return stats
+
+
+if __name__ == "__main__":  # one rank of a torchrun launch: python -m loraflow.train kwargs.json
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s rank" + os.environ.get("RANK", "0") + " %(name)s: %(message)s")
+    with open(sys.argv[1], encoding="utf-8") as fh:
+        train_lora(**json.load(fh))
