@@ -3,7 +3,7 @@
 Prints both timings, the speed-up, and whether the answers are identical. Uses the default base
 model and test split of a finished default run (results/), or converts/generates them if absent.
 
-    .venv/bin/python benchmarks/bench_generation.py [--prompts 48] [--batch-size 16] [--max-new-tokens 64]
+    .venv/bin/python benchmarks/bench_generation.py [--prompts 64] [--batch-size 32] [--max-new-tokens 64]
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def ensure_inputs(results: Path) -> tuple[Path, list[str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--results", default=str(REPO / "results"))
-    ap.add_argument("--prompts", type=int, default=48)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
