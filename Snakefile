@@ -7,6 +7,4 @@ rule all:
     """The comparison table (and everything it needs)."""
     default_target: True
     input:
-        rules.table.output,
-        rules.preflight_table.output,
-        rules.report_figures.output,
+        FINAL_TARGETS,

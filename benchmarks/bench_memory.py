@@ -27,7 +27,7 @@ def measure(variant: str, results: str, steps: int, batch_size: int) -> dict:
 
     from loraflow.io import write_jsonl, read_jsonl
     from loraflow.modeling import collate, load_causal_lm, load_tokenizer, peak_memory_mb, pick_device, set_seed, set_threads, supervised_loss
-    from loraflow.train import lora_model
+    from loraflow.methods import trainable_model
     from loraflow.tokenization import encode_example
 
     set_threads(0)
@@ -41,10 +41,7 @@ def measure(variant: str, results: str, steps: int, batch_size: int) -> dict:
     if variant == "full":
         params = list(model.parameters())
     else:
-        model = lora_model(model, 8, 16, ["q_proj", "v_proj"], 0.05)
-        if variant == "lora+gc":
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
+        model = trainable_model(model, "lora", 8, 16, ["q_proj", "v_proj"], 0.05, gradient_checkpointing=variant == "lora+gc")
         params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     model.train()

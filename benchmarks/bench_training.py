@@ -41,7 +41,7 @@ def trainer_run(model_dir, examples, pad_to_max: bool, max_length: int = 512):
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from loraflow.modeling import load_causal_lm, load_tokenizer
-    from loraflow.train import lora_model
+    from loraflow.methods import trainable_model
 
     tok = load_tokenizer(model_dir)
     rows = []
@@ -54,7 +54,7 @@ def trainer_run(model_dir, examples, pad_to_max: bool, max_length: int = 512):
         else:
             rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
     torch.manual_seed(SEED)
-    model = lora_model(load_causal_lm(model_dir, torch.device("cpu")), **LORA)
+    model = trainable_model(load_causal_lm(model_dir, torch.device("cpu")), "lora", **LORA)
     import inspect
 
     # transformers >= 5 spells group_by_length=True as train_sampling_strategy="group_by_length"

@@ -20,7 +20,7 @@ CHATML = (
 )
 
 
-def build_tiny_model(out_dir: Path, corpus: list[str], chat_template: str | None = CHATML, seed: int = 0) -> Path:
+def build_tiny_model(out_dir: Path, corpus: list[str], chat_template: str | None = CHATML, seed: int = 0, hidden_size: int = 32) -> Path:
     """Train a small byte-level BPE tokenizer on `corpus` and save a 2-layer Llama with it."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -37,7 +37,7 @@ def build_tiny_model(out_dir: Path, corpus: list[str], chat_template: str | None
         tok.chat_template = chat_template
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )

@@ -19,7 +19,7 @@ def test_default_config_is_valid_and_filled():
 
 def test_empty_config_gets_every_default():
     cfg = validate_config({})
-    assert cfg["grid"] == {"r": [8], "lora_alpha": [16], "target_modules": ["qv"], "seeds": []}
+    assert cfg["grid"] == {"r": [8], "lora_alpha": [16], "target_modules": ["qv"], "seeds": [], "method": ["lora"]}
     assert cfg["split"] == {"train": 0.8, "val": 0.1, "test": 0.1}
 
 
@@ -38,6 +38,8 @@ def test_empty_config_gets_every_default():
         (lambda c: c["data"].update(path="/nonexistent/data.jsonl"), "config key data.path"),
         (lambda c: c["base_model"].update(source="local", path=None), "config key base_model.path"),
         (lambda c: c.update(results_dir="../elsewhere"), "config key results_dir"),
+        (lambda c: c["grid"].update(method=["qlora4"]), "config key grid.method.0"),
+        (lambda c: c["grid"].update(method=["lora", "lora"]), "config key grid.method: duplicate"),
     ],
 )
 def test_bad_config_names_the_key(mutate, fragment):
@@ -53,8 +55,8 @@ def test_grid_expansion_and_readable_run_names():
     runs = expand_grid(cfg)
     assert len(runs) == 8
     assert "r8_a16_qv" in runs and "r4_a0.5_q-k" in runs
-    assert runs["r8_a16_qv"] == {"point": "r8_a16_qv", "r": 8, "lora_alpha": 16.0, "targets": "qv",
-                                 "target_modules": ["q_proj", "v_proj"], "seed": 42}
+    assert runs["r8_a16_qv"] == {"point": "r8_a16_qv", "method": "lora", "r": 8, "lora_alpha": 16.0, "targets": "qv",
+                                 "target_modules": "qv", "seed": 42}
     assert runs["r4_a0.5_q-k"]["target_modules"] == ["q_proj", "k_proj"]
     assert run_name(8, 16.0, "all-linear") == "r8_a16_all-linear"
 
@@ -76,3 +78,14 @@ def test_seeds_axis_keeps_the_default_seed_name():
     assert list(runs) == ["r8_a16_qv", "r8_a16_qv_s1", "r8_a16_qv_s2"]
     assert {v["point"] for v in runs.values()} == {"r8_a16_qv"}
     assert [v["seed"] for v in runs.values()] == [42, 1, 2]
+
+
+def test_method_axis_names_runs_and_full_is_one_run_per_seed():
+    cfg = validate_config({"grid": {"r": [4, 8], "lora_alpha": [16], "method": ["lora", "dora", "qlora", "lora_8bit", "rslora", "full"],
+                                    "seeds": [42, 7]}})
+    runs = expand_grid(cfg)
+    assert {"r4_a16_qv", "r4_a16_qv_dora", "r8_a16_qv_qlora", "r8_a16_qv_8bit", "r8_a16_qv_rslora_s7", "full", "full_s7"} <= set(runs)
+    assert len(runs) == 2 * (5 * 2 + 1)  # seeds x (5 LoRA methods x 2 ranks + one full run)
+    assert runs["full"] == {"point": "full", "method": "full", "r": None, "lora_alpha": None, "targets": "all",
+                            "target_modules": None, "seed": 42}
+    assert runs["r8_a16_qv_qlora"]["method"] == "qlora" and runs["r8_a16_qv_qlora"]["point"] == "r8_a16_qv_qlora"

@@ -14,15 +14,20 @@ from typing import Any
 import jsonschema
 import yaml
 
+from loraflow.targets import PRESET_NAMES
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
-# Named target-module presets. Values are peft `target_modules` arguments.
-TARGET_PRESETS: dict[str, list[str] | str] = {
-    "qv": ["q_proj", "v_proj"],
-    "attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "mlp": ["gate_proj", "up_proj", "down_proj"],
-    "all-linear": "all-linear",
+# Training methods (the grid's `method` axis) and the suffix each adds to a run name.
+METHODS = {
+    "lora": "",            # plain LoRA
+    "dora": "_dora",       # weight-decomposed LoRA (peft use_dora)
+    "rslora": "_rslora",   # rank-stabilised scaling alpha/sqrt(r) (peft use_rslora)
+    "qlora": "_qlora",     # 4-bit NF4 base, double quantisation, paged AdamW 8-bit
+    "lora_8bit": "_8bit",  # 8-bit base (load_in_8bit)
+    "full": "",            # full fine-tuning reference: every weight trained, no adapter (run `full`)
 }
+QUANTIZED_METHODS = ("qlora", "lora_8bit")
 
 
 class ConfigError(ValueError):
@@ -94,15 +99,15 @@ def check_semantics(config: dict) -> None:
             f"config key split: train + val + test must sum to 1, got "
             f"{split['train']} + {split['val']} + {split['test']} = {total:g}"
         )
-    for axis in ("r", "lora_alpha", "target_modules", "seeds"):
+    for axis in ("r", "lora_alpha", "target_modules", "seeds", "method"):
         values = config["grid"][axis]
         if len(values) != len({_freeze(v) for v in values}):
             raise ConfigError(f"config key grid.{axis}: duplicate values {values}")
     for t in config["grid"]["target_modules"]:
-        if isinstance(t, str) and t not in TARGET_PRESETS:
+        if isinstance(t, str) and t not in PRESET_NAMES:
             raise ConfigError(
                 f"config key grid.target_modules: unknown preset {t!r}; use one of "
-                f"{', '.join(TARGET_PRESETS)} or an explicit list of module names"
+                f"{', '.join(PRESET_NAMES)} or an explicit list of module names"
             )
     bm = config["base_model"]
     if bm["source"] in ("local", "hub") and not bm["path"]:
@@ -132,30 +137,34 @@ def targets_label(targets: str | list[str]) -> str:
     return "-".join(t.removesuffix("_proj") for t in targets)
 
 
-def resolve_targets(targets: str | list[str]) -> list[str] | str:
-    return TARGET_PRESETS[targets] if isinstance(targets, str) else list(targets)
-
-
-def run_name(r: int, alpha: float, targets: str | list[str], seed: int | None = None) -> str:
-    """`r8_a16_qv`; runs with a seed other than the config's `seed` get a suffix: `r8_a16_qv_s1`."""
-    name = f"r{r}_a{_fmt_number(alpha)}_{targets_label(targets)}"
+def run_name(r: int, alpha: float, targets: str | list[str], seed: int | None = None, method: str = "lora") -> str:
+    """`r8_a16_qv`, `r8_a16_qv_dora`, `full`; runs with a seed other than the config's `seed` get a
+    suffix: `r8_a16_qv_s1`."""
+    name = "full" if method == "full" else f"r{r}_a{_fmt_number(alpha)}_{targets_label(targets)}{METHODS[method]}"
     return name if seed is None else f"{name}_s{seed}"
 
 
 def expand_grid(config: dict) -> dict[str, dict]:
     """All grid points as {run name: hyperparameters}, in a stable order.
 
-    `point` names the grid point without its seed, so runs that differ only by seed can be averaged."""
+    `point` names the grid point without its seed, so runs that differ only by seed can be averaged.
+    `target_modules` stays a preset name or a list: each job resolves it for the model's family.
+    Method `full` trains every weight, so r, alpha and targets do not apply: one run per seed."""
     grid = config["grid"]
     seeds = grid["seeds"] or [config["seed"]]
     runs: dict[str, dict] = {}
-    for r, alpha, targets, seed in itertools.product(grid["r"], grid["lora_alpha"], grid["target_modules"], seeds):
-        runs[run_name(r, alpha, targets, None if seed == config["seed"] else seed)] = {
-            "point": run_name(r, alpha, targets),
-            "r": int(r),
-            "lora_alpha": float(alpha),
-            "targets": targets_label(targets),
-            "target_modules": resolve_targets(targets),
+    for method, r, alpha, targets, seed in itertools.product(grid["method"], grid["r"], grid["lora_alpha"], grid["target_modules"], seeds):
+        name = run_name(r, alpha, targets, None if seed == config["seed"] else seed, method)
+        if name in runs:
+            continue
+        full = method == "full"
+        runs[name] = {
+            "point": run_name(r, alpha, targets, method=method),
+            "method": method,
+            "r": None if full else int(r),
+            "lora_alpha": None if full else float(alpha),
+            "targets": "all" if full else targets_label(targets),
+            "target_modules": None if full else (targets if isinstance(targets, str) else list(targets)),
             "seed": int(seed),
         }
     return runs

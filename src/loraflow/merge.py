@@ -40,9 +40,13 @@ def generation_speed(model, batch, pad_id: int, new_tokens: int) -> float:
 def merge_adapter(
     model_dir: str, adapter_dir: str, test_path: str, out_dir: str, out_check: str,
     tolerance: float = 1e-3, n_prompts: int = 4, speed_tokens: int = 32, threads: int | None = None, trust_remote_code: bool = False,
+    method: str = "lora",
 ) -> dict:
     """Merge stage entry point: merged model, logit check, and inference speed of base, base +
-    adapter and merged model on the same prompts (merged should match base)."""
+    adapter and merged model on the same prompts (merged should match base).
+
+    Adapters trained on a quantised base (qlora, lora_8bit) are merged into the full-precision base,
+    the usual way to ship them: a merged model cannot be re-quantised without loss."""
     set_threads(threads)
     tokenizer = load_tokenizer(model_dir, padding_side="left")
     model = load_for_eval(model_dir, adapter_dir, trust_remote_code)
@@ -62,7 +66,7 @@ def merge_adapter(
     max_diff = (before - after).abs().max().item()
     check = {
         "max_abs_logit_diff": max_diff, "tolerance": tolerance, "passed": max_diff <= tolerance,
-        "prompts": len(rows), "positions": int(mask.sum()), "dtype": str(next(merged.parameters()).dtype),
+        "prompts": len(rows), "positions": int(mask.sum()), "dtype": str(next(merged.parameters()).dtype), "method": method,
         **speed,
     }
     if not check["passed"]:

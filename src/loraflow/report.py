@@ -82,13 +82,17 @@ def plot_pareto(table: pd.DataFrame, metric: str, out_png: str) -> None:
 
 
 def plot_heatmap(table: pd.DataFrame, metric: str, out_png: str) -> None:
-    """Mean `metric` over r (rows) x alpha (columns), one panel per target-module choice."""
+    """Mean `metric` over r (rows) x alpha (columns), one panel per target-module choice and method
+    (runs without r, such as full fine-tuning, have no cell)."""
     plt = _pyplot()
-    runs = table[(table["run"] != "base") & (table["status"] == "ok")]
-    targets = sorted(runs["targets"].unique())
-    fig, axes = plt.subplots(1, max(len(targets), 1), figsize=(4.5 * max(len(targets), 1), 3.8), squeeze=False)
-    for ax, target in zip(axes[0], targets):
-        grid = runs[runs["targets"] == target].pivot_table(index="r", columns="alpha", values=metric, aggfunc="mean")
+    runs = table[(table["run"] != "base") & (table["status"] == "ok") & table["r"].notna()].copy()
+    runs["panel"] = runs["targets"].astype(str)
+    if "method" in runs:
+        runs["panel"] += runs["method"].map(lambda m: "" if m == "lora" else f", {m}")
+    panels = sorted(runs["panel"].unique())
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.5 * max(len(panels), 1), 3.8), squeeze=False)
+    for ax, target in zip(axes[0], panels):
+        grid = runs[runs["panel"] == target].pivot_table(index="r", columns="alpha", values=metric, aggfunc="mean")
         im = ax.imshow(grid.values, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(grid.columns)), [f"{a:g}" for a in grid.columns])
         ax.set_yticks(range(len(grid.index)), [str(int(r)) for r in grid.index])

@@ -23,8 +23,8 @@ OPTIONAL_EVAL_KEYS = ("accuracy", "macro_f1", "consistency")
 SPEED_KEYS = ("tok_s_base", "tok_s_adapter", "tok_s_merged")
 
 COLUMNS = [
-    "run", "best", "status", "point", "seed", "r", "alpha", "alpha_over_r", "targets", "trainable_params", "trainable_pct",
-    "adapter_mb", "train_time_s", "peak_memory_mb", "final_train_loss", "val_loss", "test_loss", "perplexity",
+    "run", "best", "status", "point", "seed", "method", "r", "alpha", "alpha_over_r", "targets", "trainable_params", "trainable_pct",
+    "adapter_mb", "optimizer", "train_time_s", "peak_memory_mb", "final_train_loss", "val_loss", "test_loss", "perplexity",
     *EVAL_KEYS, *OPTIONAL_EVAL_KEYS, "merge_max_abs_diff", "merge_check", *SPEED_KEYS,
 ]
 # Columns averaged over seeds in the per-point table.
@@ -37,16 +37,29 @@ def eval_columns(m: dict) -> dict:
             **{k: m[k] for k in OPTIONAL_EVAL_KEYS if k in m}}
 
 
-def run_row(name: str, hp: dict, train_stats: dict, metrics: dict, merge_check: dict) -> dict:
-    return {
-        "run": name, "status": "ok", "point": hp.get("point", name), "seed": hp.get("seed"), "r": hp["r"], "alpha": hp["lora_alpha"], "alpha_over_r": hp["lora_alpha"] / hp["r"],
-        "targets": hp["targets"], "trainable_params": train_stats["trainable_params"], "trainable_pct": train_stats["trainable_pct"],
-        "adapter_mb": train_stats["adapter_mb"], "train_time_s": train_stats["train_time_s"],
-        "peak_memory_mb": train_stats["peak_memory_mb"], "final_train_loss": train_stats["final_train_loss"],
-        "val_loss": train_stats["best_eval_loss"], **eval_columns(metrics),
+def grid_columns(name: str, hp: dict) -> dict:
+    """The columns a run has from the config alone (also for runs that failed)."""
+    r, alpha = hp.get("r"), hp.get("lora_alpha")
+    return {"run": name, "point": hp.get("point", name), "seed": hp.get("seed"), "method": hp.get("method", "lora"), "r": r,
+            "alpha": alpha, "alpha_over_r": alpha / r if r and alpha else None, "targets": hp.get("targets")}
+
+
+def run_row(name: str, hp: dict, train_stats: dict, metrics: dict, merge_check: dict | None) -> dict:
+    """`merge_check` is None for a run with nothing to merge (full fine-tuning)."""
+    merge = {"merge_check": "n/a"} if merge_check is None else {
         "merge_max_abs_diff": merge_check["max_abs_logit_diff"], "merge_check": "pass" if merge_check["passed"] else "FAIL",
-        **{k: merge_check.get(k) for k in SPEED_KEYS},
+        **{k: merge_check.get(k) for k in SPEED_KEYS}}
+    return {
+        **grid_columns(name, hp), "status": "ok", "trainable_params": train_stats["trainable_params"], "trainable_pct": train_stats["trainable_pct"],
+        "adapter_mb": train_stats["adapter_mb"], "optimizer": train_stats.get("optimizer"), "train_time_s": train_stats["train_time_s"],
+        "peak_memory_mb": train_stats["peak_memory_mb"], "final_train_loss": train_stats["final_train_loss"],
+        "val_loss": train_stats["best_eval_loss"], **eval_columns(metrics), **merge,
     }
+
+
+def by_run(paths: list[str]) -> dict[str, str]:
+    """Per-run files (results/runs/<run>/<file>) keyed by run name."""
+    return {Path(p).parent.name: p for p in paths}
 
 
 def mark_best(df: pd.DataFrame, best_metric: str) -> pd.DataFrame:
@@ -61,8 +74,9 @@ def mark_best(df: pd.DataFrame, best_metric: str) -> pd.DataFrame:
 def build_table(base_metrics: str, train_stats: list[str], metrics: list[str], merge_checks: list[str], runs: dict[str, dict], best_metric: str = "rougeL") -> pd.DataFrame:
     """Per-run file lists are in the order of `runs` (run name -> grid hyperparameters)."""
     rows = [{"run": "base", "status": "ok", **eval_columns(read_json(base_metrics))}]
-    for (name, hp), t, m, c in zip(runs.items(), train_stats, metrics, merge_checks, strict=True):
-        rows.append(run_row(name, hp, read_json(t), read_json(m), read_json(c)))
+    merged = by_run(merge_checks)
+    for (name, hp), t, m in zip(runs.items(), train_stats, metrics, strict=True):
+        rows.append(run_row(name, hp, read_json(t), read_json(m), read_json(merged[name]) if name in merged else None))
     return finish(rows, best_metric)
 
 
@@ -75,6 +89,8 @@ def finish(rows: list[dict], best_metric: str) -> pd.DataFrame:
         drop.append("point")  # no seeds axis: the point is the run
     if runs["seed"].nunique() <= 1:
         drop.append("seed")
+    if (runs["method"].fillna("lora") == "lora").all():
+        drop.append("method")
     return mark_best(df.drop(columns=drop), best_metric)
 
 
@@ -85,7 +101,7 @@ def by_point(df: pd.DataFrame, best_metric: str) -> pd.DataFrame | None:
         return None
     metrics = [c for c in POINT_METRICS if c in runs]
     grouped = runs.groupby("point", sort=False)
-    out = grouped[["r", "alpha", "targets", "trainable_params"]].first()
+    out = grouped[[c for c in ("method", "r", "alpha", "targets", "trainable_params") if c in runs]].first()
     out.insert(0, "seeds", grouped.size())
     for c in metrics:
         out[f"{c}_mean"] = grouped[c].mean()
@@ -101,7 +117,7 @@ def points_markdown(points: pd.DataFrame) -> str:
     head = ["point", "best", "seeds", "r", "alpha", "targets", *metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
     for _, row in points.iterrows():
-        cells = [row["point"], row["best"], str(row["seeds"]), str(int(row["r"])), f"{row['alpha']:g}", row["targets"]]
+        cells = [row["point"], row["best"], str(row["seeds"]), _fmt(row["r"], "r"), _fmt(row["alpha"], "alpha"), row["targets"]]
         cells += [f"{row[m + '_mean']:.{DECIMALS.get(m, 2)}f} ± {row[m + '_std']:.{DECIMALS.get(m, 2)}f}" for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -123,8 +139,8 @@ def _fmt(value, column: str) -> str:
     return str(value)
 
 
-QUALITY = ["run", "best", "status", "seed", "r", "alpha", "targets", "val_loss", "test_loss", "perplexity", *EVAL_KEYS, *OPTIONAL_EVAL_KEYS]
-COST = ["run", "trainable_params", "trainable_pct", "adapter_mb", "train_time_s", "peak_memory_mb", "final_train_loss",
+QUALITY = ["run", "best", "status", "seed", "method", "r", "alpha", "targets", "val_loss", "test_loss", "perplexity", *EVAL_KEYS, *OPTIONAL_EVAL_KEYS]
+COST = ["run", "trainable_params", "trainable_pct", "adapter_mb", "optimizer", "train_time_s", "peak_memory_mb", "final_train_loss",
         "merge_max_abs_diff", "merge_check", *SPEED_KEYS]
 
 
@@ -187,14 +203,15 @@ def write_partial_comparison(results_dir: str, runs: dict[str, dict], best_metri
     for name, hp in runs.items():
         d = res / "runs" / name
         files = {"preflight": d / "preflight.json", "train": d / "train_stats.json", "evaluate": d / "eval.json", "merge": d / "merge_check.json"}
+        if hp.get("method") == "full":
+            del files["merge"]
         missing = [stage for stage, f in files.items() if not f.is_file()]
         if not missing:
-            rows.append(run_row(name, hp, *(read_json(files[s]) for s in ("train", "evaluate", "merge"))))
+            rows.append(run_row(name, hp, *(read_json(files[s]) if s in files else None for s in ("train", "evaluate", "merge"))))
             continue
         stage = missing[0]
         error = _last_error(res / "logs" / stage / f"{name}.log")
-        rows.append({"run": name, "status": f"FAILED in {stage}: {error}", "point": hp.get("point", name), "seed": hp.get("seed"), "r": hp["r"],
-                     "alpha": hp["lora_alpha"], "alpha_over_r": hp["lora_alpha"] / hp["r"], "targets": hp["targets"]})
+        rows.append({**grid_columns(name, hp), "status": f"FAILED in {stage}: {error}"})
     df = finish(rows, best_metric)
     write_tables(df, str(res / "comparison.csv"), str(res / "comparison.md"), best_metric)
     return df

@@ -1,9 +1,10 @@
-"""Train stage: one LoRA adapter per grid point, with transformers + peft.
+"""Train stage: one adapter (or, for method `full`, one fine-tuned model) per grid point.
 
 The loop is plain PyTorch so that no compute is spent on padding (length-grouped dynamic padding)
-or on the LM head at positions that are not trained (see modeling.supervised_loss). It checkpoints
-every `checkpoint_every` steps outside Snakemake's outputs and resumes from there after a kill,
-ending with the same adapter as an uninterrupted run.
+or on the LM head at positions that are not trained (see modeling.supervised_loss). How the base is
+loaded and what is trained depends on the method (LoRA, DoRA, rsLoRA, QLoRA, 8-bit, full; see
+methods.py). It checkpoints every `checkpoint_every` steps outside Snakemake's outputs and resumes
+from there after a kill, ending with the same weights as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import torch
 from loraflow import distributed
 from loraflow.checkpoint import Checkpointer
 from loraflow.io import atomic_dir, atomic_path, read_json, write_json
+from loraflow.methods import QUANTIZED, load_base, make_optimizer, save_trained, trainable_model
 from loraflow.modeling import (
-    collate, length_grouped_batches, load_causal_lm, load_tokenizer, mean_loss, peak_memory_mb,
-    pick_device, set_seed, set_threads, supervised_loss,
+    collate, length_grouped_batches, load_tokenizer, mean_loss, peak_memory_mb, pick_device, set_seed, set_threads,
+    supervised_loss,
 )
 from loraflow.tokenization import load_split
 
@@ -34,14 +36,11 @@ log = logging.getLogger(__name__)
 LOG_FIELDS = ["step", "epoch", "train_loss", "eval_loss", "lr", "tokens_seen", "elapsed_s"]
 
 
-def lora_model(model, r: int, lora_alpha: float, target_modules, lora_dropout: float):
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    config = LoraConfig(
-        r=r, lora_alpha=lora_alpha, target_modules=target_modules, lora_dropout=lora_dropout,
-        bias="none", task_type=TaskType.CAUSAL_LM,
-    )
-    return get_peft_model(model, config)
+def parameter_counts(model) -> tuple[int, int]:
+    """(trainable, total) as peft counts them (4-bit weights counted unpacked); plain sums for `full`."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -81,8 +80,8 @@ def write_log(path: str, rows: list[dict]) -> None:
 def train_lora(
     model_dir: str, train_path: str, val_path: str, tokens_meta: str,
     out_adapter: str, out_log: str, out_stats: str,
-    r: int, lora_alpha: float, target_modules, lora_dropout: float = 0.05,
-    learning_rate: float = 1e-3, weight_decay: float = 0.0, epochs: float = 1, max_steps: int = 0,
+    r: int | None, lora_alpha: float | None, target_modules, lora_dropout: float = 0.05, method: str = "lora",
+    learning_rate: float = 1e-3, learning_rate_full: float = 5e-5, gradient_checkpointing: bool = False, weight_decay: float = 0.0, epochs: float = 1, max_steps: int = 0,
     batch_size: int = 8, grad_accum: int = 1, warmup_steps: int = 0, lr_scheduler: str = "linear",
     max_grad_norm: float = 1.0, eval_every: int = 20, early_stopping_patience: int = 0,
     max_eval_batches: int = 0, checkpoint_every: int = 0, checkpoint_dir: str | None = None, nproc_per_node: int = 1,
@@ -101,15 +100,17 @@ def train_lora(
     tokenizer = load_tokenizer(model_dir)
     train_set = load_split(train_path, tokens_meta, model_dir)
     val_set = load_split(val_path, tokens_meta, model_dir)
-    model = lora_model(load_causal_lm(model_dir, device, trust_remote_code=trust_remote_code), r, lora_alpha, target_modules, lora_dropout)
-    trainable, total = model.get_nb_trainable_parameters()
-    log.info("LoRA r=%d alpha=%g targets=%s: %s trainable of %s parameters (%.4f%%) on %s",
+    base = load_base(model_dir, device, method, trust_remote_code)
+    model = trainable_model(base, method, r, lora_alpha, target_modules, lora_dropout, gradient_checkpointing)
+    trainable, total = parameter_counts(model)
+    log.info("%s r=%s alpha=%s targets=%s: %s trainable of %s parameters (%.4f%%) on %s", method,
              r, lora_alpha, target_modules, f"{trainable:,}", f"{total:,}", 100 * trainable / total, device)
 
     lengths = [len(ids) for ids, _ in train_set]
     total_steps = plan_steps(math.ceil(len(train_set) / batch_size), grad_accum * world, epochs, max_steps)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, fused=device.type == "cuda")
+    lr = learning_rate_full if method == "full" else learning_rate
+    optimizer = make_optimizer(method, params, lr, weight_decay, device)
     scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
     state = {"step": 0, "micro_batches": 0, "rows": [], "best_loss": math.inf, "best_step": 0, "bad_evals": 0,
              "tokens_seen": 0, "supervised_seen": 0, "elapsed_s": 0.0}
@@ -172,18 +173,20 @@ def train_lora(
         distributed.finish()
         return {}
     with atomic_dir(out_adapter) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        save_trained(model, method, str(tmp))
     write_log(out_log, state["rows"])
     last = [r["train_loss"] for r in state["rows"][-5:]]
     stats = {
-        "r": r, "lora_alpha": lora_alpha, "target_modules": target_modules,
+        "method": method, "r": r, "lora_alpha": lora_alpha, "target_modules": target_modules, "learning_rate": lr,
         "trainable_params": trainable, "total_params": total, "trainable_pct": 100 * trainable / total,
-        "adapter_mb": (Path(out_adapter) / "adapter_model.safetensors").stat().st_size / 2**20,
+        "adapter_mb": sum(f.stat().st_size for f in Path(out_adapter).glob("*.safetensors")) / 2**20,
         "steps": state["step"], "planned_steps": total_steps, "best_step": state["best_step"],
         "final_train_loss": sum(last) / len(last), "best_eval_loss": state["best_loss"],
         "train_time_s": wall, "tokens_seen": state["tokens_seen"], "supervised_tokens_seen": state["supervised_seen"],
         "tokens_per_s": state["tokens_seen"] / max(wall, 1e-9), "peak_memory_mb": peak_memory_mb(device),
         "device": str(device), "processes": world, "seed": seed, "optimizer": type(optimizer).__name__,
+        "quantization": {"qlora": "nf4 (double quant, bf16 compute)", "lora_8bit": "int8"}.get(method, "none"),
+        "gradient_checkpointing": gradient_checkpointing or method in QUANTIZED,
     }
     if preflight:  # the pre-flight estimate next to the measurement, to keep the estimate honest
         stats["preflight_est_memory_mb"] = read_json(preflight)["est_peak_train_memory_mb"]

@@ -17,3 +17,6 @@ def clean_inputs(wildcards):
     if not HUB_DATA:
         inputs["data_path"] = f"{R}/data/raw.jsonl" if DATA["path"] == "builtin" else DATA["path"]
     return inputs
+
+# Runs with an adapter to merge (a fully fine-tuned model has none).
+MERGED_RUNS = [name for name, hp in RUNS.items() if hp["method"] != "full"]

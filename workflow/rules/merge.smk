@@ -1,5 +1,6 @@
 rule merge:
-    """merge_and_unload, verified: merged logits must equal base + adapter logits within tolerance."""
+    """merge_and_unload, verified: merged logits must equal base + adapter logits within tolerance.
+    Not for method full (no adapter to merge): see MERGED_RUNS."""
     input:
         model_dir=rules.base_model.output.out_dir,
         adapter_dir=rules.train.output.out_adapter,
@@ -9,6 +10,7 @@ rule merge:
         out_check=f"{R}/runs/{{run}}/merge_check.json",
     params:
         **config["merge"],
+        method=lambda wc: RUNS[wc.run]["method"],
         threads=config["torch_threads"],
         trust_remote_code=config["base_model"]["trust_remote_code"],
     threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads

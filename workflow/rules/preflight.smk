@@ -10,8 +10,10 @@ rule preflight:
         r=lambda wc: RUNS[wc.run]["r"],
         lora_alpha=lambda wc: RUNS[wc.run]["lora_alpha"],
         target_modules=lambda wc: RUNS[wc.run]["target_modules"],
+        method=lambda wc: RUNS[wc.run]["method"],
         batch_size=config["train"]["batch_size"],
         max_length=config["tokenize"]["max_length"],
+        gradient_checkpointing=config["train"]["gradient_checkpointing"],
         trust_remote_code=config["base_model"]["trust_remote_code"],
     priority: 100
     log:

@@ -14,6 +14,7 @@ rule train:
         r=lambda wc: RUNS[wc.run]["r"],
         lora_alpha=lambda wc: RUNS[wc.run]["lora_alpha"],
         target_modules=lambda wc: RUNS[wc.run]["target_modules"],
+        method=lambda wc: RUNS[wc.run]["method"],
         **config["train"],
         checkpoint_dir=lambda wc: f"{R}/checkpoints/{wc.run}",
         seed=lambda wc: RUNS[wc.run]["seed"],

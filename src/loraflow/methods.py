@@ -1,0 +1,124 @@
+"""Training methods: how the base is loaded and what is trained, for each value of `grid.method`.
+
+- lora / dora / rslora: full-precision base, peft LoRA (`use_dora`, `use_rslora`).
+- qlora: 4-bit NF4 base with double quantisation and bf16 compute (bitsandbytes), made trainable
+  with `prepare_model_for_kbit_training` (gradient checkpointing on), paged AdamW 8-bit.
+- lora_8bit: the same with an 8-bit base (`load_in_8bit`).
+- full: no adapter; every weight is trained (the reference row of the table).
+
+An optimiser that cannot run here (a GPU-only kernel) falls back to torch AdamW with a log line, and
+the optimiser that actually ran is recorded in the run's train_stats.json.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from loraflow.modeling import load_causal_lm, pick_dtype
+
+log = logging.getLogger(__name__)
+
+QUANTIZED = ("qlora", "lora_8bit")
+LORA_FLAGS = {"dora": {"use_dora": True}, "rslora": {"use_rslora": True}}
+
+
+def quantization_config(method: str):
+    """The bitsandbytes config of a quantised method (None for the others)."""
+    if method not in QUANTIZED:
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError(f"grid.method {method} needs bitsandbytes: pip install 'loraflow[quant]' ({err})") from err
+    from transformers import BitsAndBytesConfig
+
+    if method == "qlora":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=torch.bfloat16)
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def load_base(model_dir: str, device: torch.device, method: str = "lora", trust_remote_code: bool = False):
+    """The base model as `method` trains on it: quantised for qlora / lora_8bit, else full precision."""
+    quant = quantization_config(method)
+    if quant is None:
+        return load_causal_lm(model_dir, device, trust_remote_code=trust_remote_code)
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        model_dir, quantization_config=quant, dtype=pick_dtype(device), attn_implementation="sdpa",
+        device_map={"": device.index or 0} if device.type == "cuda" else "cpu",
+        trust_remote_code=trust_remote_code, use_safetensors=True,
+    )
+
+
+def trainable_model(model, method: str, r: int | None, lora_alpha: float | None, target_modules, lora_dropout: float,
+                    gradient_checkpointing: bool = False):
+    """Wrap the loaded base for training with `method`: a peft LoRA model, or the model itself (full)."""
+    checkpointing = gradient_checkpointing or method in QUANTIZED
+    if method == "full":
+        model.requires_grad_(True)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return model
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    from loraflow.targets import resolve_for_model
+
+    if method in QUANTIZED:
+        keep_4bit_weights_trainable(model)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    config = LoraConfig(
+        r=r, lora_alpha=lora_alpha, target_modules=resolve_for_model(model, target_modules), lora_dropout=lora_dropout,
+        bias="none", task_type=TaskType.CAUSAL_LM, **LORA_FLAGS.get(method, {}),
+    )
+    return get_peft_model(model, config)
+
+
+def keep_4bit_weights_trainable(model) -> None:
+    """bitsandbytes (0.48+) repacks a 4-bit weight into a CPU inference layout the first time it runs
+    in eval mode without gradients (our validation passes) and never unpacks it: gradients then stop
+    reaching the LoRA layers for the rest of training. Turn that inference-only repacking off."""
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return
+    for module in model.modules():
+        if isinstance(module, Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+
+
+def make_optimizer(method: str, params: list, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+    """Paged AdamW 8-bit for the quantised methods (falling back to AdamW where it cannot run),
+    fused AdamW on GPUs, plain AdamW otherwise."""
+    if method in QUANTIZED:
+        try:
+            import bitsandbytes as bnb
+
+            optimizer = bnb.optim.PagedAdamW8bit(params, lr=lr, weight_decay=weight_decay)
+            probe = [torch.zeros_like(p) for p in params]  # one step of zero gradients with lr 0 proves it runs here
+            for p, g in zip(params, probe):
+                p.grad = g
+            saved = [g["lr"] for g in optimizer.param_groups]
+            for g in optimizer.param_groups:
+                g["lr"] = 0.0
+            optimizer.step()
+            for g, value in zip(optimizer.param_groups, saved):
+                g["lr"] = value
+            optimizer.zero_grad(set_to_none=True)
+            optimizer.state.clear()
+            return optimizer
+        except Exception as err:  # noqa: BLE001 - any failure of the GPU-oriented optimiser means: fall back
+            log.warning("paged AdamW 8-bit cannot run on %s (%s: %s); falling back to torch.optim.AdamW", device, type(err).__name__, err)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
+
+
+def save_trained(model, method: str, out_dir: str) -> None:
+    """The adapter (LoRA methods) or the complete model (full), safetensors only."""
+    model.save_pretrained(out_dir, safe_serialization=True)

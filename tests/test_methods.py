@@ -1,0 +1,129 @@
+"""Every grid method on the tiny model: LoRA variants, QLoRA / 8-bit (bitsandbytes on CPU) and full
+fine-tuning train, learn, save what they should, and go through evaluate / merge / table."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from loraflow.evaluate import evaluate_model, load_for_eval
+from loraflow.merge import merge_adapter
+from loraflow.preflight import lora_counts, meta_model, preflight_run
+from loraflow.table import write_comparison
+from loraflow.train import train_lora
+
+bnb = pytest.importorskip("bitsandbytes")
+
+
+@pytest.fixture(scope="module")
+def model64(tmp_path_factory):
+    """The tiny Llama with 64-wide layers: bitsandbytes quantises in blocks of 64 (same tokenizer as
+    the session's tiny model, so the tokenised fixture data fits it)."""
+    from conftest import build_tiny_model, synth_corpus
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny64") / "model", synth_corpus(), hidden_size=64)
+BASE_ARGS = dict(r=4, lora_alpha=8, target_modules="qv", max_steps=12, batch_size=4, eval_every=1,
+                 learning_rate=0.02, learning_rate_full=0.003, lora_dropout=0.0, threads=1, seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, model64, tmp_path_factory):
+    """One run per method: {method: (run dir, train stats)}."""
+    paths, npz = tiny_data
+    root = tmp_path_factory.mktemp("methods")
+    out = {}
+    for method in ("lora", "dora", "rslora", "qlora", "lora_8bit", "full"):
+        d = root / method
+        stats = train_lora(str(model64), npz[0], npz[1], str(paths["meta"]), str(d / "adapter"), str(d / "train_log.csv"),
+                           str(d / "train_stats.json"), method=method, **BASE_ARGS)
+        out[method] = (d, stats)
+    return out
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "rslora", "qlora", "lora_8bit", "full"])
+def test_every_method_learns(trained, method):
+    d, stats = trained[method]
+    log = pd.read_csv(d / "train_log.csv")
+    evals = log["eval_loss"].dropna()
+    assert evals.min() < evals.iloc[0] - 0.05, f"{method} did not learn: {list(evals)}"
+    assert stats["method"] == method and stats["steps"] == 12
+
+
+@pytest.mark.parametrize("method, flag", [("dora", "use_dora"), ("rslora", "use_rslora")])
+def test_dora_and_rslora_are_peft_flags(trained, method, flag):
+    cfg = json.loads((trained[method][0] / "adapter" / "adapter_config.json").read_text())
+    assert cfg[flag] is True
+    other = {"use_dora", "use_rslora"} - {flag}
+    assert all(cfg[o] is False for o in other)
+    assert json.loads((trained["lora"][0] / "adapter" / "adapter_config.json").read_text())[flag] is False
+
+
+def test_dora_trains_magnitude_vectors_and_counts_them(trained, model64):
+    from safetensors.torch import load_file
+
+    weights = load_file(trained["dora"][0] / "adapter" / "adapter_model.safetensors")
+    assert any("lora_magnitude_vector" in k for k in weights)
+    stats = trained["dora"][1]
+    assert stats["trainable_params"] == trained["lora"][1]["trainable_params"] + 2 * (64 + 32)  # + |W| per output row of q, v
+    assert (stats["trainable_params"], stats["total_params"]) == lora_counts(meta_model(str(model64)), 4, 8, "qv", "dora")
+
+
+def test_qlora_quantises_the_base_and_records_the_optimiser(trained, model64):
+    d, stats = trained["qlora"]
+    assert stats["quantization"].startswith("nf4") and stats["gradient_checkpointing"] is True
+    assert stats["optimizer"] in ("PagedAdamW8bit", "AdamW")  # AdamW only where bitsandbytes' optimiser cannot run
+    assert stats["optimizer"] == "PagedAdamW8bit"  # it runs on this CPU build of bitsandbytes
+    model = load_for_eval(str(model64), str(d / "adapter"), method="qlora")
+    q_proj = model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
+    assert isinstance(q_proj, bnb.nn.Linear4bit) and q_proj.weight.quant_type == "nf4"
+    assert model.get_base_model().config.quantization_config.bnb_4bit_use_double_quant is True
+    assert trained["lora_8bit"][1]["quantization"] == "int8"
+
+
+def test_full_fine_tuning_saves_a_whole_model_and_trains_every_weight(trained, model64):
+    d, stats = trained["full"]
+    assert (d / "adapter" / "config.json").is_file() and not (d / "adapter" / "adapter_config.json").exists()
+    assert stats["trainable_params"] == stats["total_params"] and stats["trainable_pct"] == 100
+    assert stats["learning_rate"] == BASE_ARGS["learning_rate_full"]
+    tuned, base = load_for_eval(str(model64), str(d / "adapter")), load_for_eval(str(model64), None)
+    changed = [n for (n, a), (_, b) in zip(tuned.named_parameters(), base.named_parameters()) if not torch.equal(a, b)]
+    assert len(changed) == len(list(base.named_parameters()))  # every tensor moved
+    assert stats["adapter_mb"] > 10 * trained["lora"][1]["adapter_mb"]
+
+
+def test_preflight_counts_match_training_for_every_method(trained, model64, tmp_path):
+    for method, (_, stats) in trained.items():
+        info = preflight_run(str(model64), str(tmp_path / f"{method}.json"), method, 4, 8.0, "qv", method=method, batch_size=4, max_length=64)
+        assert info["trainable_params"] == stats["trainable_params"], method
+    est = {m: json.loads((tmp_path / f"{m}.json").read_text())["est_peak_train_memory_mb"] for m in trained}
+    assert est["qlora"] < est["lora_8bit"] < est["lora"] < est["full"]
+
+
+def test_methods_evaluate_merge_and_share_one_table(trained, tiny_data, model64, tmp_path):
+    paths, npz = tiny_data
+    runs, stats, metrics, checks = {}, [], [], []
+    for method, (d, _) in trained.items():
+        name = "full" if method == "full" else f"r4_a8_qv_{method}"
+        runs[name] = {"point": name, "method": method, "r": None if method == "full" else 4, "lora_alpha": None if method == "full" else 8.0,
+                      "targets": "all" if method == "full" else "qv", "seed": 3}
+        m = evaluate_model(str(model64), str(paths["dir"] / "test.jsonl"), npz[2], str(paths["meta"]), str(d / "eval.json"),
+                           str(d / "gen.jsonl"), adapter_dir=str(d / "adapter"), max_new_tokens=8, consistency_questions=0, threads=1, method=method)
+        assert m["method"] == method and m["eval_loss"] > 0
+        stats.append(str(d / "train_stats.json"))
+        metrics.append(str(d / "eval.json"))
+        if method != "full":  # adapters trained on a quantised base merge into the full-precision base
+            check = merge_adapter(str(model64), str(d / "adapter"), str(paths["dir"] / "test.jsonl"), str(tmp_path / name / "merged"),
+                                  str(tmp_path / name / "merge_check.json"), threads=1, speed_tokens=2, method=method)
+            assert check["passed"], (method, check["max_abs_logit_diff"])
+            checks.append(str(tmp_path / name / "merge_check.json"))
+    base = evaluate_model(str(model64), str(paths["dir"] / "test.jsonl"), npz[2], str(paths["meta"]), str(tmp_path / "base.json"),
+                          str(tmp_path / "base_gen.jsonl"), max_new_tokens=8, consistency_questions=0, threads=1)
+    assert base["method"] is None
+    df = write_comparison(str(tmp_path / "base.json"), stats, metrics, checks, str(tmp_path / "c.csv"), str(tmp_path / "c.md"), runs, "eval_loss")
+    assert list(df["method"].iloc[1:]) == list(trained)
+    full = df[df["run"] == "full"].iloc[0]
+    assert full["merge_check"] == "n/a" and full["trainable_pct"] == 100 and pd.isna(full["r"])
+    assert set(df.loc[df["run"] != "base", "optimizer"]) == {"AdamW", "PagedAdamW8bit"}
+    md = (tmp_path / "c.md").read_text()
+    assert "| method |" in md and "PagedAdamW8bit" in md and "| full |" in md
