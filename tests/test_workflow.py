@@ -136,20 +136,25 @@ def test_missing_target_module_stops_before_training(tmp_path, tiny_model):
 TIMING = ["train_time_s", "peak_memory_mb", "tok_s_base", "tok_s_adapter", "tok_s_merged"]  # measured, not computed
 
 
+def assert_same_results(a: Path, b: Path) -> None:
+    """Two finished tiny runs agree: split files, adapters (byte for byte), table (timing aside)."""
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl", "rejected.jsonl"):
+        assert (a / "results/data" / name).read_bytes() == (b / "results/data" / name).read_bytes()
+    for run in ("r2_a8_qv", "r4_a8_qv"):
+        adapter = f"results/runs/{run}/adapter/adapter_model.safetensors"
+        assert (a / adapter).read_bytes() == (b / adapter).read_bytes()
+    t1 = pd.read_csv(a / "results/comparison.csv").drop(columns=TIMING)
+    t2 = pd.read_csv(b / "results/comparison.csv").drop(columns=TIMING)
+    pd.testing.assert_frame_equal(t1, t2)
+
+
 def test_two_runs_in_parallel_give_identical_results(finished_run, tiny_model, tmp_path):
     """A second complete run, with --cores 2 and no gpu limit (two grid points at once), reproduces
     the first (--cores 1) exactly: split files, adapters and the table (timing columns aside)."""
     first, _ = finished_run
     write_config(tmp_path, tiny_config(tiny_model))
     snakemake(tmp_path, "--cores", "2")
-    for name in ("train.jsonl", "val.jsonl", "test.jsonl", "rejected.jsonl"):
-        assert (first / "results/data" / name).read_bytes() == (tmp_path / "results/data" / name).read_bytes()
-    for run in ("r2_a8_qv", "r4_a8_qv"):
-        a = first / "results/runs" / run / "adapter/adapter_model.safetensors"
-        assert a.read_bytes() == (tmp_path / "results/runs" / run / "adapter/adapter_model.safetensors").read_bytes()
-    t1 = pd.read_csv(first / "results/comparison.csv").drop(columns=TIMING)
-    t2 = pd.read_csv(tmp_path / "results/comparison.csv").drop(columns=TIMING)
-    pd.testing.assert_frame_equal(t1, t2)
+    assert_same_results(first, tmp_path)
 
 
 def test_keep_going_tabulates_the_other_runs_and_lists_the_failure(tiny_model, tmp_path):
