@@ -7,8 +7,11 @@ same effective batch (16 conversations per optimizer step) and learning rate (2e
   ref1  the tutorials' recipe: Trainer, every example padded to 512 tokens, batch 4 x grad-accum 4
   ref2  a well-tuned Trainer: the same with dynamic padding and group_by_length=True
   loraflow  loraflow.train.train_lora (length-grouped dynamic padding, LM head and loss only on
-            assistant positions), batch 8 x grad-accum 2 (its own choice of micro-batch: on these
-            CPUs 8 runs faster than 16)
+            assistant positions, precision auto = bf16 mixed precision where the CPU has native bf16
+            units (AMX / AVX512-BF16), else fp32), batch 8 x grad-accum 2 (its own choice of
+            micro-batch: on these CPUs 8 runs faster than 16)
+  extra     ref2 with bf16=True (Trainer's own mixed precision), printed for honesty: how much of
+            loraflow's lead is precision and how much the loop
 
 An untimed one-step warm-up runs first, so no contestant pays the process's cold start.
 
@@ -34,7 +37,7 @@ LORA = dict(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropou
 LR, SEED = 2e-4, 0
 
 
-def trainer_run(model_dir, examples, pad_to_max: bool, max_length: int = 512):
+def trainer_run(model_dir, examples, pad_to_max: bool, max_length: int = 512, bf16: bool = False):
     """Train with transformers.Trainer; returns (peft model, seconds, real tokens)."""
     import torch
     from datasets import Dataset
@@ -65,17 +68,17 @@ def trainer_run(model_dir, examples, pad_to_max: bool, max_length: int = 512):
     args = TrainingArguments(
         output_dir=tempfile.mkdtemp(), per_device_train_batch_size=4, gradient_accumulation_steps=4, learning_rate=LR,
         num_train_epochs=1, lr_scheduler_type="linear", warmup_steps=0, logging_steps=1, save_strategy="no", report_to=[],
-        seed=SEED, dataloader_num_workers=0, use_cpu=True, disable_tqdm=True, **grouping,
+        seed=SEED, dataloader_num_workers=0, use_cpu=True, disable_tqdm=True, bf16=bf16, **grouping,
     )
     collator = None if pad_to_max else DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=collator)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    return model, seconds, sum(len(ids) for ids, _ in examples)
+    return model, seconds, sum(len(ids) for ids, _ in examples), "bf16" if bf16 else "fp32"
 
 
-def loraflow_run(model_dir, tokens_dir: Path, threads: int, max_steps: int = 0):
+def loraflow_run(model_dir, tokens_dir: Path, threads: int, max_steps: int = 0, precision: str = "auto"):
     from loraflow.train import train_lora
 
     out = Path(tempfile.mkdtemp())
@@ -83,6 +86,7 @@ def loraflow_run(model_dir, tokens_dir: Path, threads: int, max_steps: int = 0):
         model_dir, str(tokens_dir / "train.npz"), str(tokens_dir / "val.npz"), str(tokens_dir / "meta.json"),
         str(out / "adapter"), str(out / "log.csv"), str(out / "stats.json"), **LORA, learning_rate=LR,
         epochs=1, max_steps=max_steps, batch_size=8, grad_accum=2, eval_every=0, max_eval_batches=1, seed=SEED, threads=threads,
+        precision=precision,
     )
     from peft import PeftModel
     import torch
@@ -91,7 +95,7 @@ def loraflow_run(model_dir, tokens_dir: Path, threads: int, max_steps: int = 0):
 
     model = PeftModel.from_pretrained(load_causal_lm(model_dir, torch.device("cpu")), str(out / "adapter"))
     # train_time_s includes one small validation batch at the end: a conservative figure
-    return model, stats["train_time_s"], stats["tokens_seen"]
+    return model, stats["train_time_s"], stats["tokens_seen"], stats["precision"]
 
 
 def main() -> None:
@@ -101,6 +105,8 @@ def main() -> None:
     ap.add_argument("--val-examples", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--skip-ref1", action="store_true", help="skip the slow padded-to-512 reference")
+    ap.add_argument("--skip-extra", action="store_true", help="skip the extra ref2 + bf16 comparison")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="loraflow's train.precision")
     args = ap.parse_args()
 
     import torch
@@ -125,25 +131,30 @@ def main() -> None:
     val = load_split(str(tokens / "val.npz"), str(tokens / "meta.json"), model_dir)
     pad_id = load_tokenizer(model_dir).pad_token_id
     real = sum(len(i) for i, _ in train)
-    print(f"{len(train)} conversations, {real} real tokens ({real / len(train):.0f} per example), {threads} threads, torch {torch.__version__}", flush=True)
+    from loraflow.modeling import cpu_has_fast_bf16
 
-    loraflow_run(model_dir, tokens, threads, max_steps=1)  # warm-up, untimed
+    print(f"{len(train)} conversations, {real} real tokens ({real / len(train):.0f} per example), {threads} threads, torch {torch.__version__}, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_has_fast_bf16()}", flush=True)
+
+    loraflow_run(model_dir, tokens, threads, max_steps=1, precision=args.precision)  # warm-up, untimed
     results = {}
-    plan = [("loraflow", lambda: loraflow_run(model_dir, tokens, threads)),
+    plan = [("loraflow", lambda: loraflow_run(model_dir, tokens, threads, precision=args.precision)),
             ("ref2 Trainer dynamic+grouped", lambda: trainer_run(model_dir, train, pad_to_max=False))]
     if not args.skip_ref1:
         plan.append(("ref1 Trainer padded-512", lambda: trainer_run(model_dir, train, pad_to_max=True)))
+    if not args.skip_extra:
+        plan.append(("extra: ref2 + bf16=True", lambda: trainer_run(model_dir, train, pad_to_max=False, bf16=True)))
     for name, fn in plan:
-        model, seconds, n_tokens = fn()
+        model, seconds, n_tokens, precision = fn()
         val_loss = mean_loss(model, val, 16, pad_id, torch.device("cpu"))
-        results[name] = {"seconds": seconds, "real_tokens": n_tokens, "tokens_per_s": n_tokens / seconds, "val_loss": val_loss}
-        print(f"{name:30s} {seconds:8.1f} s  {n_tokens / seconds:8.1f} real tokens/s  val loss {val_loss:.4f}", flush=True)
+        results[name] = {"seconds": seconds, "real_tokens": n_tokens, "tokens_per_s": n_tokens / seconds, "val_loss": val_loss, "precision": precision}
+        print(f"{name:30s} {seconds:8.1f} s  {n_tokens / seconds:8.1f} real tokens/s  val loss {val_loss:.4f}  ({precision})", flush=True)
         del model
 
     lf = results["loraflow"]["tokens_per_s"]
     for name in results:
         if name != "loraflow":
-            print(f"loraflow / {name}: {lf / results[name]['tokens_per_s']:.2f}x")
+            print(f"loraflow / {name}: {lf / results[name]['tokens_per_s']:.2f}x   (val loss {results['loraflow']['val_loss']:.4f} vs {results[name]['val_loss']:.4f})")
     print(json.dumps(results, indent=2))
 
 

@@ -127,3 +127,19 @@ def test_methods_evaluate_merge_and_share_one_table(trained, tiny_data, model64,
     assert set(df.loc[df["run"] != "base", "optimizer"]) == {"AdamW", "PagedAdamW8bit"}
     md = (tmp_path / "c.md").read_text()
     assert "| method |" in md and "PagedAdamW8bit" in md and "| full |" in md
+
+
+def test_bf16_mixed_precision_trains_close_to_fp32(tiny_data, model64, tmp_path):
+    from loraflow.modeling import training_precision
+
+    paths, npz = tiny_data
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        d = tmp_path / precision
+        stats = train_lora(str(model64), npz[0], npz[1], str(paths["meta"]), str(d / "adapter"), str(d / "log.csv"), str(d / "stats.json"),
+                           precision=precision, **BASE_ARGS)
+        assert stats["precision"] == precision
+        losses[precision] = stats["best_eval_loss"]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], abs=0.05)
+    assert training_precision("fp32", torch.device("cpu")) == "fp32"
+    assert training_precision("auto", torch.device("cpu")) in ("fp32", "bf16")

@@ -27,6 +27,28 @@ def pick_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Native bf16 matrix units (AMX or AVX512-BF16): there, bf16 matmuls are several times faster than
+    fp32; elsewhere (e.g. AVX2-only CPUs) they are emulated and slower."""
+    cpu = torch.cpu
+    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
+def training_precision(precision: str, device: torch.device) -> str:
+    """`auto` -> bf16 on GPUs with bf16 and on CPUs with native bf16, else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def autocast(precision: str, device: torch.device):
+    """Mixed precision for the forward pass: weights and optimizer stay fp32, matmuls run in bf16
+    (the loss is computed in fp32). A no-op context for fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def set_threads(threads: int | None) -> int:
     """Use `threads` intra-op threads; 0/None = every CPU this process may run on. The same count
     whatever Snakemake's --cores, so results do not depend on it."""

@@ -26,8 +26,8 @@ from loraflow.checkpoint import Checkpointer
 from loraflow.io import atomic_dir, atomic_path, read_json, write_json
 from loraflow.methods import QUANTIZED, load_base, make_optimizer, save_trained, trainable_model
 from loraflow.modeling import (
-    collate, length_grouped_batches, load_tokenizer, mean_loss, peak_memory_mb, pick_device, set_seed, set_threads,
-    supervised_loss,
+    autocast, collate, length_grouped_batches, load_tokenizer, mean_loss, peak_memory_mb, pick_device, set_seed, set_threads,
+    supervised_loss, training_precision,
 )
 from loraflow.tokenization import load_split
 
@@ -81,7 +81,8 @@ def train_lora(
     model_dir: str, train_path: str, val_path: str, tokens_meta: str,
     out_adapter: str, out_log: str, out_stats: str,
     r: int | None, lora_alpha: float | None, target_modules, lora_dropout: float = 0.05, method: str = "lora",
-    learning_rate: float = 1e-3, learning_rate_full: float = 5e-5, gradient_checkpointing: bool = False, weight_decay: float = 0.0, epochs: float = 1, max_steps: int = 0,
+    learning_rate: float = 1e-3, learning_rate_full: float = 5e-5, gradient_checkpointing: bool = False, precision: str = "fp32",
+    weight_decay: float = 0.0, epochs: float = 1, max_steps: int = 0,
     batch_size: int = 8, grad_accum: int = 1, warmup_steps: int = 0, lr_scheduler: str = "linear",
     max_grad_norm: float = 1.0, eval_every: int = 20, early_stopping_patience: int = 0,
     max_eval_batches: int = 0, checkpoint_every: int = 0, checkpoint_dir: str | None = None, nproc_per_node: int = 1,
@@ -97,14 +98,15 @@ def train_lora(
     set_threads(threads or (max(1, len(os.sched_getaffinity(0)) // world) if world > 1 else None))
     set_seed(seed)
     device = pick_device()
+    amp = training_precision(precision, device)
     tokenizer = load_tokenizer(model_dir)
     train_set = load_split(train_path, tokens_meta, model_dir)
     val_set = load_split(val_path, tokens_meta, model_dir)
     base = load_base(model_dir, device, method, trust_remote_code)
     model = trainable_model(base, method, r, lora_alpha, target_modules, lora_dropout, gradient_checkpointing)
     trainable, total = parameter_counts(model)
-    log.info("%s r=%s alpha=%s targets=%s: %s trainable of %s parameters (%.4f%%) on %s", method,
-             r, lora_alpha, target_modules, f"{trainable:,}", f"{total:,}", 100 * trainable / total, device)
+    log.info("%s r=%s alpha=%s targets=%s: %s trainable of %s parameters (%.4f%%) on %s, %s compute", method,
+             r, lora_alpha, target_modules, f"{trainable:,}", f"{total:,}", 100 * trainable / total, device, amp)
 
     lengths = [len(ids) for ids, _ in train_set]
     total_steps = plan_steps(math.ceil(len(train_set) / batch_size), grad_accum * world, epochs, max_steps)
@@ -130,7 +132,8 @@ def train_lora(
         n_target = sum(int(m[1:].sum()) for ex in parts for _, m in ex)  # over all ranks' micro-batches
         step_loss = 0.0
         for ex in parts[rank::world]:
-            loss_sum, _ = supervised_loss(model, collate(ex, tokenizer.pad_token_id, device))
+            with autocast(amp, device):
+                loss_sum, _ = supervised_loss(model, collate(ex, tokenizer.pad_token_id, device))
             (loss_sum / max(n_target, 1)).backward()
             step_loss += loss_sum.item() / max(n_target, 1)
         if world > 1:
@@ -184,7 +187,7 @@ def train_lora(
         "final_train_loss": sum(last) / len(last), "best_eval_loss": state["best_loss"],
         "train_time_s": wall, "tokens_seen": state["tokens_seen"], "supervised_tokens_seen": state["supervised_seen"],
         "tokens_per_s": state["tokens_seen"] / max(wall, 1e-9), "peak_memory_mb": peak_memory_mb(device),
-        "device": str(device), "processes": world, "seed": seed, "optimizer": type(optimizer).__name__,
+        "device": str(device), "precision": amp, "processes": world, "seed": seed, "optimizer": type(optimizer).__name__,
         "quantization": {"qlora": "nf4 (double quant, bf16 compute)", "lora_8bit": "int8"}.get(method, "none"),
         "gradient_checkpointing": gradient_checkpointing or method in QUANTIZED,
     }
