@@ -24,7 +24,7 @@ SPEED_KEYS = ("tok_s_base", "tok_s_adapter", "tok_s_merged")
 
 COLUMNS = [
     "run", "best", "status", "point", "seed", "method", "r", "alpha", "alpha_over_r", "targets", "trainable_params", "trainable_pct",
-    "adapter_mb", "optimizer", "train_time_s", "peak_memory_mb", "final_train_loss", "val_loss", "test_loss", "perplexity",
+    "adapter_mb", "optimizer", "eff_rank", "suggested_r", "train_time_s", "peak_memory_mb", "final_train_loss", "val_loss", "test_loss", "perplexity",
     *EVAL_KEYS, *OPTIONAL_EVAL_KEYS, "merge_max_abs_diff", "merge_check", *SPEED_KEYS,
 ]
 # Columns averaged over seeds in the per-point table.
@@ -57,6 +57,16 @@ def run_row(name: str, hp: dict, train_stats: dict, metrics: dict, merge_check: 
     }
 
 
+def rank_columns(summary: dict | None) -> dict:
+    """eff_rank: the largest effective rank over modules at the highest configured energy (rank_analysis);
+    suggested_r: the smallest power of two holding it."""
+    if summary is None:
+        return {}
+    top = max(summary["energies"])
+    label = f"{100 * top:g}"
+    return {"eff_rank": summary[f"eff_rank_{label}_max"], "suggested_r": summary["suggested_r"]}
+
+
 def by_run(paths: list[str]) -> dict[str, str]:
     """Per-run files (results/runs/<run>/<file>) keyed by run name."""
     return {Path(p).parent.name: p for p in paths}
@@ -71,12 +81,15 @@ def mark_best(df: pd.DataFrame, best_metric: str) -> pd.DataFrame:
     return df
 
 
-def build_table(base_metrics: str, train_stats: list[str], metrics: list[str], merge_checks: list[str], runs: dict[str, dict], best_metric: str = "rougeL") -> pd.DataFrame:
-    """Per-run file lists are in the order of `runs` (run name -> grid hyperparameters)."""
+def build_table(base_metrics: str, train_stats: list[str], metrics: list[str], merge_checks: list[str], runs: dict[str, dict],
+                best_metric: str = "rougeL", rank_summaries: list[str] = ()) -> pd.DataFrame:
+    """train_stats and metrics are in the order of `runs` (run name -> grid hyperparameters); merge
+    checks and rank summaries exist for the runs with an adapter."""
     rows = [{"run": "base", "status": "ok", **eval_columns(read_json(base_metrics))}]
-    merged = by_run(merge_checks)
+    merged, ranks = by_run(merge_checks), by_run(rank_summaries)
     for (name, hp), t, m in zip(runs.items(), train_stats, metrics, strict=True):
-        rows.append(run_row(name, hp, read_json(t), read_json(m), read_json(merged[name]) if name in merged else None))
+        row = run_row(name, hp, read_json(t), read_json(m), read_json(merged[name]) if name in merged else None)
+        rows.append({**row, **rank_columns(read_json(ranks[name]) if name in ranks else None)})
     return finish(rows, best_metric)
 
 
@@ -84,7 +97,7 @@ def finish(rows: list[dict], best_metric: str) -> pd.DataFrame:
     """Columns in order; optional columns nobody filled are dropped; the best run marked."""
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     runs = df[df["run"] != "base"]
-    drop = [c for c in OPTIONAL_EVAL_KEYS if df[c].isna().all()]
+    drop = [c for c in (*OPTIONAL_EVAL_KEYS, "eff_rank", "suggested_r") if df[c].isna().all()]
     if (runs["point"].isna() | (runs["point"] == runs["run"])).all():
         drop.append("point")  # no seeds axis: the point is the run
     if runs["seed"].nunique() <= 1:
@@ -128,7 +141,7 @@ def _fmt(value, column: str) -> str:
         return ""
     if column == "trainable_params":
         return f"{int(value):,}"
-    if column in ("r", "seed"):
+    if column in ("r", "seed", "suggested_r"):
         return str(int(value))
     if column == "alpha":
         return f"{value:g}"
@@ -140,7 +153,7 @@ def _fmt(value, column: str) -> str:
 
 
 QUALITY = ["run", "best", "status", "seed", "method", "r", "alpha", "targets", "val_loss", "test_loss", "perplexity", *EVAL_KEYS, *OPTIONAL_EVAL_KEYS]
-COST = ["run", "trainable_params", "trainable_pct", "adapter_mb", "optimizer", "train_time_s", "peak_memory_mb", "final_train_loss",
+COST = ["run", "trainable_params", "trainable_pct", "adapter_mb", "optimizer", "r", "eff_rank", "suggested_r", "train_time_s", "peak_memory_mb", "final_train_loss",
         "merge_max_abs_diff", "merge_check", *SPEED_KEYS]
 
 
@@ -165,9 +178,16 @@ def write_tables(df: pd.DataFrame, out_csv: str, out_md: str, best_metric: str, 
         headline += f" {len(failed)} run(s) did not finish: " + ", ".join(failed["run"]) + "."
     quality = df[[c for c in QUALITY if c in df and (c != "status" or (df[c] != "ok").any())]]
     cost = df[df["run"] != "base"][[c for c in COST if c in df]]
+    notes = ""
+    if "eff_rank" in df:
+        notes = ("\n`eff_rank`: the largest effective rank of any learned ΔW (rank holding the top configured share of its "
+                 "energy, see `runs/<run>/rank_analysis.png`); `suggested_r`: the smallest power of two that holds it.\n")
+        smaller = df[(df["run"] != "base") & df["suggested_r"].notna() & (df["suggested_r"] < df["r"])]
+        if len(smaller):
+            notes += "A smaller r would have sufficed for: " + ", ".join(f"{r.run} (r={int(r.r)} → {int(r.suggested_r)})" for r in smaller.itertuples()) + ".\n"
     md = (f"# LoRA comparison\n\n{headline} The `base` row is the untouched base model. "
           f"Every column is in `comparison.csv`.\n\n## Quality (test split)\n\n{to_markdown(quality)}"
-          f"\n## Cost\n\n{to_markdown(cost)}")
+          f"\n## Cost\n\n{to_markdown(cost)}{notes}")
     if points is not None:
         best_point = points.loc[points["best"] != "", "point"].iloc[0]
         md += f"\n## Across seeds (mean ± std)\n\nBest grid point by mean `{best_metric}`: **{best_point}**.\n\n{points_markdown(points)}"
@@ -179,9 +199,10 @@ def write_tables(df: pd.DataFrame, out_csv: str, out_md: str, best_metric: str, 
 def write_comparison(
     base_metrics: str, train_stats: list[str], metrics: list[str], merge_checks: list[str],
     out_csv: str, out_md: str, runs: dict[str, dict], best_metric: str = "rougeL", out_points_csv: str | None = None,
+    rank_summaries: list[str] = (),
 ) -> pd.DataFrame:
     """Table stage entry point."""
-    df = build_table(base_metrics, train_stats, metrics, merge_checks, runs, best_metric)
+    df = build_table(base_metrics, train_stats, metrics, merge_checks, runs, best_metric, rank_summaries)
     write_tables(df, out_csv, out_md, best_metric, out_points_csv)
     return df
 
@@ -207,7 +228,9 @@ def write_partial_comparison(results_dir: str, runs: dict[str, dict], best_metri
             del files["merge"]
         missing = [stage for stage, f in files.items() if not f.is_file()]
         if not missing:
-            rows.append(run_row(name, hp, *(read_json(files[s]) if s in files else None for s in ("train", "evaluate", "merge"))))
+            rank = d / "rank_summary.json"
+            rows.append({**run_row(name, hp, *(read_json(files[s]) if s in files else None for s in ("train", "evaluate", "merge"))),
+                         **rank_columns(read_json(rank) if rank.is_file() else None)})
             continue
         stage = missing[0]
         error = _last_error(res / "logs" / stage / f"{name}.log")

@@ -18,5 +18,5 @@ def clean_inputs(wildcards):
         inputs["data_path"] = f"{R}/data/raw.jsonl" if DATA["path"] == "builtin" else DATA["path"]
     return inputs
 
-# Runs with an adapter to merge (a fully fine-tuned model has none).
-MERGED_RUNS = [name for name, hp in RUNS.items() if hp["method"] != "full"]
+# Runs that produce an adapter (to merge and to analyse); a fully fine-tuned model has none.
+ADAPTER_RUNS = [name for name, hp in RUNS.items() if hp["method"] != "full"]

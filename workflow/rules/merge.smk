@@ -1,6 +1,6 @@
 rule merge:
     """merge_and_unload, verified: merged logits must equal base + adapter logits within tolerance.
-    Not for method full (no adapter to merge): see MERGED_RUNS."""
+    Not for method full (no adapter to merge): see ADAPTER_RUNS."""
     input:
         model_dir=rules.base_model.output.out_dir,
         adapter_dir=rules.train.output.out_adapter,

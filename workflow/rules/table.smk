@@ -4,7 +4,8 @@ rule table:
         base_metrics=rules.evaluate_base.output.out_metrics,
         train_stats=expand(rules.train.output.out_stats, run=RUNS),
         metrics=expand(rules.evaluate.output.out_metrics, run=RUNS),
-        merge_checks=expand(rules.merge.output.out_check, run=MERGED_RUNS),
+        merge_checks=expand(rules.merge.output.out_check, run=ADAPTER_RUNS),
+        rank_summaries=expand(rules.rank_analysis.output.out_summary, run=ADAPTER_RUNS),
     output:
         out_csv=report(f"{R}/comparison.csv", caption="../report/comparison.rst", category="Comparison"),
         out_md=f"{R}/comparison.md",

@@ -1,0 +1,20 @@
+rule rank_analysis:
+    """Singular values and effective rank (90 % / 99 % energy) of every learned update ΔW = s·B·A:
+    would a smaller r have sufficed? Reads the adapter only (no base model, no GPU).
+    Not for method full (no adapter): expand over ADAPTER_RUNS."""
+    input:
+        adapter_dir=rules.train.output.out_adapter,
+    output:
+        out_csv=f"{R}/runs/{{run}}/rank_analysis.csv",
+        out_summary=f"{R}/runs/{{run}}/rank_summary.json",
+        out_plot=report(f"{R}/runs/{{run}}/rank_analysis.png", caption="../report/rank_analysis.rst", category="Rank analysis", subcategory="{run}"),
+    params:
+        energies=config["rank_analysis"]["energies"],
+    log:
+        f"{R}/logs/rank_analysis/{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/rank_analysis/{{run}}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/rank_analysis.py"
