@@ -89,3 +89,26 @@ def test_method_axis_names_runs_and_full_is_one_run_per_seed():
     assert runs["full"] == {"point": "full", "method": "full", "r": None, "lora_alpha": None, "targets": "all",
                             "target_modules": None, "seed": 42}
     assert runs["r8_a16_qv_qlora"]["method"] == "qlora" and runs["r8_a16_qv_qlora"]["point"] == "r8_a16_qv_qlora"
+
+
+@pytest.mark.parametrize("entry, fragment", [
+    ({"name": "mix", "adapters": ["r4_a16_qv", "r8_a16_qv"], "weights": [1.0]}, "combine.0 (mix).weights: 1 weights for 2 adapters"),
+    ({"name": "mix", "adapters": ["r4_a16_qv", "r9_a16_qv"], "weights": [1, 1]}, "combine.0 (mix).adapters: 'r9_a16_qv' is not a run"),
+    ({"name": "r4_a16_qv", "adapters": ["r4_a16_qv", "r8_a16_qv"], "weights": [1, 1]}, "is already the name of a run"),
+    ({"name": "mix", "adapters": ["r4_a16_qv", "r8_a16_qv"], "weights": [1, 1], "combination_type": "ties"}, "needs a density"),
+    ({"name": "mix", "adapters": ["r4_a16_qv", "full"], "weights": [1, 1]}, "'full' is a full fine-tuning run"),
+    ({"name": "mix", "adapters": ["r4_a16_qv"], "weights": [1]}, "config key combine.0.adapters"),
+])
+def test_bad_combination_names_the_key(entry, fragment):
+    with pytest.raises(ConfigError) as err:
+        validate_config({"grid": {"r": [4, 8], "method": ["lora", "full"]}, "combine": [entry]})
+    assert fragment in str(err.value)
+
+
+def test_combinations_become_evaluable_runs():
+    from loraflow.config import expand_combinations
+
+    cfg = validate_config({"grid": {"r": [4, 8]}, "combine": [{"name": "mix", "adapters": ["r4_a16_qv", "r8_a16_qv"], "weights": [0.5, 0.5]}]})
+    combos = expand_combinations(cfg)
+    assert combos["mix"]["combination_type"] == "cat" and combos["mix"]["method"] == "combine"
+    assert combos["mix"]["targets"] == "r4_a16_qv+r8_a16_qv" and combos["mix"]["density"] is None

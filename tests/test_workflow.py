@@ -170,3 +170,24 @@ def test_keep_going_tabulates_the_other_runs_and_lists_the_failure(tiny_model, t
     assert sorted(failed["run"]) == ["r2_a8_input_layernorm", "r4_a8_input_layernorm"]
     assert all(s.startswith("FAILED in preflight") for s in failed["status"])
     assert "2 run(s) did not finish" in (tmp_path / "results/comparison.md").read_text()
+
+
+def test_a_combination_reuses_trained_adapters_and_gets_a_row(finished_run, tiny_model, tmp_path):
+    """Adding a `combine` entry to a finished sweep trains nothing: it combines, evaluates, merges and
+    analyses the combination, and the table gets its row."""
+    import shutil
+
+    first, _ = finished_run
+    shutil.copytree(first, tmp_path, dirs_exist_ok=True)
+    cfg = tiny_config(tiny_model)
+    cfg["combine"] = [{"name": "mix", "adapters": ["r2_a8_qv", "r4_a8_qv"], "weights": [0.5, 0.5]}]
+    write_config(tmp_path, cfg)
+    jobs = planned_jobs(tmp_path)
+    assert "train" not in jobs and "preflight" not in jobs
+    assert {k: jobs.get(k) for k in ("combine", "evaluate", "merge", "rank_analysis", "table")} == dict.fromkeys(
+        ("combine", "evaluate", "merge", "rank_analysis", "table"), 1)
+    snakemake(tmp_path, "--cores", "1", "--resources", "gpu=1")
+    table = pd.read_csv(tmp_path / "results/comparison.csv").set_index("run")
+    assert list(table.index) == ["base", "r2_a8_qv", "r4_a8_qv", "mix"]
+    assert table.loc["mix", "method"] == "combine" and table.loc["mix", "merge_check"] == "pass"
+    assert table.loc["mix", "targets"] == "r2_a8_qv+r4_a8_qv" and table.loc["mix", "eff_rank"] <= 6

@@ -117,6 +117,7 @@ def check_semantics(config: dict) -> None:
     data_path = config["data"]["path"]
     if data_path != "builtin" and not data_path.startswith("hf:") and not Path(data_path).is_file():
         raise ConfigError(f"config key data.path: data file {data_path!r} does not exist")
+    check_combinations(config)
     results = Path(config["results_dir"])
     if ".." in results.parts:
         raise ConfigError(f"config key results_dir: {config['results_dir']!r} must not contain '..'")
@@ -168,3 +169,45 @@ def expand_grid(config: dict) -> dict[str, dict]:
             "seed": int(seed),
         }
     return runs
+
+
+# peft add_weighted_adapter combination types; those that need `density` (fraction of weights kept).
+COMBINATION_TYPES = ("linear", "cat", "svd", "ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd",
+                     "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd")
+NEEDS_DENSITY = ("ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd", "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd")
+
+
+def check_combinations(config: dict) -> None:
+    """Each `combine` entry names trained LoRA runs of the grid, one weight per adapter, a density
+    when its combination type needs one, and a name of its own."""
+    entries = config.get("combine") or []
+    if not entries:
+        return
+    runs = expand_grid(config)
+    seen: set[str] = set()
+    for i, c in enumerate(entries):
+        key = f"combine.{i} ({c['name']})"
+        if c["name"] in runs or c["name"] in seen:
+            raise ConfigError(f"config key {key}.name: {c['name']!r} is already the name of a run")
+        seen.add(c["name"])
+        for a in c["adapters"]:
+            if a not in runs:
+                raise ConfigError(f"config key {key}.adapters: {a!r} is not a run of the grid (runs: {', '.join(runs)})")
+            if runs[a]["method"] == "full":
+                raise ConfigError(f"config key {key}.adapters: {a!r} is a full fine-tuning run, it has no adapter")
+        if len(set(c["adapters"])) != len(c["adapters"]):
+            raise ConfigError(f"config key {key}.adapters: an adapter is listed twice")
+        if len(c["weights"]) != len(c["adapters"]):
+            raise ConfigError(f"config key {key}.weights: {len(c['weights'])} weights for {len(c['adapters'])} adapters")
+        if c["combination_type"] in NEEDS_DENSITY and c.get("density") is None:
+            raise ConfigError(f"config key {key}.density: combination_type {c['combination_type']} needs a density in (0, 1]")
+
+
+def expand_combinations(config: dict) -> dict[str, dict]:
+    """Weighted combinations of trained adapters ({name: spec}); each is evaluated like a run."""
+    return {
+        c["name"]: {"point": c["name"], "method": "combine", "r": None, "lora_alpha": None, "targets": "+".join(c["adapters"]),
+                    "target_modules": None, "seed": None, "adapters": list(c["adapters"]), "weights": [float(w) for w in c["weights"]],
+                    "combination_type": c["combination_type"], "density": c.get("density")}
+        for c in config.get("combine") or []
+    }

@@ -226,10 +226,13 @@ def write_partial_comparison(results_dir: str, runs: dict[str, dict], best_metri
         files = {"preflight": d / "preflight.json", "train": d / "train_stats.json", "evaluate": d / "eval.json", "merge": d / "merge_check.json"}
         if hp.get("method") == "full":
             del files["merge"]
+        if hp.get("method") == "combine":  # made by the combine stage, which writes its train_stats.json
+            files = {"combine": files["train"], "evaluate": files["evaluate"], "merge": files["merge"]}
         missing = [stage for stage, f in files.items() if not f.is_file()]
         if not missing:
             rank = d / "rank_summary.json"
-            rows.append({**run_row(name, hp, *(read_json(files[s]) if s in files else None for s in ("train", "evaluate", "merge"))),
+            stats = read_json(files["combine"] if "combine" in files else files["train"])
+            rows.append({**run_row(name, hp, stats, *(read_json(files[s]) if s in files else None for s in ("evaluate", "merge"))),
                          **rank_columns(read_json(rank) if rank.is_file() else None)})
             continue
         stage = missing[0]

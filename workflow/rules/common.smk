@@ -4,7 +4,7 @@ import re
 
 
 wildcard_constraints:
-    run="|".join(re.escape(name) for name in sorted(RUNS)),
+    run="|".join(re.escape(name) for name in sorted(ALL_RUNS)),
 
 
 DATA = config["data"]
@@ -18,5 +18,7 @@ def clean_inputs(wildcards):
         inputs["data_path"] = f"{R}/data/raw.jsonl" if DATA["path"] == "builtin" else DATA["path"]
     return inputs
 
-# Runs that produce an adapter (to merge and to analyse); a fully fine-tuned model has none.
-ADAPTER_RUNS = [name for name, hp in RUNS.items() if hp["method"] != "full"]
+# Runs with an adapter (to merge and to analyse); a fully fine-tuned model has none.
+ADAPTER_RUNS = [name for name, hp in ALL_RUNS.items() if hp["method"] != "full"]
+# The run wildcard of the rules that only trained runs have (not the combinations).
+TRAINED_RUN = "|".join(re.escape(name) for name in sorted(RUNS))

@@ -59,7 +59,7 @@ rule evaluate:
         seed=config["seed"],
         threads=config["torch_threads"],
         trust_remote_code=config["base_model"]["trust_remote_code"],
-        method=lambda wc: RUNS[wc.run]["method"],
+        method=lambda wc: ALL_RUNS[wc.run]["method"],
     threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
     resources:
         gpu=1,

@@ -10,7 +10,7 @@ rule merge:
         out_check=f"{R}/runs/{{run}}/merge_check.json",
     params:
         **config["merge"],
-        method=lambda wc: RUNS[wc.run]["method"],
+        method=lambda wc: ALL_RUNS[wc.run]["method"],
         threads=config["torch_threads"],
         trust_remote_code=config["base_model"]["trust_remote_code"],
     threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads

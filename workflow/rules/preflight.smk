@@ -1,6 +1,8 @@
 rule preflight:
     """Per grid point, on the meta device: target modules exist, parameter counts, memory estimate.
     High priority: every point is checked before any training starts."""
+    wildcard_constraints:
+        run=TRAINED_RUN,
     input:
         model_dir=rules.base_model.output.out_dir,
     output:

@@ -3,14 +3,14 @@ rule report_figures:
     input:
         comparison=rules.table.output.out_csv,
         train_logs=expand(rules.train.output.out_log, run=RUNS),
-        samples=expand(rules.evaluate.output.out_samples, run=RUNS),
+        samples=expand(rules.evaluate.output.out_samples, run=ALL_RUNS),
     output:
         out_losses=report(f"{R}/plots/losses.png", caption="../report/losses.rst", category="Training"),
         out_heatmap=report(f"{R}/plots/heatmap.png", caption="../report/heatmap.rst", category="Comparison"),
         out_pareto=report(f"{R}/plots/pareto.png", caption="../report/pareto.rst", category="Comparison"),
         out_samples=report(f"{R}/plots/samples.html", caption="../report/samples.rst", category="Samples"),
     params:
-        run_names=list(RUNS),
+        run_names=list(ALL_RUNS),  # trained runs first: their train_logs come in the same order
         metric=config["table"]["best_metric"],
         n_samples=config["evaluate"]["samples_in_report"],
     log:

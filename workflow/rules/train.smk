@@ -1,5 +1,7 @@
 rule train:
     """One LoRA adapter per grid point (results/runs/<run>/adapter)."""
+    wildcard_constraints:
+        run=TRAINED_RUN,
     input:
         model_dir=rules.base_model.output.out_dir,
         train_path=rules.tokenize.output.out_train,

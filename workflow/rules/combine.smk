@@ -1,0 +1,31 @@
+rule combine:
+    """Weighted combination of trained adapters (config `combine`): parts loaded on one base,
+    switching verified, add_weighted_adapter, saved as runs/<name>/adapter like any run."""
+    wildcard_constraints:
+        run="|".join(re.escape(name) for name in sorted(COMBOS)) or "no-combination",
+    input:
+        model_dir=rules.base_model.output.out_dir,
+        adapter_dirs=lambda wc: [f"{R}/runs/{a}/adapter" for a in COMBOS[wc.run]["adapters"]],
+        test_path=rules.split.output.out_test,
+    output:
+        out_adapter=directory(f"{R}/runs/{{run}}/adapter"),
+        out_stats=f"{R}/runs/{{run}}/train_stats.json",
+        out_check=f"{R}/runs/{{run}}/switch_check.json",
+    params:
+        adapter_names=lambda wc: COMBOS[wc.run]["adapters"],
+        weights=lambda wc: COMBOS[wc.run]["weights"],
+        combination_type=lambda wc: COMBOS[wc.run]["combination_type"],
+        density=lambda wc: COMBOS[wc.run]["density"],
+        threads=config["torch_threads"],
+        trust_remote_code=config["base_model"]["trust_remote_code"],
+    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+    resources:
+        gpu=1,
+    log:
+        f"{R}/logs/combine/{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/combine/{{run}}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/combine.py"
