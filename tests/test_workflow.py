@@ -97,17 +97,19 @@ def test_changing_one_grid_value_reruns_only_that_point(finished_run, tiny_model
     config["grid"]["r"] = [2, 8]
     write_config(workdir, config)
     try:
-        assert planned_jobs(workdir) == {"preflight": 1, "preflight_table": 1, "train": 1, "evaluate": 1, "merge": 1, "table": 1, "report_figures": 1, "all": 1}
+        assert planned_jobs(workdir) == {"preflight": 1, "preflight_table": 1, "train": 1, "evaluate": 1, "merge": 1,
+                                         "rank_analysis": 1, "table": 1, "report_figures": 1, "all": 1}
         config["train"]["learning_rate"] = 0.02  # a training hyperparameter: every point, no data stage
         write_config(workdir, config)
         # r8 has not run yet (dry runs only): its preflight is still pending; r2 retrains, no data stage reruns
         assert planned_jobs(workdir) == {"preflight": 1, "preflight_table": 1, "train": 2, "evaluate": 2, "merge": 2,
-                                         "table": 1, "report_figures": 1, "all": 1}
+                                         "rank_analysis": 2, "table": 1, "report_figures": 1, "all": 1}
         config = tiny_config(tiny_model)
         config["clean"] = {"min_answer_chars": 3}  # a cleaning rule: everything downstream of clean
         write_config(workdir, config)
         assert planned_jobs(workdir) == {"clean": 1, "format": 1, "split": 1, "tokenize": 1, "evaluate_base": 1,
-                                         "train": 2, "evaluate": 2, "merge": 2, "table": 1, "report_figures": 1, "all": 1}
+                                         "train": 2, "evaluate": 2, "merge": 2, "rank_analysis": 2, "table": 1, "report_figures": 1,
+                                         "all": 1}
     finally:
         write_config(workdir, tiny_config(tiny_model))
 
