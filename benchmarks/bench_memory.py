@@ -1,4 +1,5 @@
-"""Peak training memory, side by side: full fine-tuning vs LoRA vs LoRA + gradient checkpointing.
+"""Peak training memory, side by side: full fine-tuning vs LoRA vs LoRA + gradient checkpointing vs
+QLoRA (4-bit NF4 base, gradient checkpointing, paged AdamW 8-bit where it runs, as `method: qlora` trains).
 
 Each variant runs in its own process (peak RSS on CPU, max allocated on GPU) on the same model
 (results/base_model), the same batches of the default train split, AdamW, a few optimizer steps.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-VARIANTS = ("full", "lora", "lora+gc")
+VARIANTS = ("full", "lora", "lora+gc", "qlora")
 
 
 def measure(variant: str, results: str, steps: int, batch_size: int) -> dict:
@@ -27,7 +28,7 @@ def measure(variant: str, results: str, steps: int, batch_size: int) -> dict:
 
     from loraflow.io import write_jsonl, read_jsonl
     from loraflow.modeling import collate, load_causal_lm, load_tokenizer, peak_memory_mb, pick_device, set_seed, set_threads, supervised_loss
-    from loraflow.methods import trainable_model
+    from loraflow.methods import load_base, make_optimizer, trainable_model
     from loraflow.tokenization import encode_example
 
     set_threads(0)
@@ -37,13 +38,18 @@ def measure(variant: str, results: str, steps: int, batch_size: int) -> dict:
     tok = load_tokenizer(model_dir)
     rows = read_jsonl(f"{results}/data/train.jsonl")[: steps * batch_size]
     examples = [tuple(np.asarray(a) for a in encode_example(tok, r["text"], r["assistant_spans"], 512)) for r in rows]
-    model = load_causal_lm(model_dir, device)
-    if variant == "full":
-        params = list(model.parameters())
-    else:
-        model = trainable_model(model, "lora", 8, 16, ["q_proj", "v_proj"], 0.05, gradient_checkpointing=variant == "lora+gc")
+    if variant == "qlora":
+        model = trainable_model(load_base(model_dir, device, "qlora"), "qlora", 8, 16, ["q_proj", "v_proj"], 0.05)
         params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
+        optimizer = make_optimizer("qlora", params, 1e-4, 0.0, device)
+    else:
+        model = load_causal_lm(model_dir, device)
+        if variant == "full":
+            params = list(model.parameters())
+        else:
+            model = trainable_model(model, "lora", 8, 16, ["q_proj", "v_proj"], 0.05, gradient_checkpointing=variant == "lora+gc")
+            params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=1e-4)
     model.train()
     for step in range(steps):
         batch = collate(examples[step * batch_size : (step + 1) * batch_size], tok.pad_token_id, device)
@@ -51,7 +57,8 @@ def measure(variant: str, results: str, steps: int, batch_size: int) -> dict:
         (loss / n).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return {"variant": variant, "trainable_params": sum(p.numel() for p in params), "peak_memory_mb": peak_memory_mb(device), "device": str(device)}
+    return {"variant": variant, "trainable_params": sum(p.numel() for p in params), "peak_memory_mb": peak_memory_mb(device), "device": str(device),
+            "optimizer": type(optimizer).__name__}
 
 
 def main() -> None:
@@ -69,7 +76,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", variant, "--results", args.results, "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out))
-        print(f"{variant:8s} trainable {rows[-1]['trainable_params']:>12,}  peak {rows[-1]['peak_memory_mb']:8.0f} MB ({rows[-1]['device']})", flush=True)
+        print(f"{variant:8s} trainable {rows[-1]['trainable_params']:>12,}  peak {rows[-1]['peak_memory_mb']:8.0f} MB "
+              f"({rows[-1]['device']}, {rows[-1]['optimizer']})", flush=True)
     full = rows[0]["peak_memory_mb"]
     for r in rows[1:]:
         print(f"{r['variant']:8s} uses {100 * (1 - r['peak_memory_mb'] / full):5.1f} % less peak memory than full fine-tuning")

@@ -13,12 +13,14 @@ same effective batch (16 conversations per optimizer step) and learning rate (2e
   extra     ref2 with bf16=True (Trainer's own mixed precision), printed for honesty: how much of
             loraflow's lead is precision and how much the loop
 
-An untimed one-step warm-up runs first, so no contestant pays the process's cold start.
+An untimed one-step warm-up runs first, so no contestant pays the process's cold start. With
+--repeats N the contestants run in N interleaved rounds (A B C, A B C, ...) and the ratios are of the
+median tokens/s, so a slow spell of this shared machine does not land on one contestant only.
 
 Real tokens = non-padding tokens. Prints tokens/s, the ratios, and each model's validation loss
 (mean NLL over assistant tokens, the same function for all three).
 
-    .venv/bin/python benchmarks/bench_training.py [--examples 64] [--threads 0]
+    .venv/bin/python benchmarks/bench_training.py [--examples 64] [--repeats 1] [--threads 0]
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=64, help="training conversations (a multiple of 16)")
     ap.add_argument("--val-examples", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved rounds; ratios of the median tokens/s")
     ap.add_argument("--skip-ref1", action="store_true", help="skip the slow padded-to-512 reference")
     ap.add_argument("--skip-extra", action="store_true", help="skip the extra ref2 + bf16 comparison")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="loraflow's train.precision")
@@ -144,12 +147,21 @@ def main() -> None:
         plan.append(("ref1 Trainer padded-512", lambda: trainer_run(model_dir, train, pad_to_max=True)))
     if not args.skip_extra:
         plan.append(("extra: ref2 + bf16=True", lambda: trainer_run(model_dir, train, pad_to_max=False, bf16=True)))
-    for name, fn in plan:
-        model, seconds, n_tokens, precision = fn()
-        val_loss = mean_loss(model, val, 16, pad_id, torch.device("cpu"))
-        results[name] = {"seconds": seconds, "real_tokens": n_tokens, "tokens_per_s": n_tokens / seconds, "val_loss": val_loss, "precision": precision}
-        print(f"{name:30s} {seconds:8.1f} s  {n_tokens / seconds:8.1f} real tokens/s  val loss {val_loss:.4f}  ({precision})", flush=True)
-        del model
+    import statistics
+
+    for round_ in range(args.repeats):
+        for name, fn in plan:
+            model, seconds, n_tokens, precision = fn()
+            val_loss = mean_loss(model, val, 16, pad_id, torch.device("cpu"))
+            entry = results.setdefault(name, {"real_tokens": n_tokens, "rounds_tokens_per_s": [], "val_loss": val_loss, "precision": precision})
+            entry["rounds_tokens_per_s"].append(n_tokens / seconds)
+            entry["tokens_per_s"] = statistics.median(entry["rounds_tokens_per_s"])
+            print(f"[round {round_ + 1}/{args.repeats}] {name:30s} {seconds:8.1f} s  {n_tokens / seconds:8.1f} real tokens/s  "
+                  f"val loss {val_loss:.4f}  ({precision})", flush=True)
+            del model
+    if args.repeats > 1:
+        for name, entry in results.items():
+            print(f"median of {args.repeats} rounds: {name:30s} {entry['tokens_per_s']:8.1f} real tokens/s")
 
     lf = results["loraflow"]["tokens_per_s"]
     for name in results:
