@@ -207,7 +207,9 @@ def test_no_dirty_rows_when_fraction_is_zero(tmp_path):
 
 def rows_of(dataset, kind) -> list[dict]:
     summary, by_id, _, _ = dataset
-    return [by_id[i] for i in summary["dirty"][kind]]
+    rows = [by_id[i] for i in summary["dirty"][kind]]
+    assert rows, f"the generator made no {kind} rows: the checks below would pass vacuously"
+    return rows
 
 
 def test_mojibake_rows_are_recoverable_garble(dataset):
