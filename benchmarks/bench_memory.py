@@ -2,7 +2,7 @@
 QLoRA (4-bit NF4 base, gradient checkpointing, paged AdamW 8-bit where it runs, as `method: qlora` trains).
 
 Each variant runs in its own process (peak RSS on CPU, max allocated on GPU) on the same model
-(results/base_model), the same batches of the default train split, AdamW, a few optimizer steps.
+(results/base_model), the same batches of the default train split, the train stage's optimizer, a few steps.
 Checks the tutorials' claim that LoRA cuts training memory by ~70 %.
 
     .venv/bin/python benchmarks/bench_memory.py [--steps 3] [--batch-size 8]
@@ -24,10 +24,9 @@ VARIANTS = ("full", "lora", "lora+gc", "qlora")
 def measure(variant: str, results: str, steps: int, batch_size: int) -> dict:
     """Runs in the child process."""
     import numpy as np
-    import torch
 
     from loraflow.io import write_jsonl, read_jsonl
-    from loraflow.modeling import collate, load_causal_lm, load_tokenizer, peak_memory_mb, pick_device, set_seed, set_threads, supervised_loss
+    from loraflow.modeling import collate, load_tokenizer, peak_memory_mb, pick_device, set_seed, set_threads, supervised_loss
     from loraflow.methods import load_base, make_optimizer, trainable_model
     from loraflow.tokenization import encode_example
 
@@ -38,18 +37,11 @@ def measure(variant: str, results: str, steps: int, batch_size: int) -> dict:
     tok = load_tokenizer(model_dir)
     rows = read_jsonl(f"{results}/data/train.jsonl")[: steps * batch_size]
     examples = [tuple(np.asarray(a) for a in encode_example(tok, r["text"], r["assistant_spans"], 512)) for r in rows]
-    if variant == "qlora":
-        model = trainable_model(load_base(model_dir, device, "qlora"), "qlora", 8, 16, ["q_proj", "v_proj"], 0.05)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = make_optimizer("qlora", params, 1e-4, 0.0, device)
-    else:
-        model = load_causal_lm(model_dir, device)
-        if variant == "full":
-            params = list(model.parameters())
-        else:
-            model = trainable_model(model, "lora", 8, 16, ["q_proj", "v_proj"], 0.05, gradient_checkpointing=variant == "lora+gc")
-            params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=1e-4)
+    method = {"lora+gc": "lora"}.get(variant, variant)  # full | lora | qlora: as the train stage loads and wraps them
+    model = trainable_model(load_base(model_dir, device, method), method, 8, 16, ["q_proj", "v_proj"], 0.05,
+                            gradient_checkpointing=variant == "lora+gc")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(method, params, 1e-4, 0.0, device)
     model.train()
     for step in range(steps):
         batch = collate(examples[step * batch_size : (step + 1) * batch_size], tok.pad_token_id, device)
