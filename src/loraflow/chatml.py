@@ -81,7 +81,8 @@ def format_dataset(clean_path: str, model_dir: str, out_path: str, stats_path: s
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     template = ensure_chat_template(tokenizer)
     rows = read_jsonl(clean_path)
-    out = [{"id": row["id"], **format_example(tokenizer, row["messages"], system_prompt)} for row in rows]
+    # Extra fields of the source row (`meta`) travel with the example unchanged, through the split too.
+    out = [{"id": row["id"], "meta": row.get("meta", {}), **format_example(tokenizer, row["messages"], system_prompt)} for row in rows]
     write_jsonl(out_path, out)
     stats = {"rows_in": len(rows), "rows_out": len(out), "template": template}
     write_json(stats_path, stats)
