@@ -15,7 +15,7 @@ from loraflow.tokenization import StaleCacheError, encode_example, load_split, t
 COLUMNS = {"messages": "messages", "instruction": "instruction", "input": "input", "output": "output",
            "question": "question", "answer": "answer", "system": "system"}
 # What the default config.yaml switches on for the (deliberately dirty) built-in data.
-BUILTIN_CLEAN = dict(max_chars=4000, dedup="near", strip_html=True, remove_zero_width=True, collapse_symbol_runs=True)
+BUILTIN_CLEAN = dict(min_answer_chars=2, max_chars=4000, dedup="near", strip_html=True, remove_zero_width=True, collapse_symbol_runs=True)
 
 
 def write_lines(path, lines, encoding="utf-8"):

@@ -34,7 +34,13 @@ DEDUP_MODES = {"exact": "exact", "near": "near", "none": "none", True: "exact", 
 
 
 def has_content(text: str) -> bool:
-    return any(unicodedata.category(ch)[0] in "LN" for ch in text)
+    """A letter, digit or mark, an emoji or other pictographic symbol (So), or a non-ASCII maths
+    symbol (∞, ≠); not punctuation alone ('……', '?!?!') or ASCII symbol runs ('~~~~', '#####')."""
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat[0] in "LNM" or cat == "So" or (cat == "Sm" and not ch.isascii()):
+            return True
+    return False
 
 
 def dedup_key(messages: list[dict], mode: str = "exact") -> str:
@@ -134,7 +140,7 @@ def clean_rows(
     source: str,
     columns: dict,
     on_bad_row: str = "error",
-    min_answer_chars: int = 2,
+    min_answer_chars: int = 1,
     max_chars: int = 0,
     options: FixOptions | None = None,
     dedup: str | bool = "exact",
@@ -225,8 +231,9 @@ def clean_rows(
             per_fixer_fields[change.fixer] += 1
         if raw.line in truncations:
             field, before, after = truncations[raw.line]
+            what = "answer cut" if after != before else "answer kept whole, its end-of-turn marker cut"
             change_records.append({"line": raw.line, "field": field, "fixer": "truncate", "before": before, "after": after,
-                                   "detail": f"answer cut at tokenize.max_length={budget.max_tokens} tokens by the tokenise stage; "
+                                   "detail": f"{what} at tokenize.max_length={budget.max_tokens} tokens by the tokenise stage; "
                                              "the test reference keeps the whole answer"})
             per_fixer_rows["truncate"].add(raw.line)
             per_fixer_fields["truncate"] += 1
@@ -277,7 +284,7 @@ def clean_dataset(
     delimiter: str | None = None,
     hf_split: str = "train",
     on_bad_row: str = "error",
-    min_answer_chars: int = 2,
+    min_answer_chars: int = 1,
     max_chars: int = 0,
     max_tokens: int = 512,
     overlong: str = "truncate",

@@ -72,6 +72,11 @@ class Unrepairable(ValueError):
 
 
 _FTFY_CONFIG = None
+# A UTF-8 lead byte followed by a continuation byte, both read as Latin-1/cp1252 ('Ã©', 'å±', 'â€'):
+# checked only after a repair, to catch mojibake that ftfy fixed only in part.
+_MOJIBAKE_PAIR = re.compile(
+    "[\u00c2-\u00f4][\u0080-\u00bf\u2018-\u203a\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u20ac\u2122]"
+)
 
 
 def _ftfy_config():
@@ -98,11 +103,18 @@ def repair_mojibake(text: str) -> tuple[str, str]:
     from ftfy import fix_encoding_and_explain
     from ftfy.badness import is_bad
 
+    if not is_bad(text):  # ftfy's own first test: text without mojibake-like sequences is left alone
+        return text, ""
     fixed, plan = fix_encoding_and_explain(text, _ftfy_config())
     if fixed != text and "\ufffd" in fixed and fixed.count("\ufffd") > text.count("\ufffd"):
         raise Unrepairable("ftfy could repair it only with loss (replacement characters)")
-    if is_bad(fixed):
+    # Stray C1 controls alone make ftfy call text bad; they are not mojibake (control_chars removes them).
+    if is_bad(remove_controls(fixed)):
         raise Unrepairable("looks like UTF-8 decoded as Latin-1/cp1252 and ftfy cannot repair it")
+    if fixed == text:
+        return text, ""
+    if _MOJIBAKE_PAIR.search(fixed):
+        raise Unrepairable(f"ftfy repaired it only partly ({_MOJIBAKE_PAIR.search(fixed).group(0)!r} is left)")
     explanation = ", ".join(f"{step[0]} {step[1]}" for step in (plan or []))
     return fixed, explanation
 
@@ -111,16 +123,16 @@ def repair_mojibake(text: str) -> tuple[str, str]:
 # Default fixers
 # --------------------------------------------------------------------------------------------------
 
-_KEEP_CONTROLS = {"\t", "\n"}
-
-
 def fix_line_endings(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # Unicode category Cc without tab (09) and newline (0a)
+
+
 def remove_controls(text: str) -> str:
     """C0 (U+0000-U+001F, U+007F) and C1 (U+0080-U+009F) controls, except tab and newline."""
-    return "".join(ch for ch in text if ch in _KEEP_CONTROLS or unicodedata.category(ch) != "Cc")
+    return _CONTROLS.sub("", text)
 
 
 def nfc(text: str) -> str:
