@@ -51,7 +51,7 @@ def render_with_spans(tokenizer, messages: list[dict]) -> tuple[str, list[list[i
         if m["role"] != "assistant":
             continue
         prompt = render(tokenizer, messages[:i], add_generation_prompt=True)
-        upto = render(tokenizer, messages[: i + 1])
+        upto = text if i == len(messages) - 1 else render(tokenizer, messages[: i + 1])
         if not upto.startswith(prompt) or not text.startswith(upto):
             raise TemplateError(
                 "the chat template does not render conversations prefix-stably, so assistant tokens "

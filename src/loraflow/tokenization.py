@@ -30,10 +30,27 @@ def tokenizer_digest(model_dir: str) -> str:
     return sha256_files(files)
 
 
+def _mask(offsets, spans: list[list[int]]) -> list[int]:
+    """1 for tokens lying inside an assistant span (and covering at least one character)."""
+    off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    inside = np.zeros(len(off), dtype=bool)
+    for s, e in spans:
+        inside |= (off[:, 0] >= s) & (off[:, 1] <= e)
+    return (inside & (off[:, 1] > off[:, 0])).astype(np.uint8).tolist()
+
+
 def _encode(tokenizer, text: str, spans: list[list[int]]) -> tuple[list[int], list[int]]:
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    return ids, [int(any(s <= a and b <= e for s, e in spans) and b > a) for a, b in offsets]
+    return enc["input_ids"], _mask(enc["offset_mapping"], spans)
+
+
+def _encode_rows(tokenizer, rows: list[dict], batch: int = 256):
+    """(ids, mask) per row, tokenised in batches (the fast tokenizer runs a batch in parallel)."""
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        enc = tokenizer([r["text"] for r in chunk], add_special_tokens=False, return_offsets_mapping=True)
+        for row, ids, offsets in zip(chunk, enc["input_ids"], enc["offset_mapping"]):
+            yield row, ids, _mask(offsets, row["assistant_spans"])
 
 
 def encode_example(tokenizer, text: str, spans: list[list[int]], max_length: int, truncate: bool = False) -> tuple[list[int], list[int]]:
@@ -74,8 +91,7 @@ def tokenize_splits(
         rows = read_jsonl(path)
         ids, masks, offsets = [], [], [0]
         truncated = 0
-        for row in rows:
-            i, m = _encode(tokenizer, row["text"], row["assistant_spans"])
+        for row, i, m in _encode_rows(tokenizer, rows):
             if len(i) > max_length:
                 if overlong != "truncate":
                     raise ValueError(f"{path}: example {row['id']} has {len(i)} tokens > tokenize.max_length={max_length}; "
