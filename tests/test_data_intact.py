@@ -321,6 +321,26 @@ def test_missing_columns_message_names_the_key(tmp_path):
     assert c[0]["messages"][1]["content"] == "r"
 
 
+@pytest.mark.parametrize("name, content, kw, message", [
+    ("gone.jsonl", None, {}, r"gone\.jsonl: data file not found \(data\.path\)"),
+    ("x.jsonl", '{"question": "q", "answer": "a"}\n', {"encoding": "klingon"}, r"data\.encoding: unknown encoding 'klingon'"),
+    ("x.csv", "question,answer\nq,a\n", {"delimiter": ";;"}, r"data\.delimiter: must be one character"),
+    ("x.parquet", "not parquet at all", {}, r"x\.parquet: not a readable Parquet file .*data\.format"),
+    ("x.dat", "question,answer\nq,a\n", {}, r"x\.dat: cannot tell the file format .*set data\.format"),
+    ("e.jsonl", "\n\n", {}, r"e\.jsonl: no data rows found .*data\.path"),
+    ("w.jsonl", '{"question": "q", "answer": 5}\n', {}, r"w\.jsonl:1: field 'answer' must be a string, got int .*data\.on_bad_row"),
+    ("h.json", '[{"question": "q"}]', {}, r"h\.json: item 1: row has none of the mapped column sets .*data\.columns"),
+    ("t.csv", "question\tanswer\nq\ta\n", {"delimiter": ","},
+     r"t\.csv:2: row has none .*its keys: question\tanswer \(set data\.columns to map yours, or data\.delimiter: the header was read as one column"),
+])
+def test_error_messages_name_file_line_and_key(tmp_path, name, content, kw, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        clean(path, **kw)
+
+
 # --------------------------------------------------------------------------------------------------
 # Overlong rows
 # --------------------------------------------------------------------------------------------------

@@ -505,6 +505,13 @@ def _history(row: dict, key: str, where: str) -> list[Turn]:
     return turns
 
 
+def _split_hint(row: dict) -> str:
+    """A CSV read with the wrong delimiter has one column whose name holds the real delimiter."""
+    if len(row) == 1 and any(sep in str(next(iter(row))) for sep in _DELIMITERS):
+        return ", or data.delimiter: the header was read as one column"
+    return ""
+
+
 def to_conversation(row: Any, columns: dict[str, str], where: str) -> Conversation:
     """Recognise the row's format and split it into turns (with their source fields) and metadata."""
     if not isinstance(row, dict):
@@ -531,7 +538,7 @@ def to_conversation(row: Any, columns: dict[str, str], where: str) -> Conversati
             "missing_columns",
             f"{where}: row has none of the mapped column sets [{c['messages']}] | [{c['conversations']}] | "
             f"[{c['instruction']}, {c['output']}] | [{c['question']}, {c['answer']}]; its keys: {keys} "
-            f"(set data.columns to map yours{', or data.delimiter if the header was split wrongly' if len(row) == 1 else ''})",
+            f"(set data.columns to map yours{_split_hint(row)})",
         )
     system = row.get(c["system"])
     if system is not None:
