@@ -10,7 +10,6 @@ import logging
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
