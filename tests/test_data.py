@@ -1,9 +1,11 @@
 """Clean, format, split and tokenise stages on the generated data and on hand-made bad input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from loraflow.chatml import format_example, render_with_spans
 from loraflow.clean import clean_dataset, clean_rows, normalize_text
@@ -15,7 +17,7 @@ from loraflow.tokenization import StaleCacheError, encode_example, load_split, t
 COLUMNS = {"messages": "messages", "instruction": "instruction", "input": "input", "output": "output",
            "question": "question", "answer": "answer", "system": "system"}
 # What the default config.yaml switches on for the (deliberately dirty) built-in data.
-BUILTIN_CLEAN = dict(min_answer_chars=2, max_chars=4000, dedup="near", strip_html=True, remove_zero_width=True, collapse_symbol_runs=True)
+BUILTIN_CLEAN = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text(encoding="utf-8"))["clean"]
 
 
 def write_lines(path, lines, encoding="utf-8"):
