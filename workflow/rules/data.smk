@@ -16,22 +16,36 @@ rule builtin_dataset:
 
 
 rule clean:
-    """Normalise text; reject unusable rows with a reason. rows in = clean + rejected."""
+    """Keep legitimate text, repair what is shown to be broken, record every change; reject unusable
+    rows with a reason. rows in = clean + rejected."""
     input:
         unpack(clean_inputs),
     output:
         out_clean=f"{R}/data/clean.jsonl",
         out_rejected=f"{R}/data/rejected.jsonl",
         out_stats=f"{R}/data/clean_stats.json",
+        out_changes=f"{R}/data/changes.jsonl",
+        out_report=report(f"{R}/data/clean_report.html", caption="../report/clean.rst", category="Data"),
     params:
         columns=DATA["columns"],
         data_format=DATA["format"],
         encoding=DATA["encoding"],
+        delimiter=DATA["delimiter"],
         hf_split=DATA["hf_split"],
         on_bad_row=DATA["on_bad_row"],
         system_prompt=DATA["system_prompt"],
         max_tokens=config["tokenize"]["max_length"],
-        **config["clean"],
+        overlong=config["tokenize"]["overlong"],
+        min_answer_chars=config["clean"]["min_answer_chars"],
+        max_chars=config["clean"]["max_chars"],
+        mojibake=config["clean"]["mojibake"],
+        dedup=config["clean"]["dedup"],
+        strip_html=config["clean"]["strip_html"],
+        nfkc=config["clean"]["nfkc"],
+        remove_zero_width=config["clean"]["remove_zero_width"],
+        collapse_symbol_runs=config["clean"]["collapse_symbol_runs"],
+        collapse_whitespace=config["clean"]["collapse_whitespace"],
+        trim=config["clean"]["trim"],
         **({"data_path": DATA["path"]} if HUB_DATA else {}),
     log:
         f"{R}/logs/clean.log",

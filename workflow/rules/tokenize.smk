@@ -12,6 +12,7 @@ rule tokenize:
         meta_path=f"{R}/tokens/meta.json",
     params:
         max_length=config["tokenize"]["max_length"],
+        overlong=config["tokenize"]["overlong"],
     log:
         f"{R}/logs/tokenize.log",
     benchmark:
