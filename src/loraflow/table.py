@@ -650,6 +650,10 @@ def write_tables(df: pd.DataFrame, out_csv: str, out_md: str, best_metric: str, 
                "correctly. The base is 100 by construction.\n\n" + retention_markdown(df))
     if len(effects):
         md += "\n## Which knob mattered (main effects, test)\n\n" + effects_markdown(effects)
+    lm = [c for c in df.columns if c.startswith("lm_") and not c.endswith("_vs_base")]
+    if lm:
+        md += ("\n## lm-eval-harness (general benchmarks)\n\n"
+               + to_markdown(df[["run", *[c for c in df.columns if c.startswith("lm_")]]]))
     md += f"\n## Grid\n\n{lr_note(df)}\n{grid_markdown(df)}\n## Cost\n\n{to_markdown(cost)}{notes}"
     if points is not None:
         best_point = points.loc[points["best"].str.startswith("best"), "point"].iloc[0]
@@ -675,6 +679,21 @@ def effects_markdown(effects: pd.DataFrame) -> str:
 
 
 # --- entry points ---------------------------------------------------------------------------------------
+
+
+def add_lm_eval(df: pd.DataFrame, files: dict[str, str]) -> pd.DataFrame:
+    """lm-eval-harness scores per run (`lm_<task>_<metric>`) and their change against the base model."""
+    from loraflow.lm_eval_stage import lm_eval_columns
+
+    cols = {name: lm_eval_columns(read_json(p)) for name, p in files.items() if Path(p).is_file()}
+    base = cols.get("base", {})
+    for idx, name in df["run"].items():
+        for key, value in cols.get(name, {}).items():
+            df.loc[idx, key] = value
+            if name != "base" and key in base:
+                df.loc[idx, f"{key}_vs_base"] = value - base[key]
+    return df
+
 
 
 def build_table(base_metrics: str, train_stats, metrics, merge_checks=(), runs: dict[str, dict] | None = None,
@@ -712,9 +731,13 @@ def write_comparison(
     base_metrics: str, train_stats, metrics, merge_checks=(), out_csv: str = "", out_md: str = "", runs: dict[str, dict] | None = None,
     best_metric: str = "rougeL", out_points_csv: str | None = None, rank_summaries=(), scores=(), base_scores: str | None = None,
     out_effects_csv: str | None = None, bootstrap_samples: int = 1000, confidence: float = 0.95, seed: int = 42,
+    lm_eval=(), base_lm_eval: str | None = None,
 ) -> pd.DataFrame:
-    """Table stage entry point. `scores` (runs/<run>/scores.jsonl) and `base_scores` enable the intervals."""
+    """Table stage entry point. `scores` (runs/<run>/scores.jsonl) and `base_scores` enable the intervals;
+    `lm_eval` / `base_lm_eval` (lm_eval.json of the optional lm-eval-harness rule) add its columns."""
     df = build_table(base_metrics, train_stats, metrics, merge_checks, runs, best_metric, rank_summaries)
+    if lm_eval and base_lm_eval:
+        df = add_lm_eval(df, {"base": base_lm_eval, **by_run(lm_eval, list(runs))})
     boot = None
     if base_scores and scores:
         paths = {"base": base_scores, **by_run(scores, list(runs))}

@@ -83,3 +83,60 @@ rule evaluate:
         "../../envs/train.yaml"
     script:
         "../scripts/evaluate.py"
+
+
+# Optional lm-eval-harness benchmarks (evaluate.lm_eval_tasks; extra `lm-eval`), base and every run.
+LM_EVAL = dict(
+    tasks=EVAL["lm_eval_tasks"],
+    include_path=EVAL["lm_eval_include_path"],
+    limit=EVAL["lm_eval_limit"],
+    num_fewshot=EVAL["lm_eval_num_fewshot"],
+    batch_size=EVAL["batch_size"],
+    seed=config["seed"],
+    threads=config["torch_threads"],
+    trust_remote_code=config["base_model"]["trust_remote_code"],
+)
+
+
+rule lm_eval_base:
+    """lm-eval-harness tasks on the untouched base model (only when evaluate.lm_eval_tasks is set)."""
+    input:
+        model_dir=rules.base_model.output.out_dir,
+    output:
+        out_json=f"{R}/base/lm_eval.json",
+    params:
+        **LM_EVAL,
+    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+    resources:
+        gpu=1,
+    log:
+        f"{R}/logs/lm_eval/base.log",
+    benchmark:
+        f"{R}/benchmarks/lm_eval/base.tsv"
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/lm_eval_base.py"
+
+
+rule lm_eval:
+    """lm-eval-harness tasks on base + adapter, loaded as the evaluate stage loads it."""
+    input:
+        model_dir=rules.base_model.output.out_dir,
+        adapter_dir=rules.train.output.out_adapter,
+    output:
+        out_json=f"{R}/runs/{{run}}/lm_eval.json",
+    params:
+        **LM_EVAL,
+        method=lambda wc: ALL_RUNS[wc.run]["method"],
+    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+    resources:
+        gpu=1,
+    log:
+        f"{R}/logs/lm_eval/{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/lm_eval/{{run}}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/lm_eval.py"

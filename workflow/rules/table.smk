@@ -10,6 +10,8 @@ rule table:
         metrics=expand(rules.evaluate.output.out_metrics, run=ALL_RUNS),
         merge_checks=expand(rules.merge.output.out_check, run=ADAPTER_RUNS),
         rank_summaries=expand(rules.rank_analysis.output.out_summary, run=ADAPTER_RUNS),
+        lm_eval=expand(rules.lm_eval.output.out_json, run=ALL_RUNS) if EVAL["lm_eval_tasks"] else [],
+        base_lm_eval=rules.lm_eval_base.output.out_json if EVAL["lm_eval_tasks"] else [],
     output:
         out_csv=report(f"{R}/comparison.csv", caption="../report/comparison.rst", category="Comparison"),
         out_md=f"{R}/comparison.md",
