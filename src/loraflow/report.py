@@ -236,7 +236,8 @@ def tradeoff_front(gain: list[float], forgot: list[float]) -> list[int]:
 def _tradeoff(ax, table: pd.DataFrame, metric: str) -> bool:
     runs = tradeoff_points(table)
     if not len(runs):
-        ax.text(0.5, 0.5, "no retention scores\n(evaluate.retention_items: 0)", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no retention scores (retention off, or the base\nanswers none of the retention questions)", ha="center", va="center",
+                transform=ax.transAxes)
         ax.set_axis_off()
         return False
     sign = -1 if lower_is_better(metric) else 1  # a lower loss is a gain
@@ -266,17 +267,20 @@ def plot_tradeoff(table: pd.DataFrame, metric: str, out_png: str) -> None:
 
 
 def plot_headline(table: pd.DataFrame, effects: pd.DataFrame, metric: str, title: str, out_png: str) -> None:
-    """Three answers on one figure: how sure (ranking), which knob (main effects), what it cost (trade-off)."""
+    """Three answers stacked (readable in the report's narrow first-page column): how sure (ranking),
+    which knob (main effects), what it cost (learned vs forgotten)."""
+    import textwrap
+
     plt = _pyplot()
     n = len(_finished(table))
-    fig, axes = plt.subplots(1, 3, figsize=(17, max(4.2, 0.4 * n + 1.8)))
+    fig, axes = plt.subplots(3, 1, figsize=(8, 12 + 0.3 * n), gridspec_kw={"height_ratios": [max(2.5, 0.35 * n + 1), 3, 3.4]})
     _ranking(axes[0], table, metric)
-    axes[0].set_title("Which run, how sure: test score, 95 % CI", fontsize=10)
+    axes[0].set_title("Which run, how sure: held-out test score with 95 % CI\n(red: best, chosen on validation; orange: tied for best)", fontsize=10)
     _effects_panel(axes[1], effects, metric)
-    axes[1].set_title("Which knob mattered: main effects", fontsize=10)
+    axes[1].set_title("Which knob mattered: main effects (mean over the other axes)", fontsize=10)
     _tradeoff(axes[2], table, metric)
     axes[2].set_title("What it cost: learned vs forgotten", fontsize=10)
-    fig.suptitle(title, fontsize=11, x=0.01, ha="left")
+    fig.suptitle("\n".join(textwrap.wrap(title, 95)), fontsize=10, x=0.02, ha="left")
     fig.tight_layout()
     _save(fig, out_png)
 
@@ -333,6 +337,8 @@ def summary(table: pd.DataFrame, effects: pd.DataFrame, metric: str) -> dict[str
         out["cost"] = (f"Retention loss ranges from {runs['forgot'].min():.1f} to {runs['forgot'].max():.1f} points "
                        f"(largest: {worst['run']}, {worst['forgot']:.1f} [{worst['forgot_lo']:.1f}, {worst['forgot_hi']:.1f}]); "
                        f"on the learn/forget Pareto front: {', '.join(runs.loc[front, 'run'])}.")
+    elif "retention_base_acc" in table and (table.loc[table["run"] == "base", "retention_base_acc"] == 0).any():
+        out["cost"] = "The base model answers none of the retention questions correctly: nothing to forget, no retention measured."
     else:
         out["cost"] = "No retention scores (evaluate.retention_items: 0)."
     return out

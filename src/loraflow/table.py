@@ -48,7 +48,7 @@ AXES = {"r": "r", "alpha": "alpha", "lr": "lr", "targets": "targets", "method": 
 COLUMNS = [
     "run", "best", "status", "point", "seed", "method", "r", "alpha", "lr", "alpha_over_r", "scale", "targets", "precision", "trainable_params",
     "trainable_pct", "adapter_mb", "optimizer", "eff_rank", "suggested_r", "train_time_s", "peak_memory_mb", "final_train_loss", "val_loss",
-    "val_metric", "test_loss", "perplexity", *EVAL_KEYS, *OPTIONAL_EVAL_KEYS, "retention", "merge_max_abs_diff", "merge_check", *SPEED_KEYS,
+    "val_metric", "test_loss", "perplexity", *EVAL_KEYS, *OPTIONAL_EVAL_KEYS, "retention", "retention_base_acc", "merge_max_abs_diff", "merge_check", *SPEED_KEYS,
 ]
 # Columns averaged over seeds in the per-point table.
 POINT_METRICS = ["final_train_loss", "val_loss", "val_metric", "test_loss", "perplexity", *EVAL_KEYS, *OPTIONAL_EVAL_KEYS, "retention"]
@@ -68,8 +68,13 @@ def eval_columns(m: dict) -> dict:
             **{k: m[k] for k in OPTIONAL_EVAL_KEYS if k in m}}
     if m.get("precision") is not None:
         cols["precision"] = m["precision"]
-    if isinstance(m.get("retention"), dict):
-        cols["retention"] = m["retention"]["score"]
+    ret = m.get("retention")
+    if isinstance(ret, dict):
+        if ret.get("measured_on") == "all items":  # the base: what it gets right defines the set (100 by construction)
+            cols["retention_base_acc"] = ret["score"]
+            cols["retention"] = 100.0 if ret["score"] > 0 else math.nan
+        else:
+            cols["retention"] = ret["score"]
     return cols
 
 
@@ -227,7 +232,7 @@ class Bootstrap:
                 ids = self.loss_ids if metric in ("test_loss", "perplexity") else self.gen_ids
                 lines = self.test[name]
             stats = _stats_matrix(lines, ids, metric)
-            if metric != "retention" and stats[:, -1].sum() == 0:
+            if metric not in ("retention", "bleu") and stats[:, -1].sum() == 0:
                 return None
             self.cache[key] = st.replicates(_metric(metric), stats, self.counts(len(ids)) if metric != "retention" else st.resample_counts(len(ids), self.n, self.seed))
         return self.cache[key]
@@ -579,6 +584,10 @@ def headline(df: pd.DataFrame, best_metric: str, boot: Bootstrap | None, effects
     line = effects_line(effects, metric)
     if line:
         lines.append(f"**Which knob mattered** (main effects on test {LABEL.get(metric, metric)}, mean over the other axes): {line}.")
+    base_acc = df.loc[df["run"] == "base", "retention_base_acc"] if "retention_base_acc" in df else pd.Series(dtype=float)
+    if len(base_acc) and base_acc.iloc[0] == 0:
+        lines.append("**What it cost**: the base model answers none of the retention questions correctly, so there is nothing "
+                     "it could forget (a larger base model, or evaluate.lm_eval_tasks, measures general ability instead).")
     if "retention" in df and df["retention"].notna().any() and "d_retention" in df:
         runs = df[(df["run"] != "base") & df["d_retention"].notna()]
         if len(runs):
@@ -645,9 +654,10 @@ def write_tables(df: pd.DataFrame, out_csv: str, out_md: str, best_metric: str, 
           f"## Selection (validation) and differences (test)\n\n{comparisons_markdown(df, best_metric)}"
           f"\n## Quality (test split, held out)\n\n{ci_note}\n{quality_markdown(df, best_metric)}")
     if "retention" in df and df["retention"].notna().any():
+        acc = df.loc[df["run"] == "base", "retention_base_acc"].iloc[0] if "retention_base_acc" in df else math.nan
         md += ("\n## Retention (what tuning cost)\n\nShare of the built-in general questions (arithmetic, unit conversion, world "
                "facts, simple instructions; English and Chinese) that the base model answers correctly which the run still answers "
-               "correctly. The base is 100 by construction.\n\n" + retention_markdown(df))
+               f"correctly. The base is 100 by construction (it answers {acc:.1f} % of all the items it was asked).\n\n" + retention_markdown(df))
     if len(effects):
         md += "\n## Which knob mattered (main effects, test)\n\n" + effects_markdown(effects)
     lm = [c for c in df.columns if c.startswith("lm_") and not c.endswith("_vs_base")]
@@ -717,7 +727,7 @@ def finish(rows: list[dict], best_metric: str) -> pd.DataFrame:
     """Columns in order; optional columns nobody filled are dropped; the best run marked."""
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     runs = df[df["run"] != "base"]
-    drop = [c for c in (*OPTIONAL_EVAL_KEYS, "eff_rank", "suggested_r", "precision", "retention", "val_metric", "lr", "scale") if df[c].isna().all()]
+    drop = [c for c in (*OPTIONAL_EVAL_KEYS, "eff_rank", "suggested_r", "precision", "retention", "retention_base_acc", "val_metric", "lr", "scale") if df[c].isna().all()]
     if (runs["point"].isna() | (runs["point"] == runs["run"])).all():
         drop.append("point")  # no seeds axis: the point is the run
     if runs["seed"].nunique() <= 1:
