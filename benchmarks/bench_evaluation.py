@@ -35,6 +35,7 @@ def main() -> int:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--test-rows", type=int, default=0, help="generate on the first N test rows only (0 = all; for a quick estimate)")
     args = ap.parse_args()
     from loraflow.evaluate import load_for_eval
 
@@ -48,9 +49,9 @@ def main() -> int:
 
     test_rows, test_ex = _rows_with_tokens(str(res / "data/test.jsonl"), str(res / "tokens/test.npz"), meta, model_dir)
     t = time.perf_counter()
-    m, _, _, speed = score_split(model, tok, test_rows, test_ex, 0, args.batch_size, args.max_new_tokens)
-    parts["test (loss + generation, as before)"] = (time.perf_counter() - t, speed["generated_tokens"], len(test_rows))
-    print(f"test: {len(test_rows)} rows, ROUGE-L {m['rougeL']:.2f}, {speed['generated_tokens']} tokens, {parts['test (loss + generation, as before)'][0]:.1f}s", flush=True)
+    m, _, _, speed = score_split(model, tok, test_rows, test_ex, args.test_rows, args.batch_size, args.max_new_tokens)
+    parts["test (loss + generation, as before)"] = (time.perf_counter() - t, speed["generated_tokens"], m["generated_examples"])
+    print(f"test: {m['generated_examples']} rows, ROUGE-L {m['rougeL']:.2f}, {speed['generated_tokens']} tokens, {parts['test (loss + generation, as before)'][0]:.1f}s", flush=True)
 
     val_rows, val_ex = _rows_with_tokens(str(res / "data/val.jsonl"), str(res / "tokens/val.npz"), meta, model_dir)
     t = time.perf_counter()
@@ -77,9 +78,9 @@ def main() -> int:
     parts[f"retention, run job ({summary['items']} base-correct items)"] = (time.perf_counter() - t, summary["generated_tokens"], summary["items"])
 
     base_s = parts["test (loss + generation, as before)"][0]
-    print(f"\n{'part':<52} {'rows':>5} {'tokens':>7} {'seconds':>8} {'x test part':>11}")
+    print(f"\n{'part':<52} {'rows':>5} {'tokens':>7} {'seconds':>8} {'s/row':>6} {'x test part':>11}")
     for name, (sec, tokens, rows_) in parts.items():
-        print(f"{name:<52} {rows_:>5} {tokens:>7} {sec:>8.1f} {sec / base_s:>11.2f}")
+        print(f"{name:<52} {rows_:>5} {tokens:>7} {sec:>8.1f} {sec / max(rows_, 1):>6.2f} {sec / base_s:>11.2f}")
     added_run = sum(sec for name, (sec, _, _) in parts.items() if name.startswith("val") or name.startswith("retention, run"))
     added_base = sum(sec for name, (sec, _, _) in parts.items() if name.startswith("val") or name.startswith("retention, base"))
     print(f"\nadded per run job: {added_run:.1f}s ({added_run / base_s:.2f} x the test part); base job: {added_base:.1f}s ({added_base / base_s:.2f} x)")
