@@ -561,6 +561,12 @@ def headline(df: pd.DataFrame, best_metric: str, boot: Bootstrap | None, effects
         text = f"Held-out test {LABEL.get(metric, metric)}: {b[metric]:.{dec}f}{ci}"
         if "vs_base" in b and not pd.isna(b.get("vs_base")):
             text += f", {b['vs_base']:+.{dec}f} [{b['vs_base_lo']:.{dec}f}, {b['vs_base_hi']:.{dec}f}] against the base model ({_p(b['vs_base_p'])})"
+        for extra in ("fact_acc", "answer_ok"):
+            if extra != metric and extra in b and not pd.isna(b.get(extra)):
+                ci_x = f" [{b[extra + '_lo']:.1f}, {b[extra + '_hi']:.1f}]" if f"{extra}_lo" in b and not pd.isna(b.get(f"{extra}_lo")) else ""
+                base_x = df.loc[df["run"] == "base", extra]
+                text += (f"; it states the right facts in {b[extra]:.1f} %{ci_x} of its answers" if extra == "fact_acc"
+                         else f"; answer check {b[extra]:.1f} %{ci_x}") + (f" (base {base_x.iloc[0]:.1f} %)" if len(base_x) and not pd.isna(base_x.iloc[0]) else "")
         lines.append(text + ".")
         if boot is not None:
             tied = df[df.get("tied", pd.Series("", index=df.index)) == "tied for best"]
