@@ -375,8 +375,10 @@ def effects_table(df: pd.DataFrame, boot: Bootstrap | None, best_metric: str) ->
             rows.append({"metric": metric, **row})
         inter = st.interaction(points, reps, "r", "alpha", boot.confidence)
         if inter:
-            rows.append({"metric": metric, "axis": "r x alpha", "level": f"r {_lvl(inter['a_levels'][1])} x alpha {_lvl(inter['b_levels'][1])}",
-                         "vs": f"r {_lvl(inter['a_levels'][0])} x alpha {_lvl(inter['b_levels'][0])}", "effect": inter["contrast"],
+            a0, a1 = _lvl(inter["a_levels"][0]), _lvl(inter["a_levels"][1])
+            b0, b1 = _lvl(inter["b_levels"][0]), _lvl(inter["b_levels"][1])
+            rows.append({"metric": metric, "axis": "r x alpha", "level": f"(r{a1} - r{a0}) at alpha {b1} minus at alpha {b0}",
+                         "vs": "", "effect": inter["contrast"],
                          "effect_lo": inter["lo"], "effect_hi": inter["hi"], "p": inter["p"]})
     return pd.DataFrame(rows)
 
@@ -513,6 +515,8 @@ def comparisons_markdown(df: pd.DataFrame, best_metric: str) -> str:
     cols = [list(runs["run"]), marks(runs), [_fmt(v, "val_loss" if lower_is_better(metric) else "x") for v in runs.get("val_metric", [None] * len(runs))],
             [_fmt(v, "val_loss") for v in runs.get("val_loss", [None] * len(runs))], with_ci(runs, metric, dec),
             diff_cells(runs, "vs_base", dec), diff_cells(runs, "vs_best", dec)]
+    if best_metric == "eval_loss":  # the selection metric is the validation loss: one column
+        del head[3], cols[3]
     return cells_markdown(head, cols, 2)
 
 
@@ -687,7 +691,8 @@ def effects_markdown(effects: pd.DataFrame) -> str:
     for r in effects.itertuples():
         dec = 4 if lower_is_better(r.metric) else 2
         mean = "" if pd.isna(getattr(r, "mean", math.nan)) else f"{r.mean:.{dec}f} [{r.mean_lo:.{dec}f}, {r.mean_hi:.{dec}f}]"
-        effect = "" if pd.isna(r.effect) else f"{r.effect:+.{dec}f} [{r.effect_lo:.{dec}f}, {r.effect_hi:.{dec}f}] vs {_lvl(r.vs)}"
+        vs = "" if pd.isna(r.vs) or r.vs == "" else f" vs {_lvl(r.vs)}"
+        effect = "" if pd.isna(r.effect) else f"{r.effect:+.{dec}f} [{r.effect_lo:.{dec}f}, {r.effect_hi:.{dec}f}]{vs}"
         points = "" if pd.isna(getattr(r, "points", math.nan)) else str(int(r.points))
         for c, v in zip(cols, (r.metric, r.axis, _lvl(r.level), points, mean, effect, "" if pd.isna(r.p) else _fmt(r.p, "p_p"))):
             c.append(v)
