@@ -19,7 +19,7 @@ def test_default_config_is_valid_and_filled():
 
 def test_empty_config_gets_every_default():
     cfg = validate_config({})
-    assert cfg["grid"] == {"r": [8], "lora_alpha": [16], "target_modules": ["qv"], "seeds": [], "method": ["lora"]}
+    assert cfg["grid"] == {"r": [8], "lora_alpha": [16], "target_modules": ["qv"], "seeds": [], "method": ["lora"], "learning_rate": []}
     assert cfg["split"] == {"train": 0.8, "val": 0.1, "test": 0.1}
 
 
@@ -56,7 +56,7 @@ def test_grid_expansion_and_readable_run_names():
     assert len(runs) == 8
     assert "r8_a16_qv" in runs and "r4_a0.5_q-k" in runs
     assert runs["r8_a16_qv"] == {"point": "r8_a16_qv", "method": "lora", "r": 8, "lora_alpha": 16.0, "targets": "qv",
-                                 "target_modules": "qv", "seed": 42}
+                                 "target_modules": "qv", "learning_rate": 0.001, "seed": 42}
     assert runs["r4_a0.5_q-k"]["target_modules"] == ["q_proj", "k_proj"]
     assert run_name(8, 16.0, "all-linear") == "r8_a16_all-linear"
 
@@ -87,7 +87,7 @@ def test_method_axis_names_runs_and_full_is_one_run_per_seed():
     assert {"r4_a16_qv", "r4_a16_qv_dora", "r8_a16_qv_qlora", "r8_a16_qv_8bit", "r8_a16_qv_rslora_s7", "full", "full_s7"} <= set(runs)
     assert len(runs) == 2 * (5 * 2 + 1)  # seeds x (5 LoRA methods x 2 ranks + one full run)
     assert runs["full"] == {"point": "full", "method": "full", "r": None, "lora_alpha": None, "targets": "all",
-                            "target_modules": None, "seed": 42}
+                            "target_modules": None, "learning_rate": 5e-05, "seed": 42}
     assert runs["r8_a16_qv_qlora"]["method"] == "qlora" and runs["r8_a16_qv_qlora"]["point"] == "r8_a16_qv_qlora"
 
 

@@ -27,7 +27,6 @@ CLS_TRAIN = {
     key: config["train"][key]
     for key in (
         "lora_dropout",
-        "learning_rate",
         "weight_decay",
         "epochs",
         "max_steps",
@@ -146,6 +145,7 @@ rule cls_train:
         target_modules=lambda wc: RUNS[wc.run]["target_modules"],
         method=lambda wc: RUNS[wc.run]["method"],
         seed=lambda wc: RUNS[wc.run]["seed"],
+        learning_rate=lambda wc: RUNS[wc.run]["learning_rate"],  # the grid.learning_rate axis
         **CLS_TRAIN,
         max_length=CLS["max_length"],
         eval_batch_size=config["evaluate"]["batch_size"],
@@ -244,17 +244,23 @@ rule cls_majority:
 
 
 rule cls_table:
-    """results/comparison.{csv,md}: one row per grid point plus the two baselines, best run marked."""
+    """results/comparison.{csv,md}: one row per grid point plus the two baselines; best run chosen on
+    validation, test with bootstrap intervals and the tied-for-best set."""
     input:
         baseline_metrics=[rules.cls_majority.output.out_metrics, rules.cls_evaluate_untrained_head.output.out_metrics],
         train_stats=expand(rules.cls_train.output.out_stats, run=RUNS),
         metrics=expand(rules.cls_evaluate.output.out_metrics, run=RUNS),
+        predictions=expand(rules.cls_evaluate.output.out_predictions, run=RUNS),
+        baseline_predictions=[rules.cls_majority.output.out_predictions, rules.cls_evaluate_untrained_head.output.out_predictions],
     output:
         out_csv=report(f"{R}/comparison.csv", caption="../report/cls_comparison.rst", category="Comparison"),
         out_md=f"{R}/comparison.md",
     params:
         runs=RUNS,
         best_metric=CLS["best_metric"],
+        bootstrap_samples=config["table"]["bootstrap_samples"],
+        confidence=config["table"]["confidence"],
+        seed=config["seed"],
     log:
         f"{R}/logs/cls_table.log",
     benchmark:

@@ -1,24 +1,37 @@
 EVAL = config["evaluate"]
+# Settings of the evaluate jobs shared by the base model and every run.
+EVAL_PARAMS = dict(
+    batch_size=EVAL["batch_size"],
+    max_new_tokens=EVAL["max_new_tokens"],
+    max_samples=EVAL["max_samples"],
+    val_samples=EVAL["val_samples"],
+    task=EVAL["task"],
+    answer_check=EVAL["answer_check"],
+    answer_pattern=EVAL["answer_pattern"],
+    retention_items=EVAL["retention_items"],
+    retention_max_new_tokens=EVAL["retention_max_new_tokens"],
+    consistency_questions=EVAL["consistency_questions"],
+    consistency_samples=EVAL["consistency_samples"],
+    temperature=EVAL["temperature"],
+)
 
 
 rule evaluate_base:
-    """The untouched base model, evaluated exactly like every run: the baseline row."""
+    """The untouched base model, evaluated exactly like every run: the baseline row. It is asked every
+    retention item; the runs only those it answers correctly."""
     input:
         model_dir=rules.base_model.output.out_dir,
         test_path=rules.split.output.out_test,
         test_tokens=rules.tokenize.output.out_test,
+        val_path=rules.split.output.out_val,
+        val_tokens=rules.tokenize.output.out_val,
         tokens_meta=rules.tokenize.output.meta_path,
     output:
         out_metrics=f"{R}/base/eval.json",
         out_generations=f"{R}/base/generations.jsonl",
+        out_scores=f"{R}/base/scores.jsonl",
     params:
-        batch_size=EVAL["batch_size"],
-        max_new_tokens=EVAL["max_new_tokens"],
-        max_samples=EVAL["max_samples"],
-        task=EVAL["task"],
-        consistency_questions=EVAL["consistency_questions"],
-        consistency_samples=EVAL["consistency_samples"],
-        temperature=EVAL["temperature"],
+        **EVAL_PARAMS,
         seed=config["seed"],
         threads=config["torch_threads"],
         trust_remote_code=config["base_model"]["trust_remote_code"],
@@ -36,26 +49,25 @@ rule evaluate_base:
 
 
 rule evaluate:
-    """Test loss, perplexity, BLEU, ROUGE, exact match of base + adapter; before/after samples."""
+    """Base + adapter: loss, BLEU, ROUGE, exact match, fact accuracy on test (held out) and val (for
+    choosing), per-row scores for the bootstrap, retention; before/after samples."""
     input:
         model_dir=rules.base_model.output.out_dir,
         adapter_dir=rules.train.output.out_adapter,
         test_path=rules.split.output.out_test,
         test_tokens=rules.tokenize.output.out_test,
+        val_path=rules.split.output.out_val,
+        val_tokens=rules.tokenize.output.out_val,
         tokens_meta=rules.tokenize.output.meta_path,
         base_generations=rules.evaluate_base.output.out_generations,
+        base_scores=rules.evaluate_base.output.out_scores,
     output:
         out_metrics=f"{R}/runs/{{run}}/eval.json",
         out_generations=f"{R}/runs/{{run}}/generations.jsonl",
         out_samples=f"{R}/runs/{{run}}/samples.jsonl",
+        out_scores=f"{R}/runs/{{run}}/scores.jsonl",
     params:
-        batch_size=EVAL["batch_size"],
-        max_new_tokens=EVAL["max_new_tokens"],
-        max_samples=EVAL["max_samples"],
-        task=EVAL["task"],
-        consistency_questions=EVAL["consistency_questions"],
-        consistency_samples=EVAL["consistency_samples"],
-        temperature=EVAL["temperature"],
+        **EVAL_PARAMS,
         seed=config["seed"],
         threads=config["torch_threads"],
         trust_remote_code=config["base_model"]["trust_remote_code"],
@@ -71,3 +83,60 @@ rule evaluate:
         "../../envs/train.yaml"
     script:
         "../scripts/evaluate.py"
+
+
+# Optional lm-eval-harness benchmarks (evaluate.lm_eval_tasks; extra `lm-eval`), base and every run.
+LM_EVAL = dict(
+    tasks=EVAL["lm_eval_tasks"],
+    include_path=EVAL["lm_eval_include_path"],
+    limit=EVAL["lm_eval_limit"],
+    num_fewshot=EVAL["lm_eval_num_fewshot"],
+    batch_size=EVAL["batch_size"],
+    seed=config["seed"],
+    threads=config["torch_threads"],
+    trust_remote_code=config["base_model"]["trust_remote_code"],
+)
+
+
+rule lm_eval_base:
+    """lm-eval-harness tasks on the untouched base model (only when evaluate.lm_eval_tasks is set)."""
+    input:
+        model_dir=rules.base_model.output.out_dir,
+    output:
+        out_json=f"{R}/base/lm_eval.json",
+    params:
+        **LM_EVAL,
+    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+    resources:
+        gpu=1,
+    log:
+        f"{R}/logs/lm_eval/base.log",
+    benchmark:
+        f"{R}/benchmarks/lm_eval/base.tsv"
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/lm_eval_base.py"
+
+
+rule lm_eval:
+    """lm-eval-harness tasks on base + adapter, loaded as the evaluate stage loads it."""
+    input:
+        model_dir=rules.base_model.output.out_dir,
+        adapter_dir=rules.train.output.out_adapter,
+    output:
+        out_json=f"{R}/runs/{{run}}/lm_eval.json",
+    params:
+        **LM_EVAL,
+        method=lambda wc: ALL_RUNS[wc.run]["method"],
+    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+    resources:
+        gpu=1,
+    log:
+        f"{R}/logs/lm_eval/{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/lm_eval/{{run}}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/lm_eval.py"

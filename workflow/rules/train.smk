@@ -17,7 +17,8 @@ rule train:
         lora_alpha=lambda wc: RUNS[wc.run]["lora_alpha"],
         target_modules=lambda wc: RUNS[wc.run]["target_modules"],
         method=lambda wc: RUNS[wc.run]["method"],
-        **config["train"],
+        **{k: v for k, v in config["train"].items() if k != "learning_rate"},
+        learning_rate=lambda wc: RUNS[wc.run]["learning_rate"],  # the grid.learning_rate axis
         checkpoint_dir=lambda wc: f"{R}/checkpoints/{wc.run}",
         seed=lambda wc: RUNS[wc.run]["seed"],
         threads=config["torch_threads"],
