@@ -1,4 +1,8 @@
 EVAL = config["evaluate"]
+# evaluate.* settings that change a row of the table (batch_size too: left padding in batched greedy
+# decoding can change a generated token). samples_in_report only affects the report stage.
+EVAL_KEYS = ["batch_size", "max_new_tokens", "max_samples", "task", "consistency_questions", "consistency_samples", "temperature"]
+EVAL_SETTINGS = settings(pick(EVAL, EVAL_KEYS), seed=config["seed"], trust_remote_code=config["base_model"]["trust_remote_code"])
 
 
 rule evaluate_base:
@@ -12,17 +16,9 @@ rule evaluate_base:
         out_metrics=f"{R}/base/eval.json",
         out_generations=f"{R}/base/generations.jsonl",
     params:
-        batch_size=EVAL["batch_size"],
-        max_new_tokens=EVAL["max_new_tokens"],
-        max_samples=EVAL["max_samples"],
-        task=EVAL["task"],
-        consistency_questions=EVAL["consistency_questions"],
-        consistency_samples=EVAL["consistency_samples"],
-        temperature=EVAL["temperature"],
-        seed=config["seed"],
-        threads=config["torch_threads"],
-        trust_remote_code=config["base_model"]["trust_remote_code"],
-    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+        hp=EVAL_SETTINGS,
+        runtime=RUNTIME,
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:
@@ -49,18 +45,9 @@ rule evaluate:
         out_generations=f"{R}/runs/{{run}}/generations.jsonl",
         out_samples=f"{R}/runs/{{run}}/samples.jsonl",
     params:
-        batch_size=EVAL["batch_size"],
-        max_new_tokens=EVAL["max_new_tokens"],
-        max_samples=EVAL["max_samples"],
-        task=EVAL["task"],
-        consistency_questions=EVAL["consistency_questions"],
-        consistency_samples=EVAL["consistency_samples"],
-        temperature=EVAL["temperature"],
-        seed=config["seed"],
-        threads=config["torch_threads"],
-        trust_remote_code=config["base_model"]["trust_remote_code"],
-        method=lambda wc: ALL_RUNS[wc.run]["method"],
-    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+        hp=lambda wc: settings(EVAL_SETTINGS, method=ALL_RUNS[wc.run]["method"]),
+        runtime=RUNTIME,
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:

@@ -10,9 +10,8 @@ rule report_figures:
         out_pareto=report(f"{R}/plots/pareto.png", caption="../report/pareto.rst", category="Comparison"),
         out_samples=report(f"{R}/plots/samples.html", caption="../report/samples.rst", category="Samples"),
     params:
-        run_names=list(ALL_RUNS),  # trained runs first: their train_logs come in the same order
-        metric=config["table"]["best_metric"],
-        n_samples=config["evaluate"]["samples_in_report"],
+        # run_names: the runs of `samples`, in order; train_logs are those of the trained runs (RUNS come first)
+        hp=settings(run_names=list(ALL_RUNS), metric=config["table"]["best_metric"], n_samples=config["evaluate"]["samples_in_report"]),
     log:
         f"{R}/logs/report_figures.log",
     benchmark:
