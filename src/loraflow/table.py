@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from loraflow.io import atomic_path, read_json, write_text
+from loraflow.io import atomic_path, read_json, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -199,12 +199,23 @@ def write_tables(df: pd.DataFrame, out_csv: str, out_md: str, best_metric: str, 
 def write_comparison(
     base_metrics: str, train_stats: list[str], metrics: list[str], merge_checks: list[str],
     out_csv: str, out_md: str, runs: dict[str, dict], best_metric: str = "rougeL", out_points_csv: str | None = None,
-    rank_summaries: list[str] = (),
+    rank_summaries: list[str] = (), out_best: str | None = None,
 ) -> pd.DataFrame:
     """Table stage entry point."""
     df = build_table(base_metrics, train_stats, metrics, merge_checks, runs, best_metric, rank_summaries)
     write_tables(df, out_csv, out_md, best_metric, out_points_csv)
+    if out_best:
+        write_best(df, best_metric, out_best)
     return df
+
+
+def write_best(df: pd.DataFrame, best_metric: str, out_best: str, split: str = "test") -> dict:
+    """best.json: the run the table marked best, the metric and the split it was chosen on (read by the
+    workflow to merge only that run, merge.runs: best)."""
+    best = df.loc[(df["best"] != "") & (df["run"] != "base"), "run"]
+    info = {"run": best.iloc[0] if len(best) else None, "metric": best_metric, "split": split}
+    write_json(out_best, info)
+    return info
 
 
 def _last_error(log_path: Path) -> str:
@@ -215,8 +226,17 @@ def _last_error(log_path: Path) -> str:
     return (errors[-1] if errors else lines[-1] if lines else "no log output")[:300]
 
 
-def write_partial_comparison(results_dir: str, runs: dict[str, dict], best_metric: str = "rougeL") -> pd.DataFrame | None:
-    """After a failed workflow: rows for finished runs, a FAILED row (stage + error) for the rest."""
+def _preflight_error(log_path: Path, run: str) -> str:
+    """The pre-flight job checks every point in one log; the line naming this run, or the job's last error."""
+    lines = log_path.read_text(errors="replace").splitlines() if log_path.is_file() else []
+    mine = [line.split(f"{run}: ", 1)[1] for line in lines if f" {run}: " in line]
+    return mine[-1][:300] if mine else (f"not checked: {_last_error(log_path)}" if lines else "not run")
+
+
+def write_partial_comparison(results_dir: str, runs: dict[str, dict], best_metric: str = "rougeL",
+                             merged: list[str] | None = None) -> pd.DataFrame | None:
+    """After a failed workflow: rows for finished runs, a FAILED row (stage + error) for the rest.
+    `merged`: the runs whose merge is part of the run (merge.runs; None = every run with an adapter)."""
     res = Path(results_dir)
     if not (res / "base" / "eval.json").is_file():
         return None
@@ -224,10 +244,10 @@ def write_partial_comparison(results_dir: str, runs: dict[str, dict], best_metri
     for name, hp in runs.items():
         d = res / "runs" / name
         files = {"preflight": d / "preflight.json", "train": d / "train_stats.json", "evaluate": d / "eval.json", "merge": d / "merge_check.json"}
-        if hp.get("method") == "full":
+        if hp.get("method") == "full" or (merged is not None and name not in merged):
             del files["merge"]
         if hp.get("method") == "combine":  # made by the combine stage, which writes its train_stats.json
-            files = {"combine": files["train"], "evaluate": files["evaluate"], "merge": files["merge"]}
+            files = {"combine": files["train"], "evaluate": files["evaluate"], **({"merge": files["merge"]} if "merge" in files else {})}
         missing = [stage for stage, f in files.items() if not f.is_file()]
         if not missing:
             rank = d / "rank_summary.json"
@@ -236,7 +256,7 @@ def write_partial_comparison(results_dir: str, runs: dict[str, dict], best_metri
                          **rank_columns(read_json(rank) if rank.is_file() else None)})
             continue
         stage = missing[0]
-        error = _last_error(res / "logs" / stage / f"{name}.log")
+        error = _preflight_error(res / "logs" / "preflight.log", name) if stage == "preflight" else _last_error(res / "logs" / stage / f"{name}.log")
         rows.append({**grid_columns(name, hp), "status": f"FAILED in {stage}: {error}"})
     df = finish(rows, best_metric)
     write_tables(df, str(res / "comparison.csv"), str(res / "comparison.md"), best_metric)
