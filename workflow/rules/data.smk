@@ -31,7 +31,10 @@ rule clean:
         on_bad_row=DATA["on_bad_row"],
         system_prompt=DATA["system_prompt"],
         max_tokens=config["tokenize"]["max_length"],
-        **config["clean"],
+        min_answer_chars=config["clean"]["min_answer_chars"],
+        max_chars=config["clean"]["max_chars"],
+        reject_mojibake=config["clean"]["reject_mojibake"],
+        dedup=config["clean"]["dedup"],
         **({"data_path": DATA["path"]} if HUB_DATA else {}),
     log:
         f"{R}/logs/clean.log",
