@@ -56,7 +56,7 @@ start = time.perf_counter()
 from loraflow.preflight import preflight_grid
 model_dir, runs_file, out = sys.argv[1:4]
 runs = json.load(open(runs_file))
-preflight_grid(model_dir, [f"{out}/runs/{r}/preflight.json" for r in runs], f"{out}/preflight.csv", runs, batch_size=8, max_length=512)
+preflight_grid(model_dir, [f"{out}/runs/{r}/preflight.json" for r in runs], runs, batch_size=8, max_length=512, out_csv=f"{out}/preflight.csv")
 print(json.dumps({"seconds": time.perf_counter() - start}))
 """
 

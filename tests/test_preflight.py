@@ -61,7 +61,7 @@ def test_the_grid_is_checked_in_one_pass_with_the_counts_of_single_points(tmp_pa
             "r5_a8_all-linear_dora": {"method": "dora", "r": 5, "lora_alpha": 8.0, "target_modules": "all-linear"},
             "full": {"method": "full", "r": None, "lora_alpha": None, "target_modules": None}}
     paths = [str(tmp_path / "runs" / name / "preflight.json") for name in reversed(runs)]  # not in the order of `runs`
-    df = preflight_grid(str(tiny_model), paths, str(tmp_path / "preflight.csv"), runs, batch_size=4, max_length=64)
+    df = preflight_grid(str(tiny_model), paths, runs, batch_size=4, max_length=64, out_csv=str(tmp_path / "preflight.csv"))
     assert list(df["run"]) == list(runs)
     for name, hp in runs.items():
         got = json.loads((tmp_path / "runs" / name / "preflight.json").read_text())
@@ -85,7 +85,7 @@ def test_every_bad_point_is_named_and_nothing_is_written(tmp_path, tiny_model):
             "r4_a8_c_attn": {"method": "lora", "r": 4, "lora_alpha": 8.0, "target_modules": ["c_attn"]},
             "r4_a8_input_layernorm": {"method": "lora", "r": 4, "lora_alpha": 8.0, "target_modules": ["input_layernorm"]}}
     with pytest.raises(ConfigError) as err:
-        preflight_grid(str(tiny_model), [str(tmp_path / "runs" / r / "preflight.json") for r in runs], str(tmp_path / "p.csv"), runs)
+        preflight_grid(str(tiny_model), [str(tmp_path / "runs" / r / "preflight.json") for r in runs], runs, out_csv=str(tmp_path / "p.csv"))
     msg = str(err.value)
     assert "2 of 3 grid point(s) cannot be trained" in msg
     assert "r4_a8_c_attn: grid.target_modules: c_attn not found in LlamaForCausalLM" in msg

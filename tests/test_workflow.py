@@ -79,7 +79,7 @@ def test_pipeline_outputs_and_table(finished_run):
     md = (res / "comparison.md").read_text()
     assert "| base |" in md and "Best run by `rougeL`" in md
     assert "Best run by `rougeL`" in proc.stdout + proc.stderr  # the table is printed at the end
-    for rule in ("base_model", "clean", "tokenize", "preflight", "table", "merge_summary"):
+    for rule in ("base_model", "clean", "tokenize", "preflight", "preflight_table", "table", "merge_summary"):
         assert (res / "logs" / f"{rule}.log").is_file() and (res / "benchmarks" / f"{rule}.tsv").is_file()
 
 
@@ -187,13 +187,16 @@ DOWNSTREAM_OF_TRAIN = {"train": 2, "evaluate": 2, "rank_analysis": 2, "table": 1
 RERUN_SCOPE = {
     # keys that cannot change a result: read by the jobs at run time, outside params
     "neutral": ({"train": {"checkpoint_every": 3, "learning_rate_full": 1e-4}, "torch_threads": 2}, {}),
-    # the same adapter (recomputed activations), a different memory estimate: only the pre-flight reruns
-    "memory only": ({"train": {"gradient_checkpointing": True}}, {"preflight": 1, "all": 1}),
+    # the same adapter (recomputed activations): nothing reruns, not even the pre-flight (new checks use it)
+    "memory only": ({"train": {"gradient_checkpointing": True}}, {}),
     # a training setting whose new value the params already hold under another key (warmup 0 -> 1 while
     # grad_accum is 1): flat params compared as a set of values would miss it
     "train": ({"train": {"warmup_steps": 1}}, DOWNSTREAM_OF_TRAIN),
-    # checked by the pre-flight too (memory estimate): it reruns as well, cheaply
-    "train+preflight": ({"train": {"batch_size": 2}}, {"preflight": 1, **DOWNSTREAM_OF_TRAIN}),
+    # checked by the pre-flight too (memory estimate): every point is checked again (one job), cheaply
+    "train+preflight": ({"train": {"batch_size": 2}}, {"preflight": 1, "preflight_table": 1, **DOWNSTREAM_OF_TRAIN}),
+    # a new point and a training setting at once: the new point is checked, every point (re)trains
+    "grid point added + train": ({"grid": {"r": [2, 4, 8]}, "train": {"warmup_steps": 1}},
+                                 {"preflight": 1, "preflight_table": 1, **DOWNSTREAM_OF_TRAIN, "train": 3, "evaluate": 3, "rank_analysis": 3}),
     "evaluate": ({"evaluate": {"max_new_tokens": 6}},
                  {"evaluate_base": 1, "evaluate": 2, "table": 1, "report_figures": 1, "merge_summary": 1, "all": 1}),
     "merge": ({"merge": {"tolerance": 0.002}}, {"merge": 1, "merge_summary": 1, "all": 1}),
@@ -201,9 +204,10 @@ RERUN_SCOPE = {
     "table": ({"table": {"best_metric": "bleu"}}, {"table": 1, "report_figures": 1, "merge_summary": 1, "all": 1}),
     "report": ({"evaluate": {"samples_in_report": 3}}, {"report_figures": 1, "all": 1}),
     "rank analysis": ({"rank_analysis": {"energies": [0.5, 0.9]}}, {"rank_analysis": 2, "table": 1, "report_figures": 1, "merge_summary": 1, "all": 1}),
-    # a new grid point: the grid's pre-flight reruns (one job), only the new point trains
+    # a new grid point: one pre-flight job checks it (not the finished points), only the new point trains
     "grid point added": ({"grid": {"r": [2, 4, 8]}},
-                         {"preflight": 1, "train": 1, "evaluate": 1, "rank_analysis": 1, "table": 1, "report_figures": 1, "merge_summary": 1, "all": 1}),
+                         {"preflight": 1, "preflight_table": 1, "train": 1, "evaluate": 1, "rank_analysis": 1, "table": 1,
+                          "report_figures": 1, "merge_summary": 1, "all": 1}),
     # the data: everything downstream of cleaning (not the base model, not the pre-flight)
     "data": ({"clean": {"min_answer_chars": 3}},
              {"clean": 1, "format": 1, "split": 1, "tokenize": 1, "evaluate_base": 1, **DOWNSTREAM_OF_TRAIN}),

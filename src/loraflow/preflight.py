@@ -173,11 +173,13 @@ def run_of(path: str) -> str:
 
 
 def preflight_grid(
-    model_dir: str, out_jsons: list[str], out_csv: str, runs: dict[str, dict], batch_size: int = 8, max_length: int = 512,
+    model_dir: str, out_jsons: list[str], runs: dict[str, dict], batch_size: int = 8, max_length: int = 512,
     gradient_checkpointing: bool = False, trust_remote_code: bool = False, merge_runs: str = "best",
+    checked_with: dict | None = None, out_csv: str | None = None,
 ) -> pd.DataFrame:
-    """Pre-flight stage entry point: every grid point ({run: {method, r, lora_alpha, target_modules}}) in
-    one process; writes runs/<run>/preflight.json per point (matched by run name) and preflight.csv.
+    """Pre-flight stage entry point: grid points ({run: {method, r, lora_alpha, target_modules}}) in one
+    process; writes runs/<run>/preflight.json per point (matched by run name; `checked_with` recorded
+    in each, see workflow/rules/preflight.smk) and, if asked, a csv of them.
 
     Every point is checked before anything is written; any bad point (a target module that does not
     exist, a layer LoRA cannot wrap) fails the stage with one message listing all of them."""
@@ -199,10 +201,11 @@ def preflight_grid(
         raise ConfigError(f"pre-flight: {len(bad)} of {len(runs)} grid point(s) cannot be trained, so no training starts:\n  "
                           + "\n  ".join(bad))
     for info in rows:
-        write_json(paths[info["run"]], info)
+        write_json(paths[info["run"]], {**info, "checked_with": checked_with} if checked_with is not None else info)
     df = pd.DataFrame(rows)
-    with atomic_path(out_csv) as tmp:
-        df.to_csv(tmp, index=False)
+    if out_csv:
+        with atomic_path(out_csv) as tmp:
+            df.to_csv(tmp, index=False)
     merges = {"best": 1, "all": int((df["method"] != "full").sum()), "none": 0}[merge_runs]
     log.info("%d grid point(s) checked; peft wrapped %d model copies. Each merged model takes %.0f MB (fp32) / %.0f MB (bf16); "
              "merge.runs=%s merges %d run(s)", len(rows), len(check.PROBES) * len(check._shapes), check.merged["merged_mb_fp32"],
@@ -211,8 +214,8 @@ def preflight_grid(
 
 
 def preflight_table(runs: list[str], out_csv: str) -> pd.DataFrame:
-    """preflight.csv from per-point files (preflight_grid writes it itself)."""
-    df = pd.DataFrame([read_json(p) for p in runs])
+    """preflight.csv: one row per grid point, from runs/<run>/preflight.json."""
+    df = pd.DataFrame([{k: v for k, v in read_json(p).items() if k != "checked_with"} for p in runs])
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)
     return df

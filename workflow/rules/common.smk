@@ -54,3 +54,19 @@ def merged_runs(wildcards=None) -> list[str]:
         return ADAPTER_RUNS
     best = best_run(checkpoints.table.get().output.out_best)
     return [best] if best in ADAPTER_RUNS else []
+
+
+def unchecked_points(runs, checked_with) -> list[str]:
+    """Grid points whose runs/<run>/preflight.json is missing or was checked with other settings."""
+    import json
+
+    todo = []
+    for name in runs:
+        try:
+            with open(f"{R}/runs/{name}/preflight.json", encoding="utf-8") as fh:
+                if json.load(fh).get("checked_with") == checked_with:
+                    continue
+        except (OSError, ValueError):
+            pass
+        todo.append(name)
+    return todo

@@ -1,30 +1,62 @@
-# The grid's pre-flight: one job, one process, every point (train jobs wait for it).
+# The grid's pre-flight: one job, one process, for every grid point without a current check (new points,
+# or all of them after a change of what a check depends on). Train jobs wait for their point's check.
+#
+# Why only the unchecked points: Snakemake does not look at the params of jobs downstream of a job that
+# reruns (it assumes they rerun too) and, through an ancient() input, then never reruns them. So the
+# train jobs of finished points must not hang below a pre-flight job that reruns: the pre-flight job
+# writes only the missing or outdated checks, and a finished point's check is an ordinary file.
 POINT_KEYS = ["method", "r", "lora_alpha", "target_modules"]  # what a point's counts depend on (not its seed)
+# What a check depends on besides its point; recorded in each runs/<run>/preflight.json as `checked_with`.
+# (gradient_checkpointing is not here: changing it reruns nothing, the next new check uses it.)
+PREFLIGHT_WITH = settings(
+    pick(config["train"], ["batch_size"]),
+    pick(config["base_model"], ["source", "path", "gguf_file", "revision", "trust_remote_code"]),
+    max_length=config["tokenize"]["max_length"],
+)
+PREFLIGHT_TODO = unchecked_points(RUNS, PREFLIGHT_WITH)
 
 
-rule preflight:
-    """Every grid point on the meta device, in one job: target modules exist, parameter counts, memory
-    estimate, disk of a merged model; results/preflight.csv. A bad point fails the job, so no training
-    starts. Adding a point reruns it (cheap); the train jobs of finished points stay done."""
+if PREFLIGHT_TODO:
+
+    rule preflight:
+        """The unchecked grid points on the meta device, in one job: target modules exist, parameter
+        counts, memory estimate, disk of a merged model. A bad point fails the job, so no training
+        starts; every bad point is named."""
+        input:
+            model_dir=rules.base_model.output.out_dir,
+        output:
+            out_jsons=expand(f"{R}/runs/{{run}}/preflight.json", run=PREFLIGHT_TODO),
+        params:
+            hp=settings(
+                runs={name: pick(RUNS[name], POINT_KEYS) for name in PREFLIGHT_TODO},
+                checked_with=PREFLIGHT_WITH,
+                batch_size=config["train"]["batch_size"],
+                max_length=config["tokenize"]["max_length"],
+                trust_remote_code=config["base_model"]["trust_remote_code"],
+            ),
+            runtime={"gradient_checkpointing": "train.gradient_checkpointing", "merge_runs": "merge.runs"},
+        priority: 100
+        log:
+            f"{R}/logs/preflight.log",
+        benchmark:
+            f"{R}/benchmarks/preflight.tsv"
+        conda:
+            "../../envs/train.yaml"
+        script:
+            "../scripts/preflight.py"
+
+
+rule preflight_table:
+    """results/preflight.csv: the checks of every grid point, known before training."""
     input:
-        model_dir=rules.base_model.output.out_dir,
+        runs=expand(f"{R}/runs/{{run}}/preflight.json", run=RUNS),
     output:
-        out_jsons=expand(f"{R}/runs/{{run}}/preflight.json", run=RUNS),
         out_csv=f"{R}/preflight.csv",
-    params:
-        hp=settings(
-            pick(config["train"], ["batch_size", "gradient_checkpointing"]),
-            runs={name: pick(run, POINT_KEYS) for name, run in RUNS.items()},
-            max_length=config["tokenize"]["max_length"],
-            trust_remote_code=config["base_model"]["trust_remote_code"],
-        ),
-        runtime={"merge_runs": "merge.runs"},  # only the log's disk total depends on it
-    priority: 100
     log:
-        f"{R}/logs/preflight.log",
+        f"{R}/logs/preflight_table.log",
     benchmark:
-        f"{R}/benchmarks/preflight.tsv"
+        f"{R}/benchmarks/preflight_table.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/data.yaml"
     script:
-        "../scripts/preflight.py"
+        "../scripts/preflight_table.py"

@@ -27,9 +27,8 @@ rule train:
         train_path=rules.tokenize.output.out_train,
         val_path=rules.tokenize.output.out_val,
         tokens_meta=rules.tokenize.output.meta_path,
-        # ancient: training waits for the grid's pre-flight check, but re-checking the grid (a point added)
-        # does not make finished runs look outdated.
-        preflight=ancient(f"{R}/runs/{{run}}/preflight.json"),
+        # training waits for its point's pre-flight check (preflight.smk: only unchecked points are checked)
+        preflight=f"{R}/runs/{{run}}/preflight.json",
     output:
         out_adapter=directory(f"{R}/runs/{{run}}/adapter"),
         out_log=f"{R}/runs/{{run}}/train_log.csv",
