@@ -112,3 +112,23 @@ def test_combinations_become_evaluable_runs():
     combos = expand_combinations(cfg)
     assert combos["mix"]["combination_type"] == "cat" and combos["mix"]["method"] == "combine"
     assert combos["mix"]["targets"] == "r4_a16_qv+r8_a16_qv" and combos["mix"]["density"] is None
+
+
+def test_a_stage_gets_named_settings_from_hp_and_runtime_keys_from_the_config():
+    """runner.stage_kwargs: params `hp` (result-affecting settings, one dict so Snakemake sees names) is
+    spread into keyword arguments; params `runtime` names config keys read when the job runs."""
+    from types import SimpleNamespace
+
+    from loraflow.runner import stage_kwargs
+
+    class Named(dict):  # the items() of Snakemake's Namedlist
+        pass
+
+    smk = SimpleNamespace(
+        input=Named(model_dir="m"), output=Named(out_stats="s.json"),
+        params=Named(hp={"r": 4, "warmup_steps": 0}, runtime={"threads": "torch_threads", "checkpoint_every": "train.checkpoint_every"},
+                     checkpoint_dir="c"),
+        config={"torch_threads": 2, "train": {"checkpoint_every": 7}},
+    )
+    assert stage_kwargs(smk) == {"model_dir": "m", "out_stats": "s.json", "r": 4, "warmup_steps": 0, "checkpoint_dir": "c",
+                                 "threads": 2, "checkpoint_every": 7}

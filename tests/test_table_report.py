@@ -91,6 +91,20 @@ def test_partial_table_lists_failures_with_their_error(tmp_path):
     assert "1 run(s) did not finish: r8_a8_qv" in (tmp_path / "comparison.md").read_text()
 
 
+def test_partial_table_with_one_finished_run_and_intervals(tmp_path):
+    """With per-row scores (intervals on) and a single finished run, the partial table is still written
+    and claims nothing about "every other run"."""
+    runs = {"r4_a8_qv": hp(4, 8.0, 42), "r8_a8_qv": hp(8, 8.0, 42)}
+    stage_files(tmp_path, runs, {"r4_a8_qv": 30.0, "r8_a8_qv": 35.0})
+    (tmp_path / "base/scores.jsonl").write_text("".join(json.dumps(x) + "\n" for x in score_lines([10.0, 20.0, 30.0])))
+    (tmp_path / "runs/r4_a8_qv/scores.jsonl").write_text("".join(json.dumps(x) + "\n" for x in score_lines([30.0, 35.0, 40.0])))
+    (tmp_path / "runs/r8_a8_qv/eval.json").unlink()
+    df = write_partial_comparison(str(tmp_path), runs, "rougeL", bootstrap_samples=200)
+    assert "rougeL_lo" in df and df.loc[df["best"] != "", "run"].tolist() == ["r4_a8_qv"]
+    md = (tmp_path / "comparison.md").read_text()
+    assert "1 run(s) did not finish: r8_a8_qv" in md and "Every other run" not in md
+
+
 def test_pareto_front():
     pts = [(100, 30.0), (200, 35.0), (300, 33.0), (400, 40.0), (150, 29.0)]
     assert pareto_front(pts) == [0, 1, 3]

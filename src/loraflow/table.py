@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from loraflow import stats as st
-from loraflow.io import atomic_path, read_json, read_jsonl, write_text
+from loraflow.io import atomic_path, read_json, read_jsonl, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -580,9 +580,10 @@ def headline(df: pd.DataFrame, best_metric: str, boot: Bootstrap | None, effects
                 items = ", ".join(f"{r.run} ({r.vs_best:+.{dec}f} [{r.vs_best_lo:.{dec}f}, {r.vs_best_hi:.{dec}f}], {_p(r.vs_best_p)})" for r in tied.itertuples())
                 lines.append(f"**Tied for best** (not significantly worse than {b['run']} on the test rows; {desc}): {items}. "
                              f"The data cannot separate these runs: treat the best as this set.")
-            else:
+            elif len(df[(df["status"] == "ok") & (df["run"] != "base")]) > 1:
                 lines.append(f"Every other run is significantly worse than {b['run']} on the test rows ({desc}).")
-            better = df[(df.get("tied", pd.Series("", index=df.index)) == "tied for best") & ((df["vs_best_lo"] > 0) if not lower else (df["vs_best_hi"] < 0))]
+            better = (df[(df.get("tied", pd.Series("", index=df.index)) == "tied for best") & ((df["vs_best_lo"] > 0) if not lower else (df["vs_best_hi"] < 0))]
+                      if "vs_best_lo" in df else df.iloc[0:0])  # one finished run: nothing to compare it with
             if len(better):
                 lines.append(f"Note: {', '.join(better['run'])} did significantly better on test than the run validation chose.")
     if points is not None and len(points):
@@ -752,7 +753,7 @@ def write_comparison(
     base_metrics: str, train_stats, metrics, merge_checks=(), out_csv: str = "", out_md: str = "", runs: dict[str, dict] | None = None,
     best_metric: str = "rougeL", out_points_csv: str | None = None, rank_summaries=(), scores=(), base_scores: str | None = None,
     out_effects_csv: str | None = None, bootstrap_samples: int = 1000, confidence: float = 0.95, seed: int = 42,
-    lm_eval=(), base_lm_eval: str | None = None,
+    lm_eval=(), base_lm_eval: str | None = None, out_best: str | None = None,
 ) -> pd.DataFrame:
     """Table stage entry point. `scores` (runs/<run>/scores.jsonl) and `base_scores` enable the intervals;
     `lm_eval` / `base_lm_eval` (lm_eval.json of the optional lm-eval-harness rule) add its columns."""
@@ -765,7 +766,18 @@ def write_comparison(
         boot = Bootstrap(paths, bootstrap_samples, seed, confidence)
         df = add_intervals(df, boot, best_metric)
     write_tables(df, out_csv, out_md, best_metric, out_points_csv, boot, out_effects_csv)
+    if out_best:
+        write_best(df, best_metric, out_best, split="val" if df.attrs.get("best_source", "").startswith("validation") else "test")
     return df
+
+
+def write_best(df: pd.DataFrame, best_metric: str, out_best: str, split: str = "test") -> dict:
+    """best.json: the run the table marked best, the metric and the split it was chosen on (read by the
+    workflow to merge only that run, merge.runs: best)."""
+    best = df.loc[(df["best"] != "") & (df["run"] != "base"), "run"]
+    info = {"run": best.iloc[0] if len(best) else None, "metric": best_metric, "split": split}
+    write_json(out_best, info)
+    return info
 
 
 def _last_error(log_path: Path) -> str:
@@ -776,9 +788,17 @@ def _last_error(log_path: Path) -> str:
     return (errors[-1] if errors else lines[-1] if lines else "no log output")[:300]
 
 
+def _preflight_error(log_path: Path, run: str) -> str:
+    """The pre-flight job checks every point in one log; the line naming this run, or the job's last error."""
+    lines = log_path.read_text(errors="replace").splitlines() if log_path.is_file() else []
+    mine = [line.split(f"{run}: ", 1)[1] for line in lines if f" {run}: " in line]
+    return mine[-1][:300] if mine else (f"not checked: {_last_error(log_path)}" if lines else "not run")
+
+
 def write_partial_comparison(results_dir: str, runs: dict[str, dict], best_metric: str = "rougeL", bootstrap_samples: int = 1000,
-                             confidence: float = 0.95, seed: int = 42) -> pd.DataFrame | None:
-    """After a failed workflow: rows for finished runs, a FAILED row (stage + error) for the rest."""
+                             confidence: float = 0.95, seed: int = 42, merged: list[str] | None = None) -> pd.DataFrame | None:
+    """After a failed workflow: rows for finished runs, a FAILED row (stage + error) for the rest.
+    `merged`: the runs whose merge is part of the run (merge.runs; None = every run with an adapter)."""
     res = Path(results_dir)
     if not (res / "base" / "eval.json").is_file():
         return None
@@ -786,9 +806,11 @@ def write_partial_comparison(results_dir: str, runs: dict[str, dict], best_metri
     scores = {}
     for name, hp in runs.items():
         d = res / "runs" / name
-        files = {"preflight": d / "preflight.json", "train": d / "train_stats.json", "evaluate": d / "eval.json"}
+        files = {"preflight": d / "preflight.json", "train": d / "train_stats.json", "evaluate": d / "eval.json", "merge": d / "merge_check.json"}
+        if hp.get("method") == "full" or (merged is not None and name not in merged):
+            del files["merge"]
         if hp.get("method") == "combine":  # made by the combine stage, which writes its train_stats.json
-            files = {"combine": files["train"], "evaluate": files["evaluate"]}
+            files = {"combine": files["train"], "evaluate": files["evaluate"], **({"merge": files["merge"]} if "merge" in files else {})}
         missing = [stage for stage, f in files.items() if not f.is_file()]
         if not missing:
             rank, merge = d / "rank_summary.json", d / "merge_check.json"
@@ -799,7 +821,7 @@ def write_partial_comparison(results_dir: str, runs: dict[str, dict], best_metri
                 scores[name] = str(d / "scores.jsonl")
             continue
         stage = missing[0]
-        error = _last_error(res / "logs" / stage / f"{name}.log")
+        error = _preflight_error(res / "logs" / "preflight.log", name) if stage == "preflight" else _last_error(res / "logs" / stage / f"{name}.log")
         rows.append({**grid_columns(name, hp), "status": f"FAILED in {stage}: {error}"})
     df = finish(rows, best_metric)
     boot = None

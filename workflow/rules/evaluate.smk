@@ -1,19 +1,9 @@
 EVAL = config["evaluate"]
-# Settings of the evaluate jobs shared by the base model and every run.
-EVAL_PARAMS = dict(
-    batch_size=EVAL["batch_size"],
-    max_new_tokens=EVAL["max_new_tokens"],
-    max_samples=EVAL["max_samples"],
-    val_samples=EVAL["val_samples"],
-    task=EVAL["task"],
-    answer_check=EVAL["answer_check"],
-    answer_pattern=EVAL["answer_pattern"],
-    retention_items=EVAL["retention_items"],
-    retention_max_new_tokens=EVAL["retention_max_new_tokens"],
-    consistency_questions=EVAL["consistency_questions"],
-    consistency_samples=EVAL["consistency_samples"],
-    temperature=EVAL["temperature"],
-)
+# evaluate.* settings that change a row of the table (batch_size too: left padding in batched greedy
+# decoding can change a generated token). samples_in_report only affects the report stage.
+EVAL_KEYS = ["batch_size", "max_new_tokens", "max_samples", "val_samples", "task", "answer_check", "answer_pattern",
+             "retention_items", "retention_max_new_tokens", "consistency_questions", "consistency_samples", "temperature"]
+EVAL_SETTINGS = settings(pick(EVAL, EVAL_KEYS), seed=config["seed"], trust_remote_code=config["base_model"]["trust_remote_code"])
 
 
 rule evaluate_base:
@@ -31,11 +21,9 @@ rule evaluate_base:
         out_generations=f"{R}/base/generations.jsonl",
         out_scores=f"{R}/base/scores.jsonl",
     params:
-        **EVAL_PARAMS,
-        seed=config["seed"],
-        threads=config["torch_threads"],
-        trust_remote_code=config["base_model"]["trust_remote_code"],
-    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+        hp=EVAL_SETTINGS,
+        runtime=RUNTIME,
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:
@@ -67,12 +55,9 @@ rule evaluate:
         out_samples=f"{R}/runs/{{run}}/samples.jsonl",
         out_scores=f"{R}/runs/{{run}}/scores.jsonl",
     params:
-        **EVAL_PARAMS,
-        seed=config["seed"],
-        threads=config["torch_threads"],
-        trust_remote_code=config["base_model"]["trust_remote_code"],
-        method=lambda wc: ALL_RUNS[wc.run]["method"],
-    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+        hp=lambda wc: settings(EVAL_SETTINGS, method=ALL_RUNS[wc.run]["method"]),
+        runtime=RUNTIME,
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:
@@ -86,14 +71,13 @@ rule evaluate:
 
 
 # Optional lm-eval-harness benchmarks (evaluate.lm_eval_tasks; extra `lm-eval`), base and every run.
-LM_EVAL = dict(
+LM_EVAL = settings(
     tasks=EVAL["lm_eval_tasks"],
     include_path=EVAL["lm_eval_include_path"],
     limit=EVAL["lm_eval_limit"],
     num_fewshot=EVAL["lm_eval_num_fewshot"],
     batch_size=EVAL["batch_size"],
     seed=config["seed"],
-    threads=config["torch_threads"],
     trust_remote_code=config["base_model"]["trust_remote_code"],
 )
 
@@ -105,8 +89,9 @@ rule lm_eval_base:
     output:
         out_json=f"{R}/base/lm_eval.json",
     params:
-        **LM_EVAL,
-    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+        hp=LM_EVAL,
+        runtime=RUNTIME,
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:
@@ -127,9 +112,9 @@ rule lm_eval:
     output:
         out_json=f"{R}/runs/{{run}}/lm_eval.json",
     params:
-        **LM_EVAL,
-        method=lambda wc: ALL_RUNS[wc.run]["method"],
-    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+        hp=lambda wc: settings(LM_EVAL, method=ALL_RUNS[wc.run]["method"]),
+        runtime=RUNTIME,
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:

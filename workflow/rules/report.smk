@@ -19,8 +19,7 @@ rule report_figures:
         out_samples=report(f"{R}/plots/samples.html", caption="../report/samples.rst", category="Samples"),
         out_captions=directory(f"{R}/plots/captions"),
     params:
-        metric=config["table"]["best_metric"],
-        n_samples=config["evaluate"]["samples_in_report"],
+        hp=settings(metric=config["table"]["best_metric"], n_samples=config["evaluate"]["samples_in_report"]),
     log:
         f"{R}/logs/report_figures.log",
     benchmark:
