@@ -1,10 +1,8 @@
 # loraflow: raw chat/QA data -> LoRA adapters -> evaluated, merged models -> comparison table.
 # Run:  snakemake --cores 1 --resources gpu=1      (see README.md)
+# The workflow itself, `rule all` included, lives in workflow/ (usable as a Snakemake module; see
+# config/README.md). This file only lets `snakemake` run from the repository root.
 include: "workflow/Snakefile"
 
 
-rule all:
-    """The comparison table (and everything it needs)."""
-    default_target: True
-    input:
-        FINAL_TARGETS,
+workflow.default_target = "all"  # an include keeps the includer's default target; take workflow/'s

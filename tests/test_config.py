@@ -132,3 +132,12 @@ def test_a_stage_gets_named_settings_from_hp_and_runtime_keys_from_the_config():
     )
     assert stage_kwargs(smk) == {"model_dir": "m", "out_stats": "s.json", "r": 4, "warmup_steps": 0, "checkpoint_dir": "c",
                                  "threads": 2, "checkpoint_every": 7}
+
+
+def test_users_data_gets_no_system_prompt_unless_asked():
+    from loraflow.config import BUILTIN_SYSTEM_PROMPT, system_prompt
+
+    assert system_prompt({"path": "builtin", "system_prompt": None}) == BUILTIN_SYSTEM_PROMPT
+    assert system_prompt({"path": "my.jsonl", "system_prompt": None}) == ""  # no row gains text the user did not ask for
+    assert system_prompt({"path": "my.jsonl", "system_prompt": "Be brief."}) == "Be brief."
+    assert system_prompt({"path": "builtin", "system_prompt": ""}) == ""

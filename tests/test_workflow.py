@@ -18,14 +18,10 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
 
 def tiny_config(model_dir: Path) -> dict:
-    return {
-        "base_model": {"source": "local", "path": str(model_dir)},
-        "data": {"builtin_rows": 240},
-        "torch_threads": 1,
-        "grid": {"r": [2, 4], "lora_alpha": [8], "target_modules": ["qv"]},
-        "train": {"max_steps": 4, "batch_size": 4, "eval_every": 2, "learning_rate": 0.01},
-        "evaluate": {"max_new_tokens": 8, "batch_size": 8, "max_samples": 12},
-    }
+    """.test/config/config.yaml (the workflow tests' sweep) on the tiny random model."""
+    config = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text(encoding="utf-8"))
+    config["base_model"] = {"source": "local", "path": str(model_dir)}
+    return config
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -17,6 +17,16 @@ import yaml
 from loraflow.targets import PRESET_NAMES
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# data.system_prompt null with data.path builtin: the built-in set's own prompt (its answers are written for it).
+BUILTIN_SYSTEM_PROMPT = "You are the customer-service assistant of Lumora Home. Answer briefly and exactly."
+
+
+def system_prompt(data: dict) -> str:
+    """The system prompt put in front of conversations without one (config `data`): data.system_prompt,
+    or when it is null the built-in set's own prompt for data.path builtin and none for the user's data."""
+    if data.get("system_prompt") is not None:
+        return data["system_prompt"]
+    return BUILTIN_SYSTEM_PROMPT if data.get("path", "builtin") == "builtin" else ""
 
 # Training methods (the grid's `method` axis) and the suffix each adds to a run name.
 METHODS = {

@@ -11,6 +11,6 @@ rule base_model:
     benchmark:
         f"{R}/benchmarks/base_model.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../envs/train.yaml"
     script:
         "../scripts/base_model.py"

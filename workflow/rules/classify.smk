@@ -53,7 +53,7 @@ rule cls_base_model:
     benchmark:
         f"{R}/benchmarks/cls_base_model.tsv"
     conda:
-        "../../envs/builtin_encoder.yaml"
+        "../envs/builtin_encoder.yaml"
     script:
         "../scripts/cls_base_model.py"
 
@@ -69,7 +69,7 @@ rule cls_dataset:
     benchmark:
         f"{R}/benchmarks/cls_dataset.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     script:
         "../scripts/cls_dataset.py"
 
@@ -93,7 +93,7 @@ rule cls_clean:
     benchmark:
         f"{R}/benchmarks/cls_clean.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     script:
         "../scripts/cls_clean.py"
 
@@ -116,7 +116,7 @@ rule cls_split:
     benchmark:
         f"{R}/benchmarks/cls_split.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     script:
         "../scripts/cls_split.py"
 
@@ -149,7 +149,7 @@ rule cls_train:
     benchmark:
         f"{R}/benchmarks/cls_train/{{run}}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../envs/train.yaml"
     script:
         "../scripts/cls_train.py"
 
@@ -177,7 +177,7 @@ rule cls_evaluate:
     benchmark:
         f"{R}/benchmarks/cls_evaluate/{{run}}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../envs/train.yaml"
     script:
         "../scripts/cls_evaluate.py"
 
@@ -204,7 +204,7 @@ rule cls_evaluate_untrained_head:
     benchmark:
         f"{R}/benchmarks/cls_evaluate/untrained_head.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../envs/train.yaml"
     script:
         "../scripts/cls_evaluate_untrained_head.py"
 
@@ -224,7 +224,7 @@ rule cls_majority:
     benchmark:
         f"{R}/benchmarks/cls_evaluate/majority.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     script:
         "../scripts/cls_majority.py"
 
@@ -254,7 +254,7 @@ rule cls_table:
     benchmark:
         f"{R}/benchmarks/cls_table.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     script:
         "../scripts/cls_table.py"
 

@@ -23,6 +23,6 @@ rule combine:
     benchmark:
         f"{R}/benchmarks/combine/{{run}}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../envs/train.yaml"
     script:
         "../scripts/combine.py"

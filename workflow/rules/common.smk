@@ -2,12 +2,15 @@
 
 import re
 
+from loraflow.config import system_prompt
+
 
 wildcard_constraints:
     run="|".join(re.escape(name) for name in sorted(ALL_RUNS)),
 
 
 DATA = config["data"]
+SYSTEM_PROMPT = system_prompt(DATA)  # null: the built-in set's own prompt for the built-in data, none for yours
 HUB_DATA = DATA["path"].startswith("hf:")
 
 

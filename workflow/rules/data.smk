@@ -9,7 +9,7 @@ rule builtin_dataset:
     benchmark:
         f"{R}/benchmarks/builtin_dataset.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     script:
         "../scripts/builtin_dataset.py"
 
@@ -38,7 +38,7 @@ rule clean:
             delimiter=DATA["delimiter"],
             hf_split=DATA["hf_split"],
             on_bad_row=DATA["on_bad_row"],
-            system_prompt=DATA["system_prompt"],
+            system_prompt=SYSTEM_PROMPT,
             max_tokens=config["tokenize"]["max_length"],
             overlong=config["tokenize"]["overlong"],
             **pick(config["clean"], CLEAN_KEYS),
@@ -49,7 +49,7 @@ rule clean:
     benchmark:
         f"{R}/benchmarks/clean.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     script:
         "../scripts/clean.py"
 
@@ -63,13 +63,13 @@ rule format:
         out_path=f"{R}/data/formatted.jsonl",
         stats_path=f"{R}/data/format_stats.json",
     params:
-        system_prompt=DATA["system_prompt"],
+        system_prompt=SYSTEM_PROMPT,
     log:
         f"{R}/logs/format.log",
     benchmark:
         f"{R}/benchmarks/format.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     script:
         "../scripts/format.py"
 
@@ -91,6 +91,6 @@ rule split:
     benchmark:
         f"{R}/benchmarks/split.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     script:
         "../scripts/split.py"

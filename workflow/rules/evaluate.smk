@@ -31,7 +31,7 @@ rule evaluate_base:
     benchmark:
         f"{R}/benchmarks/evaluate/base.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../envs/train.yaml"
     script:
         "../scripts/evaluate_base.py"
 
@@ -65,7 +65,7 @@ rule evaluate:
     benchmark:
         f"{R}/benchmarks/evaluate/{{run}}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../envs/train.yaml"
     script:
         "../scripts/evaluate.py"
 
@@ -99,7 +99,7 @@ rule lm_eval_base:
     benchmark:
         f"{R}/benchmarks/lm_eval/base.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../envs/train.yaml"
     script:
         "../scripts/lm_eval_base.py"
 
@@ -122,6 +122,6 @@ rule lm_eval:
     benchmark:
         f"{R}/benchmarks/lm_eval/{{run}}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../envs/train.yaml"
     script:
         "../scripts/lm_eval.py"

@@ -26,7 +26,7 @@ rule merge:
     benchmark:
         f"{R}/benchmarks/merge/{{run}}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../envs/train.yaml"
     script:
         "../scripts/merge.py"
 
@@ -47,6 +47,6 @@ rule merge_summary:
     benchmark:
         f"{R}/benchmarks/merge_summary.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     script:
         "../scripts/merge_summary.py"

@@ -41,7 +41,7 @@ if PREFLIGHT_TODO:
         benchmark:
             f"{R}/benchmarks/preflight.tsv"
         conda:
-            "../../envs/train.yaml"
+            "../envs/train.yaml"
         script:
             "../scripts/preflight.py"
 
@@ -57,6 +57,6 @@ rule preflight_table:
     benchmark:
         f"{R}/benchmarks/preflight_table.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     script:
         "../scripts/preflight_table.py"

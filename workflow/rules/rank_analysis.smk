@@ -15,6 +15,6 @@ rule rank_analysis:
     benchmark:
         f"{R}/benchmarks/rank_analysis/{{run}}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../envs/train.yaml"
     script:
         "../scripts/rank_analysis.py"

@@ -25,6 +25,6 @@ rule report_figures:
     benchmark:
         f"{R}/benchmarks/report_figures.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     script:
         "../scripts/report_figures.py"

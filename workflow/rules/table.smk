@@ -33,6 +33,6 @@ checkpoint table:
     benchmark:
         f"{R}/benchmarks/table.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     script:
         "../scripts/table.py"

@@ -17,6 +17,6 @@ rule tokenize:
     benchmark:
         f"{R}/benchmarks/tokenize.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../envs/data.yaml"
     script:
         "../scripts/tokenize.py"

@@ -45,6 +45,6 @@ rule train:
     benchmark:
         f"{R}/benchmarks/train/{{run}}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../envs/train.yaml"
     script:
         "../scripts/train.py"

@@ -1,0 +1,123 @@
+"""config/README.md, generated from the config schema: every key with its type, default and meaning.
+
+    python -m loraflow.config_docs            # rewrite config/README.md
+    python -m loraflow.config_docs --check    # exit 1 if it is out of date (tests/test_config_docs.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+OUT = REPO / "config" / "README.md"
+
+HEADER = """# Configuring loraflow
+
+<!-- Generated from workflow/schemas/config.schema.yaml by `python -m loraflow.config_docs`; do not edit. -->
+
+The workflow reads `config.yaml` from the directory it runs in (`snakemake --configfile F` reads
+another). Every key below is optional: a missing key takes its default, and an unknown key is an
+error, so a typo never falls back to a default silently. `.test/config/config.yaml` is a short sweep
+that runs every stage in minutes on a CPU.
+
+To use loraflow as a [Snakemake module](https://snakemake.readthedocs.io/en/stable/snakefiles/modularization.html#modules)
+from another project, with that project's own `config.yaml` (these keys):
+
+```python
+configfile: "config.yaml"
+
+
+module loraflow:
+    snakefile: github("<owner>/loraflow", path="workflow/Snakefile", tag="<version>")  # or a local path
+    config: config
+
+
+use rule * from loraflow
+```
+
+Keys whose change cannot alter a result (for example `torch_threads`, `train.checkpoint_every`)
+rerun nothing when changed; every other key reruns exactly the jobs it affects.
+"""
+
+
+def _type(spec: dict) -> str:
+    if "enum" in spec:
+        return " \\| ".join(f"`{json.dumps(v) if not isinstance(v, str) else v}`" for v in spec["enum"])
+    if "oneOf" in spec or "anyOf" in spec:
+        return " or ".join(_type(s) for s in spec.get("oneOf", spec.get("anyOf", [])))
+    kind = spec.get("type", "")
+    kinds = kind if isinstance(kind, list) else [kind]
+    if "array" in kinds and "items" in spec:
+        return f"list of {_type(spec['items'])}"
+    bounds = []
+    for key, sign in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<")):
+        if key in spec:
+            bounds.append(f"{sign} {spec[key]}")
+    return " or ".join(k for k in kinds if k) + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+def _default(spec: dict) -> str:
+    if "default" not in spec or spec.get("type") == "object" and spec["default"] == {}:
+        return ""
+    return f"`{json.dumps(spec['default'], ensure_ascii=False)}`"
+
+
+def _text(spec: dict) -> str:
+    return " ".join(str(spec.get("description", "")).split()).replace("|", "\\|")
+
+
+def _rows(props: dict, prefix: str) -> list[str]:
+    rows = []
+    for name, spec in props.items():
+        key = f"{prefix}{name}"
+        if spec.get("type") == "object" and "properties" in spec:
+            if _text(spec):
+                rows.append(f"| `{key}` | section | | {_text(spec)} |")
+            rows.extend(_rows(spec["properties"], key + "."))
+        else:
+            rows.append(f"| `{key}` | {_type(spec)} | {_default(spec)} | {_text(spec)} |")
+    return rows
+
+
+def render(schema_path: Path = SCHEMA) -> str:
+    schema = yaml.safe_load(schema_path.read_text(encoding="utf-8"))
+    parts = [HEADER]
+    top = {k: v for k, v in schema["properties"].items() if not (v.get("type") == "object" and "properties" in v)}
+    if top:
+        parts.append("## Top level\n\n| key | type | default | meaning |\n|---|---|---|---|\n" + "\n".join(_rows(top, "")) + "\n")
+    for name, spec in schema["properties"].items():
+        if name in top:
+            continue
+        intro = f"{_text(spec)}\n\n" if _text(spec) else ""
+        parts.append(f"## `{name}`\n\n{intro}| key | type | default | meaning |\n|---|---|---|---|\n"
+                     + "\n".join(_rows(spec["properties"], name + ".")) + "\n")
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if config/README.md is out of date")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        if not OUT.is_file() or OUT.read_text(encoding="utf-8") != text:
+            print(f"{OUT} is out of date: run python -m loraflow.config_docs", file=sys.stderr)
+            return 1
+        return 0
+    from loraflow.io import atomic_path
+
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(str(OUT)) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
