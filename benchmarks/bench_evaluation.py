@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from loraflow.evaluate import _rows_with_tokens, evaluate_retention, per_row_nll, score_split  # noqa: E402
-from loraflow.modeling import load_tokenizer, set_threads  # noqa: E402
+from loraflow.evaluate.run import _rows_with_tokens, evaluate_retention, per_row_nll, score_split  # noqa: E402
+from loraflow.model.modeling import load_tokenizer, set_threads  # noqa: E402
 
 
 def main() -> int:
@@ -37,7 +37,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--test-rows", type=int, default=0, help="generate on the first N test rows only (0 = all; for a quick estimate)")
     args = ap.parse_args()
-    from loraflow.evaluate import load_for_eval
+    from loraflow.evaluate.run import load_for_eval
 
     set_threads(args.threads)
     res = Path(args.results)

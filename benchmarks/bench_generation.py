@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO / "src"))
 def ensure_inputs(results: Path) -> tuple[Path, list[str]]:
     model_dir, test = results / "base_model", results / "data" / "test.jsonl"
     if not model_dir.is_dir():
-        from loraflow.base_model import prepare_base_model
+        from loraflow.model.base_model import prepare_base_model
 
         prepare_base_model(str(model_dir))
     if not test.is_file():
@@ -38,8 +38,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
 
-    from loraflow.evaluate import generate, load_for_eval
-    from loraflow.modeling import load_tokenizer, set_threads
+    from loraflow.evaluate.run import generate, load_for_eval
+    from loraflow.model.modeling import load_tokenizer, set_threads
 
     threads = set_threads(args.threads)
     model_dir, prompts = ensure_inputs(Path(args.results))

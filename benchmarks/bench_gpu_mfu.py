@@ -50,7 +50,7 @@ def build(config, device, dtype, random_weights: bool, model_dir: str | None):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from loraflow.methods import trainable_model
+    from loraflow.model.methods import trainable_model
 
     if model_dir and not random_weights:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa")
@@ -64,7 +64,7 @@ def build(config, device, dtype, random_weights: bool, model_dir: str | None):
 def bench(name, config, args, model_dir=None) -> dict:
     import torch
 
-    from loraflow.modeling import supervised_loss
+    from loraflow.model.modeling import supervised_loss
 
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -26,9 +26,9 @@ def measure(variant: str, results: str, steps: int, batch_size: int) -> dict:
     import numpy as np
 
     from loraflow.io import write_jsonl, read_jsonl
-    from loraflow.modeling import collate, load_tokenizer, peak_memory_mb, pick_device, set_seed, set_threads, supervised_loss
-    from loraflow.methods import load_base, make_optimizer, trainable_model
-    from loraflow.tokenization import encode_example
+    from loraflow.model.modeling import collate, load_tokenizer, peak_memory_mb, pick_device, set_seed, set_threads, supervised_loss
+    from loraflow.model.methods import load_base, make_optimizer, trainable_model
+    from loraflow.data.tokenization import encode_example
 
     set_threads(0)
     set_seed(0)

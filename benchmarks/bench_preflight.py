@@ -53,7 +53,7 @@ def shapes_grid() -> dict:
 GRID_JOB = """
 import json, sys, time
 start = time.perf_counter()
-from loraflow.preflight import preflight_grid
+from loraflow.train.preflight import preflight_grid
 model_dir, runs_file, out = sys.argv[1:4]
 runs = json.load(open(runs_file))
 preflight_grid(model_dir, [f"{out}/runs/{r}/preflight.json" for r in runs], runs, batch_size=8, max_length=512, out_csv=f"{out}/preflight.csv")
@@ -63,7 +63,7 @@ print(json.dumps({"seconds": time.perf_counter() - start}))
 POINT_JOB = """
 import json, sys, time
 start = time.perf_counter()
-from loraflow.preflight import preflight_run
+from loraflow.train.preflight import preflight_run
 model_dir, out = sys.argv[1:3]
 preflight_run(model_dir, out, "r8_a16_qv", 8, 16.0, "qv", batch_size=8, max_length=512)
 print(json.dumps({"seconds": time.perf_counter() - start}))

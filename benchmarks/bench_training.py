@@ -6,7 +6,7 @@ same effective batch (16 conversations per optimizer step) and learning rate (2e
 
   ref1  the tutorials' recipe: Trainer, every example padded to 512 tokens, batch 4 x grad-accum 4
   ref2  a well-tuned Trainer: the same with dynamic padding and group_by_length=True
-  loraflow  loraflow.train.train_lora (length-grouped dynamic padding, LM head and loss only on
+  loraflow  loraflow.train.loop.train_lora (length-grouped dynamic padding, LM head and loss only on
             assistant positions, precision auto = bf16 mixed precision where the CPU has native bf16
             units (AMX / AVX512-BF16), else fp32), batch 8 x grad-accum 2 (its own choice of
             micro-batch: on these CPUs 8 runs faster than 16)
@@ -45,8 +45,8 @@ def trainer_run(model_dir, examples, pad_to_max: bool, max_length: int = 512, bf
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    from loraflow.modeling import load_causal_lm, load_tokenizer
-    from loraflow.methods import trainable_model
+    from loraflow.model.modeling import load_causal_lm, load_tokenizer
+    from loraflow.model.methods import trainable_model
 
     tok = load_tokenizer(model_dir)
     rows = []
@@ -81,7 +81,7 @@ def trainer_run(model_dir, examples, pad_to_max: bool, max_length: int = 512, bf
 
 
 def loraflow_run(model_dir, tokens_dir: Path, threads: int, max_steps: int = 0, precision: str = "auto"):
-    from loraflow.train import train_lora
+    from loraflow.train.loop import train_lora
 
     out = Path(tempfile.mkdtemp())
     stats = train_lora(
@@ -93,7 +93,7 @@ def loraflow_run(model_dir, tokens_dir: Path, threads: int, max_steps: int = 0, 
     from peft import PeftModel
     import torch
 
-    from loraflow.modeling import load_causal_lm
+    from loraflow.model.modeling import load_causal_lm
 
     model = PeftModel.from_pretrained(load_causal_lm(model_dir, torch.device("cpu")), str(out / "adapter"))
     # train_time_s includes one small validation batch at the end: a conservative figure
@@ -115,8 +115,8 @@ def main() -> None:
     import torch
 
     from loraflow.io import read_jsonl, write_jsonl
-    from loraflow.modeling import load_tokenizer, mean_loss, set_threads
-    from loraflow.tokenization import load_split, tokenize_splits
+    from loraflow.model.modeling import load_tokenizer, mean_loss, set_threads
+    from loraflow.data.tokenization import load_split, tokenize_splits
 
     threads = set_threads(args.threads)
     res = Path(args.results)
@@ -134,7 +134,7 @@ def main() -> None:
     val = load_split(str(tokens / "val.npz"), str(tokens / "meta.json"), model_dir)
     pad_id = load_tokenizer(model_dir).pad_token_id
     real = sum(len(i) for i, _ in train)
-    from loraflow.modeling import cpu_has_fast_bf16
+    from loraflow.model.modeling import cpu_has_fast_bf16
 
     print(f"{len(train)} conversations, {real} real tokens ({real / len(train):.0f} per example), {threads} threads, torch {torch.__version__}, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_has_fast_bf16()}", flush=True)

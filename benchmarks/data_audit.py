@@ -44,10 +44,10 @@ def find_data() -> Path | None:
 
 def audit_set(name: str, path: Path, settings: dict, model: str, out: Path, max_length: int) -> dict:
     max_length = settings.get("max_length", max_length)
-    from loraflow.chatml import format_dataset
-    from loraflow.clean import clean_dataset
-    from loraflow.split import split_dataset
-    from loraflow.tokenization import tokenize_splits
+    from loraflow.data.chatml import format_dataset
+    from loraflow.data.clean import clean_dataset
+    from loraflow.data.split import split_dataset
+    from loraflow.data.tokenization import tokenize_splits
 
     d = out / name
     d.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ def build_tiny_model(out_dir: Path, corpus: list[str], chat_template: str | None
 
 
 def synth_corpus(n_rows: int = 300) -> list[str]:
-    from loraflow.synth import generate_dataset
+    from loraflow.data.builtin.support_qa import generate_dataset
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,9 +79,9 @@ def tiny_data(tmp_path_factory, tiny_model):
     """Formatted and tokenised QA pairs (the same rows in train/val/test): (paths, npz files)."""
     from transformers import AutoTokenizer
 
-    from loraflow.chatml import format_example
+    from loraflow.data.chatml import format_example
     from loraflow.io import write_jsonl
-    from loraflow.tokenization import tokenize_splits
+    from loraflow.data.tokenization import tokenize_splits
 
     d = tmp_path_factory.mktemp("tiny_data")
     tok = AutoTokenizer.from_pretrained(tiny_model)

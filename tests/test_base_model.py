@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from loraflow.base_model import prepare_base_model
+from loraflow.model.base_model import prepare_base_model
 from loraflow.config import ConfigError
 
 

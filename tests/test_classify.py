@@ -16,14 +16,14 @@ import pytest
 import yaml
 
 from conftest import REPO
-from loraflow.cls_data import (
+from loraflow.tasks.seq_cls.data import (
     check_config, check_method, clean_classification_data, clean_rows, split_classification_data, stratified_split,
 )
-from loraflow.cls_synth import make_reviews
+from loraflow.data.builtin.reviews import make_reviews
 from loraflow.config import ConfigError, validate_config
 from loraflow.io import read_json, read_jsonl, write_jsonl
-from loraflow.metrics import has_cjk
-from loraflow.readers import DataError, iter_raw_rows
+from loraflow.evaluate.metrics import has_cjk
+from loraflow.data.readers import DataError, iter_raw_rows
 
 FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 POSITIVE = ["good", "great", "excellent", "love", "perfect", "happy"]
@@ -97,7 +97,7 @@ TRAIN = dict(r=4, lora_alpha=8, target_modules="qv", learning_rate=0.02, batch_s
 
 @pytest.fixture(scope="module")
 def fitted(tiny_bert, easy_data, tmp_path_factory):
-    from loraflow.cls_train import fit_classifier, save_fitted
+    from loraflow.tasks.seq_cls.train import fit_classifier, save_fitted
 
     out = tmp_path_factory.mktemp("run")
     fit = fit_classifier(str(tiny_bert), easy_data["train"], easy_data["val"], easy_data["labels"], **TRAIN)
@@ -160,7 +160,7 @@ def test_rejection_reasons_and_integer_labels(tmp_path):
     clean, rejected, _ = clean_rows(iter_raw_rows(str(path), encoding="gb18030"), str(path), "review", "sentiment")
     assert [(r["line"], r["reason"]) for r in rejected] == [(4, "empty_text"), (5, "missing_label"), (6, "duplicate"), (7, "label_conflict")]
     assert [(r["text"], r["label"]) for r in clean] == [("Great film", "1"), ("Dull plot", "0"), ("Fine", "2"), ("OK movie", "10")]
-    from loraflow.cls_data import label_order
+    from loraflow.tasks.seq_cls.data import label_order
 
     assert label_order(r["label"] for r in clean) == ["0", "1", "2", "10"]  # numeric order = IMDB ids
     _, rejected, _ = clean_rows(iter_raw_rows(str(path), encoding="gb18030"), str(path), "review", "sentiment", labels=[0, 1])
@@ -204,7 +204,7 @@ def test_training_learns_and_saves_the_head(fitted):
 def test_training_is_deterministic(tiny_bert, easy_data):
     import torch
 
-    from loraflow.cls_train import fit_classifier
+    from loraflow.tasks.seq_cls.train import fit_classifier
 
     a, b = (fit_classifier(str(tiny_bert), easy_data["train"], easy_data["val"], easy_data["labels"], **{**TRAIN, "max_steps": 10})
             for _ in range(2))
@@ -216,8 +216,8 @@ def test_peft_from_pretrained_reproduces_in_memory_predictions(fitted, tiny_bert
     import numpy as np
     import torch
 
-    from loraflow.cls_evaluate import evaluate_adapter
-    from loraflow.cls_model import encode, predict_logits
+    from loraflow.tasks.seq_cls.evaluate import evaluate_adapter
+    from loraflow.tasks.seq_cls.model import encode, predict_logits
 
     fit, _, out = fitted
     test = read_jsonl(easy_data["test"])
@@ -237,9 +237,9 @@ def test_head_check_catches_an_untrained_head(fitted, tiny_bert, tmp_path):
     """An adapter whose head was never trained (equal to the random init) is refused."""
     import torch
 
-    from loraflow.cls_evaluate import check_head_from_adapter
-    from loraflow.cls_model import ADAPTER_PREFIX, load_classifier
-    from loraflow.cls_train import lora_classifier
+    from loraflow.tasks.seq_cls.evaluate import check_head_from_adapter
+    from loraflow.tasks.seq_cls.model import ADAPTER_PREFIX, load_classifier
+    from loraflow.tasks.seq_cls.train import lora_classifier
     from peft import PeftModel
 
     torch.manual_seed(0)
@@ -254,7 +254,7 @@ def test_head_check_catches_an_untrained_head(fitted, tiny_bert, tmp_path):
 
 @pytest.mark.parametrize("method,flag", [("dora", "use_dora"), ("rslora", "use_rslora")])
 def test_methods_set_their_flag(method, flag, tiny_bert, easy_data, tmp_path):
-    from loraflow.cls_train import train_classifier
+    from loraflow.tasks.seq_cls.train import train_classifier
 
     stats = train_classifier(str(tiny_bert), easy_data["train"], easy_data["val"], easy_data["labels"], str(tmp_path / "adapter"),
                              str(tmp_path / "log.csv"), str(tmp_path / "stats.json"), **{**TRAIN, "max_steps": 1, "method": method})
@@ -267,9 +267,9 @@ def test_target_modules_that_do_not_match_raise(tiny_bert):
     import torch
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    from loraflow.cls_model import load_classifier
-    from loraflow.cls_train import lora_classifier
-    from loraflow.targets import TargetModuleError
+    from loraflow.tasks.seq_cls.model import load_classifier
+    from loraflow.tasks.seq_cls.train import lora_classifier
+    from loraflow.model.targets import TargetModuleError
 
     distil = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=50, dim=32, n_layers=1, n_heads=4, hidden_dim=64))
     with pytest.raises(TargetModuleError, match=r"preset 'qv' \(distilbert names\): q_proj, v_proj not found.*q_lin"):
@@ -280,8 +280,8 @@ def test_target_modules_that_do_not_match_raise(tiny_bert):
 
 
 def test_baselines_and_table(fitted, tiny_bert, easy_data, tmp_path):
-    from loraflow.cls_evaluate import evaluate_adapter, evaluate_majority, evaluate_untrained_head
-    from loraflow.cls_table import write_comparison
+    from loraflow.tasks.seq_cls.evaluate import evaluate_adapter, evaluate_majority, evaluate_untrained_head
+    from loraflow.tasks.seq_cls.table import write_comparison
 
     _, stats, out = fitted
     d = tmp_path / "baselines"

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from loraflow.cli import main
-from loraflow.clean import clean_rows
+from loraflow.data.clean import clean_rows
 from loraflow.config import validate_config
-from loraflow.readers import iter_raw_rows
+from loraflow.data.readers import iter_raw_rows
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from loraflow.combine import combine_adapters
-from loraflow.merge import merge_adapter
-from loraflow.train import train_lora
+from loraflow.train.combine import combine_adapters
+from loraflow.ship.merge import merge_adapter
+from loraflow.train.loop import train_lora
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import yaml
 
-from loraflow.chatml import format_example, render_with_spans
-from loraflow.clean import clean_dataset, clean_rows, normalize_text
-from loraflow.readers import DataError, iter_raw_rows
-from loraflow.split import assign_splits, prompt_key, split_dataset
-from loraflow.synth import generate_dataset
-from loraflow.tokenization import StaleCacheError, encode_example, load_split, tokenize_splits
+from loraflow.data.chatml import format_example, render_with_spans
+from loraflow.data.clean import clean_dataset, clean_rows, normalize_text
+from loraflow.data.readers import DataError, iter_raw_rows
+from loraflow.data.split import assign_splits, prompt_key, split_dataset
+from loraflow.data.builtin.support_qa import generate_dataset
+from loraflow.data.tokenization import StaleCacheError, encode_example, load_split, tokenize_splits
 
 COLUMNS = {"messages": "messages", "instruction": "instruction", "input": "input", "output": "output",
            "question": "question", "answer": "answer", "system": "system"}
@@ -155,7 +155,7 @@ def test_chatml_spans_cover_exactly_the_assistant_replies(tiny_model):
 def test_builtin_chatml_template_when_tokenizer_has_none(tiny_model_no_template):
     from transformers import AutoTokenizer
 
-    from loraflow.chatml import ensure_chat_template
+    from loraflow.data.chatml import ensure_chat_template
 
     tok = AutoTokenizer.from_pretrained(tiny_model_no_template)
     assert ensure_chat_template(tok) == "builtin-chatml"

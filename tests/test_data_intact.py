@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from loraflow.chatml import format_dataset, render
-from loraflow.clean import clean_dataset, clean_rows, has_content
-from loraflow.readers import DataError, SourceInfo, iter_raw_rows, to_messages
-from loraflow.split import split_dataset
-from loraflow.textfix import (
+from loraflow.data.chatml import format_dataset, render
+from loraflow.data.clean import clean_dataset, clean_rows, has_content
+from loraflow.data.readers import DataError, SourceInfo, iter_raw_rows, to_messages
+from loraflow.data.split import split_dataset
+from loraflow.data.textfix import (
     FixOptions, TextProblem, collapse_symbol_runs, collapse_whitespace, fix_text, looks_like_html, near_key, remove_controls,
     strip_html,
 )
-from loraflow.tokenization import tokenize_splits
+from loraflow.data.tokenization import tokenize_splits
 
 REPO = Path(__file__).resolve().parents[1]
 TRICKY = REPO / "tests" / "data" / "tricky_rows.jsonl"
@@ -353,7 +353,7 @@ def test_overlong_truncate_keeps_prompt_references_and_label_masks(tmp_path, tin
     rows += [{"question": "Long answer please?", "answer": long_answer}, {"question": "x " * 400, "answer": "too late"}]
     path = write(tmp_path / "long.jsonl", jsonl(rows))
     d = tmp_path
-    with caplog.at_level(logging.WARNING, logger="loraflow.clean"):
+    with caplog.at_level(logging.WARNING, logger="loraflow.data.clean"):
         stats = clean_dataset(path, str(tiny_model), str(d / "c.jsonl"), str(d / "r.jsonl"), str(d / "s.json"), COLUMNS,
                               str(d / "ch.jsonl"), max_tokens=128)
     assert stats["overlong"] == {"policy": "truncate", "max_length": 128, "rows_measured": 8, "over_max_length": 2, "truncated": 1,
@@ -374,7 +374,7 @@ def test_overlong_truncate_keeps_prompt_references_and_label_masks(tmp_path, tin
     meta = tokenize_splits(str(tiny_model), *splits, *npz, str(d / "meta.json"), 128)
     assert sum(s["truncated"] for s in meta["splits"].values()) == 1
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    from loraflow.tokenization import encode_example
+    from loraflow.data.tokenization import encode_example
 
     row = next(r for r in everything if r["id"] == "7")
     ids, mask = encode_example(tok, row["text"], row["assistant_spans"], 128, truncate=True)
@@ -395,7 +395,7 @@ def test_overlong_truncate_keeps_prompt_references_and_label_masks(tmp_path, tin
 
 RUNNER_SCRIPT = """
 import sys, types
-from loraflow.readers import DataError
+from loraflow.data.readers import DataError
 from loraflow import runner
 mod = types.ModuleType("fake_stage")
 def stage(kind):
@@ -428,7 +428,7 @@ def test_snakemake_shows_a_data_error_once(tmp_path):
         'rule fail:\n    output: out_path="out.txt"\n    log: "logs/fail.log"\n    params: kind="data"\n    script: "fail.py"\n')
     (tmp_path / "fail.py").write_text('from loraflow.runner import call_stage\ncall_stage(snakemake, "fake_stage2", "stage")\n')
     (tmp_path / "fake_stage2.py").write_text(
-        "from loraflow.readers import DataError\n"
+        "from loraflow.data.readers import DataError\n"
         "def stage(out_path, kind):\n    raise DataError('raw.csv:7: bytes are not valid utf-8; set data.encoding: gb18030')\n")
     profile = (REPO / "profiles" / "default" / "config.yaml").read_text()
     (tmp_path / "profile").mkdir()

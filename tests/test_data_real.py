@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from loraflow.chatml import format_dataset
-from loraflow.clean import clean_dataset
-from loraflow.split import split_dataset
-from loraflow.tokenization import tokenize_splits
+from loraflow.data.chatml import format_dataset
+from loraflow.data.clean import clean_dataset
+from loraflow.data.split import split_dataset
+from loraflow.data.tokenization import tokenize_splits
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.is_dir()), None)

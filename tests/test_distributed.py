@@ -8,7 +8,7 @@ from test_resume import run_args
 
 
 def test_two_processes_equal_one_with_the_same_global_batch(tiny_data, tmp_path):
-    from loraflow.train import train_lora
+    from loraflow.train.loop import train_lora
 
     common = dict(max_steps=4, lora_dropout=0.0, checkpoint_every=0, eval_every=2)
     single = dict(run_args(tiny_data, tmp_path / "one", tmp_path / "c1"), **common, batch_size=2, grad_accum=2)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from loraflow.base_model import prepare_base_model
+from loraflow.model.base_model import prepare_base_model
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from conftest import REPO
 
 JOB = """
 import json, os, sys, time
-from loraflow.gpu_slots import claim_gpu
+from loraflow.train.gpu_slots import claim_gpu
 got = claim_gpu(1, timeout_s=30)
 print("claimed", flush=True)
 start = time.time()
@@ -56,7 +56,7 @@ def test_a_killed_job_frees_its_gpu(tmp_path):
 
 
 def test_single_gpu_and_slurm_are_left_alone(tmp_path, monkeypatch):
-    from loraflow.gpu_slots import claim_gpu
+    from loraflow.train.gpu_slots import claim_gpu
 
     monkeypatch.setenv("LORAFLOW_GPU_LOCK_DIR", str(tmp_path))
     monkeypatch.setenv("LORAFLOW_GPU_COUNT", "1")
@@ -68,9 +68,9 @@ def test_single_gpu_and_slurm_are_left_alone(tmp_path, monkeypatch):
 
 MULTI = """
 import json, os, subprocess, sys
-from loraflow.gpu_slots import claim_gpu
+from loraflow.train.gpu_slots import claim_gpu
 got = claim_gpu(2, timeout_s=30)
-subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "loraflow.distributed",
+subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "loraflow.train.distributed",
                 sys.argv[1]], check=True, capture_output=True)
 print(json.dumps(got))
 """
@@ -101,7 +101,7 @@ def test_a_two_gpu_job_gets_two_free_devices_and_its_ranks_use_one_each(tmp_path
 
 def test_a_job_with_more_ranks_than_gpu_slots_is_refused(monkeypatch):
     """Snakemake scales a gpu=2 request down to --resources gpu=1; the job says so instead of failing in rank 1."""
-    from loraflow.gpu_slots import check_ranks
+    from loraflow.train.gpu_slots import check_ranks
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setenv("LORAFLOW_GPU_COUNT", "4")

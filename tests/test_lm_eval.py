@@ -12,7 +12,7 @@ lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is an optional extra (p
 
 
 def test_lm_eval_local_task_on_the_tiny_model(tiny_model, tmp_path, monkeypatch):
-    from loraflow.lm_eval_stage import lm_eval_columns, run_lm_eval
+    from loraflow.evaluate.harness import lm_eval_columns, run_lm_eval
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     data = tmp_path / "mc.jsonl"

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from loraflow.evaluate import evaluate_model, load_for_eval
-from loraflow.merge import merge_adapter
-from loraflow.preflight import lora_counts, meta_model, preflight_run
-from loraflow.table import write_comparison
-from loraflow.train import train_lora
+from loraflow.evaluate.run import evaluate_model, load_for_eval
+from loraflow.ship.merge import merge_adapter
+from loraflow.train.preflight import lora_counts, meta_model, preflight_run
+from loraflow.report.table import write_comparison
+from loraflow.train.loop import train_lora
 
 bnb = pytest.importorskip("bitsandbytes")
 
@@ -130,7 +130,7 @@ def test_methods_evaluate_merge_and_share_one_table(trained, tiny_data, model64,
 
 
 def test_bf16_mixed_precision_trains_close_to_fp32(tiny_data, model64, tmp_path):
-    from loraflow.modeling import training_precision
+    from loraflow.model.modeling import training_precision
 
     paths, npz = tiny_data
     losses = {}

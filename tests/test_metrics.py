@@ -8,7 +8,7 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from loraflow.metrics import (
+from loraflow.evaluate.metrics import (
     CJKTokenizer,
     accuracy_macro_f1,
     bleu,

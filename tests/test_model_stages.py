@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from loraflow.evaluate import evaluate_model, generate, load_for_eval
-from loraflow.merge import merge_adapter
-from loraflow.modeling import collate, length_grouped_batches, load_causal_lm, supervised_loss
-from loraflow.table import write_comparison
-from loraflow.train import train_lora
+from loraflow.evaluate.run import evaluate_model, generate, load_for_eval
+from loraflow.ship.merge import merge_adapter
+from loraflow.model.modeling import collate, length_grouped_batches, load_causal_lm, supervised_loss
+from loraflow.report.table import write_comparison
+from loraflow.train.loop import train_lora
 
 @pytest.fixture(scope="module")
 def prepared(tiny_data):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from loraflow.preflight import TargetModuleError, check_targets, lora_counts, meta_model, preflight_run
+from loraflow.train.preflight import TargetModuleError, check_targets, lora_counts, meta_model, preflight_run
 
 
 def llama2_7b_config():
@@ -53,7 +53,7 @@ def test_the_grid_is_checked_in_one_pass_with_the_counts_of_single_points(tmp_pa
 
     import pandas as pd
 
-    from loraflow.preflight import preflight_grid
+    from loraflow.train.preflight import preflight_grid
 
     runs = {"r3_a8_qv": {"method": "lora", "r": 3, "lora_alpha": 8.0, "target_modules": "qv"},
             "r3_a16_qv": {"method": "lora", "r": 3, "lora_alpha": 16.0, "target_modules": "qv"},
@@ -79,7 +79,7 @@ def test_the_grid_is_checked_in_one_pass_with_the_counts_of_single_points(tmp_pa
 
 def test_every_bad_point_is_named_and_nothing_is_written(tmp_path, tiny_model):
     from loraflow.config import ConfigError
-    from loraflow.preflight import preflight_grid
+    from loraflow.train.preflight import preflight_grid
 
     runs = {"r4_a8_qv": {"method": "lora", "r": 4, "lora_alpha": 8.0, "target_modules": "qv"},
             "r4_a8_c_attn": {"method": "lora", "r": 4, "lora_alpha": 8.0, "target_modules": ["c_attn"]},

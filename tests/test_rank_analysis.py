@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from loraflow.rank_analysis import analyse_adapter, effective_rank, energy_label, lora_singular_values
+from loraflow.evaluate.rank_analysis import analyse_adapter, effective_rank, energy_label, lora_singular_values
 
 # Designed singular values of ΔW per (layer, module). Energy shares (σ² cumulative):
 #   (4, 1):          16/17 = 0.941, 1            -> eff_rank_90 = 1, eff_rank_99 = 2
@@ -236,7 +236,7 @@ def test_rule_matches_stage_signature():
     names |= set(re.findall(r'"(\w+)"', " ".join(re.findall(r"pick\(.*?,\s*\[([^\]]*)\]", rule))))
     assert names == set(inspect.signature(analyse_adapter).parameters)
     script = (REPO / "workflow" / "scripts" / "rank_analysis.py").read_text(encoding="utf-8")
-    assert 'call_stage(snakemake, "loraflow.rank_analysis", "analyse_adapter")' in script
+    assert 'call_stage(snakemake, "loraflow.evaluate.rank_analysis", "analyse_adapter")' in script
     assert (REPO / "workflow" / "report" / "rank_analysis.rst").is_file()
 
 
@@ -244,7 +244,7 @@ def test_table_shows_effective_rank_and_says_when_a_smaller_r_suffices(tiny_mode
     """The comparison table reads the rank summaries: eff_rank / suggested_r columns and a note."""
     from test_table_report import hp, stage_files
 
-    from loraflow.table import write_comparison
+    from loraflow.report.table import write_comparison
 
     runs = {"r8_a16_qv": hp(8, 16.0, 42), "r16_a16_qv": hp(16, 16.0, 42)}
     files = stage_files(tmp_path, runs, {"r8_a16_qv": 30.0, "r16_a16_qv": 31.0})

@@ -26,13 +26,13 @@ def run_args(data, out, ckpt):
 
 
 def test_killed_training_resumes_to_the_identical_adapter(tiny_data, tmp_path, caplog):
-    from loraflow.train import train_lora
+    from loraflow.train.loop import train_lora
 
     reference = train_lora(**run_args(tiny_data, tmp_path / "ref", tmp_path / "ckpt_ref"))
     assert not (tmp_path / "ckpt_ref").exists()  # cleared after success
 
     args = run_args(tiny_data, tmp_path / "killed", tmp_path / "ckpt")
-    code = f"import json; from loraflow.train import train_lora; train_lora(**json.loads({json.dumps(json.dumps(args))}))"
+    code = f"import json; from loraflow.train.loop import train_lora; train_lora(**json.loads({json.dumps(json.dumps(args))}))"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = tmp_path / "ckpt" / "state.json"
@@ -46,7 +46,7 @@ def test_killed_training_resumes_to_the_identical_adapter(tiny_data, tmp_path, c
     assert killed_at < ARGS["max_steps"]
     assert not (tmp_path / "killed" / "adapter").exists()  # nothing that looks complete
 
-    with caplog.at_level("INFO", logger="loraflow.train"):
+    with caplog.at_level("INFO", logger="loraflow.train.loop"):
         resumed = train_lora(**args)
     assert f"resumed from checkpoint at step {killed_at}" in caplog.text
     a = load_file(tmp_path / "ref" / "adapter" / "adapter_model.safetensors")
@@ -59,7 +59,7 @@ def test_killed_training_resumes_to_the_identical_adapter(tiny_data, tmp_path, c
 
 
 def test_checkpoint_of_other_settings_is_discarded(tiny_data, tmp_path, caplog):
-    from loraflow.train import train_lora
+    from loraflow.train.loop import train_lora
 
     args = dict(run_args(tiny_data, tmp_path / "a", tmp_path / "ckpt"), max_steps=12)
     (tmp_path / "ckpt").mkdir()  # left behind by a run with other settings

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from loraflow.answer_check import as_number, check_answer, numbers_in, row_facts, states_facts
+from loraflow.evaluate.answer_check import as_number, check_answer, numbers_in, row_facts, states_facts
 from loraflow.io import read_json, read_jsonl, write_jsonl
-from loraflow.retention import build_items, is_correct, load_items
+from loraflow.evaluate.retention import build_items, is_correct, load_items
 
 
 def test_numbers_and_facts():
@@ -38,7 +38,7 @@ def test_answer_check_modes():
 
 
 def test_builtin_rows_state_their_facts(tmp_path):
-    from loraflow.synth import generate_dataset
+    from loraflow.data.builtin.support_qa import generate_dataset
 
     summary = generate_dataset(str(tmp_path / "raw.jsonl"), n_rows=400, seed=3)
     rows = read_jsonl(tmp_path / "raw.jsonl")
@@ -88,7 +88,7 @@ def fact_split(tiny_data, tmp_path_factory):
 
 
 def test_evaluate_writes_val_test_facts_and_retention_on_the_tiny_model(fact_split, tiny_model):
-    from loraflow.evaluate import evaluate_model
+    from loraflow.evaluate.run import evaluate_model
 
     d, paths, npz = fact_split
     common = dict(max_new_tokens=6, batch_size=8, threads=1, consistency_questions=0, retention_items=24, retention_max_new_tokens=4,

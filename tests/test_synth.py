@@ -1,4 +1,4 @@
-"""Tests for the built-in bilingual QA generator (loraflow.synth)."""
+"""Tests for the built-in bilingual QA generator (loraflow.data.builtin.support_qa)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections import Counter
 
 import pytest
 
-from loraflow import synth
-from loraflow.synth import DIRTY_KINDS, generate_dataset
+from loraflow.data.builtin import support_qa as synth
+from loraflow.data.builtin.support_qa import DIRTY_KINDS, generate_dataset
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 CONTROL = re.compile("[\x00-\x08\x0b\x1b\u200b\ufeff]")

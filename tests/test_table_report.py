@@ -5,9 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from loraflow.evaluate import is_classification
-from loraflow.report import make_report, pareto_front
-from loraflow.table import write_comparison, write_partial_comparison
+from loraflow.evaluate.run import is_classification
+from loraflow.report.figures import make_report, pareto_front
+from loraflow.report.table import write_comparison, write_partial_comparison
 
 
 def stage_files(tmp_path, runs: dict[str, dict], rouge: dict[str, float], val: dict[str, float] | None = None, precision: str | None = None):
@@ -218,7 +218,7 @@ def test_learning_rate_axis_keeps_default_names():
 
 
 def test_cls_table_chooses_on_validation_with_intervals(tmp_path):
-    from loraflow.cls_table import write_comparison as cls_write
+    from loraflow.tasks.seq_cls.table import write_comparison as cls_write
 
     def ev(val_acc, test_acc):
         split = lambda acc: {"accuracy": acc, "macro_f1": acc, "per_class": {"pos": {"f1": acc}, "neg": {"f1": acc}}}  # noqa: E731

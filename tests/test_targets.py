@@ -2,7 +2,7 @@
 
 import pytest
 
-from loraflow.targets import TargetModuleError, resolve, resolve_for_model
+from loraflow.model.targets import TargetModuleError, resolve, resolve_for_model
 
 
 def meta(config):

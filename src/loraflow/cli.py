@@ -34,7 +34,7 @@ class CliError(Exception):
 
 def detect_encoding(path: str) -> tuple[str, str]:
     """(encoding, how it was found): a byte-order mark, valid UTF-8, or charset detection's guess."""
-    from loraflow.readers import sniff_bom, suggest_encoding
+    from loraflow.data.readers import sniff_bom, suggest_encoding
 
     raw = Path(path).read_bytes()
     bom, _ = sniff_bom(raw)
@@ -99,7 +99,7 @@ def detect_columns(rows: list[dict]) -> tuple[dict[str, str], str]:
 
 def inspect_data(path: str) -> dict:
     """What `init` finds out about a data file: format, encoding, delimiter, columns, row shapes."""
-    from loraflow.readers import DataError, SourceInfo, iter_raw_rows, to_conversation
+    from loraflow.data.readers import DataError, SourceInfo, iter_raw_rows, to_conversation
 
     if not Path(path).is_file():
         raise CliError(f"{path}: no such file")

@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from loraflow.targets import PRESET_NAMES
+from loraflow.model.targets import PRESET_NAMES
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 # data.system_prompt null with data.path builtin: the built-in set's own prompt (its answers are written for it).

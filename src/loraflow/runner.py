@@ -122,7 +122,7 @@ def _call_stage(smk, module: str, function: str):
         kwargs = stage_kwargs(smk)
         gpus = int(smk.resources.get("gpu", 0) or 0)
         if gpus:  # before torch is imported: pin this job to its own device(s) on a multi-GPU machine
-            from loraflow.gpu_slots import check_ranks, claim_gpu
+            from loraflow.train.gpu_slots import check_ranks, claim_gpu
 
             check_ranks(gpus, int(kwargs.get("nproc_per_node") or 1))
             claim_gpu(gpus)

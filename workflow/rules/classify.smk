@@ -8,7 +8,7 @@
 
 import re
 
-from loraflow.cls_data import check_config as check_classify_config
+from loraflow.tasks.seq_cls.data import check_config as check_classify_config
 
 try:
     check_classify_config(config)

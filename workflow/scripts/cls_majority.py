@@ -1,3 +1,3 @@
 from loraflow.runner import call_stage
 
-call_stage(snakemake, "loraflow.cls_evaluate", "evaluate_majority")  # noqa: F821 (snakemake is injected)
+call_stage(snakemake, "loraflow.tasks.seq_cls.evaluate", "evaluate_majority")  # noqa: F821 (snakemake is injected)

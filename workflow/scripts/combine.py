@@ -1,3 +1,3 @@
 from loraflow.runner import call_stage
 
-call_stage(snakemake, "loraflow.combine", "combine_adapters")  # noqa: F821 (snakemake is injected)
+call_stage(snakemake, "loraflow.train.combine", "combine_adapters")  # noqa: F821 (snakemake is injected)

@@ -1,3 +1,3 @@
 from loraflow.runner import call_stage
 
-call_stage(snakemake, "loraflow.evaluate", "evaluate_model")  # noqa: F821 (snakemake is injected)
+call_stage(snakemake, "loraflow.evaluate.run", "evaluate_model")  # noqa: F821 (snakemake is injected)

@@ -1,3 +1,3 @@
 from loraflow.runner import call_stage
 
-call_stage(snakemake, "loraflow.rank_analysis", "analyse_adapter")  # noqa: F821 (snakemake is injected)
+call_stage(snakemake, "loraflow.evaluate.rank_analysis", "analyse_adapter")  # noqa: F821 (snakemake is injected)

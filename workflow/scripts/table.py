@@ -1,3 +1,3 @@
 from loraflow.runner import call_stage
 
-call_stage(snakemake, "loraflow.table", "write_comparison")  # noqa: F821 (snakemake is injected)
+call_stage(snakemake, "loraflow.report.table", "write_comparison")  # noqa: F821 (snakemake is injected)

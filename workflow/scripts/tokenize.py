@@ -1,3 +1,3 @@
 from loraflow.runner import call_stage
 
-call_stage(snakemake, "loraflow.tokenization", "tokenize_splits")  # noqa: F821 (snakemake is injected)
+call_stage(snakemake, "loraflow.data.tokenization", "tokenize_splits")  # noqa: F821 (snakemake is injected)

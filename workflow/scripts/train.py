@@ -1,3 +1,3 @@
 from loraflow.runner import call_stage
 
-call_stage(snakemake, "loraflow.train", "train_lora")  # noqa: F821 (snakemake is injected)
+call_stage(snakemake, "loraflow.train.loop", "train_lora")  # noqa: F821 (snakemake is injected)

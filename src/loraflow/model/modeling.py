@@ -77,7 +77,7 @@ def load_causal_lm(model_dir: str, device: torch.device, dtype: torch.dtype | No
 def load_tokenizer(model_dir: str, padding_side: str = "right"):
     from transformers import AutoTokenizer
 
-    from loraflow.chatml import ensure_chat_template
+    from loraflow.data.chatml import ensure_chat_template
 
     tok = AutoTokenizer.from_pretrained(model_dir, padding_side=padding_side)
     if tok.pad_token is None:

@@ -521,7 +521,7 @@ def build_pool(products: list[Product], policy: dict) -> dict[str, list[tuple[st
     return pool
 
 
-# Facts: the values and names an answer must state (the fact-level metric, loraflow.answer_check),
+# Facts: the values and names an answer must state (the fact-level metric, loraflow.evaluate.answer_check),
 # per template and language, as template fields. A list field gives one fact per item.
 _FACT_FIELDS = {
     "price": (("usd", "warranty"), ("cny", "warranty")),
@@ -879,7 +879,7 @@ def _ordered(row: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: python -m loraflow.synth --out data.jsonl [--rows N] [--seed S] [--dirty-fraction F]."""
+    """CLI: python -m loraflow.data.builtin.support_qa --out data.jsonl [--rows N] [--seed S] [--dirty-fraction F]."""
     parser = argparse.ArgumentParser(description="Generate the built-in bilingual Lumora Home QA dataset (JSONL).")
     parser.add_argument("--out", required=True, help="output .jsonl path")
     parser.add_argument("--rows", type=int, default=1500, help="total rows, dirty ones included (default 1500)")

@@ -16,7 +16,7 @@ import logging
 
 import torch
 
-from loraflow.modeling import load_causal_lm, pick_dtype
+from loraflow.model.modeling import load_causal_lm, pick_dtype
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def trainable_model(model, method: str, r: int | None, lora_alpha: float | None,
         return model
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
-    from loraflow.targets import resolve_for_model
+    from loraflow.model.targets import resolve_for_model
 
     if method in QUANTIZED:
         keep_4bit_weights_trainable(model)

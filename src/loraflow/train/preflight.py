@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from loraflow.io import atomic_path, read_json, write_json
-from loraflow.targets import TargetModuleError, linear_layer_names, resolve_for_model  # noqa: F401 (re-exported)
+from loraflow.model.targets import TargetModuleError, linear_layer_names, resolve_for_model  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 

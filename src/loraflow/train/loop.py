@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from loraflow import distributed
-from loraflow.checkpoint import Checkpointer
+from loraflow.train import distributed
+from loraflow.train.checkpoint import Checkpointer
 from loraflow.io import atomic_dir, atomic_path, read_json, write_json
-from loraflow.methods import QUANTIZED, load_base, make_optimizer, save_trained, trainable_model
-from loraflow.modeling import (
+from loraflow.model.methods import QUANTIZED, load_base, make_optimizer, save_trained, trainable_model
+from loraflow.model.modeling import (
     autocast, collate, length_grouped_batches, load_tokenizer, mean_loss, peak_memory_mb, pick_device, set_seed, set_threads,
     supervised_loss, training_precision,
 )
-from loraflow.tokenization import load_split
+from loraflow.data.tokenization import load_split
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def train_lora(
     return stats
 
 
-if __name__ == "__main__":  # one rank of a torchrun launch: python -m loraflow.train kwargs.json
+if __name__ == "__main__":  # one rank of a torchrun launch: python -m loraflow.train.loop kwargs.json
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rank" + os.environ.get("RANK", "0") + " %(name)s: %(message)s")
     with open(sys.argv[1], encoding="utf-8") as fh:
         train_lora(**json.load(fh))

@@ -6,7 +6,7 @@ intervals, as CSV and Markdown.
   reported for every run and labelled held-out; they never choose anything.
 - **Uncertainty.** With per-row scores (`runs/<run>/scores.jsonl`, written by the evaluate stage) every
   test metric gets a 95 % paired-bootstrap interval over test rows, and the best metric a difference
-  to the base model and to the best run with a p-value (loraflow.stats). Every run not significantly
+  to the base model and to the best run with a p-value (loraflow.report.stats). Every run not significantly
   worse than the best on the test rows is marked "tied for best" (column `tied`; `best` names the
   chosen run alone, so tools that read it still find one run).
 - **Which knob mattered.** Main effects of every grid axis with two or more levels (marginal means and
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from loraflow import stats as st
+from loraflow.report import stats as st
 from loraflow.io import atomic_path, read_json, read_jsonl, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def _score_lines(path: str | None) -> list[dict]:
 
 
 def _stats_matrix(lines: dict[str, dict], ids: list[str], metric: str) -> np.ndarray:
-    """(n, k) per-row sufficient statistics of `metric` on rows `ids` (see loraflow.stats)."""
+    """(n, k) per-row sufficient statistics of `metric` on rows `ids` (see loraflow.report.stats)."""
     if metric in ("test_loss", "perplexity"):
         return np.array([[lines[i]["loss_sum"], lines[i]["tokens"]] for i in ids], dtype=np.float64).reshape(len(ids), 2)
     if metric == "bleu":
@@ -705,7 +705,7 @@ def effects_markdown(effects: pd.DataFrame) -> str:
 
 def add_lm_eval(df: pd.DataFrame, files: dict[str, str]) -> pd.DataFrame:
     """lm-eval-harness scores per run (`lm_<task>_<metric>`) and their change against the base model."""
-    from loraflow.lm_eval_stage import lm_eval_columns
+    from loraflow.evaluate.harness import lm_eval_columns
 
     cols = {name: lm_eval_columns(read_json(p)) for name, p in files.items() if Path(p).is_file()}
     base = cols.get("base", {})

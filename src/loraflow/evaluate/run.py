@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from loraflow.io import read_jsonl, write_json, write_jsonl
-from loraflow.metrics import accuracy_macro_f1, normalize_answer, pairwise_agreement, perplexity, row_scores, text_metrics
-from loraflow.modeling import load_causal_lm, load_tokenizer, pick_device, set_seed, set_threads
-from loraflow.tokenization import load_split
+from loraflow.evaluate.metrics import accuracy_macro_f1, normalize_answer, pairwise_agreement, perplexity, row_scores, text_metrics
+from loraflow.model.modeling import load_causal_lm, load_tokenizer, pick_device, set_seed, set_threads
+from loraflow.data.tokenization import load_split
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def load_for_eval(model_dir: str, adapter_dir: str | None, trust_remote_code: bo
     untouched base when `adapter_dir` is None."""
     from pathlib import Path
 
-    from loraflow.methods import load_base
+    from loraflow.model.methods import load_base
 
     device = pick_device()
     if adapter_dir and not (Path(adapter_dir) / "adapter_config.json").is_file():
@@ -95,7 +95,7 @@ def load_for_eval(model_dir: str, adapter_dir: str | None, trust_remote_code: bo
 def per_row_nll(model, examples: list, batch_size: int, pad_id: int, device) -> tuple[np.ndarray, np.ndarray]:
     """(sum of next-token NLL over assistant tokens, number of those tokens) per example, in order;
     their ratio of sums is the token-weighted mean loss (`modeling.mean_loss`)."""
-    from loraflow.modeling import collate, unwrap
+    from loraflow.model.modeling import collate, unwrap
 
     import torch.nn.functional as F
 
@@ -134,7 +134,7 @@ def score_split(model, tokenizer, rows: list[dict], examples: list, n_generate: 
                 answer_check: str = "none", answer_pattern: str | None = None) -> tuple[dict, list[dict], list[str], dict]:
     """Loss on every row, generation metrics on the first `n_generate` rows (0 = all).
     Returns (metrics, per-row scores, answers, speed)."""
-    from loraflow.answer_check import check_answer, row_facts, states_facts
+    from loraflow.evaluate.answer_check import check_answer, row_facts, states_facts
 
     device = next(model.parameters()).device
     nll, ntok = per_row_nll(model, examples, batch_size, tokenizer.pad_token_id, device)
@@ -168,7 +168,7 @@ def score_split(model, tokenizer, rows: list[dict], examples: list, n_generate: 
 def retention_prompts(tokenizer, items: list[dict]) -> list[str]:
     """Each retention question as a single user turn in the model's chat template (its own default
     system prompt, not the task's: this measures general ability outside the tuned task)."""
-    from loraflow.chatml import render
+    from loraflow.data.chatml import render
 
     return [render(tokenizer, [{"role": "user", "content": it["prompt"]}], add_generation_prompt=True) for it in items]
 
@@ -180,7 +180,7 @@ def base_correct_items(base_scores: str) -> set[str]:
 
 def evaluate_retention(model, tokenizer, n_items: int, batch_size: int, max_new_tokens: int, only: set[str] | None = None) -> tuple[dict, list[dict]]:
     """Ask the built-in retention items (all of the first `n_items`, or those in `only`); (summary, per-item rows)."""
-    from loraflow.retention import is_correct, load_items
+    from loraflow.evaluate.retention import is_correct, load_items
 
     items = load_items(n_items)
     asked = [it for it in items if only is None or it["id"] in only]

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from loraflow.io import atomic_dir, atomic_path, read_jsonl, write_text
-from loraflow.table import LABEL, _lvl, _p, by_run, effects_line, lower_is_better, metric_column
+from loraflow.report.table import LABEL, _lvl, _p, by_run, effects_line, lower_is_better, metric_column
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections import Counter
 import numpy as np
 
 from loraflow.io import read_jsonl, write_json, write_jsonl
-from loraflow.metrics import accuracy_macro_f1, has_cjk
+from loraflow.evaluate.metrics import accuracy_macro_f1, has_cjk
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _write(out_metrics: str, out_predictions: str, info: dict, metrics: dict, pr
 def _model_probs(model, model_dir: str, splits: dict[str, list[dict]], batch_size: int, max_length: int, device) -> dict[str, np.ndarray]:
     import torch
 
-    from loraflow.cls_model import encode, load_tokenizer, predict_logits
+    from loraflow.tasks.seq_cls.model import encode, load_tokenizer, predict_logits
 
     tokenizer = load_tokenizer(model_dir)
     probs = {}
@@ -94,7 +94,7 @@ def check_head_from_adapter(model, adapter_dir: str, heads: list[str], initial: 
     Returns the head tensor names."""
     import torch
 
-    from loraflow.cls_model import adapter_head_tensors
+    from loraflow.tasks.seq_cls.model import adapter_head_tensors
 
     saved = adapter_head_tensors(adapter_dir, heads)
     live = {n.replace(".modules_to_save.default", ""): p for n, p in model.named_parameters() if ".modules_to_save.default." in n}
@@ -119,8 +119,8 @@ def evaluate_adapter(
     """Stage entry point for a run: base + adapter through PeftModel.from_pretrained."""
     from peft import PeftModel
 
-    from loraflow.cls_model import ADAPTER_PREFIX, head_modules, load_classifier, read_labels
-    from loraflow.modeling import pick_device, set_seed, set_threads
+    from loraflow.tasks.seq_cls.model import ADAPTER_PREFIX, head_modules, load_classifier, read_labels
+    from loraflow.model.modeling import pick_device, set_seed, set_threads
 
     set_threads(threads)
     set_seed(seed)
@@ -142,8 +142,8 @@ def evaluate_untrained_head(
     batch_size: int = 32, max_length: int = 256, seed: int = 42, threads: int | None = None, trust_remote_code: bool = False,
 ) -> dict:
     """Stage entry point for the baseline: the base encoder with a seeded, untrained head."""
-    from loraflow.cls_model import load_classifier, read_labels
-    from loraflow.modeling import pick_device, set_seed, set_threads
+    from loraflow.tasks.seq_cls.model import load_classifier, read_labels
+    from loraflow.model.modeling import pick_device, set_seed, set_threads
 
     set_threads(threads)
     set_seed(seed)
@@ -157,7 +157,7 @@ def evaluate_untrained_head(
 
 def evaluate_majority(train_path: str, val_path: str, test_path: str, labels_path: str, out_metrics: str, out_predictions: str) -> dict:
     """Stage entry point for the baseline that always predicts the most frequent training label."""
-    from loraflow.cls_model import read_labels
+    from loraflow.tasks.seq_cls.model import read_labels
 
     labels = read_labels(labels_path)
     counts = Counter(r["label"] for r in read_jsonl(train_path))

@@ -47,8 +47,8 @@ def run_lm_eval(
         from lm_eval.tasks import TaskManager
     except ImportError as err:  # pragma: no cover - depends on the optional extra
         raise RuntimeError("evaluate.lm_eval_tasks needs the optional extra: pip install 'loraflow[lm-eval]'") from err
-    from loraflow.evaluate import load_for_eval
-    from loraflow.modeling import load_tokenizer, set_seed, set_threads
+    from loraflow.evaluate.run import load_for_eval
+    from loraflow.model.modeling import load_tokenizer, set_seed, set_threads
 
     set_threads(threads)
     set_seed(seed)

@@ -126,7 +126,7 @@ def pairwise_agreement(answers: list[str]) -> float:
 def row_scores(hyps: list[str], refs: list[str]) -> list[dict]:
     """Per-row scores whose means are `text_metrics` (ROUGE F1 and exact match, 0-100) plus sacrebleu's
     per-sentence BLEU statistics (`bleu_stats`), from which the table stage bootstraps corpus BLEU."""
-    from loraflow.stats import bleu_stats
+    from loraflow.report.stats import bleu_stats
 
     _check(hyps, refs)
     if not hyps:

@@ -17,7 +17,7 @@ asked only the items the base got right, and `retention` is the share it still g
 base is 100 by construction and Δ retention is what the tuning lost). Small base models answer few
 Chinese items; the set adapts to whatever the configured base model can do.
 
-`python -m loraflow.retention` prints the set as JSONL.
+`python -m loraflow.evaluate.retention` prints the set as JSONL.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import json
 import random
 import sys
 
-from loraflow.answer_check import numbers_in, states_number, states_text
+from loraflow.evaluate.answer_check import numbers_in, states_number, states_text
 
 KINDS = ("arithmetic", "units", "facts", "instructions")
 CHECKS = ("numeric", "contains", "cased", "first_number", "sequence")

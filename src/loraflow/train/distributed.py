@@ -83,7 +83,7 @@ def launch(nproc: int, module: str, kwargs: dict) -> None:
 
 
 def probe(out_dir: str) -> None:
-    """One rank of `torchrun ... -m loraflow.distributed OUT_DIR`: join the process group and write
+    """One rank of `torchrun ... -m loraflow.train.distributed OUT_DIR`: join the process group and write
     rank<N>.json with the rank, world size and device this rank uses (a check that the ranks of a job
     see distinct devices)."""
     rank, size = world()

@@ -4,7 +4,7 @@ The best run is chosen by `classify.best_metric` on the validation split (`val_a
 `val_macro_f1`); test accuracy and macro-F1 are reported for every run, held out, with 95 % paired
 bootstrap intervals over the test predictions (`predictions.jsonl`, matched by row id), the
 difference to the best run with a p-value, and every run not significantly worse marked "tied for
-best" (loraflow.stats). results/comparison.csv holds every column; comparison.md a quality table
+best" (loraflow.report.stats). results/comparison.csv holds every column; comparison.md a quality table
 (val/test accuracy, macro-F1, per-class F1, accuracy by script) and a cost table, under a headline
 naming the best run next to the baselines, so the table shows what LoRA adds.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from loraflow import stats as st
+from loraflow.report import stats as st
 from loraflow.io import atomic_path, read_json, read_jsonl, write_text
-from loraflow.table import _p, by_run, to_markdown
+from loraflow.report.table import _p, by_run, to_markdown
 
 BASELINES = {"majority": "always the most frequent training label", "untrained_head": "base encoder + seeded, untrained head"}
 METRIC_COLUMN = {"macro_f1": "macro_f1", "accuracy": "test_accuracy"}

@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from loraflow.cls_data import check_method
-from loraflow.cls_model import (
+from loraflow.tasks.seq_cls.data import check_method
+from loraflow.tasks.seq_cls.model import (
     adapter_head_tensors, collate, encode, head_modules, load_classifier, load_tokenizer, predict_logits, read_labels, unk_fraction,
 )
 from loraflow.io import atomic_dir, atomic_path, read_jsonl, write_json
-from loraflow.metrics import accuracy_macro_f1
-from loraflow.modeling import peak_memory_mb, pick_device, set_seed, set_threads
-from loraflow.train import batch_stream, load_trainable_state, parameter_counts, plan_steps, trainable_state
+from loraflow.evaluate.metrics import accuracy_macro_f1
+from loraflow.model.modeling import peak_memory_mb, pick_device, set_seed, set_threads
+from loraflow.train.loop import batch_stream, load_trainable_state, parameter_counts, plan_steps, trainable_state
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def lora_classifier(model, r: int, lora_alpha: float, target_modules, lora_dropo
     modules are trained in full and saved with the adapter."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    from loraflow.targets import resolve_for_model
+    from loraflow.model.targets import resolve_for_model
 
     flags = check_method(method)
     heads = head_modules(model)

@@ -2,7 +2,7 @@
 
 All conversations that share a normalised prompt go to the same split, so a test question is never
 seen in training under another spelling. The key is the clean stage's near-duplicate key
-(loraflow.textfix.near_key: case, full-width forms, spacing and trailing punctuation folded;
+(loraflow.data.textfix.near_key: case, full-width forms, spacing and trailing punctuation folded;
 letters, digits, marks and operators kept), so prompts that differ in content are never grouped
 together. Rows are written as they are, `meta` included.
 """
@@ -15,7 +15,7 @@ import random
 from collections import defaultdict
 
 from loraflow.io import read_json, read_jsonl, write_json, write_jsonl
-from loraflow.textfix import near_key
+from loraflow.data.textfix import near_key
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Data of task seq_cls: read text + label rows, clean them, split them stratified by label.
 
-Rows come from JSONL, JSON or CSV (loraflow.readers, so a malformed line names its file and line);
+Rows come from JSONL, JSON or CSV (loraflow.data.readers, so a malformed line names its file and line);
 the text and label columns are configurable. Labels may be strings ("positive") or integers (IMDB's
 0/1); they are kept as strings and ordered by `classify.labels`, else sorted (numerically when they
 are all integers), which fixes id2label. Every input row ends in exactly one of train, val, test or
@@ -19,10 +19,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable
 
-from loraflow.clean import normalize_text
+from loraflow.data.clean import normalize_text
 from loraflow.config import ConfigError
 from loraflow.io import read_json, read_jsonl, write_json, write_jsonl
-from loraflow.readers import DataError, RawRow, RowError, iter_raw_rows
+from loraflow.data.readers import DataError, RawRow, RowError, iter_raw_rows
 
 log = logging.getLogger(__name__)
 

@@ -79,7 +79,7 @@ def prepare_base_model(
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from loraflow.modeling import set_threads
+    from loraflow.model.modeling import set_threads
 
     set_threads(threads)
     location, gguf = resolve_source(source, path, gguf_file)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from loraflow.metrics import normalize_answer
+from loraflow.evaluate.metrics import normalize_answer
 
 ANSWER_CHECKS = ("none", "exact", "contains", "numeric", "regex")
 # A number not glued to a letter or digit: 129, 3.5, 1,299, -4 (a model code such as X2 or S7 is not a number).

@@ -11,9 +11,9 @@ import time
 
 import torch
 
-from loraflow.evaluate import load_for_eval
+from loraflow.evaluate.run import load_for_eval
 from loraflow.io import atomic_dir, read_jsonl, write_json
-from loraflow.modeling import load_tokenizer, set_threads
+from loraflow.model.modeling import load_tokenizer, set_threads
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ change, reject the rest with a reason.
 Every input row ends in exactly one of clean.jsonl or rejected.jsonl; clean_stats.json records the
 counts, the changes per fixer and the check rows_in == clean + rejected. Every changed field is one
 line of changes.jsonl (line, field, fixer, before, after), and clean_report.html shows examples of
-each fixer for `snakemake --report`. The fixers themselves are in loraflow.textfix.
+each fixer for `snakemake --report`. The fixers themselves are in loraflow.data.textfix.
 
 Rows longer than tokenize.max_length tokens: with tokenize.overlong = truncate (the default) they are
 kept and the tokenise stage cuts the last answer at max_length (recorded here as fixer `truncate`;
@@ -22,10 +22,10 @@ from collections import Counter, defaultdict
 from typing import Iterable
 
 from loraflow.io import write_json, write_jsonl, write_text
-from loraflow.readers import (
+from loraflow.data.readers import (
     STRUCTURAL, DataError, RawRow, RowError, SourceInfo, iter_hub_rows, iter_raw_rows, role_problem, to_conversation,
 )
-from loraflow.textfix import FixOptions, TextProblem, exact_key, fix_text, looks_like_html, near_key
+from loraflow.data.textfix import FixOptions, TextProblem, exact_key, fix_text, looks_like_html, near_key
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class TokenBudget:
 
     def measure(self, conversations: list[list[dict]], batch: int = 512) -> list[tuple[int, int, int]]:
         """[(tokens, prompt tokens, answer characters kept under max_length)] per conversation."""
-        from loraflow.chatml import render_with_spans, with_system_prompt
+        from loraflow.data.chatml import render_with_spans, with_system_prompt
 
         out = []
         for start in range(0, len(conversations), batch):
@@ -301,7 +301,7 @@ def clean_dataset(
     """Clean stage entry point. Token lengths use the base model's chat template and tokenizer."""
     from transformers import AutoTokenizer
 
-    from loraflow.chatml import ensure_chat_template
+    from loraflow.data.chatml import ensure_chat_template
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     ensure_chat_template(tokenizer)
@@ -322,7 +322,7 @@ def clean_dataset(
     if out_changes:
         write_jsonl(out_changes, changes)
     if out_report:
-        from loraflow.audit import clean_report_html
+        from loraflow.data.audit import clean_report_html
 
         write_text(out_report, clean_report_html(stats, changes, rejected))
     write_json(out_stats, stats)
@@ -352,9 +352,9 @@ _NEWLINES = re.compile(r"\n{3,}")
 
 
 def normalize_text(text: str) -> str:
-    """The aggressive normaliser used for classification inputs (task seq_cls, loraflow.cls_data):
+    """The aggressive normaliser used for classification inputs (task seq_cls, loraflow.tasks.seq_cls.data):
     NFKC, HTML tags and entities removed, control/format characters removed, symbol runs and
-    whitespace collapsed. Not used by the chat data stages, which are lossless (loraflow.textfix)."""
+    whitespace collapsed. Not used by the chat data stages, which are lossless (loraflow.data.textfix)."""
     text = html.unescape(_TAG.sub(" ", text))
     text = unicodedata.normalize("NFKC", text).replace("\r\n", "\n").replace("\r", "\n")
     text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf"))

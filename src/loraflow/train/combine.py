@@ -20,7 +20,7 @@ import torch
 
 from loraflow.config import COMBINATION_TYPES, NEEDS_DENSITY
 from loraflow.io import atomic_dir, read_jsonl, write_json
-from loraflow.modeling import load_causal_lm, load_tokenizer, peak_memory_mb, pick_device, set_threads
+from loraflow.model.modeling import load_causal_lm, load_tokenizer, peak_memory_mb, pick_device, set_threads
 
 log = logging.getLogger(__name__)
 EQUAL_RANK_TYPES = ("linear", "ties", "dare_linear", "dare_ties", "magnitude_prune")

@@ -1,0 +1,1 @@
+"""The built-in data sets, one module per data set (seeded, standard library only)."""

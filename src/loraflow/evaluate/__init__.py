@@ -1,0 +1,1 @@
+"""Evaluation against the untouched base: loss, generation metrics, answer checks, retention, lm-eval, rank analysis."""

@@ -1,0 +1,1 @@
+"""Loading models (dtype, quantisation, device, safetensors), the LoraConfig builder, target modules, shapes."""

@@ -1,0 +1,1 @@
+"""The comparison table with its statistics, and the report figures."""

@@ -1,0 +1,1 @@
+"""Shipping a run: verified merges, GGUF / Ollama export, model cards, serving recipes."""

@@ -1,0 +1,1 @@
+"""Task-specific pieces (how rows become examples and predictions become metrics)."""

@@ -1,0 +1,1 @@
+"""Sequence classification: an encoder with LoRA and a trained head."""
