@@ -123,9 +123,20 @@ def test_exact_epochs_every_row_n_times_last_step_smaller():
     assert list(step_stream(lengths, 4, 4, seed=1, epochs=2, max_steps=0, start=13)) == steps[13:]  # resumable
 
 
-def test_train_time_is_training_only_and_one_epoch_is_exact(tiny_data, tmp_path):
+def test_train_time_is_training_only_and_one_epoch_is_exact(tiny_data, tmp_path, monkeypatch):
+    import time
+
+    from loraflow import train
     from loraflow.train import train_lora
     from test_resume import run_args
+
+    real = train.mean_loss
+
+    def slow_eval(*a, **k):  # every validation pass takes >= 0.5 s: none of it may land in train_time_s
+        time.sleep(0.5)
+        return real(*a, **k)
+
+    monkeypatch.setattr(train, "mean_loss", slow_eval)
 
     args = dict(run_args(tiny_data, tmp_path / "run", tmp_path / "ckpt"), max_steps=0, epochs=1, batch_size=3, grad_accum=2,
                 eval_every=1, checkpoint_every=0)
@@ -133,7 +144,8 @@ def test_train_time_is_training_only_and_one_epoch_is_exact(tiny_data, tmp_path)
     ex = modeling_split(tiny_data)
     assert stats["steps"] == math.ceil(math.ceil(len(ex) / 3) / 2)
     assert stats["tokens_seen"] == sum(len(i) for i, _ in ex) and stats["epochs_seen"] == 1
-    assert stats["eval_time_s"] > 0 and stats["train_time_s"] > 0 and stats["packing"] is True
+    assert stats["packing"] is True and stats["eval_time_s"] >= 0.5 * stats["steps"]  # eval_every=1: one pass per step
+    assert 0 < stats["train_time_s"] < 0.5 * stats["steps"]  # train_time_s excludes every validation pass, the final one too
 
 
 def modeling_split(tiny_data):
@@ -149,3 +161,39 @@ def test_max_memory_switches_on_gradient_checkpointing(tiny_data, tmp_path):
 
     stats = train_lora(**dict(run_args(tiny_data, tmp_path / "gc", tmp_path / "c"), max_steps=2, checkpoint_every=0, max_memory_mb=1))
     assert stats["gradient_checkpointing"] is True and stats["est_memory_mb"] > 1
+
+
+def test_trailing_partial_character_trimmed_at_the_token_cap(tiny_model):
+    from loraflow.evaluate import trim_partial_character
+
+    tok = modeling.load_tokenizer(str(tiny_model))
+    text = "answer: 乙肝病毒"
+    ids = tok.encode(text, add_special_tokens=False)
+    assert tok.decode(ids) == text
+    cut = ids[:-1]  # the last character's final byte is missing: a byte-level BPE decode ends in U+FFFD
+    assert tok.decode(cut).endswith("\ufffd")
+    got = trim_partial_character(tok, cut)
+    assert got == "answer: 乙肝病" and "\ufffd" not in got
+    assert trim_partial_character(tok, ids) == text  # a complete answer keeps every character
+
+
+def test_memory_estimate_terms(tiny_model):
+    from loraflow.preflight import estimate_memory_mb, lora_counts, meta_model
+
+    model = meta_model(str(tiny_model))
+    trainable, total = lora_counts(model, 4, 8, ["q_proj", "v_proj"])
+    kw = dict(device_type="cpu", tokens_per_forward=512)
+    terms: dict = {}
+    fp32 = estimate_memory_mb(model, trainable, total, 4, 512, precision="fp32", terms=terms, **kw)
+    assert math.isclose(sum(terms.values()), fp32) and set(terms) >= {"process", "weights", "optimizer", "activations", "loss", "tokens"}
+    assert math.isclose(terms["weights"], total * 4 / 2**20)
+    bf16_terms: dict = {}
+    estimate_memory_mb(model, trainable, total, 4, 512, precision="bf16", terms=bf16_terms, **kw)
+    assert bf16_terms["weights"] < terms["weights"] and bf16_terms["activations"] < terms["activations"]
+    gc_terms: dict = {}
+    estimate_memory_mb(model, trainable, total, 4, 512, precision="fp32", gradient_checkpointing=True, terms=gc_terms, **kw)
+    assert gc_terms["activations"] < terms["activations"]
+    # activations grow linearly with the tokens of one forward pass
+    big: dict = {}
+    estimate_memory_mb(model, trainable, total, 4, 512, precision="fp32", terms=big, device_type="cpu", tokens_per_forward=1024)
+    assert math.isclose(big["activations"], 2 * terms["activations"])

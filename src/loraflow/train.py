@@ -1,8 +1,14 @@
 """Train stage: one adapter (or, for method `full`, one fine-tuned model) per grid point.
 
-The loop is plain PyTorch so that no compute is spent on padding (length-grouped dynamic padding)
-or on the LM head at positions that are not trained (see modeling.supervised_loss). How the base is
-loaded and what is trained depends on the method (LoRA, DoRA, rsLoRA, QLoRA, 8-bit, full; see
+The loop is plain PyTorch so that no compute is spent on padding or on the LM head at positions that
+are not trained. A micro-batch of `batch_size` conversations (length-grouped) is packed into rows of
+up to `tokenize.max_length` tokens (`train.packing`; position ids restart per conversation, so
+attention stays within each conversation) and run as forward passes of at most
+`train.tokens_per_forward` tokens; the loss applies the LM head only at assistant positions, in
+chunks (modeling.supervised_loss). Every step's gradient is the same sum over the same tokens as
+one padded micro-batch would give. `epochs: N` sees every row exactly N times (no step spans two
+epochs); `train_time_s` is the training loop alone, validation passes are timed apart. How the base
+is loaded and what is trained depends on the method (LoRA, DoRA, rsLoRA, QLoRA, 8-bit, full; see
 methods.py). It checkpoints every `checkpoint_every` steps outside Snakemake's outputs and resumes
 from there after a kill, ending with the same weights as an uninterrupted run.
 """
