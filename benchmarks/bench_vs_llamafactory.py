@@ -104,18 +104,21 @@ def loraflow_side(args, work: Path, harness: Path) -> dict:
             dst.write(line)
     results = work / "results"
     smk = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "1",
-           "--resources", "gpu=1", "--configfile", str(REPO / "config.yaml"), str(harness / "loraflow_config.yaml"),
-           "--config", f"results_dir={results}", f"data={{path: {data}}}"]
+           "--resources", "gpu=1", "--configfile", str(REPO / "config.yaml"), str(harness / "loraflow_config.yaml")]
+    config = ["--config", f"results_dir={results}", f"data={{path: {data}}}"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     say("loraflow: clean + split")
-    run([*smk, "--until", "split"], work / "loraflow_split.log", env)
+    run([*smk, "--until", "split", *config], work / "loraflow_split.log", env)
     n_train = count_lines(results / "data" / "train.jsonl")
     steps = math.ceil(math.ceil(n_train / 4) / 4)
     warmup = math.ceil(0.1 * steps)
     say(f"loraflow: {n_train} train / {count_lines(results / 'data' / 'val.jsonl')} val / "
         f"{count_lines(results / 'data' / 'test.jsonl')} test rows -> {steps} steps, warmup {warmup}; train + evaluate")
-    smk_rest = [*smk, f"train={{warmup_steps: {warmup}}}"]
-    run([*smk_rest, f"{results}/runs/{RUN}/eval.json"], work / "loraflow_run.log", env)
+    overrides = work / "overrides.json"  # a config file: --config would turn nested numbers into strings
+    overrides.write_text(json.dumps({"torch_threads": args.threads, "train": {"warmup_steps": warmup, **({"compile": True} if args.compile else {})}}),
+                         encoding="utf-8")
+    run([*smk[:3], f"{results}/runs/{RUN}/eval.json", *smk[3:], str(overrides), "--forcerun", "train", *config],
+        work / "loraflow_run.log", env)
     ts = jload(results / "runs" / RUN / "train_stats.json")
     ev = jload(results / "runs" / RUN / "eval.json")
     bench = results / "benchmarks" / "train" / f"{RUN}.tsv"
@@ -134,6 +137,8 @@ def lf_side(args, work: Path, harness: Path, lfl: dict, precisions: list[str]) -
     out.mkdir(exist_ok=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "LLAMAFACTORY_VERBOSITY": "WARN"}
+    if args.threads:  # torch reads these at start-up: the same number of compute threads as loraflow's torch_threads
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     env.pop("PYTHONPATH", None)
     results, model = lfl["results"], lfl["results"] / "base_model"
     run([str(py), str(harness / "to_alpaca.py"), str(results / "data"), str(out / "data")], out / "to_alpaca.log", env, out)
@@ -197,7 +202,11 @@ def main() -> None:
     shared = find_shared()
     ap.add_argument("--data", default=str(shared / "data" / "zh_medical_dialogue_im.jsonl"))
     ap.add_argument("--rows", type=int, default=400, help="first N rows of --data")
-    ap.add_argument("--work", default="/tmp/lfbench", help="working directory (wiped)")
+    ap.add_argument("--work", default="/tmp/lfbench", help="working directory")
+    ap.add_argument("--fresh", action="store_true", help="wipe --work first (else finished data stages are reused; training always reruns)")
+    ap.add_argument("--compile", action="store_true", help="loraflow with train.compile: true")
+    ap.add_argument("--threads", type=int, default=0, help="compute threads of both tools (0 = all cores, the harness's setting; "
+                    "on a machine shared with other jobs 1 avoids OpenMP threads waiting on each other)")
     ap.add_argument("--lf-venv", default=os.environ.get("LF_VENV", "~/.cache/loraflow-peers/llamafactory"))
     ap.add_argument("--lf-precisions", default="same", help="'same' (loraflow's auto precision only) or e.g. fp32,bf16")
     ap.add_argument("--trainer-ref", type=int, default=64, help="rows for the bench_training.py reference (0 = skip)")
@@ -205,8 +214,9 @@ def main() -> None:
 
     harness = shared / "peers" / "llamafactory"
     work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    if args.fresh:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
     import platform
 
     import torch
@@ -219,6 +229,7 @@ def main() -> None:
         precisions.insert(0, auto)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"machine: {cpu} x{os.cpu_count()}, native bf16: {cpu_has_fast_bf16()}, loraflow precision auto = {auto}; "
+          f"threads per tool: {args.threads or 'all cores'}; "
           f"python {platform.python_version()}, torch {torch.__version__}")
 
     lfl = loraflow_side(args, work, harness)
