@@ -12,7 +12,7 @@ import torch
 
 from loraflow.io import read_jsonl, write_json, write_jsonl
 from loraflow.metrics import accuracy_macro_f1, normalize_answer, pairwise_agreement, perplexity, text_metrics
-from loraflow.modeling import load_causal_lm, load_tokenizer, mean_loss, pick_device, set_seed, set_threads
+from loraflow.modeling import load_causal_lm, load_tokenizer, mean_loss, model_precision, pick_device, set_seed, set_threads
 from loraflow.tokenization import load_split
 
 log = logging.getLogger(__name__)
@@ -69,18 +69,22 @@ def is_classification(references: list[str], max_labels: int = 20) -> bool:
     return len(references) >= 2 * len(labels) and len(labels) <= max_labels and all(len(r.split()) <= 3 for r in labels)
 
 
-def load_for_eval(model_dir: str, adapter_dir: str | None, trust_remote_code: bool = False, method: str = "lora"):
+def load_for_eval(model_dir: str, adapter_dir: str | None, trust_remote_code: bool = False, method: str = "lora",
+                  precision: str | None = None):
     """The model a run produced: base + adapter (the base quantised again for qlora / lora_8bit, as it
     was trained), a fully fine-tuned model (method full: `adapter_dir` holds the whole model), or the
-    untouched base when `adapter_dir` is None."""
+    untouched base when `adapter_dir` is None; weights in the deploy `precision` (auto | fp32 | bf16,
+    see modeling.pick_dtype; peft keeps adapter weights in fp32)."""
     from pathlib import Path
 
     from loraflow.methods import load_base
+    from loraflow.modeling import pick_dtype
 
     device = pick_device()
+    dtype = pick_dtype(device, precision)
     if adapter_dir and not (Path(adapter_dir) / "adapter_config.json").is_file():
-        return load_causal_lm(adapter_dir, device, trust_remote_code=trust_remote_code).eval()
-    model = load_base(model_dir, device, method if adapter_dir else "lora", trust_remote_code)
+        return load_causal_lm(adapter_dir, device, dtype=dtype, trust_remote_code=trust_remote_code).eval()
+    model = load_base(model_dir, device, method if adapter_dir else "lora", trust_remote_code, dtype=dtype)
     if adapter_dir:
         from peft import PeftModel
 
@@ -92,13 +96,13 @@ def evaluate_model(
     model_dir: str, test_path: str, test_tokens: str, tokens_meta: str, out_metrics: str, out_generations: str,
     adapter_dir: str | None = None, batch_size: int = 16, max_new_tokens: int = 64, max_samples: int = 0,
     task: str = "auto", consistency_questions: int = 8, consistency_samples: int = 4, temperature: float = 0.7,
-    seed: int = 42, threads: int | None = None, trust_remote_code: bool = False, method: str = "lora",
+    seed: int = 42, threads: int | None = None, trust_remote_code: bool = False, method: str = "lora", precision: str | None = None,
 ) -> dict:
     """Evaluate stage entry point; `adapter_dir=None` evaluates the untouched base model."""
     set_threads(threads)
     set_seed(seed)
     tokenizer = load_tokenizer(model_dir)
-    model = load_for_eval(model_dir, adapter_dir, trust_remote_code, method)
+    model = load_for_eval(model_dir, adapter_dir, trust_remote_code, method, precision)
     device = next(model.parameters()).device
     examples = load_split(test_tokens, tokens_meta, model_dir)
     loss = mean_loss(model, examples, batch_size, tokenizer.pad_token_id, device)
@@ -109,6 +113,7 @@ def evaluate_model(
     references = [r["reference"] for r in rows]
     metrics = {
         "model": "base" if adapter_dir is None else adapter_dir, "method": None if adapter_dir is None else method,
+        "precision": model_precision(model),
         "test_examples": len(examples), "generated_examples": len(rows),
         "eval_loss": loss, "perplexity": perplexity(loss),
         **text_metrics(answers, references),

@@ -18,6 +18,7 @@ rule combine:
         density=lambda wc: COMBOS[wc.run]["density"],
         threads=config["torch_threads"],
         trust_remote_code=config["base_model"]["trust_remote_code"],
+        precision=EVAL_PRECISION,
     threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
     resources:
         gpu=1,

@@ -22,6 +22,7 @@ rule evaluate_base:
         seed=config["seed"],
         threads=config["torch_threads"],
         trust_remote_code=config["base_model"]["trust_remote_code"],
+        precision=EVAL_PRECISION,
     threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
     resources:
         gpu=1,
@@ -59,6 +60,7 @@ rule evaluate:
         seed=config["seed"],
         threads=config["torch_threads"],
         trust_remote_code=config["base_model"]["trust_remote_code"],
+        precision=EVAL_PRECISION,
         method=lambda wc: ALL_RUNS[wc.run]["method"],
     threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
     resources:

@@ -13,6 +13,7 @@ rule merge:
         method=lambda wc: ALL_RUNS[wc.run]["method"],
         threads=config["torch_threads"],
         trust_remote_code=config["base_model"]["trust_remote_code"],
+        precision=EVAL_PRECISION,
     threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
     resources:
         gpu=1,
