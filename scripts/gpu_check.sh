@@ -38,7 +38,9 @@ if [ "$mode" = prepare ]; then
 fi
 
 SITE=/tmp/loraflow-gpu-check-site
-if compgen -G ".gpu/wheels/*.whl" >/dev/null; then
+# The carried wheels only where this python lacks what loraflow needs (the bare GPU image), never over a
+# complete environment.
+if ! "$PY" -c "import snakemake, jsonschema, rouge_score" 2>/dev/null && compgen -G ".gpu/wheels/*.whl" >/dev/null; then
     echo "installing $(ls .gpu/wheels/*.whl | wc -l) carried wheels into $SITE"
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .gpu/wheels/*.whl
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"

@@ -44,6 +44,18 @@ def test_precision_names_and_dtypes():
     assert train_weight_dtype("fp32", "qlora") == torch.float32
 
 
+def test_bf16_training_keeps_the_base_in_bf16_and_trains_fp32_weights(tiny_model):
+    from loraflow.methods import load_base, trainable_model
+
+    for method in ("lora", "dora", "full"):
+        model = trainable_model(load_base(str(tiny_model), torch.device("cpu"), method, dtype=train_weight_dtype("bf16", method)),
+                                method, 4, 8, "qv", 0.0)
+        trained = {p.dtype for p in model.parameters() if p.requires_grad}
+        frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+        assert trained == {torch.float32}, method  # AdamW updates fp32 weights
+        assert frozen == ({torch.bfloat16} if method != "full" else set()), method
+
+
 def test_bf16_stages_train_evaluate_merge_and_table(bf16_run, tiny_data):
     paths, npz = tiny_data
     d, stats = bf16_run

@@ -47,7 +47,7 @@ def test_qwen05_shape_runs_the_whole_pipeline_in_bf16(qwen05_model, tmp_path):
     cpu = {p.parent.name + "/" + p.stem: pd.read_csv(p, sep="\t")["cpu_time"].iloc[0] for p in (res / "benchmarks").rglob("*.tsv")}
     print(f"\nrehearsal: {wall:.0f} s wall, {sum(cpu.values()):.0f} s CPU over {len(cpu)} jobs "
           f"(train {cpu.get('train/r8_a16_qv', float('nan')):.0f}, evaluate {cpu.get('evaluate/r8_a16_qv', float('nan')):.0f}, "
-          f"merge {cpu.get('merge/r8_a16_qv', float('nan')):.0f}); train {stats['tokens_per_s']:.0f} tokens/s, "
+          f"merge {cpu.get('merge/r8_a16_qv', float('nan')):.0f}); train {stats['tokens_per_s']:.2f} tokens/s, "
           f"peak memory {stats['peak_memory_mb']:.0f} MB measured vs {stats['preflight_est_memory_mb']:.0f} MB estimated; "
           f"merge max |Δlogit| {check['max_abs_logit_diff']:.2g} in fp32, {check['deploy_max_abs_logit_diff']:.2g} in bf16 "
           f"(tolerance {check['deploy_tolerance']:.2g})")
