@@ -45,7 +45,8 @@ if ! "$PY" -c "import snakemake, jsonschema, rouge_score" 2>/dev/null && compgen
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .gpu/wheels/*.whl
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+# GIT_PYTHON_REFRESH: snakemake imports GitPython, which refuses to import where no git binary exists (a bare image).
+export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 GIT_PYTHON_REFRESH=quiet
 OUTDIR="${OUT:-$REPO/results-gpu-check}"
 mkdir -p "$OUTDIR"
 set -o pipefail

@@ -33,7 +33,7 @@ def test_qwen05_shape_runs_the_whole_pipeline_in_bf16(qwen05_model, tmp_path):
     assert stats["precision"] == "bf16" and stats["steps"] == 2
     assert stats["total_params"] == PUBLISHED_PARAMS["qwen2.5-0.5b"] + stats["trainable_params"]
     assert stats["trainable_params"] == 24 * 8 * ((896 + 896) + (896 + 128))  # r x (in + out) of q_proj and v_proj per layer
-    preflight = json.loads((run / "preflight.json").read_text())
+    preflight = pd.read_csv(res / "preflight.csv").set_index("run").loc["r8_a16_qv"]  # the grid's preflight table
     assert (preflight["trainable_params"], preflight["total_params"]) == (stats["trainable_params"], stats["total_params"])
     for eval_json in (run / "eval.json", res / "base" / "eval.json"):
         assert json.loads(eval_json.read_text())["precision"] == "bf16"
