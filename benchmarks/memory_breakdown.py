@@ -90,14 +90,11 @@ def main() -> None:
     sampler.phase("tokenizer + token cache")
     device = torch.device("cpu")
     amp = modeling.training_precision(args.precision, device)
-    model = load_base(model_dir, device, "lora")
+    dtype = modeling.train_weight_dtype(amp) if hasattr(modeling, "train_weight_dtype") else None
+    model = load_base(model_dir, device, "lora", dtype=dtype) if dtype is not None else load_base(model_dir, device, "lora")
     gc.collect()
     sampler.phase("base weights (load)")
     model = trainable_model(model, "lora", 8, 16, "qv", 0.0)
-    if new:
-        from loraflow.train import keep_frozen_weights_in
-
-        keep_frozen_weights_in(model, amp)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer("lora", params, 2e-4, 0.0, device)
     model.train()

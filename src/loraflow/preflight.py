@@ -38,14 +38,14 @@ def check_targets(model, target_modules) -> list[str] | str:
 def lora_counts(model, r: int | None, lora_alpha: float | None, target_modules, method: str = "lora") -> tuple[int, int]:
     """(trainable, total) parameters exactly as peft counts them (every weight for method full)."""
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import get_peft_model
+
+    from loraflow.methods import lora_config
 
     total = sum(p.numel() for p in model.parameters())
     if method == "full":
         return total, total
-    flags = {"dora": {"use_dora": True}, "rslora": {"use_rslora": True}}.get(method, {})
-    config = LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=check_targets(model, target_modules), bias="none",
-                        task_type=TaskType.CAUSAL_LM, **flags)
+    config = lora_config(method, r, lora_alpha, target_modules, model=model)  # the config training builds
     with torch.device("meta"):
         peft_model = get_peft_model(model, config)
     return peft_model.get_nb_trainable_parameters()
@@ -71,7 +71,7 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     """Peak training memory (MB) of the train stage: peak RSS on a CPU, max allocated on a GPU.
 
     Terms (pass a dict as `terms` to get them back, MB): `process` (interpreter and libraries, CPU
-    only), `weights` (frozen linear weights in bf16 under bf16 autocast, see train.keep_frozen_weights_in;
+    only), `weights` (the frozen base in bf16 under bf16 training, modeling.train_weight_dtype;
     quantised for qlora / lora_8bit), `optimizer` (gradients, AdamW moments and the best-adapter copy of
     the trained parameters), `activations` (saved tensors of one forward pass: tokens per pass x layers
     x a per-token-layer size calibrated per precision; layer inputs plus one layer under gradient
@@ -101,8 +101,8 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     checkpointed = gradient_checkpointing or method in WEIGHT_BYTES
     if method in WEIGHT_BYTES:  # the decoder's linear layers are stored quantised
         weights -= linear * (bytes_per_param - WEIGHT_BYTES[method])
-    elif precision == "bf16" and method != "full" and bytes_per_param > 2:  # frozen linear weights kept in bf16
-        weights -= linear * (bytes_per_param - 2)
+    elif precision == "bf16" and method != "full" and bytes_per_param > 2:  # frozen base loaded in bf16, adapter fp32
+        weights -= (total - trainable) * (bytes_per_param - 2)
     state_bytes = 2 if method in WEIGHT_BYTES else 8  # AdamW moments: two 1-byte (paged AdamW 8-bit) or two fp32
     optimizer = trainable * (4 + state_bytes + 4)  # gradient + moments + the best-adapter copy
     a, b, c = ACTIVATION_BYTES["bf16" if precision == "bf16" else "fp32"]

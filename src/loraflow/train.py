@@ -33,7 +33,7 @@ from loraflow.io import atomic_dir, atomic_path, read_json, write_json
 from loraflow.methods import QUANTIZED, load_base, make_optimizer, save_trained, trainable_model
 from loraflow.modeling import (
     autocast, forward_batches, forward_tokens, length_grouped_batches, load_tokenizer, mean_loss, peak_memory_mb, pick_device, set_seed,
-    set_threads, supervised_loss, training_precision,
+    set_threads, supervised_loss, train_weight_dtype, training_precision,
 )
 from loraflow.tokenization import load_split
 
@@ -142,26 +142,6 @@ def enable_checkpointing(model) -> None:
     unwrap(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def keep_frozen_weights_in(model, precision: str) -> int:
-    """Under bf16 autocast every matmul casts its frozen fp32 weight to bf16, afresh in every forward
-    pass, and keeps that copy alive for the backward pass. Storing the frozen linear weights in bf16
-    once gives the same matmuls without the copies (the trained LoRA weights, norms, embeddings and
-    the LM head stay fp32). Returns the number of weights converted."""
-    if precision != "bf16":
-        return 0
-    from loraflow.modeling import unwrap
-
-    head = unwrap(model).get_output_embeddings()
-    n = 0
-    for name, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        if (isinstance(module, torch.nn.Linear) and module is not head and weight is not None and not weight.requires_grad
-                and weight.dtype == torch.float32 and "lora_" not in name):
-            module.to(torch.bfloat16)
-            n += 1
-    return n
-
-
 def compile_layers(model) -> None:
     """torch.compile every decoder layer (one compiled graph shared by all layers, dynamic shapes)."""
     from loraflow.modeling import unwrap
@@ -209,7 +189,7 @@ def train_lora(
     max_length = int(read_json(tokens_meta).get("max_length") or 512)
     train_set = load_split(train_path, tokens_meta, model_dir)
     val_set = load_split(val_path, tokens_meta, model_dir)
-    base = load_base(model_dir, device, method, trust_remote_code)
+    base = load_base(model_dir, device, method, trust_remote_code, dtype=train_weight_dtype(amp, method))
     model = trainable_model(base, method, r, lora_alpha, target_modules, lora_dropout, gradient_checkpointing)
     trainable, total = parameter_counts(model)
     per_forward = forward_tokens(tokens_per_forward, packing, batch_size, max_length, device)
@@ -217,7 +197,6 @@ def train_lora(
                          gradient_checkpointing or method in QUANTIZED, max_memory_mb, len(train_set))
     if memory["gradient_checkpointing"] and not (gradient_checkpointing or method in QUANTIZED):
         enable_checkpointing(model)
-    keep_frozen_weights_in(model, amp)
     if compile:
         compile_layers(model)
     log.info("%s r=%s alpha=%s targets=%s: %s trainable of %s parameters (%.4f%%) on %s, %s compute, %s, %s tokens per forward "
