@@ -3,7 +3,13 @@
 Prints both timings, the speed-up, and whether the answers are identical. Uses the default base
 model and test split of a finished default run (results/), or converts/generates them if absent.
 
+With --decoders: the decoding loops side by side at one batch size, in interleaved rounds (same
+prompts, same model, optionally base + --adapter): transformers' generate (greedy, dynamic KV cache:
+evaluate.generate before issue 16), loraflow's greedy_decode with a dynamic cache and with a static
+cache. Prints seconds per round, the ratios, and whether the texts are identical.
+
     .venv/bin/python benchmarks/bench_generation.py [--prompts 64] [--batch-size 32] [--max-new-tokens 64]
+    .venv/bin/python benchmarks/bench_generation.py --decoders --results R --adapter R/runs/X/adapter --batch-size 8 --rounds 2
 """
 
 from __future__ import annotations
@@ -36,7 +42,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--decoders", action="store_true", help="compare the decoding loops instead (see above)")
+    ap.add_argument("--adapter", help="with --decoders: a LoRA adapter on the base")
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
+    if args.decoders:
+        return compare_decoders(args)
 
     from loraflow.evaluate.run import generate, load_for_eval
     from loraflow.model.modeling import load_tokenizer, set_threads
@@ -64,6 +75,62 @@ def main() -> None:
     for i, (a, b) in enumerate(zip(batched, single)):
         if a != b:
             print(f"  differs at prompt {i}:\n    batched: {a!r}\n    single : {b!r}")
+
+
+def hf_generate(model, tokenizer, prompts, batch_size, max_new_tokens):
+    """evaluate.generate's greedy path before issue 16: transformers' generate, dynamic cache."""
+    import torch
+
+    from loraflow.evaluate.run import stop_token_ids
+
+    tokenizer.padding_side = "left"
+    stops = stop_token_ids(tokenizer)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    answers = [""] * len(prompts)
+    with torch.no_grad():
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
+                                 use_cache=True, do_sample=False, top_p=None, top_k=None, temperature=None)
+            for row, i in enumerate(idx):
+                gen = out[row, enc["input_ids"].shape[1]:].tolist()
+                cut = next((k for k, t in enumerate(gen) if t in stops), len(gen))
+                answers[i] = tokenizer.decode(gen[:cut], skip_special_tokens=True).strip()
+    return answers
+
+
+def compare_decoders(args) -> None:
+    from loraflow.evaluate.run import generate, load_for_eval
+    from loraflow.model.modeling import load_tokenizer, set_threads
+
+    threads = set_threads(args.threads)
+    model_dir, prompts = ensure_inputs(Path(args.results))
+    prompts = prompts[: args.prompts]
+    tokenizer = load_tokenizer(str(model_dir))
+    model = load_for_eval(str(model_dir), args.adapter)
+    plan = {
+        "transformers generate (before)": lambda: hf_generate(model, tokenizer, prompts, args.batch_size, args.max_new_tokens),
+        "greedy_decode, dynamic cache": lambda: generate(model, tokenizer, prompts, args.batch_size, args.max_new_tokens)[0],
+        "greedy_decode, static cache": lambda: generate(model, tokenizer, prompts, args.batch_size, args.max_new_tokens, static_cache=True)[0],
+    }
+    generate(model, tokenizer, prompts[:2], 2, 4)  # warm-up
+    times = {k: [] for k in plan}
+    texts = {}
+    for r in range(args.rounds):
+        for name, fn in plan.items():
+            t0 = time.perf_counter()
+            texts[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+            print(f"[round {r + 1}] {name:34s} {times[name][-1]:7.1f} s", flush=True)
+    print(f"model: {model_dir} + {args.adapter or 'no adapter'} | prompts: {len(prompts)} | batch {args.batch_size} | "
+          f"max_new_tokens: {args.max_new_tokens} | threads: {threads}")
+    ref = texts["transformers generate (before)"]
+    base = min(times["transformers generate (before)"])
+    for name in plan:
+        # the old loop kept a trailing incomplete character at the token cap; compare without it
+        same = sum(a.rstrip("\ufffd").strip() == b for a, b in zip(ref, texts[name]))
+        print(f"{name:34s} best {min(times[name]):7.1f} s  speed-up {base / min(times[name]):.2f}x  identical text {same}/{len(prompts)}")
 
 
 if __name__ == "__main__":

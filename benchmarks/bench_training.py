@@ -96,7 +96,7 @@ def loraflow_run(model_dir, tokens_dir: Path, threads: int, max_steps: int = 0, 
     from loraflow.model.modeling import load_causal_lm
 
     model = PeftModel.from_pretrained(load_causal_lm(model_dir, torch.device("cpu")), str(out / "adapter"))
-    # train_time_s includes one small validation batch at the end: a conservative figure
+    # train_time_s is the training loop only (the final validation batch is timed apart)
     return model, stats["train_time_s"], stats["tokens_seen"], stats["precision"]
 
 
@@ -110,6 +110,7 @@ def main() -> None:
     ap.add_argument("--skip-ref1", action="store_true", help="skip the slow padded-to-512 reference")
     ap.add_argument("--skip-extra", action="store_true", help="skip the extra ref2 + bf16 comparison")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="loraflow's train.precision")
+    ap.add_argument("--json", help="also write the results there")
     args = ap.parse_args()
 
     import torch
@@ -168,6 +169,8 @@ def main() -> None:
         if name != "loraflow":
             print(f"loraflow / {name}: {lf / results[name]['tokens_per_s']:.2f}x   (val loss {results['loraflow']['val_loss']:.4f} vs {results[name]['val_loss']:.4f})")
     print(json.dumps(results, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -2,14 +2,18 @@
 # so changing one reruns every train job (and what depends on it). Add a new result-affecting train key
 # here; one that cannot change the adapter goes to TRAIN_RUNTIME instead.
 #   eval_every, max_eval_batches, early_stopping_patience: decide which validation loss picks the kept step;
-#   nproc_per_node: one optimizer step takes batch_size x grad_accum x nproc_per_node examples.
+#   nproc_per_node: one optimizer step takes batch_size x grad_accum x nproc_per_node examples;
+#   packing, tokens_per_forward, compile: the same examples per step and the same gradient sum, but other
+#   summation orders and kernels, so the adapter differs in float rounding (not bit-identical).
 # learning_rate / learning_rate_full are added per run: only the one its method uses (see train_settings).
 TRAIN_KEYS = ["lora_dropout", "weight_decay", "precision", "epochs", "max_steps", "batch_size", "grad_accum", "warmup_steps",
-              "lr_scheduler", "max_grad_norm", "eval_every", "early_stopping_patience", "max_eval_batches", "nproc_per_node"]
+              "lr_scheduler", "max_grad_norm", "eval_every", "early_stopping_patience", "max_eval_batches", "nproc_per_node",
+              "packing", "tokens_per_forward", "compile"]
 # Settings that cannot change the adapter, read from the config when the job runs (changing them reruns
 # nothing): a resumed run ends bit-identical (checkpoint_every); gradient checkpointing recomputes the
 # same activations (bit-identical adapters, tests/test_workflow.py); threads, see JOB_THREADS.
-TRAIN_RUNTIME = {**RUNTIME, "checkpoint_every": "train.checkpoint_every", "gradient_checkpointing": "train.gradient_checkpointing"}
+TRAIN_RUNTIME = {**RUNTIME, "checkpoint_every": "train.checkpoint_every", "gradient_checkpointing": "train.gradient_checkpointing",
+                 "max_memory_mb": "train.max_memory_mb"}  # max_memory_mb only switches gradient checkpointing on
 GRID_KEYS = ["method", "r", "lora_alpha", "target_modules", "seed"]
 
 

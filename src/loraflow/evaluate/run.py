@@ -15,7 +15,7 @@ import torch
 
 from loraflow.io import read_jsonl, write_json, write_jsonl
 from loraflow.evaluate.metrics import accuracy_macro_f1, normalize_answer, pairwise_agreement, perplexity, row_scores, text_metrics
-from loraflow.model.modeling import load_causal_lm, load_tokenizer, pick_device, set_seed, set_threads
+from loraflow.model.modeling import load_causal_lm, load_tokenizer, model_precision, pick_device, set_seed, set_threads
 from loraflow.data.tokenization import load_split
 
 log = logging.getLogger(__name__)
@@ -29,10 +29,57 @@ def stop_token_ids(tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+def trim_partial_character(tokenizer, tokens: list[int]) -> str:
+    """Decode `tokens`; when they end inside a multi-byte character (an answer cut at the token cap
+    in the middle of a byte-level BPE character decodes to a trailing U+FFFD), drop the incomplete
+    character's tokens (at most 3: a UTF-8 character has at most 4 bytes)."""
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    for k in range(1, min(3, len(tokens)) + 1):
+        if not text.endswith("\ufffd"):
+            break
+        text = tokenizer.decode(tokens[:-k], skip_special_tokens=True)
+    return text
+
+
+def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, stops: list[int],
+                  pad_id: int, static_cache: bool = False) -> torch.Tensor:
+    """Greedy continuation of a left-padded batch: (batch, new tokens), pad after a stop token.
+
+    A lean loop around the model's forward (the decoder with its LoRA layers called directly): one
+    prefill pass computing the LM head at the last position only, then one token per step with the
+    KV cache, stopping when every row has stopped. Same tokens as transformers' generate greedy;
+    `static_cache` preallocates the cache (StaticCache) instead of growing it (DynamicCache)."""
+    from transformers import DynamicCache, StaticCache
+
+    from loraflow.model.modeling import unwrap
+
+    lm = unwrap(model)
+    batch, prompt = input_ids.shape
+    cache = StaticCache(config=lm.config, max_cache_len=prompt + max_new_tokens) if static_cache else DynamicCache(config=lm.config)
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    stop_ids = torch.tensor(stops, device=input_ids.device)
+    out = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=input_ids.device)
+    done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    ids, mask, pos = input_ids, attention_mask, positions
+    for step in range(max_new_tokens):
+        logits = lm(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1).logits
+        nxt = logits[:, -1].argmax(-1).masked_fill(done, pad_id)
+        out[:, step] = nxt
+        done |= torch.isin(nxt, stop_ids)
+        if bool(done.all()):
+            break
+        ids, pos = nxt[:, None], pos[:, -1:] + 1
+        mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=1)
+    return out
+
+
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int, sampling: dict | None = None) -> tuple[list[str], dict]:
+def generate(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int, sampling: dict | None = None,
+             static_cache: bool = False) -> tuple[list[str], dict]:
     """Answers for `prompts` (same order) and speed figures; greedy unless `sampling` gives
-    temperature/top_p. Prompts are batched by length, left-padded, with the KV cache."""
+    temperature/top_p. Prompts are batched by length, left-padded, with the KV cache; greedy runs
+    through greedy_decode, sampling through transformers' generate. An answer cut at the token cap
+    loses a trailing incomplete character (trim_partial_character)."""
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     stops = stop_token_ids(tokenizer)
@@ -42,15 +89,17 @@ def generate(model, tokenizer, prompts: list[str], batch_size: int, max_new_toke
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
         enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        decoding = {"do_sample": True, "top_k": None, **sampling} if sampling else {"do_sample": False, "top_p": None, "top_k": None, "temperature": None}
-        out = model.generate(
-            **enc, max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, use_cache=True, **decoding,
-        )
+        if sampling:
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
+                                 use_cache=True, do_sample=True, top_k=None, **sampling)[:, enc["input_ids"].shape[1]:]
+        else:
+            out = greedy_decode(model, enc["input_ids"], enc["attention_mask"], max_new_tokens, stops, tokenizer.pad_token_id, static_cache)
         for row, i in enumerate(idx):
-            gen = out[row, enc["input_ids"].shape[1]:].tolist()
+            gen = out[row].tolist()
             cut = next((k for k, t in enumerate(gen) if t in stops), len(gen))
             new_tokens += cut + (cut < len(gen))
-            answers[i] = tokenizer.decode(gen[:cut], skip_special_tokens=True).strip()
+            answers[i] = (trim_partial_character(tokenizer, gen[:cut]) if cut == len(gen) else
+                          tokenizer.decode(gen[:cut], skip_special_tokens=True)).strip()
     seconds = time.perf_counter() - start
     return answers, {"generated_tokens": new_tokens, "generation_s": seconds, "generation_tokens_per_s": new_tokens / max(seconds, 1e-9)}
 
@@ -72,18 +121,22 @@ def is_classification(references: list[str], max_labels: int = 20) -> bool:
     return len(references) >= 2 * len(labels) and len(labels) <= max_labels and all(len(r.split()) <= 3 for r in labels)
 
 
-def load_for_eval(model_dir: str, adapter_dir: str | None, trust_remote_code: bool = False, method: str = "lora"):
+def load_for_eval(model_dir: str, adapter_dir: str | None, trust_remote_code: bool = False, method: str = "lora",
+                  precision: str | None = None):
     """The model a run produced: base + adapter (the base quantised again for qlora / lora_8bit, as it
     was trained), a fully fine-tuned model (method full: `adapter_dir` holds the whole model), or the
-    untouched base when `adapter_dir` is None."""
+    untouched base when `adapter_dir` is None; weights in the deploy `precision` (auto | fp32 | bf16,
+    see modeling.pick_dtype; peft keeps adapter weights in fp32)."""
     from pathlib import Path
 
     from loraflow.model.methods import load_base
+    from loraflow.model.modeling import pick_dtype
 
     device = pick_device()
+    dtype = pick_dtype(device, precision)
     if adapter_dir and not (Path(adapter_dir) / "adapter_config.json").is_file():
-        return load_causal_lm(adapter_dir, device, trust_remote_code=trust_remote_code).eval()
-    model = load_base(model_dir, device, method if adapter_dir else "lora", trust_remote_code)
+        return load_causal_lm(adapter_dir, device, dtype=dtype, trust_remote_code=trust_remote_code).eval()
+    model = load_base(model_dir, device, method if adapter_dir else "lora", trust_remote_code, dtype=dtype)
     if adapter_dir:
         from peft import PeftModel
 
@@ -200,7 +253,7 @@ def evaluate_model(
     model_dir: str, test_path: str, test_tokens: str, tokens_meta: str, out_metrics: str, out_generations: str,
     adapter_dir: str | None = None, batch_size: int = 16, max_new_tokens: int = 64, max_samples: int = 0,
     task: str = "auto", consistency_questions: int = 8, consistency_samples: int = 4, temperature: float = 0.7,
-    seed: int = 42, threads: int | None = None, trust_remote_code: bool = False, method: str = "lora",
+    seed: int = 42, threads: int | None = None, trust_remote_code: bool = False, method: str = "lora", precision: str | None = None,
     val_path: str | None = None, val_tokens: str | None = None, val_samples: int = 0, out_scores: str | None = None,
     answer_check: str = "none", answer_pattern: str | None = None, retention_items: int = 0, retention_max_new_tokens: int = 32,
     base_scores: str | None = None,
@@ -216,7 +269,7 @@ def evaluate_model(
     set_threads(threads)
     set_seed(seed)
     tokenizer = load_tokenizer(model_dir)
-    model = load_for_eval(model_dir, adapter_dir, trust_remote_code, method)
+    model = load_for_eval(model_dir, adapter_dir, trust_remote_code, method, precision)
     rows, examples = _rows_with_tokens(test_path, test_tokens, tokens_meta, model_dir)
     test, test_lines, answers, speed = score_split(model, tokenizer, rows, examples, max_samples, batch_size, max_new_tokens,
                                                    answer_check, answer_pattern)
@@ -224,7 +277,7 @@ def evaluate_model(
     references = [r["reference"] for r in gen_rows]
     metrics = {
         "model": "base" if adapter_dir is None else adapter_dir, "method": None if adapter_dir is None else method,
-        "split": "test", "test_examples": test.pop("examples"), **test, **speed,
+        "precision": model_precision(model), "split": "test", "test_examples": test.pop("examples"), **test, **speed,
     }
     if task == "classification" or (task == "auto" and is_classification(references)):
         metrics.update(accuracy_macro_f1([normalize_answer(a) for a in answers], [normalize_answer(r) for r in references]))

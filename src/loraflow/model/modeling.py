@@ -21,10 +21,37 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def pick_dtype(device: torch.device) -> torch.dtype:
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def pick_dtype(device: torch.device, precision: str | None = None) -> torch.dtype:
+    """The dtype a model's weights are loaded in. With a configured `precision` (auto | fp32 | bf16)
+    that precision as `training_precision` resolves it; without one (direct calls), bf16 on GPUs
+    with bf16 and fp32 elsewhere."""
+    if precision is not None:
+        return PRECISIONS[training_precision(precision, device)]
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """`fp32` / `bf16` (the config's names) for a weight dtype; other dtypes by their torch name."""
+    return next((name for name, d in PRECISIONS.items() if d == dtype), str(dtype).removeprefix("torch."))
+
+
+def model_precision(model) -> str:
+    """The precision a (possibly peft-wrapped) model runs in: the dtype of its floating-point weights
+    outside the adapter (peft keeps adapter weights in fp32 on a bf16 base)."""
+    dtypes = [p.dtype for n, p in model.named_parameters() if p.is_floating_point() and "lora_" not in n]
+    return precision_name(max(set(dtypes), key=dtypes.count)) if dtypes else "fp32"
+
+
+def train_weight_dtype(precision: str, method: str = "lora") -> torch.dtype:
+    """Weights of a training run in a resolved precision: bf16 mixed precision keeps the frozen base in
+    bf16 (as it is deployed; peft keeps the trained adapter weights in fp32) but every weight in fp32
+    when every weight is trained (method full), so AdamW updates fp32 master weights."""
+    return torch.bfloat16 if precision == "bf16" and method != "full" else torch.float32
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -105,32 +132,192 @@ def length_grouped_batches(lengths: list[int], batch_size: int, rng: np.random.G
 
 
 def collate(examples: list[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example of the batch."""
+    """Right-pad to the longest example of the batch. `example` numbers each token's conversation
+    (-1 on padding)."""
     width = max(len(ids) for ids, _ in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.bool)
     attn = torch.zeros((len(examples), width), dtype=torch.long)
+    which = torch.full((len(examples), width), -1, dtype=torch.long)
     for row, (i, m) in enumerate(examples):
         ids[row, : len(i)] = torch.from_numpy(i.astype(np.int64))
         mask[row, : len(m)] = torch.from_numpy(m.astype(bool))
         attn[row, : len(i)] = 1
-    return {"input_ids": ids.to(device), "labels_mask": mask.to(device), "attention_mask": attn.to(device)}
+        which[row, : len(i)] = row
+    return {"input_ids": ids.to(device), "labels_mask": mask.to(device), "attention_mask": attn.to(device), "example": which.to(device)}
+
+
+def pack_rows(lengths: list[int], max_length: int) -> list[list[int]]:
+    """First-fit decreasing: example indices per row, each row's lengths summing to at most
+    `max_length` (an example longer than that gets a row of its own). Deterministic."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda k: (-lengths[k], k)):
+        slot = next((r for r, free in enumerate(room) if free >= lengths[i]), None)
+        if slot is None:
+            rows.append([i])
+            room.append(max_length - lengths[i])
+        else:
+            rows[slot].append(i)
+            room[slot] -= lengths[i]
+    return rows
+
+
+def pack(examples: list[Example], pad_id: int, device: torch.device, max_length: int,
+         rows: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
+    """Several conversations per row (rows of at most `max_length` tokens, see pack_rows), no attention
+    mask: position ids restart at 0 for every conversation, from which transformers' masking utilities
+    (find_packed_sequence_indices) build a block-diagonal causal mask for SDPA / flex attention, or
+    varlen boundaries for flash attention, so no token attends across conversations. The first
+    token of each conversation is never a target (nothing before it belongs to it). Trailing padding
+    is a pseudo-conversation of its own (positions from 0, no targets)."""
+    lengths = [len(ids) for ids, _ in examples]
+    rows = rows if rows is not None else pack_rows(lengths, max_length)
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    which = torch.full((len(rows), width), -1, dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for i in row:
+            n = lengths[i]
+            ids[r, at : at + n] = torch.from_numpy(examples[i][0].astype(np.int64))
+            mask[r, at + 1 : at + n] = torch.from_numpy(examples[i][1][1:].astype(bool))
+            pos[r, at : at + n] = torch.arange(n)
+            which[r, at : at + n] = i
+            at += n
+        pos[r, at:] = torch.arange(width - at)
+    return {"input_ids": ids.to(device), "labels_mask": mask.to(device), "position_ids": pos.to(device), "example": which.to(device)}
+
+
+def forward_batches(examples: list[Example], pad_id: int, device: torch.device, packing: bool = False,
+                    max_length: int = 512, tokens_per_forward: int = 0) -> list[dict[str, torch.Tensor]]:
+    """One micro-batch as the model inputs of one or more forward passes. Unpacked: right-padded rows
+    (collate); packed: conversations packed into rows of at most `max_length` tokens (pack). With
+    `tokens_per_forward` > 0 the rows are split into forward passes of at most that many tokens
+    (padding included; at least one row each): the gradient is the same sum over the same tokens,
+    with activation memory bounded by the budget instead of the micro-batch."""
+    if not tokens_per_forward:
+        return [pack(examples, pad_id, device, max_length) if packing else collate(examples, pad_id, device)]
+    lengths = [len(ids) for ids, _ in examples]
+    rows = pack_rows(lengths, max_length) if packing else [[i] for i in sorted(range(len(examples)), key=lambda k: (-lengths[k], k))]
+    fill = lambda row: sum(lengths[i] for i in row)
+    rows.sort(key=fill, reverse=True)  # stable: a group's width is its first row's fill
+    groups: list[list[list[int]]] = []
+    for row in rows:
+        if groups and (len(groups[-1]) + 1) * fill(groups[-1][0]) <= tokens_per_forward:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    if packing:
+        return [pack(examples, pad_id, device, max_length, rows=group) for group in groups]
+    return [collate([examples[row[0]] for row in group], pad_id, device) for group in groups]
+
+
+def forward_tokens(tokens_per_forward: int, packing: bool, batch_size: int, max_length: int, device: torch.device) -> int:
+    """Tokens per forward pass (0 = the whole micro-batch in one pass). `train.tokens_per_forward: 0`
+    means auto: on a CPU one packed row (max_length tokens) per pass - the matmuls are as fast at
+    that size and activation memory is a fraction of the micro-batch's; on a GPU the whole
+    micro-batch (large matmuls keep it busy)."""
+    if tokens_per_forward > 0:
+        return max(tokens_per_forward, max_length) if packing else tokens_per_forward
+    return max_length if device.type == "cpu" and packing else 0
+
+
+# Bytes of fp32 logits computed at once by the chunked loss (positions x vocabulary).
+LOSS_CHUNK_BYTES = 64 * 2**20
+
+
+def _loss_chunk(n_vocab: int) -> int:
+    return max(16, LOSS_CHUNK_BYTES // (4 * max(n_vocab, 1)))
+
+
+class _ChunkedHeadNLL(torch.autograd.Function):
+    """Per-position NLL of `labels` under logits = hidden @ weight.T, computed in chunks of positions
+    so the full-vocabulary logits of all positions never exist at once. The head weight is frozen
+    (LoRA methods), so the only gradient is d nll / d hidden, a (positions x hidden) tensor computed
+    chunk by chunk in the forward pass (softmax - one-hot, times the weight) and scaled by the
+    incoming gradient in the backward pass. Matmuls follow the autocast state, as nn.Linear would."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, chunk):
+        nll = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        grad = torch.empty_like(hidden)
+        for s in range(0, hidden.shape[0], chunk):
+            logits = F.linear(hidden[s : s + chunk], weight).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            y = labels[s : s + chunk]
+            nll[s : s + chunk] = lse - logits.gather(1, y[:, None]).squeeze(1)
+            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            probs[torch.arange(len(y), device=y.device), y] -= 1.0
+            grad[s : s + chunk] = torch.matmul(probs.to(_matmul_dtype(weight)), weight.to(_matmul_dtype(weight))).to(hidden.dtype)
+        ctx.save_for_backward(grad)
+        return nll
+
+    @staticmethod
+    def backward(ctx, grad_nll):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_nll[:, None].to(grad.dtype), None, None, None
+
+
+def _matmul_dtype(weight: torch.Tensor) -> torch.dtype:
+    device = weight.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+
+
+def head_nll(head: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """NLL of `labels` at each row of `hidden` (positions x hidden), fp32, without materialising
+    the logits of all positions at once (see _ChunkedHeadNLL). A trainable head (method full) or a
+    head with a bias takes the plain path."""
+    weight = head.weight
+    chunk = _loss_chunk(weight.shape[0])
+    if getattr(head, "bias", None) is not None or weight.requires_grad:
+        return F.cross_entropy(head(hidden).float(), labels, reduction="none")
+    if torch.is_grad_enabled() and hidden.requires_grad:
+        return _ChunkedHeadNLL.apply(hidden, weight, labels, chunk)
+    out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    for s in range(0, hidden.shape[0], chunk):
+        out[s : s + chunk] = F.cross_entropy(F.linear(hidden[s : s + chunk], weight).float(), labels[s : s + chunk], reduction="none")
+    return out
+
+
+def _token_nll(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(NLL of every assistant target token, the target's position in the flattened [:, 1:] grid)."""
+    lm = unwrap(model)
+    body = getattr(lm, lm.base_model_prefix)
+    inputs = {"input_ids": batch["input_ids"], "use_cache": False}
+    if "position_ids" in batch:  # packed rows: the positions carry the conversation boundaries
+        inputs["position_ids"] = batch["position_ids"]
+    else:
+        inputs["attention_mask"] = batch["attention_mask"]
+    hidden = body(**inputs).last_hidden_state
+    target = batch["labels_mask"][:, 1:]
+    labels = batch["input_ids"][:, 1:][target]
+    return head_nll(lm.get_output_embeddings(), hidden[:, :-1][target], labels), target
 
 
 def supervised_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """(sum of next-token NLL over assistant tokens, number of those tokens)."""
-    lm = unwrap(model)
-    body = getattr(lm, lm.base_model_prefix)
-    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    target = batch["labels_mask"][:, 1:]
-    logits = lm.get_output_embeddings()(hidden[:, :-1][target])
-    labels = batch["input_ids"][:, 1:][target]
-    return F.cross_entropy(logits.float(), labels, reduction="sum"), int(labels.numel())
+    """(sum of next-token NLL over assistant tokens, number of those tokens). Padded (collate) or
+    packed (pack) batches; the LM head runs only at target positions, in chunks."""
+    nll, _ = _token_nll(model, batch)
+    return nll.sum(), int(nll.numel())
+
+
+def per_example_loss(model, batch: dict[str, torch.Tensor], n_examples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed NLL, target count) per conversation of the batch, by its `example` index."""
+    nll, target = _token_nll(model, batch)
+    which = batch["example"][:, 1:][target]
+    sums = torch.zeros(n_examples, dtype=torch.float64, device=nll.device).index_add_(0, which, nll.double())
+    counts = torch.zeros(n_examples, dtype=torch.long, device=nll.device).index_add_(0, which, torch.ones_like(which))
+    return sums, counts
 
 
 @torch.no_grad()
-def mean_loss(model, examples: list[Example], batch_size: int, pad_id: int, device: torch.device, max_batches: int = 0) -> float:
-    """Token-weighted mean NLL over assistant tokens (deterministic order, sorted by length)."""
+def mean_loss(model, examples: list[Example], batch_size: int, pad_id: int, device: torch.device, max_batches: int = 0,
+              precision: str = "fp32") -> float:
+    """Token-weighted mean NLL over assistant tokens (deterministic order, sorted by length), under
+    the autocast of `precision` (the training loop's, whose frozen weights may be stored in bf16)."""
     was_training = model.training
     model.eval()
     order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
@@ -139,8 +326,10 @@ def mean_loss(model, examples: list[Example], batch_size: int, pad_id: int, devi
         if max_batches and n >= max_batches:
             break
         batch = collate([examples[i] for i in order[start : start + batch_size]], pad_id, device)
-        loss, k = supervised_loss(model, batch)
+        with autocast(precision, device):
+            loss, k = supervised_loss(model, batch)
         total, count = total + loss.item(), count + k
+        del batch, loss
     model.train(was_training)
     return total / max(count, 1)
 

@@ -1,8 +1,14 @@
 """Train stage: one adapter (or, for method `full`, one fine-tuned model) per grid point.
 
-The loop is plain PyTorch so that no compute is spent on padding (length-grouped dynamic padding)
-or on the LM head at positions that are not trained (see modeling.supervised_loss). How the base is
-loaded and what is trained depends on the method (LoRA, DoRA, rsLoRA, QLoRA, 8-bit, full; see
+The loop is plain PyTorch so that no compute is spent on padding or on the LM head at positions that
+are not trained. A micro-batch of `batch_size` conversations (length-grouped) is packed into rows of
+up to `tokenize.max_length` tokens (`train.packing`; position ids restart per conversation, so
+attention stays within each conversation) and run as forward passes of at most
+`train.tokens_per_forward` tokens; the loss applies the LM head only at assistant positions, in
+chunks (modeling.supervised_loss). Every step's gradient is the same sum over the same tokens as
+one padded micro-batch would give. `epochs: N` sees every row exactly N times (no step spans two
+epochs); `train_time_s` is the training loop alone, validation passes are timed apart. How the base
+is loaded and what is trained depends on the method (LoRA, DoRA, rsLoRA, QLoRA, 8-bit, full; see
 methods.py). It checkpoints every `checkpoint_every` steps outside Snakemake's outputs and resumes
 from there after a kill, ending with the same weights as an uninterrupted run.
 """
@@ -21,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from loraflow.train import distributed
+from loraflow.train.loop import distributed
 from loraflow.train.checkpoint import Checkpointer
 from loraflow.io import atomic_dir, atomic_path, read_json, write_json
 from loraflow.model.methods import QUANTIZED, load_base, make_optimizer, save_trained, trainable_model
 from loraflow.model.modeling import (
-    autocast, collate, length_grouped_batches, load_tokenizer, mean_loss, peak_memory_mb, pick_device, set_seed, set_threads,
-    supervised_loss, training_precision,
+    autocast, forward_batches, forward_tokens, length_grouped_batches, load_tokenizer, mean_loss, peak_memory_mb, pick_device, set_seed,
+    set_threads, supervised_loss, train_weight_dtype, training_precision,
 )
 from loraflow.data.tokenization import load_split
 
@@ -54,13 +60,22 @@ def load_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
                 p.copy_(state[name])
 
 
+def epoch_micro_batches(n_batches: int, epochs: float, epoch: int) -> int:
+    """Micro-batches drawn in `epoch` (0-based) of a run of `epochs` epochs: all of them in every
+    whole epoch, the first ceil(fraction x n) in a final partial one."""
+    whole = math.floor(epochs)
+    if epoch < whole:
+        return n_batches
+    return math.ceil((epochs - whole) * n_batches) if epoch == whole else 0
+
+
 def plan_steps(n_batches: int, grad_accum: int, epochs: float, max_steps: int) -> int:
+    """Steps of the endless batch_stream (the classifier loop; steps may span epochs)."""
     return max_steps if max_steps > 0 else max(1, math.ceil(epochs * n_batches / grad_accum))
 
 
 def batch_stream(lengths: list[int], batch_size: int, seed: int, start: int = 0):
-    """Endless (epoch, batch indices); epoch e's order depends only on (seed, e), so the stream can
-    be restarted at any position after a resume."""
+    """Endless (epoch, batch indices); epoch e's order depends only on (seed, e) (the classifier loop)."""
     position, epoch = 0, 0
     while True:
         for batch in length_grouped_batches(lengths, batch_size, np.random.default_rng([seed, epoch])):
@@ -68,6 +83,76 @@ def batch_stream(lengths: list[int], batch_size: int, seed: int, start: int = 0)
                 yield epoch, batch
             position += 1
         epoch += 1
+
+
+def plan_epoch_steps(n_batches: int, grad_accum: int, epochs: float, max_steps: int) -> int:
+    """Optimizer steps of the train stage: `max_steps`, or exactly `epochs` epochs where no step spans two epochs (the
+    last step of an epoch takes the micro-batches left, so every row is seen exactly once per epoch)."""
+    if max_steps > 0:
+        return max_steps
+    steps, epoch = 0, 0
+    while (n := epoch_micro_batches(n_batches, epochs, epoch)) > 0:
+        steps += math.ceil(n / grad_accum)
+        epoch += 1
+    return max(1, steps)
+
+
+def step_stream(lengths: list[int], batch_size: int, per_step: int, seed: int, epochs: float, max_steps: int, start: int = 0):
+    """(epoch, micro-batches) per optimizer step, from step `start` on. Epoch e's order depends only on
+    (seed, e), so the stream can be restarted at any step after a resume. A step takes `per_step`
+    micro-batches (grad_accum x processes) except the last of an epoch, which takes what is left;
+    with `max_steps` the stream runs on into further epochs."""
+    step, epoch = 0, 0
+    while True:
+        batches = length_grouped_batches(lengths, batch_size, np.random.default_rng([seed, epoch]))
+        n = len(batches) if max_steps > 0 else epoch_micro_batches(len(batches), epochs, epoch)
+        if n == 0:
+            return
+        for at in range(0, n, per_step):
+            if step >= start:
+                yield epoch, batches[at : min(at + per_step, n)]
+            step += 1
+        epoch += 1
+
+
+def plan_memory(model, method: str, trainable: int, total: int, batch_size: int, max_length: int, per_forward: int,
+                precision: str, checkpointing: bool, max_memory_mb: int, n_train: int) -> dict:
+    """The memory estimate (preflight.estimate_memory_mb) for these settings; with `max_memory_mb` set
+    and exceeded, gradient checkpointing is switched on (and the estimate redone)."""
+    from loraflow.train.preflight import estimate_memory_mb
+
+    def estimate(gc: bool) -> float:
+        return estimate_memory_mb(model, trainable, total, batch_size, max_length, method=method, gradient_checkpointing=gc,
+                                  precision=precision, tokens_per_forward=per_forward, train_rows=n_train)
+
+    est = estimate(checkpointing)
+    if max_memory_mb and est > max_memory_mb and not checkpointing:
+        log.info("estimated peak %.0f MB > train.max_memory_mb %d: gradient checkpointing on", est, max_memory_mb)
+        checkpointing, est = True, estimate(True)
+        if est > max_memory_mb:
+            log.warning("estimated peak %.0f MB still above train.max_memory_mb %d with gradient checkpointing", est, max_memory_mb)
+    return {"estimate_mb": est, "gradient_checkpointing": checkpointing}
+
+
+def enable_checkpointing(model) -> None:
+    """Gradient checkpointing on an already wrapped (peft) model: every decoder layer recomputes its
+    activations in the backward pass."""
+    from loraflow.model.modeling import unwrap
+
+    unwrap(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def compile_layers(model) -> None:
+    """torch.compile every decoder layer (one compiled graph shared by all layers, dynamic shapes)."""
+    from loraflow.model.modeling import unwrap
+
+    lm = unwrap(model)
+    layers = getattr(getattr(lm, lm.base_model_prefix), "layers", None)
+    if layers is None:
+        log.warning("train.compile: no decoder layers found on %s; not compiling", type(lm).__name__)
+        return
+    for layer in layers:
+        layer.compile(dynamic=True)
 
 
 def write_log(path: str, rows: list[dict]) -> None:
@@ -87,6 +172,7 @@ def train_lora(
     max_grad_norm: float = 1.0, eval_every: int = 20, early_stopping_patience: int = 0,
     max_eval_batches: int = 0, checkpoint_every: int = 0, checkpoint_dir: str | None = None, nproc_per_node: int = 1,
     seed: int = 42, threads: int | None = None, trust_remote_code: bool = False, preflight: str | None = None,
+    packing: bool = True, tokens_per_forward: int = 0, compile: bool = False, max_memory_mb: int = 0,
 ) -> dict:
     hparams = {k: v for k, v in locals().items() if k not in ("out_adapter", "out_log", "out_stats", "threads", "checkpoint_dir", "preflight")}
     if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:  # start again as nproc_per_node processes
@@ -100,43 +186,60 @@ def train_lora(
     device = pick_device()
     amp = training_precision(precision, device)
     tokenizer = load_tokenizer(model_dir)
+    max_length = int(read_json(tokens_meta).get("max_length") or 512)
     train_set = load_split(train_path, tokens_meta, model_dir)
     val_set = load_split(val_path, tokens_meta, model_dir)
-    base = load_base(model_dir, device, method, trust_remote_code)
+    base = load_base(model_dir, device, method, trust_remote_code, dtype=train_weight_dtype(amp, method))
     model = trainable_model(base, method, r, lora_alpha, target_modules, lora_dropout, gradient_checkpointing)
     trainable, total = parameter_counts(model)
-    log.info("%s r=%s alpha=%s targets=%s: %s trainable of %s parameters (%.4f%%) on %s, %s compute", method,
-             r, lora_alpha, target_modules, f"{trainable:,}", f"{total:,}", 100 * trainable / total, device, amp)
+    per_forward = forward_tokens(tokens_per_forward, packing, batch_size, max_length, device)
+    memory = plan_memory(model, method, trainable, total, batch_size, max_length, per_forward, amp,
+                         gradient_checkpointing or method in QUANTIZED, max_memory_mb, len(train_set))
+    if memory["gradient_checkpointing"] and not (gradient_checkpointing or method in QUANTIZED):
+        enable_checkpointing(model)
+    if compile:
+        compile_layers(model)
+    log.info("%s r=%s alpha=%s targets=%s: %s trainable of %s parameters (%.4f%%) on %s, %s compute, %s, %s tokens per forward "
+             "pass, estimated peak %.0f MB%s", method, r, lora_alpha, target_modules, f"{trainable:,}", f"{total:,}",
+             100 * trainable / total, device, amp, "packed rows" if packing else "padded rows", per_forward or "all",
+             memory["estimate_mb"], ", gradient checkpointing" if memory["gradient_checkpointing"] else "")
 
     lengths = [len(ids) for ids, _ in train_set]
-    total_steps = plan_steps(math.ceil(len(train_set) / batch_size), grad_accum * world, epochs, max_steps)
+    per_step = grad_accum * world
+    total_steps = plan_epoch_steps(math.ceil(len(train_set) / batch_size), per_step, epochs, max_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     lr = learning_rate_full if method == "full" else learning_rate
     optimizer = make_optimizer(method, params, lr, weight_decay, device)
     scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
     state = {"step": 0, "micro_batches": 0, "rows": [], "best_loss": math.inf, "best_step": 0, "bad_evals": 0,
-             "tokens_seen": 0, "supervised_seen": 0, "elapsed_s": 0.0}
+             "tokens_seen": 0, "supervised_seen": 0, "elapsed_s": 0.0, "eval_s": 0.0}
     best_state = None
     ckpt = Checkpointer(checkpoint_dir, hparams, tokens_meta) if checkpoint_every and checkpoint_dir else None
     if ckpt and (resumed := ckpt.load(model, optimizer, scheduler)):
         state, best_state = resumed
+        state.setdefault("eval_s", 0.0)
         log.info("resumed from checkpoint at step %d of %d", state["step"], total_steps)
 
-    stream = batch_stream(lengths, batch_size, seed, start=state["micro_batches"])
-    start = time.perf_counter() - state["elapsed_s"]
+    stream = step_stream(lengths, batch_size, per_step, seed, epochs, max_steps, start=state["step"])
     model.train()
     while state["step"] < total_steps:
+        tick = time.perf_counter()
         step = state["step"] + 1
-        drawn = [next(stream) for _ in range(grad_accum * world)]
-        parts = [[train_set[i] for i in batch] for _, batch in drawn]
+        epoch, drawn = next(stream)
+        parts = [[train_set[i] for i in batch] for batch in drawn]
         n_target = sum(int(m[1:].sum()) for ex in parts for _, m in ex)  # over all ranks' micro-batches
         step_loss = 0.0
         for ex in parts[rank::world]:
-            with autocast(amp, device):
-                loss_sum, _ = supervised_loss(model, collate(ex, tokenizer.pad_token_id, device))
-            (loss_sum / max(n_target, 1)).backward()
-            step_loss += loss_sum.item() / max(n_target, 1)
+            for batch in forward_batches(ex, tokenizer.pad_token_id, device, packing, max_length, per_forward):
+                with autocast(amp, device):
+                    loss_sum, _ = supervised_loss(model, batch)
+                (loss_sum / max(n_target, 1)).backward()
+                step_loss += loss_sum.item() / max(n_target, 1)
+                del batch, loss_sum
         if world > 1:
+            for p in params:  # a rank without a micro-batch in a short last step still joins the sum
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
             distributed.sum_gradients(params)
             step_loss = distributed.sum_value(step_loss, device)
         state["tokens_seen"] += sum(len(ids) for ex in parts for ids, _ in ex)
@@ -146,13 +249,15 @@ def train_lora(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state["supervised_seen"] += n_target
-        state["micro_batches"] += grad_accum * world
+        state["micro_batches"] += len(drawn)
         state["step"] = step
-        state["elapsed_s"] = time.perf_counter() - start
-        row = {"step": step, "epoch": drawn[-1][0] + 1, "train_loss": round(step_loss, 5), "eval_loss": "",
+        state["elapsed_s"] += time.perf_counter() - tick  # training only: evaluations are timed apart
+        row = {"step": step, "epoch": epoch + 1, "train_loss": round(step_loss, 5), "eval_loss": "",
                "lr": scheduler.get_last_lr()[0], "tokens_seen": state["tokens_seen"], "elapsed_s": round(state["elapsed_s"], 2)}
         if (eval_every and step % eval_every == 0) or step == total_steps:
-            row["eval_loss"] = round(mean_loss(model, val_set, batch_size * 2, tokenizer.pad_token_id, device, max_eval_batches), 5)
+            tick = time.perf_counter()
+            row["eval_loss"] = round(mean_loss(model, val_set, batch_size * 2, tokenizer.pad_token_id, device, max_eval_batches, amp), 5)
+            state["eval_s"] += time.perf_counter() - tick
             if row["eval_loss"] < state["best_loss"]:
                 state.update(best_loss=row["eval_loss"], best_step=step, bad_evals=0)
                 best_state = trainable_state(model)
@@ -184,12 +289,15 @@ def train_lora(
         "trainable_params": trainable, "total_params": total, "trainable_pct": 100 * trainable / total,
         "adapter_mb": sum(f.stat().st_size for f in Path(out_adapter).glob("*.safetensors")) / 2**20,
         "steps": state["step"], "planned_steps": total_steps, "best_step": state["best_step"],
+        "epochs_seen": state["micro_batches"] / math.ceil(len(train_set) / batch_size),
         "final_train_loss": sum(last) / len(last), "best_eval_loss": state["best_loss"],
-        "train_time_s": wall, "tokens_seen": state["tokens_seen"], "supervised_tokens_seen": state["supervised_seen"],
+        "train_time_s": wall, "eval_time_s": state["eval_s"], "tokens_seen": state["tokens_seen"],
+        "supervised_tokens_seen": state["supervised_seen"],
         "tokens_per_s": state["tokens_seen"] / max(wall, 1e-9), "peak_memory_mb": peak_memory_mb(device),
         "device": str(device), "precision": amp, "processes": world, "seed": seed, "optimizer": type(optimizer).__name__,
         "quantization": {"qlora": "nf4 (double quant, bf16 compute)", "lora_8bit": "int8"}.get(method, "none"),
-        "gradient_checkpointing": gradient_checkpointing or method in QUANTIZED,
+        "gradient_checkpointing": memory["gradient_checkpointing"], "packing": packing, "tokens_per_forward": per_forward,
+        "compiled": bool(compile), "est_memory_mb": memory["estimate_mb"],
     }
     if preflight:  # the pre-flight estimate next to the measurement, to keep the estimate honest
         stats["preflight_est_memory_mb"] = read_json(preflight)["est_peak_train_memory_mb"]
@@ -197,7 +305,8 @@ def train_lora(
     if ckpt:
         ckpt.clear()
     distributed.finish()
-    log.info("trained %d steps in %.1fs (%.0f tokens/s), best eval loss %.4f", stats["steps"], wall, stats["tokens_per_s"], state["best_loss"])
+    log.info("trained %d steps in %.1fs (%.0f tokens/s; evaluation %.1fs), best eval loss %.4f", stats["steps"], wall,
+             stats["tokens_per_s"], state["eval_s"], state["best_loss"])
     return stats
 
 

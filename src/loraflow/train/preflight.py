@@ -38,14 +38,14 @@ def check_targets(model, target_modules) -> list[str] | str:
 def lora_counts(model, r: int | None, lora_alpha: float | None, target_modules, method: str = "lora") -> tuple[int, int]:
     """(trainable, total) parameters exactly as peft counts them (every weight for method full)."""
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import get_peft_model
+
+    from loraflow.model.methods import lora_config
 
     total = sum(p.numel() for p in model.parameters())
     if method == "full":
         return total, total
-    flags = {"dora": {"use_dora": True}, "rslora": {"use_rslora": True}}.get(method, {})
-    config = LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=check_targets(model, target_modules), bias="none",
-                        task_type=TaskType.CAUSAL_LM, **flags)
+    config = lora_config(method, r, lora_alpha, target_modules, model=model)  # the config training builds
     with torch.device("meta"):
         peft_model = get_peft_model(model, config)
     return peft_model.get_nb_trainable_parameters()
@@ -55,29 +55,71 @@ def lora_counts(model, r: int | None, lora_alpha: float | None, target_modules, 
 WEIGHT_BYTES = {"qlora": 0.53, "lora_8bit": 1.03}
 
 
+# The memory model below, calibrated by benchmarks/calibrate_memory.py (peak RSS of real train jobs on
+# CPU, torch 2.13 / transformers 5.24 / peft 0.21; see MEMORY_CALIBRATION for the measured points).
+PROCESS_MB = 520.0  # python + torch + transformers + peft + tokenizer + token cache, before the weights (CPU RSS)
+# Saved activations per token per decoder layer, in bytes: a * hidden + b * intermediate (+ c * kv width),
+# per compute precision (bf16 autocast keeps most saved tensors in bf16).
+ACTIVATION_BYTES = {"fp32": (40.0, 16.0, 8.0), "bf16": (24.0, 10.0, 4.0)}
+ALLOCATOR_SLACK = 1.10  # allocator fragmentation on the per-step (dynamic) part
+
+
 def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_len: int, bytes_per_param: int = 4,
-                       method: str = "lora", gradient_checkpointing: bool = False) -> float:
-    """Rough peak training memory: weights + gradients and AdamW states of the trained parameters
-    + activations of one step (one layer's worth plus layer inputs under gradient checkpointing)."""
+                       method: str = "lora", gradient_checkpointing: bool = False, *, precision: str = "auto",
+                       packing: bool = True, tokens_per_forward: int | None = None, train_rows: int = 0,
+                       device_type: str | None = None, terms: dict | None = None) -> float:
+    """Peak training memory (MB) of the train stage: peak RSS on a CPU, max allocated on a GPU.
+
+    Terms (pass a dict as `terms` to get them back, MB): `process` (interpreter and libraries, CPU
+    only), `weights` (the frozen base in bf16 under bf16 training, modeling.train_weight_dtype;
+    quantised for qlora / lora_8bit), `optimizer` (gradients, AdamW moments and the best-adapter copy of
+    the trained parameters), `activations` (saved tensors of one forward pass: tokens per pass x layers
+    x a per-token-layer size calibrated per precision; layer inputs plus one layer under gradient
+    checkpointing), `loss` (one chunk of full-vocabulary logits and the hidden-state gradient of the
+    chunked loss, modeling.head_nll), `tokens` (the token cache), and allocator slack on the
+    per-step part. Tokens per pass follow the train stage (modeling.forward_tokens): one packed row of
+    `seq_len` on a CPU with packing, else `batch_size` x `seq_len` (the worst case of a padded batch)."""
     import torch
 
+    from loraflow.model.modeling import _loss_chunk, forward_tokens, pick_device, training_precision
+
+    device = torch.device(device_type) if device_type else pick_device()
+    precision = training_precision(precision, device)
     cfg = model.config
     hidden = getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0)
     layers = getattr(cfg, "num_hidden_layers", 0) or getattr(cfg, "n_layer", 0)
     inter = getattr(cfg, "intermediate_size", 4 * hidden) or 4 * hidden
-    tokens = batch_size * seq_len
+    heads = getattr(cfg, "num_attention_heads", 0) or 1
+    kv_width = (getattr(cfg, "num_key_value_heads", None) or heads) * (getattr(cfg, "head_dim", None) or hidden // heads)
+    vocab = getattr(cfg, "vocab_size", 0)
+    per_pass = tokens_per_forward if tokens_per_forward is not None else forward_tokens(0, packing, batch_size, seq_len, device)
+    tokens = per_pass or batch_size * seq_len
+
+    head = model.get_output_embeddings()
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
     weights = total * bytes_per_param
-    if method in WEIGHT_BYTES:  # the decoder's linear layers are stored quantised
-        head = model.get_output_embeddings()
-        quantised = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
-        weights -= quantised * (bytes_per_param - WEIGHT_BYTES[method])
-    state_bytes = 2 if method in WEIGHT_BYTES else 8  # AdamW moments: two 1-byte (paged AdamW 8-bit) or two fp32
-    optimizer = trainable * (bytes_per_param + state_bytes)  # gradient + moments
-    per_layer = tokens * (10 * hidden + 3 * inter) * bytes_per_param  # saved tensors per layer
     checkpointed = gradient_checkpointing or method in WEIGHT_BYTES
-    activations = (tokens * hidden * bytes_per_param * layers + per_layer) if checkpointed else per_layer * layers
-    logits = tokens * getattr(cfg, "vocab_size", 0) * 4 / 2  # logits on supervised positions (about half)
-    return (weights + optimizer + activations + logits) / 2**20
+    if method in WEIGHT_BYTES:  # the decoder's linear layers are stored quantised
+        weights -= linear * (bytes_per_param - WEIGHT_BYTES[method])
+    elif precision == "bf16" and method != "full" and bytes_per_param > 2:  # frozen base loaded in bf16, adapter fp32
+        weights -= (total - trainable) * (bytes_per_param - 2)
+    state_bytes = 2 if method in WEIGHT_BYTES else 8  # AdamW moments: two 1-byte (paged AdamW 8-bit) or two fp32
+    optimizer = trainable * (4 + state_bytes + 4)  # gradient + moments + the best-adapter copy
+    a, b, c = ACTIVATION_BYTES["bf16" if precision == "bf16" else "fp32"]
+    per_token_layer = a * hidden + b * inter + c * kv_width
+    if checkpointed:  # each layer's input kept, one layer's activations alive while it is recomputed
+        activations = tokens * (layers * hidden * 4 + per_token_layer)
+    else:
+        activations = tokens * layers * per_token_layer
+    chunk = _loss_chunk(vocab)
+    loss = min(chunk, tokens) * vocab * 4 * 2 + tokens * hidden * 4 * 2
+    token_cache = train_rows * seq_len * 5  # int32 ids + uint8 mask (upper bound: rows x max length)
+    process = PROCESS_MB * 2**20 if device.type == "cpu" else 0
+    parts = {"process": process, "weights": weights, "optimizer": optimizer, "activations": activations * ALLOCATOR_SLACK,
+             "loss": loss * ALLOCATOR_SLACK, "tokens": token_cache}
+    if terms is not None:
+        terms.update({k: v / 2**20 for k, v in parts.items()})
+    return sum(parts.values()) / 2**20
 
 
 def merged_model_mb(model) -> dict[str, float]:

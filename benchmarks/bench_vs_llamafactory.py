@@ -1,0 +1,306 @@
+"""loraflow next to LLaMA-Factory 0.9.5 on the same job, same machine, one invocation: prints the ratios.
+
+The job is the shared harness's (../shared/peers/llamafactory/, README there): the first --rows rows
+of a data file (default: 400 rows of the Chinese medical set), loraflow's own clean/split, SmolLM2-135M,
+LoRA r=8 alpha=16 on q_proj,v_proj, dropout 0, lr 2e-4, batch 4 x accumulation 4, cosine, one epoch,
+cutoff 512, greedy decoding of 64 new tokens in batches of 8.
+
+Steps (everything under --work):
+  1. loraflow: `snakemake --until split` with the harness's loraflow_config.yaml, then the rest of the
+     run up to `evaluate` with train.warmup_steps = ceil(0.1 x optimizer steps) from the real row count
+     (robust to whatever the clean stage keeps; the counts used are printed). Figures: train_stats.json
+     (tokens_seen / train_time_s, the train process's peak RSS, the preflight estimate), eval.json
+     (generation_s).
+  2. LLaMA-Factory: the harness's to_alpaca.py and lf_tokens.py (its own token counts of the same rows),
+     `llamafactory-cli train` at each --lf-precisions under GNU time (loop time = train_runtime, peak
+     RSS = GNU time's maximum resident set), then `llamafactory-cli train lf_predict.yaml` with
+     **loraflow's adapter** (so both tools decode the same weights and the greedy text must agree;
+     predict_runtime is the figure, as in the harness).
+  3. The training reference of benchmarks/bench_training.py (the tuned transformers.Trainer: dynamic
+     padding, group_by_length) on 64 rows of the same train split (--trainer-ref; skipped with 0).
+  4. Quality at equal steps: the test loss (loraflow's mean NLL over assistant tokens) of loraflow's
+     adapter and of LLaMA-Factory's adapter of the same precision, on the same test rows.
+
+Compare like with like: loraflow runs at precision auto (bf16 autocast where the CPU has AMX /
+AVX512-BF16, else fp32); the ratio that counts is against the LLaMA-Factory column of that precision,
+the other column is printed too. Shared machine: the load average is printed before every step.
+
+    .venv/bin/python benchmarks/bench_vs_llamafactory.py [--rows 400] [--lf-precisions same|fp32,bf16]
+        [--work /tmp/lfbench] [--lf-venv ~/.cache/loraflow-peers/llamafactory] [--trainer-ref 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+RUN = "r8_a16_qv"
+
+
+def find_shared() -> Path:
+    for base in (REPO.parent / "shared", Path("/work/shared")):
+        if (base / "peers" / "llamafactory").is_dir():
+            return base
+    raise SystemExit("no ../shared/peers/llamafactory next to this checkout (or /work/shared)")
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} load {load()}] {msg}", flush=True)
+
+
+def run(cmd: list[str], log: Path, env: dict | None = None, cwd: Path | None = None, time_file: Path | None = None) -> float:
+    if time_file is not None:
+        cmd = ["/usr/bin/time", "-v", "-o", str(time_file), *cmd]
+    start = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    if proc.returncode:
+        print(log.read_text(encoding="utf-8")[-4000:])
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd[:6])} ... (log {log})")
+    return time.perf_counter() - start
+
+
+def gnu_time(path: Path) -> tuple[float, float]:
+    """(wall s, max RSS MB) of a GNU time -v report."""
+    d = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, _, value = line.strip().rpartition(": ")
+        d[key] = value
+    secs = 0.0
+    for part in d["Elapsed (wall clock) time (h:mm:ss or m:ss)"].split(":"):
+        secs = secs * 60 + float(part)
+    return secs, int(d["Maximum resident set size (kbytes)"]) / 1024
+
+
+def jload(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def count_lines(path: Path) -> int:
+    with open(path, encoding="utf-8") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def loraflow_side(args, work: Path, harness: Path) -> dict:
+    data = work / "data.jsonl"
+    with open(args.data, encoding="utf-8") as src, open(data, "w", encoding="utf-8") as dst:
+        for n, line in enumerate(src):
+            if n >= args.rows:
+                break
+            dst.write(line)
+    results = work / "results"
+    smk = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "1",
+           "--resources", "gpu=1", "--configfile", str(REPO / "config.yaml"), str(harness / "loraflow_config.yaml")]
+    config = ["--config", f"results_dir={results}", f"data={{path: {data}}}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    say("loraflow: clean + split")
+    run([*smk, "--until", "split", *config], work / "loraflow_split.log", env)
+    n_train = count_lines(results / "data" / "train.jsonl")
+    steps = math.ceil(math.ceil(n_train / 4) / 4)
+    warmup = math.ceil(0.1 * steps)
+    say(f"loraflow: {n_train} train / {count_lines(results / 'data' / 'val.jsonl')} val / "
+        f"{count_lines(results / 'data' / 'test.jsonl')} test rows -> {steps} steps, warmup {warmup}; train + evaluate")
+    overrides = work / "overrides.json"  # a config file: --config would turn nested numbers into strings
+    overrides.write_text(json.dumps({"torch_threads": args.threads, "train": {"warmup_steps": warmup, **({"compile": True} if args.compile else {})}}),
+                         encoding="utf-8")
+    run([*smk[:3], f"{results}/runs/{RUN}/eval.json", *smk[3:], str(overrides), "--forcerun", "train", *config],
+        work / "loraflow_run.log", env)
+    ts = jload(results / "runs" / RUN / "train_stats.json")
+    ev = jload(results / "runs" / RUN / "eval.json")
+    bench = results / "benchmarks" / "train" / f"{RUN}.tsv"
+    with open(bench, encoding="utf-8") as fh:
+        row = next(csv.DictReader(fh, delimiter="\t"))
+    return {"results": results, "n_train": n_train, "warmup": warmup, "stats": ts, "eval": ev, "train_job_s": float(row["s"]),
+            "train_job_max_rss": float(row["max_rss"])}
+
+
+def lf_side(args, work: Path, harness: Path, lfl: dict, precisions: list[str]) -> dict:
+    venv = Path(args.lf_venv).expanduser()
+    py, cli = venv / "bin" / "python", venv / "bin" / "llamafactory-cli"
+    if not cli.exists():
+        raise SystemExit(f"no LLaMA-Factory venv at {venv}: bash {harness}/setup.sh (LF_VENV={venv})")
+    out = work / "lf"
+    out.mkdir(exist_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "LLAMAFACTORY_VERBOSITY": "WARN"}
+    if args.threads:  # torch reads these at start-up: the same number of compute threads as loraflow's torch_threads
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    env.pop("PYTHONPATH", None)
+    results, model = lfl["results"], lfl["results"] / "base_model"
+    run([str(py), str(harness / "to_alpaca.py"), str(results / "data"), str(out / "data")], out / "to_alpaca.log", env, out)
+    run([str(py), str(harness / "lf_tokens.py"), "--config", str(harness / "lf_train.yaml"), str(model),
+         str(out / "data" / "loraflow_train.json"), "--loraflow-split", str(results / "data" / "train.jsonl"),
+         "--json", str(out / "lf_tokens.json")], out / "lf_tokens.log", env, out)
+    tok = jload(out / "lf_tokens.json")
+    lf = {"tokens": tok}
+    for prec in precisions:
+        say(f"LLaMA-Factory: train {prec}")
+        shutil.rmtree(out / f"lora_{prec}", ignore_errors=True)
+        run([str(cli), "train", str(harness / "lf_train.yaml"), f"model_name_or_path={model}", f"dataset_dir={out / 'data'}",
+             f"output_dir={out / f'lora_{prec}'}", f"bf16={'true' if prec == 'bf16' else 'false'}"],
+            out / f"train_{prec}.log", env, out, out / f"train_{prec}.time")
+        tr = jload(out / f"lora_{prec}" / "train_results.json")
+        state = jload(out / f"lora_{prec}" / "trainer_state.json")
+        wall, rss = gnu_time(out / f"train_{prec}.time")
+        lf[prec] = {"steps": state["global_step"], "train_loop_s": tr["train_runtime"], "tok_s": tok["tokens"] / tr["train_runtime"],
+                    "sup_tok_s": tok["supervised_tokens"] / tr["train_runtime"], "peak_rss_mb": rss, "wall_s": wall,
+                    "train_loss": tr["train_loss"], "adapter": out / f"lora_{prec}",
+                    "losses": [h["loss"] for h in state["log_history"] if "loss" in h]}
+    say("LLaMA-Factory: predict with loraflow's adapter (the same weights as loraflow's evaluation)")
+    shutil.rmtree(out / "predict", ignore_errors=True)
+    run([str(cli), "train", str(harness / "lf_predict.yaml"), f"model_name_or_path={model}", f"dataset_dir={out / 'data'}",
+         f"adapter_name_or_path={results / 'runs' / RUN / 'adapter'}", f"output_dir={out / 'predict'}"],
+        out / "predict.log", env, out, out / "predict.time")
+    pred = jload(out / "predict" / "predict_results.json")
+    with open(out / "predict" / "generated_predictions.jsonl", encoding="utf-8") as fh:
+        lf["predictions"] = [json.loads(line)["predict"] for line in fh if line.strip()]
+    lf["generation_s"] = pred["predict_runtime"]
+    lf["predict_wall_s"], lf["predict_rss_mb"] = gnu_time(out / "predict.time")
+    return lf
+
+
+def trainer_reference(args, work: Path, results: Path) -> dict | None:
+    if not args.trainer_ref:
+        return None
+    say(f"benchmarks/bench_training.py: loraflow vs the tuned Trainer (ref2) on {args.trainer_ref} train rows")
+    log = work / "bench_training.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    run([sys.executable, str(REPO / "benchmarks" / "bench_training.py"), "--results", str(results), "--examples", str(args.trainer_ref),
+         "--skip-ref1", "--skip-extra", "--json", str(work / "bench_training.json")], log, env)
+    return jload(work / "bench_training.json")
+
+
+def test_loss(results: Path, adapter: Path) -> float:
+    import torch
+    from peft import PeftModel
+
+    from loraflow.model.modeling import load_causal_lm, load_tokenizer, mean_loss
+    from loraflow.data.tokenization import load_split
+
+    model_dir = str(results / "base_model")
+    model = PeftModel.from_pretrained(load_causal_lm(model_dir, torch.device("cpu")), str(adapter)).eval()
+    test = load_split(str(results / "tokens" / "test.npz"), str(results / "tokens" / "meta.json"), model_dir)
+    return mean_loss(model, test, 8, load_tokenizer(model_dir).pad_token_id, torch.device("cpu"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    shared = find_shared()
+    ap.add_argument("--data", default=str(shared / "data" / "zh_medical_dialogue_im.jsonl"))
+    ap.add_argument("--rows", type=int, default=400, help="first N rows of --data")
+    ap.add_argument("--work", default="/tmp/lfbench", help="working directory")
+    ap.add_argument("--fresh", action="store_true", help="wipe --work first (else finished data stages are reused; training always reruns)")
+    ap.add_argument("--compile", action="store_true", help="loraflow with train.compile: true")
+    ap.add_argument("--threads", type=int, default=0, help="compute threads of both tools (0 = all cores, the harness's setting; "
+                    "on a machine shared with other jobs 1 avoids OpenMP threads waiting on each other)")
+    ap.add_argument("--lf-venv", default=os.environ.get("LF_VENV", "~/.cache/loraflow-peers/llamafactory"))
+    ap.add_argument("--lf-precisions", default="same", help="'same' (loraflow's auto precision only) or e.g. fp32,bf16")
+    ap.add_argument("--trainer-ref", type=int, default=64, help="rows for the bench_training.py reference (0 = skip)")
+    args = ap.parse_args()
+
+    harness = shared / "peers" / "llamafactory"
+    work = Path(args.work)
+    if args.fresh:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    import platform
+
+    import torch
+
+    from loraflow.model.modeling import cpu_has_fast_bf16, pick_device, training_precision
+
+    auto = training_precision("auto", pick_device())
+    precisions = [auto] if args.lf_precisions == "same" else args.lf_precisions.split(",")
+    if auto not in precisions:
+        precisions.insert(0, auto)
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    print(f"machine: {cpu} x{os.cpu_count()}, native bf16: {cpu_has_fast_bf16()}, loraflow precision auto = {auto}; "
+          f"threads per tool: {args.threads or 'all cores'}; "
+          f"python {platform.python_version()}, torch {torch.__version__}")
+
+    lfl = loraflow_side(args, work, harness)
+    lf = lf_side(args, work, harness, lfl, precisions)
+    ref = trainer_reference(args, work, lfl["results"])
+    say("test loss of both adapters (same rows, loraflow's mean NLL over assistant tokens)")
+    ts, ev = lfl["stats"], lfl["eval"]
+    loss_lf = {p: test_loss(lfl["results"], lf[p]["adapter"]) for p in precisions}
+    loss_ours = ev["eval_loss"]
+
+    ours = {"precision": ts["precision"], "steps": ts["steps"], "tokens": ts["tokens_seen"], "sup": ts["supervised_tokens_seen"],
+            "loop": ts["train_time_s"], "tok_s": ts["tokens_seen"] / ts["train_time_s"],
+            "sup_tok_s": ts["supervised_tokens_seen"] / ts["train_time_s"], "rss": ts["peak_memory_mb"]}
+    answers = {}
+    with open(lfl["results"] / "runs" / RUN / "generations.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            r = json.loads(line)
+            answers[r["id"]] = r["answer"]
+    with open(lfl["results"] / "data" / "test.jsonl", encoding="utf-8") as fh:
+        ids = [json.loads(line)["id"] for line in fh if line.strip()]
+    # LLaMA-Factory keeps a trailing incomplete character at the token cap ("\ufffd"); loraflow trims it
+    same = sum(answers.get(i, None) == p.strip().rstrip("\ufffd").strip() for i, p in zip(ids, lf["predictions"]))
+    meta = jload(lfl["results"] / "tokens" / "meta.json")["splits"]
+
+    print()
+    print(f"rows used: {args.rows} input rows -> train {meta['train']['examples']} / val {meta['val']['examples']} / "
+          f"test {meta['test']['examples']} (loraflow's clean + split); train tokens {meta['train']['tokens']:,} "
+          f"(LLaMA-Factory counts {lf['tokens']['tokens']:,}), supervised {meta['train']['supervised_tokens']:,} "
+          f"({lf['tokens']['supervised_tokens']:,}); text identical in {lf['tokens'].get('text_identical')}/{lf['tokens']['rows']} rows")
+    print(f"settings: optimizer steps {ours['steps']} (LLaMA-Factory {', '.join(str(lf[p]['steps']) for p in precisions)}), "
+          f"warmup {lfl['warmup']} steps in both, loraflow packing {ts.get('packing')}, tokens per forward pass "
+          f"{ts.get('tokens_per_forward') or 'micro-batch'}, gradient checkpointing {ts.get('gradient_checkpointing')}")
+    cols = [f"LF {p}" for p in precisions]
+    head = f"{'':34s}" + "".join(f"{c:>12s}" for c in cols) + f"{'loraflow':>12s}" + "".join(f"{'ours/' + c:>16s}" for c in cols)
+    print(head)
+    print("-" * len(head))
+
+    def line(label, key, ours_value, fmt="{:,.1f}", ratio=True):
+        vals = [lf[p].get(key) for p in precisions]
+        cells = "".join(f"{fmt.format(v):>12s}" if v is not None else f"{'-':>12s}" for v in vals)
+        rat = "".join(f"{ours_value / v:>15.2f}x" if ratio and v else f"{'':>16s}" for v in vals)
+        print(f"{label:34s}{cells}{fmt.format(ours_value):>12s}{rat}")
+
+    print(f"{'precision':34s}" + "".join(f"{p:>12s}" for p in precisions) + f"{ours['precision']:>12s}")
+    line("train loop s", "train_loop_s", ours["loop"], ratio=False)
+    line("real tokens/s", "tok_s", ours["tok_s"])
+    line("supervised tokens/s", "sup_tok_s", ours["sup_tok_s"])
+    line("peak RSS MB (train process)", "peak_rss_mb", ours["rss"], "{:,.0f}")
+    for p in precisions:
+        lf[p]["test_loss"] = loss_lf[p]
+    line("test loss after training", "test_loss", loss_ours, "{:.4f}", ratio=False)
+    print(f"{'generation s (' + str(len(ids)) + ' test rows)':34s}{lf['generation_s']:>12.1f}{'':>{12 * (len(precisions) - 1)}s}"
+          f"{ev['generation_s']:>12.1f}{lf['generation_s'] / ev['generation_s']:>15.2f}x faster")
+    print(f"{'greedy text identical':34s}{same}/{len(ids)} rows (LLaMA-Factory predict with loraflow's adapter)")
+    est = ts.get("preflight_est_memory_mb") or ts.get("est_memory_mb")
+    print(f"{'memory estimate MB':34s}{est:,.0f} vs measured {ours['rss']:,.0f} ({100 * (est / ours['rss'] - 1):+.1f} %)")
+    print(f"loraflow train job (Snakemake benchmark): {lfl['train_job_s']:.1f} s, max_rss {lfl['train_job_max_rss']:,.0f} MB; "
+          f"eval_time_s (validation, not in the loop time) {ts.get('eval_time_s', float('nan')):.1f}")
+    if ref:
+        r2 = ref["ref2 Trainer dynamic+grouped"]
+        lf_ref = ref["loraflow"]
+        print(f"bench_training.py ({args.trainer_ref} rows): loraflow {lf_ref['tokens_per_s']:.1f} vs tuned Trainer "
+              f"{r2['tokens_per_s']:.1f} real tokens/s -> {lf_ref['tokens_per_s'] / r2['tokens_per_s']:.2f}x "
+              f"({lf_ref['precision']} vs {r2['precision']})")
+    summary = {"precisions": precisions, "loraflow": {**ours, "test_loss": loss_ours, "generation_s": ev["generation_s"],
+               "est_memory_mb": est}, "llamafactory": {p: {k: v for k, v in lf[p].items() if k != "adapter"} for p in precisions},
+               "lf_generation_s": lf["generation_s"], "identical_text": [same, len(ids)], "trainer_ref": ref,
+               "rows": {k: meta[k]["examples"] for k in meta}}
+    (work / "summary.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+    print(f"\nlogs and outputs: {work} (summary.json)")
+
+
+if __name__ == "__main__":
+    main()

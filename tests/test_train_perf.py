@@ -1,0 +1,205 @@
+"""The fast training path is the same computation: packed rows, split forward passes and the chunked
+loss give the unpacked per-example losses and gradients; epochs are exact; timing is training only."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from loraflow.model import modeling
+from loraflow.model.methods import trainable_model
+from loraflow.model.modeling import collate, forward_batches, load_causal_lm, pack, pack_rows, per_example_loss, supervised_loss
+from loraflow.train.loop import epoch_micro_batches, plan_epoch_steps, step_stream
+
+CPU = torch.device("cpu")
+ATOL_LOSS, RTOL_LOSS = 1e-5, 1e-6  # summed NLL (per example or per batch), fp32: only summation order differs
+ATOL_GRAD = 1e-6  # LoRA gradients, fp32
+
+
+@pytest.fixture(scope="module")
+def lora_model(tiny_model):
+    torch.manual_seed(0)
+    model = trainable_model(load_causal_lm(str(tiny_model), CPU), "lora", 4, 8, ["q_proj", "v_proj"], 0.0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # a non-trivial adapter (peft initialises B to zero)
+            torch.nn.init.normal_(p, std=0.2)
+    return model
+
+
+def examples(lengths, seed=0, vocab=500):
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in lengths:
+        mask = (rng.random(n) > 0.4).astype(np.uint8)
+        mask[0] = 1  # a first-token "target" must never count (nothing before it in its conversation)
+        out.append((rng.integers(3, vocab, size=n).astype(np.int32), mask))
+    return out
+
+
+def lora_grads(model, batches):
+    """Gradient of the mean NLL over all target tokens of `batches` (as a training step scales it)."""
+    model.zero_grad(set_to_none=True)
+    n_target = sum(int(b["labels_mask"][:, 1:].sum()) for b in batches)
+    for batch in batches:
+        total, _ = supervised_loss(model, batch)
+        (total / n_target).backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+
+
+def test_packed_batch_gives_the_unpacked_per_example_loss(lora_model):
+    ex = examples([37, 12, 60, 25, 9, 44, 3, 18])
+    padded, packed = collate(ex, 0, CPU), pack(ex, 0, CPU, max_length=64)
+    assert packed["input_ids"].shape[0] < len(ex)  # several conversations share a row
+    assert int(packed["labels_mask"].sum()) == sum(int(m[1:].sum()) for _, m in ex)
+    a, na = per_example_loss(lora_model, padded, len(ex))
+    b, nb = per_example_loss(lora_model, packed, len(ex))
+    assert torch.equal(na, nb) and torch.allclose(a, b, atol=ATOL_LOSS, rtol=RTOL_LOSS)
+    g = lora_grads(lora_model, [padded])
+    for batches in (forward_batches(ex, 0, CPU, packing=True, max_length=64), forward_batches(ex, 0, CPU, True, 64, 64),
+                    forward_batches(ex, 0, CPU, False, 64, 100)):
+        assert torch.allclose(lora_grads(lora_model, batches), g, atol=ATOL_GRAD, rtol=0)
+
+
+def test_no_attention_across_conversations_of_a_row(lora_model):
+    ex = examples([20, 30, 10])
+    rows = [[0, 1, 2]]
+    before, _ = per_example_loss(lora_model, pack(ex, 0, CPU, 64, rows=rows), 3)
+    changed = [ex[0], ex[1], (np.full(10, 7, dtype=np.int32), ex[2][1])]
+    after, _ = per_example_loss(lora_model, pack(changed, 0, CPU, 64, rows=[[2, 0, 1]]), 3)  # other order, other neighbours
+    assert torch.allclose(before[:2], after[:2], atol=ATOL_LOSS, rtol=RTOL_LOSS) and not torch.allclose(before[2], after[2])
+
+
+def test_pack_rows_first_fit_within_max_length():
+    lengths = list(np.random.default_rng(3).integers(1, 200, size=57)) + [300]
+    rows = pack_rows(lengths, 256)
+    assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in r) <= 256 for r in rows if len(r) > 1)
+    assert len(rows) <= math.ceil(sum(lengths) / 256) + 2  # close to the bound
+
+
+def test_chunked_loss_equals_full_logits(lora_model, monkeypatch):
+    ex = examples([40, 33, 21])
+    batch = collate(ex, 0, CPU)
+    lm = modeling.unwrap(lora_model)
+    hidden = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    target = batch["labels_mask"][:, 1:]
+    labels = batch["input_ids"][:, 1:][target]
+    ref = torch.nn.functional.cross_entropy(lm.lm_head(hidden[:, :-1][target]).float(), labels, reduction="sum")
+    lora_model.zero_grad(set_to_none=True)
+    (ref / len(labels)).backward()
+    g_ref = torch.cat([p.grad.flatten() for p in lora_model.parameters() if p.requires_grad]).clone()
+    monkeypatch.setattr(modeling, "LOSS_CHUNK_BYTES", 16 * 4 * lm.lm_head.weight.shape[0])  # chunks of 16 positions
+    total, n = supervised_loss(lora_model, batch)
+    assert n == len(labels) > 32 and torch.allclose(total, ref, atol=ATOL_LOSS, rtol=RTOL_LOSS)
+    assert torch.allclose(lora_grads(lora_model, [batch]), g_ref, atol=ATOL_GRAD, rtol=0)
+
+
+def test_bf16_training_chunked_loss_matches_full_logits(tiny_model):
+    """bf16 training (methods.load_base in modeling.train_weight_dtype): frozen base in bf16, LoRA in
+    fp32; under autocast the chunked loss equals the full-logits cross-entropy (bf16 matmuls: rtol 1e-2)."""
+    from loraflow.model.methods import load_base
+
+    batch = collate(examples([30, 17]), 0, CPU)
+    torch.manual_seed(1)
+    model = trainable_model(load_base(str(tiny_model), CPU, "lora", dtype=modeling.train_weight_dtype("bf16")), "lora", 4, 8,
+                            ["q_proj", "v_proj"], 0.0)
+    lm = modeling.unwrap(model)
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    assert lm.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, n = supervised_loss(model, batch)
+        hidden = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        target = batch["labels_mask"][:, 1:]
+        ref = torch.nn.functional.cross_entropy(lm.lm_head(hidden[:, :-1][target]).float(), batch["input_ids"][:, 1:][target],
+                                                reduction="sum")
+    assert got.dtype == torch.float32 and n == int(target.sum()) and torch.allclose(got, ref, rtol=1e-2, atol=0)
+
+
+def test_exact_epochs_every_row_n_times_last_step_smaller():
+    lengths = list(np.random.default_rng(0).integers(5, 90, size=180))
+    n_batches = math.ceil(180 / 4)  # 45 micro-batches of 4
+    assert plan_epoch_steps(n_batches, 4, 1, 0) == 12 and plan_epoch_steps(n_batches, 4, 2, 0) == 24
+    steps = list(step_stream(lengths, 4, 4, seed=1, epochs=2, max_steps=0))
+    assert len(steps) == 24 and [len(b) for _, b in steps[:12]] == [4] * 11 + [1]
+    seen = np.bincount([i for _, batches in steps for b in batches for i in b], minlength=180)
+    assert (seen == 2).all() and {e for e, _ in steps} == {0, 1}
+    half = list(step_stream(lengths, 4, 4, seed=1, epochs=1.5, max_steps=0))
+    assert len(half) == plan_epoch_steps(n_batches, 4, 1.5, 0) == 12 + 6 and epoch_micro_batches(45, 1.5, 1) == 23
+    assert list(step_stream(lengths, 4, 4, seed=1, epochs=2, max_steps=0, start=13)) == steps[13:]  # resumable
+
+
+def test_train_time_is_training_only_and_one_epoch_is_exact(tiny_data, tmp_path, monkeypatch):
+    import time
+
+    from loraflow import train
+    from loraflow.train.loop import train_lora
+    from test_resume import run_args
+
+    real = train.mean_loss
+
+    def slow_eval(*a, **k):  # every validation pass takes >= 0.5 s: none of it may land in train_time_s
+        time.sleep(0.5)
+        return real(*a, **k)
+
+    monkeypatch.setattr(train, "mean_loss", slow_eval)
+
+    args = dict(run_args(tiny_data, tmp_path / "run", tmp_path / "ckpt"), max_steps=0, epochs=1, batch_size=3, grad_accum=2,
+                eval_every=1, checkpoint_every=0)
+    stats = train_lora(**args)
+    ex = modeling_split(tiny_data)
+    assert stats["steps"] == math.ceil(math.ceil(len(ex) / 3) / 2)
+    assert stats["tokens_seen"] == sum(len(i) for i, _ in ex) and stats["epochs_seen"] == 1
+    assert stats["packing"] is True and stats["eval_time_s"] >= 0.5 * stats["steps"]  # eval_every=1: one pass per step
+    assert 0 < stats["train_time_s"] < 0.5 * stats["steps"]  # train_time_s excludes every validation pass, the final one too
+
+
+def modeling_split(tiny_data):
+    from loraflow.data.tokenization import load_split
+
+    d, npz = tiny_data
+    return load_split(npz[0], str(d["meta"]), str(d["model"]))
+
+
+def test_max_memory_switches_on_gradient_checkpointing(tiny_data, tmp_path):
+    from loraflow.train.loop import train_lora
+    from test_resume import run_args
+
+    stats = train_lora(**dict(run_args(tiny_data, tmp_path / "gc", tmp_path / "c"), max_steps=2, checkpoint_every=0, max_memory_mb=1))
+    assert stats["gradient_checkpointing"] is True and stats["est_memory_mb"] > 1
+
+
+def test_trailing_partial_character_trimmed_at_the_token_cap(tiny_model):
+    from loraflow.evaluate.run import trim_partial_character
+
+    tok = modeling.load_tokenizer(str(tiny_model))
+    text = "answer: 乙肝病毒"
+    ids = tok.encode(text, add_special_tokens=False)
+    assert tok.decode(ids) == text
+    cut = ids[:-1]  # the last character's final byte is missing: a byte-level BPE decode ends in U+FFFD
+    assert tok.decode(cut).endswith("\ufffd")
+    got = trim_partial_character(tok, cut)
+    assert got == "answer: 乙肝病" and "\ufffd" not in got
+    assert trim_partial_character(tok, ids) == text  # a complete answer keeps every character
+
+
+def test_memory_estimate_terms(tiny_model):
+    from loraflow.train.preflight import estimate_memory_mb, lora_counts, meta_model
+
+    model = meta_model(str(tiny_model))
+    trainable, total = lora_counts(model, 4, 8, ["q_proj", "v_proj"])
+    kw = dict(device_type="cpu", tokens_per_forward=512)
+    terms: dict = {}
+    fp32 = estimate_memory_mb(model, trainable, total, 4, 512, precision="fp32", terms=terms, **kw)
+    assert math.isclose(sum(terms.values()), fp32) and set(terms) >= {"process", "weights", "optimizer", "activations", "loss", "tokens"}
+    assert math.isclose(terms["weights"], total * 4 / 2**20)
+    bf16_terms: dict = {}
+    estimate_memory_mb(model, trainable, total, 4, 512, precision="bf16", terms=bf16_terms, **kw)
+    assert bf16_terms["weights"] < terms["weights"] and bf16_terms["activations"] < terms["activations"]
+    gc_terms: dict = {}
+    estimate_memory_mb(model, trainable, total, 4, 512, precision="fp32", gradient_checkpointing=True, terms=gc_terms, **kw)
+    assert gc_terms["activations"] < terms["activations"]
+    # activations grow linearly with the tokens of one forward pass
+    big: dict = {}
+    estimate_memory_mb(model, trainable, total, 4, 512, precision="fp32", terms=big, device_type="cpu", tokens_per_forward=1024)
+    assert math.isclose(big["activations"], 2 * terms["activations"])
