@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from loraflow.report.figures import stats as st
+from loraflow.report import stats as st
 
 
 def test_bootstrap_is_reproducible_from_its_seed():

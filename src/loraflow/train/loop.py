@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from loraflow.train.loop import distributed
+from loraflow.train import distributed
 from loraflow.train.checkpoint import Checkpointer
 from loraflow.io import atomic_dir, atomic_path, read_json, write_json
 from loraflow.model.methods import QUANTIZED, load_base, make_optimizer, save_trained, trainable_model
