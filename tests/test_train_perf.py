@@ -132,17 +132,17 @@ def test_exact_epochs_every_row_n_times_last_step_smaller():
 def test_train_time_is_training_only_and_one_epoch_is_exact(tiny_data, tmp_path, monkeypatch):
     import time
 
-    from loraflow import train
+    from loraflow.tasks import causal_lm
     from loraflow.train.loop import train_lora
     from test_resume import run_args
 
-    real = train.mean_loss
+    real = causal_lm.mean_loss
 
     def slow_eval(*a, **k):  # every validation pass takes >= 0.5 s: none of it may land in train_time_s
         time.sleep(0.5)
         return real(*a, **k)
 
-    monkeypatch.setattr(train, "mean_loss", slow_eval)
+    monkeypatch.setattr(causal_lm, "mean_loss", slow_eval)
 
     args = dict(run_args(tiny_data, tmp_path / "run", tmp_path / "ckpt"), max_steps=0, epochs=1, batch_size=3, grad_accum=2,
                 eval_every=1, checkpoint_every=0)
