@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -95,14 +96,23 @@ TRAIN = dict(r=4, lora_alpha=8, target_modules="qv", learning_rate=0.02, batch_s
              eval_every=25, lora_dropout=0.0, threads=1, seed=0)
 
 
+def fit_classifier(model_dir, data, **hp):
+    """The classifier task and the shared loop's in-memory result (nothing written)."""
+    from loraflow.tasks.seq_cls.train import SequenceClassification
+    from loraflow.train.loop import LOOP_KEYS, fit
+
+    task = SequenceClassification(str(model_dir), data["train"], data["val"], data["labels"], **{k: v for k, v in hp.items() if k not in LOOP_KEYS})
+    return task, fit(task, **{k: v for k, v in hp.items() if k in LOOP_KEYS})
+
+
 @pytest.fixture(scope="module")
 def fitted(tiny_bert, easy_data, tmp_path_factory):
-    from loraflow.tasks.seq_cls.train import fit_classifier, save_fitted
+    from loraflow.train.loop import save_run
 
     out = tmp_path_factory.mktemp("run")
-    fit = fit_classifier(str(tiny_bert), easy_data["train"], easy_data["val"], easy_data["labels"], **TRAIN)
-    stats = save_fitted(fit, str(out / "adapter"), str(out / "train_log.csv"), str(out / "train_stats.json"))
-    return fit, stats, out
+    task, run = fit_classifier(tiny_bert, easy_data, **TRAIN)
+    stats = save_run(task, run, str(out / "adapter"), str(out / "train_log.csv"), str(out / "train_stats.json"))
+    return (task, run), stats, out
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -190,7 +200,7 @@ def test_seq_cls_config_checks(tmp_path):
 def test_training_learns_and_saves_the_head(fitted):
     from safetensors.torch import load_file
 
-    fit, stats, out = fitted
+    _, stats, out = fitted
     assert stats["best_val_accuracy"] >= 85  # chance is 50
     assert stats["head_modules"] == ["classifier"] and stats["resolved_target_modules"] == ["query", "value"]
     saved = load_file(str(out / "adapter" / "adapter_model.safetensors"))
@@ -204,10 +214,7 @@ def test_training_learns_and_saves_the_head(fitted):
 def test_training_is_deterministic(tiny_bert, easy_data):
     import torch
 
-    from loraflow.tasks.seq_cls.train import fit_classifier
-
-    a, b = (fit_classifier(str(tiny_bert), easy_data["train"], easy_data["val"], easy_data["labels"], **{**TRAIN, "max_steps": 10})
-            for _ in range(2))
+    (_, a), (_, b) = (fit_classifier(tiny_bert, easy_data, **{**TRAIN, "max_steps": 10}) for _ in range(2))
     state_b = dict(b.model.named_parameters())
     assert all(torch.equal(p, state_b[n]) for n, p in a.model.named_parameters() if p.requires_grad)
 
@@ -219,10 +226,10 @@ def test_peft_from_pretrained_reproduces_in_memory_predictions(fitted, tiny_bert
     from loraflow.tasks.seq_cls.evaluate import evaluate_adapter
     from loraflow.tasks.seq_cls.model import encode, predict_logits
 
-    fit, _, out = fitted
+    (task, run), _, out = fitted
     test = read_jsonl(easy_data["test"])
-    ids, _ = encode(fit.tokenizer, [r["text"] for r in test], 256)
-    in_memory = torch.from_numpy(predict_logits(fit.model, fit.tokenizer, ids, 8, torch.device("cpu"))).softmax(-1).numpy()
+    ids, _ = encode(task.tokenizer, [r["text"] for r in test], 256)
+    in_memory = torch.from_numpy(predict_logits(run.model, task.tokenizer, ids, 8, torch.device("cpu"))).softmax(-1).numpy()
     result = evaluate_adapter(str(tiny_bert), str(out / "adapter"), easy_data["val"], easy_data["test"], easy_data["labels"],
                               str(tmp_path / "eval.json"), str(tmp_path / "predictions.jsonl"), batch_size=5, seed=123, threads=1)
     assert result["head_from_adapter"] and result["head_tensors"] == ["base_model.model.classifier.bias", "base_model.model.classifier.weight"]
@@ -300,6 +307,95 @@ def test_baselines_and_table(fitted, tiny_bert, easy_data, tmp_path):
     assert {"val_accuracy", "test_accuracy", "macro_f1", "trainable_params", "f1_positive"} <= set(df.columns)
     md = (tmp_path / "comparison.md").read_text()
     assert "Best run by `macro_f1`: **r4_a8_qv**" in md and "| majority |" in md
+
+
+# --- the shared training loop: precision, resume, several processes ----------------------------------
+
+
+def cls_args(tiny_bert, data, out: Path, **hp) -> dict:
+    return dict(model_dir=str(tiny_bert), train_path=data["train"], val_path=data["val"], labels_path=data["labels"],
+                out_adapter=str(out / "adapter"), out_log=str(out / "log.csv"), out_stats=str(out / "stats.json"), **{**TRAIN, **hp})
+
+
+def test_classifier_trains_in_bf16(tiny_bert, easy_data, tmp_path):
+    """precision bf16: forward passes under bf16 autocast (other losses than fp32 from the same start),
+    weights and head kept in fp32, the precision recorded, and it still learns."""
+    import torch
+    from safetensors.torch import load_file
+
+    from loraflow.tasks.seq_cls.train import train_classifier
+
+    stats = {p: train_classifier(**cls_args(tiny_bert, easy_data, tmp_path / p, precision=p, max_steps=100)) for p in ("fp32", "bf16")}
+    assert stats["bf16"]["precision"] == "bf16" and stats["fp32"]["precision"] == "fp32" and stats["bf16"]["steps"] == 100
+    saved = load_file(tmp_path / "bf16" / "adapter" / "adapter_model.safetensors")
+    assert {t.dtype for t in saved.values()} == {torch.float32} and any("classifier" in k for k in saved)
+    bf16, fp32 = (pd.read_csv(tmp_path / p / "log.csv")["train_loss"] for p in ("bf16", "fp32"))
+    assert (bf16 != fp32).any()  # computed in bf16 ...
+    assert abs(bf16[0] - fp32[0]) < 0.01  # ... from the same seed, data order and initialisation
+    assert stats["bf16"]["best_val_accuracy"] >= 85  # it learns (chance is 50)
+
+
+def test_killed_classifier_resumes_to_the_identical_adapter(tiny_bert, easy_data, tmp_path, caplog):
+    """As tests/test_resume.py for the causal LM: kill -9 mid-run, rerun, same adapter and log as an uninterrupted run."""
+    import signal
+    import time
+
+    import torch
+    from safetensors.torch import load_file
+
+    from loraflow.tasks.seq_cls.train import train_classifier
+
+    hp = dict(max_steps=60, eval_every=10, checkpoint_every=5, lora_dropout=0.1)  # dropout: the RNG must resume too
+    reference = train_classifier(**cls_args(tiny_bert, easy_data, tmp_path / "ref", checkpoint_dir=str(tmp_path / "ckpt_ref"), **hp))
+    assert not (tmp_path / "ckpt_ref").exists()  # cleared after success
+    args = cls_args(tiny_bert, easy_data, tmp_path / "killed", checkpoint_dir=str(tmp_path / "ckpt"), **hp)
+    code = f"import json; from loraflow.tasks.seq_cls.train import train_classifier; train_classifier(**json.loads({json.dumps(json.dumps(args))}))"
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "ckpt" / "state.json"
+    deadline = time.time() + 120
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert state.exists(), "no checkpoint was written before the kill"
+    killed_at = json.loads(state.read_text())["step"]
+    assert killed_at < hp["max_steps"] and not (tmp_path / "killed" / "adapter").exists()
+
+    with caplog.at_level("INFO", logger="loraflow.train.loop"):
+        resumed = train_classifier(**args)
+    assert f"resumed from checkpoint at step {killed_at}" in caplog.text
+    a = load_file(tmp_path / "ref" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # LoRA and head bit-identical on CPU
+    assert resumed["best_val_accuracy"] == reference["best_val_accuracy"] and resumed["best_step"] == reference["best_step"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ref" / "log.csv").drop(columns="elapsed_s"),
+                                  pd.read_csv(tmp_path / "killed" / "log.csv").drop(columns="elapsed_s"))
+
+
+@pytest.mark.slow  # two torchrun processes start (~30 s on 2 cores)
+def test_classifier_two_processes_equal_one_with_the_same_global_batch(tiny_bert, easy_data, tmp_path):
+    """As tests/test_distributed.py for the causal LM: two torchrun ranks (gloo) = one process with grad_accum 2."""
+    import torch
+    from safetensors.torch import load_file
+
+    from loraflow.tasks.seq_cls.train import train_classifier
+
+    model = tmp_path / "model"  # the encoder without its own dropout: the ranks draw other dropout masks than one process
+    shutil.copytree(tiny_bert, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+    hp = dict(max_steps=4, eval_every=2, batch_size=8)
+    one = train_classifier(**cls_args(model, easy_data, tmp_path / "one", grad_accum=2, **hp))
+    two = train_classifier(**cls_args(model, easy_data, tmp_path / "two", grad_accum=1, nproc_per_node=2, **hp))
+    assert one["processes"] == 1 and two["processes"] == 2
+    assert one["tokens_seen"] == two["tokens_seen"] and one["steps"] == two["steps"] == 4
+    a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and any("classifier" in k for k in a)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    pd.testing.assert_series_equal(pd.read_csv(tmp_path / "one" / "log.csv")["train_loss"],
+                                   pd.read_csv(tmp_path / "two" / "log.csv")["train_loss"], atol=1e-5)
 
 
 # --- workflow --------------------------------------------------------------------------------------

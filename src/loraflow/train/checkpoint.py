@@ -2,7 +2,7 @@
 
 A checkpoint lives outside Snakemake's outputs (results/checkpoints/<run>/), is written atomically
 (temporary directory, then rename) and carries a fingerprint of the run's hyperparameters, token
-cache and base weights; a checkpoint with another fingerprint is discarded, not resumed.
+data files and base weights; a checkpoint with another fingerprint is discarded, not resumed.
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ from loraflow.io import atomic_dir, read_json, write_json
 log = logging.getLogger(__name__)
 
 
-def fingerprint(hparams: dict, tokens_meta: str) -> str:
+def fingerprint(hparams: dict, *data_files: str) -> str:
+    """The run's hyperparameters, the bytes of its data files (e.g. the token cache's meta.json) and its
+    base weights' names, sizes and modification times."""
     digest = hashlib.sha256(json.dumps(hparams, sort_keys=True, default=str).encode())
-    digest.update(Path(tokens_meta).read_bytes())
+    for path in data_files:
+        digest.update(Path(path).read_bytes())
     for weights in sorted(Path(hparams["model_dir"]).glob("*.safetensors")):
         stat = weights.stat()
         digest.update(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
@@ -30,9 +33,9 @@ def fingerprint(hparams: dict, tokens_meta: str) -> str:
 
 
 class Checkpointer:
-    def __init__(self, directory: str, hparams: dict, tokens_meta: str):
+    def __init__(self, directory: str, hparams: dict, *data_files: str):
         self.dir = Path(directory)
-        self.fingerprint = fingerprint(hparams, tokens_meta)
+        self.fingerprint = fingerprint(hparams, *data_files)
 
     def save(self, model, optimizer, scheduler, state: dict, best_state: dict | None) -> None:
         from safetensors.torch import save_file

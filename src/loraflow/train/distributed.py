@@ -71,11 +71,12 @@ def finish() -> None:
         dist.destroy_process_group()
 
 
-def launch(nproc: int, module: str, kwargs: dict) -> None:
-    """Run `python -m module kwargs.json` under torchrun with `nproc` processes on this node."""
+def launch(nproc: int, entry, kwargs: dict) -> None:
+    """Run `entry(**kwargs)` (a module-level function, e.g. a train stage) as `nproc` processes on this
+    node under torchrun: each rank runs `python -m loraflow.train.loop spec.json`."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(kwargs, fh)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", module, fh.name]
+        json.dump({"entry": f"{entry.__module__}:{entry.__qualname__}", "kwargs": kwargs}, fh)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "loraflow.train.loop", fh.name]
     try:
         subprocess.run(cmd, check=True)
     finally:

@@ -1,27 +1,31 @@
-"""Train stage: one adapter (or, for method `full`, one fine-tuned model) per grid point.
+"""Train stage: one training loop for every task (loraflow.tasks.base.Task), one adapter (or, for method
+`full`, one fine-tuned model) per grid point.
 
-The loop is plain PyTorch so that no compute is spent on padding or on the LM head at positions that
-are not trained. A micro-batch of `batch_size` conversations (length-grouped) is packed into rows of
-up to `tokenize.max_length` tokens (`train.packing`; position ids restart per conversation, so
-attention stays within each conversation) and run as forward passes of at most
-`train.tokens_per_forward` tokens; the loss applies the LM head only at assistant positions, in
-chunks (modeling.supervised_loss). Every step's gradient is the same sum over the same tokens as
-one padded micro-batch would give. `epochs: N` sees every row exactly N times (no step spans two
-epochs); `train_time_s` is the training loop alone, validation passes are timed apart. How the base
-is loaded and what is trained depends on the method (LoRA, DoRA, rsLoRA, QLoRA, 8-bit, full; see
-methods.py). It checkpoints every `checkpoint_every` steps outside Snakemake's outputs and resumes
-from there after a kill, ending with the same weights as an uninterrupted run.
+The loop is plain PyTorch. A task turns a micro-batch of examples into forward passes and summed
+losses; the loop divides by the step's target count, so every step's gradient is the same sum over
+the same targets however the micro-batch is split into forward passes, accumulated or spread over
+processes. `epochs: N` sees every row exactly N times (no step spans two epochs); `train_time_s` is the
+training loop alone, validation passes are timed apart. Precision (`train.precision`: bf16 autocast),
+checkpoints every `checkpoint_every` steps outside Snakemake's outputs (a killed job resumes from there
+and ends with the same weights as an uninterrupted run), early stopping on validation and several
+processes (`nproc_per_node`, torchrun; see distributed.py) serve every task alike.
+
+Task causal_lm (train_lora, tasks/causal_lm.py): a micro-batch of conversations is packed into rows of
+up to `tokenize.max_length` tokens and run as forward passes of at most `train.tokens_per_forward`
+tokens; the loss applies the LM head only at assistant positions. Task seq_cls: tasks/seq_cls/train.py.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import logging
 import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +34,13 @@ import torch
 from loraflow.train import distributed
 from loraflow.train.checkpoint import Checkpointer
 from loraflow.io import atomic_dir, atomic_path, read_json, write_json
-from loraflow.model.methods import QUANTIZED, load_base, make_optimizer, save_trained, trainable_model
+from loraflow.model.methods import make_optimizer
 from loraflow.model.modeling import (
-    autocast, forward_batches, forward_tokens, length_grouped_batches, load_tokenizer, mean_loss, peak_memory_mb, pick_device, set_seed,
-    set_threads, supervised_loss, train_weight_dtype, training_precision,
+    autocast, length_grouped_batches, peak_memory_mb, pick_device, set_seed, set_threads, training_precision,
 )
-from loraflow.data.tokenization import load_split
+from loraflow.tasks.base import Task
 
 log = logging.getLogger(__name__)
-
-LOG_FIELDS = ["step", "epoch", "train_loss", "eval_loss", "lr", "tokens_seen", "elapsed_s"]
 
 
 def parameter_counts(model) -> tuple[int, int]:
@@ -67,22 +68,6 @@ def epoch_micro_batches(n_batches: int, epochs: float, epoch: int) -> int:
     if epoch < whole:
         return n_batches
     return math.ceil((epochs - whole) * n_batches) if epoch == whole else 0
-
-
-def plan_steps(n_batches: int, grad_accum: int, epochs: float, max_steps: int) -> int:
-    """Steps of the endless batch_stream (the classifier loop; steps may span epochs)."""
-    return max_steps if max_steps > 0 else max(1, math.ceil(epochs * n_batches / grad_accum))
-
-
-def batch_stream(lengths: list[int], batch_size: int, seed: int, start: int = 0):
-    """Endless (epoch, batch indices); epoch e's order depends only on (seed, e) (the classifier loop)."""
-    position, epoch = 0, 0
-    while True:
-        for batch in length_grouped_batches(lengths, batch_size, np.random.default_rng([seed, epoch])):
-            if position >= start:
-                yield epoch, batch
-            position += 1
-        epoch += 1
 
 
 def plan_epoch_steps(n_batches: int, grad_accum: int, epochs: float, max_steps: int) -> int:
@@ -115,51 +100,193 @@ def step_stream(lengths: list[int], batch_size: int, per_step: int, seed: int, e
         epoch += 1
 
 
-def plan_memory(model, method: str, trainable: int, total: int, batch_size: int, max_length: int, per_forward: int,
-                precision: str, checkpointing: bool, max_memory_mb: int, n_train: int) -> dict:
-    """The memory estimate (preflight.estimate_memory_mb) for these settings; with `max_memory_mb` set
-    and exceeded, gradient checkpointing is switched on (and the estimate redone)."""
-    from loraflow.train.preflight import estimate_memory_mb
-
-    def estimate(gc: bool) -> float:
-        return estimate_memory_mb(model, trainable, total, batch_size, max_length, method=method, gradient_checkpointing=gc,
-                                  precision=precision, tokens_per_forward=per_forward, train_rows=n_train)
-
-    est = estimate(checkpointing)
-    if max_memory_mb and est > max_memory_mb and not checkpointing:
-        log.info("estimated peak %.0f MB > train.max_memory_mb %d: gradient checkpointing on", est, max_memory_mb)
-        checkpointing, est = True, estimate(True)
-        if est > max_memory_mb:
-            log.warning("estimated peak %.0f MB still above train.max_memory_mb %d with gradient checkpointing", est, max_memory_mb)
-    return {"estimate_mb": est, "gradient_checkpointing": checkpointing}
-
-
-def enable_checkpointing(model) -> None:
-    """Gradient checkpointing on an already wrapped (peft) model: every decoder layer recomputes its
-    activations in the backward pass."""
-    from loraflow.model.modeling import unwrap
-
-    unwrap(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-def compile_layers(model) -> None:
-    """torch.compile every decoder layer (one compiled graph shared by all layers, dynamic shapes)."""
-    from loraflow.model.modeling import unwrap
-
-    lm = unwrap(model)
-    layers = getattr(getattr(lm, lm.base_model_prefix), "layers", None)
-    if layers is None:
-        log.warning("train.compile: no decoder layers found on %s; not compiling", type(lm).__name__)
-        return
-    for layer in layers:
-        layer.compile(dynamic=True)
-
-
-def write_log(path: str, rows: list[dict]) -> None:
+def write_log(path: str, rows: list[dict], fields: list[str]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
+        writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def log_fields(task: Task) -> list[str]:
+    """train_log.csv's columns: a row per optimizer step, the task's validation columns filled where it validated."""
+    return ["step", "epoch", "train_loss", *task.eval_fields, "lr", "tokens_seen", "elapsed_s"]
+
+
+@dataclass
+class Fitted:
+    """A trained model in memory (the kept step's weights loaded) and what the loop recorded."""
+
+    model: object
+    state: dict  # step, rows (train_log.csv), best validation metrics and step, counters, timings
+    total_steps: int
+    n_batches: int  # micro-batches of one epoch
+    trainable: int
+    total: int
+    device: torch.device
+    precision: str
+    world: int
+    rank: int
+    optimizer: str
+    learning_rate: float
+    seed: int
+    checkpoint: Checkpointer | None
+
+
+def fit(
+    task: Task, *, learning_rate: float, weight_decay: float = 0.0, epochs: float = 1, max_steps: int = 0, batch_size: int = 8,
+    grad_accum: int = 1, warmup_steps: int = 0, lr_scheduler: str = "linear", max_grad_norm: float = 1.0, eval_every: int = 20,
+    early_stopping_patience: int = 0, precision: str = "fp32", checkpoint_every: int = 0, checkpoint_dir: str | None = None,
+    hparams: dict | None = None, seed: int = 42, threads: int | None = None,
+) -> Fitted:
+    """Train `task`'s model: `max_steps` optimizer steps, or exactly `epochs` epochs (step_stream); a step
+    sums the gradients of grad_accum x processes micro-batches of `batch_size` examples, the loss divided
+    by the step's target count; validation every `eval_every` steps and at the end, the best-ranked step
+    kept (early stopping after `early_stopping_patience` evaluations without improvement); a checkpoint
+    every `checkpoint_every` steps in `checkpoint_dir`, resumed when its fingerprint (`hparams` and the
+    task's data files) matches. Under torchrun each rank takes its share of every step's micro-batches."""
+    from transformers import get_scheduler
+
+    rank, world = distributed.world()
+    set_threads(threads or (max(1, len(os.sched_getaffinity(0)) // world) if world > 1 else None))
+    set_seed(seed)
+    device = pick_device()
+    amp = training_precision(precision, device)
+    train_set = task.examples("train")
+    model = task.build(device, amp)
+    trainable, total = parameter_counts(model)
+
+    lengths = [task.length(ex) for ex in train_set]
+    n_batches = math.ceil(len(train_set) / batch_size)
+    per_step = grad_accum * world
+    total_steps = plan_epoch_steps(n_batches, per_step, epochs, max_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(task.method, params, learning_rate, weight_decay, device)
+    scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
+    state = {"step": 0, "micro_batches": 0, "rows": [], "best": None, "best_step": 0, "bad_evals": 0,
+             "tokens_seen": 0, "supervised_seen": 0, "elapsed_s": 0.0, "eval_s": 0.0}
+    best_state = None
+    ckpt = Checkpointer(checkpoint_dir, hparams, *task.fingerprint_files) if checkpoint_every and checkpoint_dir else None
+    if ckpt and (resumed := ckpt.load(model, optimizer, scheduler)):
+        state, best_state = {**state, **resumed[0]}, resumed[1]
+        if "best_loss" in state:  # a checkpoint of the causal-LM loop before the task interface
+            loss = state.pop("best_loss")
+            state["best"] = {"eval_loss": loss} if math.isfinite(loss) else None
+        log.info("resumed from checkpoint at step %d of %d", state["step"], total_steps)
+
+    stream = step_stream(lengths, batch_size, per_step, seed, epochs, max_steps, start=state["step"])
+    model.train()
+    while state["step"] < total_steps:
+        tick = time.perf_counter()
+        step = state["step"] + 1
+        epoch, drawn = next(stream)
+        parts = [[train_set[i] for i in batch] for batch in drawn]
+        n_target = sum(task.targets(ex) for ex in parts)  # over all ranks' micro-batches
+        step_loss = 0.0
+        for ex in parts[rank::world]:
+            for batch in task.forwards(ex):
+                with autocast(amp, device):
+                    loss_sum = task.loss_sum(model, batch)
+                (loss_sum / max(n_target, 1)).backward()
+                step_loss += loss_sum.item() / max(n_target, 1)
+                del batch, loss_sum
+        if world > 1:
+            for p in params:  # a rank without a micro-batch in a short last step still joins the sum
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            distributed.sum_gradients(params)
+            step_loss = distributed.sum_value(step_loss, device)
+        state["tokens_seen"] += sum(task.length(x) for ex in parts for x in ex)
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["supervised_seen"] += n_target
+        state["micro_batches"] += len(drawn)
+        state["step"] = step
+        state["elapsed_s"] += time.perf_counter() - tick  # training only: evaluations are timed apart
+        row = {"step": step, "epoch": epoch + 1, "train_loss": round(step_loss, 5), **dict.fromkeys(task.eval_fields, ""),
+               "lr": scheduler.get_last_lr()[0], "tokens_seen": state["tokens_seen"], "elapsed_s": round(state["elapsed_s"], 2)}
+        if (eval_every and step % eval_every == 0) or step == total_steps:
+            tick = time.perf_counter()
+            metrics = task.validate(model)
+            state["eval_s"] += time.perf_counter() - tick
+            row.update(metrics)
+            if state["best"] is None or task.rank(metrics) > task.rank(state["best"]):
+                state.update(best=metrics, best_step=step, bad_evals=0)
+                best_state = trainable_state(model)
+            else:
+                state["bad_evals"] += 1
+        state["rows"].append(row)
+        log.info("step %d/%d train_loss %.4f%s lr %.2e %.0f tok/s", step, total_steps, step_loss,
+                 "".join(f" {k} {row[k]:.4f}" for k in task.eval_fields if row[k] != ""), row["lr"],
+                 state["tokens_seen"] / max(state["elapsed_s"], 1e-9))
+        if early_stopping_patience and state["bad_evals"] >= early_stopping_patience:
+            log.info("early stopping at step %d: no validation improvement in %d evaluations", step, state["bad_evals"])
+            break
+        if ckpt and rank == 0 and step % checkpoint_every == 0 and step < total_steps:
+            ckpt.save(model, optimizer, scheduler, state, best_state)
+    if best_state is not None and state["best_step"] != state["step"]:
+        log.info("restoring the weights of step %d (validation %s)", state["best_step"], state["best"])
+        load_trainable_state(model, best_state)
+    model.eval()
+    return Fitted(model, state, total_steps, n_batches, trainable, total, device, amp, world, rank, type(optimizer).__name__,
+                  learning_rate, seed, ckpt)
+
+
+def train(task: Task, out_adapter: str, out_log: str, out_stats: str, **loop) -> dict:
+    """The train stage of any task: `fit` (settings as named there), then `save_run`."""
+    return save_run(task, fit(task, **loop), out_adapter, out_log, out_stats)
+
+
+def save_run(task: Task, run: Fitted, out_adapter: str, out_log: str, out_stats: str) -> dict:
+    """On rank 0: the trained artefact (task.save, atomically), train_log.csv and train_stats.json; the
+    checkpoint is cleared once they are written."""
+    if run.rank != 0:
+        distributed.finish()
+        return {}
+    with atomic_dir(out_adapter) as tmp:
+        saved = task.save(run.model, str(tmp))
+    state, wall = run.state, run.state["elapsed_s"]
+    write_log(out_log, state["rows"], log_fields(task))
+    last = [r["train_loss"] for r in state["rows"][-5:]]
+    stats = {
+        **task.stats(state), "learning_rate": run.learning_rate,
+        "trainable_params": run.trainable, "total_params": run.total, "trainable_pct": 100 * run.trainable / run.total,
+        "adapter_mb": sum(f.stat().st_size for f in Path(out_adapter).glob("*.safetensors")) / 2**20,
+        "steps": state["step"], "planned_steps": run.total_steps, "best_step": state["best_step"],
+        "epochs_seen": state["micro_batches"] / run.n_batches, "final_train_loss": sum(last) / len(last),
+        "train_time_s": wall, "eval_time_s": state["eval_s"], "tokens_seen": state["tokens_seen"],
+        "tokens_per_s": state["tokens_seen"] / max(wall, 1e-9), "peak_memory_mb": peak_memory_mb(run.device),
+        "device": str(run.device), "precision": run.precision, "processes": run.world, "seed": run.seed,
+        "optimizer": run.optimizer, **saved,
+    }
+    write_json(out_stats, stats)
+    if run.checkpoint:
+        run.checkpoint.clear()
+    distributed.finish()
+    log.info("trained %d steps in %.1fs (%.0f tokens/s; validation %.1fs), best validation %s at step %d", stats["steps"], wall,
+             stats["tokens_per_s"], state["eval_s"], state["best"], state["best_step"])
+    return stats
+
+
+def relaunch(entry, kwargs: dict) -> dict | None:
+    """With `nproc_per_node` > 1 outside torchrun: run `entry(**kwargs)` again as that many processes
+    (distributed.launch) and return the stats rank 0 wrote; None when this process is to train itself."""
+    if kwargs.get("nproc_per_node", 1) > 1 and "WORLD_SIZE" not in os.environ:
+        distributed.launch(kwargs["nproc_per_node"], entry, kwargs)
+        return read_json(kwargs["out_stats"])
+    return None
+
+
+# The settings of `fit`, which every task's train stage passes on by name.
+LOOP_KEYS = ["learning_rate", "weight_decay", "epochs", "max_steps", "batch_size", "grad_accum", "warmup_steps", "lr_scheduler",
+             "max_grad_norm", "eval_every", "early_stopping_patience", "precision", "checkpoint_every", "checkpoint_dir", "seed", "threads"]
+
+
+def run_hparams(args: dict) -> dict:
+    """A stage's result-affecting arguments (what a checkpoint must match): all but outputs and neutral settings."""
+    return {k: v for k, v in args.items() if k not in ("out_adapter", "out_log", "out_stats", "threads", "checkpoint_dir", "preflight")}
 
 
 def train_lora(
@@ -174,143 +301,23 @@ def train_lora(
     seed: int = 42, threads: int | None = None, trust_remote_code: bool = False, preflight: str | None = None,
     packing: bool = True, tokens_per_forward: int = 0, compile: bool = False, max_memory_mb: int = 0,
 ) -> dict:
-    hparams = {k: v for k, v in locals().items() if k not in ("out_adapter", "out_log", "out_stats", "threads", "checkpoint_dir", "preflight")}
-    if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:  # start again as nproc_per_node processes
-        distributed.launch(nproc_per_node, __name__, {k: v for k, v in locals().items() if k != "hparams"})
-        return read_json(out_stats)
-    from transformers import get_scheduler
+    """Train stage of task causal_lm: the shared loop on loraflow.tasks.causal_lm.CausalLM."""
+    args = dict(locals())
+    if (stats := relaunch(train_lora, args)) is not None:
+        return stats
+    from loraflow.tasks.causal_lm import CausalLM
 
-    rank, world = distributed.world()
-    set_threads(threads or (max(1, len(os.sched_getaffinity(0)) // world) if world > 1 else None))
-    set_seed(seed)
-    device = pick_device()
-    amp = training_precision(precision, device)
-    tokenizer = load_tokenizer(model_dir)
-    max_length = int(read_json(tokens_meta).get("max_length") or 512)
-    train_set = load_split(train_path, tokens_meta, model_dir)
-    val_set = load_split(val_path, tokens_meta, model_dir)
-    base = load_base(model_dir, device, method, trust_remote_code, dtype=train_weight_dtype(amp, method))
-    model = trainable_model(base, method, r, lora_alpha, target_modules, lora_dropout, gradient_checkpointing)
-    trainable, total = parameter_counts(model)
-    per_forward = forward_tokens(tokens_per_forward, packing, batch_size, max_length, device)
-    memory = plan_memory(model, method, trainable, total, batch_size, max_length, per_forward, amp,
-                         gradient_checkpointing or method in QUANTIZED, max_memory_mb, len(train_set))
-    if memory["gradient_checkpointing"] and not (gradient_checkpointing or method in QUANTIZED):
-        enable_checkpointing(model)
-    if compile:
-        compile_layers(model)
-    log.info("%s r=%s alpha=%s targets=%s: %s trainable of %s parameters (%.4f%%) on %s, %s compute, %s, %s tokens per forward "
-             "pass, estimated peak %.0f MB%s", method, r, lora_alpha, target_modules, f"{trainable:,}", f"{total:,}",
-             100 * trainable / total, device, amp, "packed rows" if packing else "padded rows", per_forward or "all",
-             memory["estimate_mb"], ", gradient checkpointing" if memory["gradient_checkpointing"] else "")
-
-    lengths = [len(ids) for ids, _ in train_set]
-    per_step = grad_accum * world
-    total_steps = plan_epoch_steps(math.ceil(len(train_set) / batch_size), per_step, epochs, max_steps)
-    params = [p for p in model.parameters() if p.requires_grad]
-    lr = learning_rate_full if method == "full" else learning_rate
-    optimizer = make_optimizer(method, params, lr, weight_decay, device)
-    scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
-    state = {"step": 0, "micro_batches": 0, "rows": [], "best_loss": math.inf, "best_step": 0, "bad_evals": 0,
-             "tokens_seen": 0, "supervised_seen": 0, "elapsed_s": 0.0, "eval_s": 0.0}
-    best_state = None
-    ckpt = Checkpointer(checkpoint_dir, hparams, tokens_meta) if checkpoint_every and checkpoint_dir else None
-    if ckpt and (resumed := ckpt.load(model, optimizer, scheduler)):
-        state, best_state = resumed
-        state.setdefault("eval_s", 0.0)
-        log.info("resumed from checkpoint at step %d of %d", state["step"], total_steps)
-
-    stream = step_stream(lengths, batch_size, per_step, seed, epochs, max_steps, start=state["step"])
-    model.train()
-    while state["step"] < total_steps:
-        tick = time.perf_counter()
-        step = state["step"] + 1
-        epoch, drawn = next(stream)
-        parts = [[train_set[i] for i in batch] for batch in drawn]
-        n_target = sum(int(m[1:].sum()) for ex in parts for _, m in ex)  # over all ranks' micro-batches
-        step_loss = 0.0
-        for ex in parts[rank::world]:
-            for batch in forward_batches(ex, tokenizer.pad_token_id, device, packing, max_length, per_forward):
-                with autocast(amp, device):
-                    loss_sum, _ = supervised_loss(model, batch)
-                (loss_sum / max(n_target, 1)).backward()
-                step_loss += loss_sum.item() / max(n_target, 1)
-                del batch, loss_sum
-        if world > 1:
-            for p in params:  # a rank without a micro-batch in a short last step still joins the sum
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-            distributed.sum_gradients(params)
-            step_loss = distributed.sum_value(step_loss, device)
-        state["tokens_seen"] += sum(len(ids) for ex in parts for ids, _ in ex)
-        if max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state["supervised_seen"] += n_target
-        state["micro_batches"] += len(drawn)
-        state["step"] = step
-        state["elapsed_s"] += time.perf_counter() - tick  # training only: evaluations are timed apart
-        row = {"step": step, "epoch": epoch + 1, "train_loss": round(step_loss, 5), "eval_loss": "",
-               "lr": scheduler.get_last_lr()[0], "tokens_seen": state["tokens_seen"], "elapsed_s": round(state["elapsed_s"], 2)}
-        if (eval_every and step % eval_every == 0) or step == total_steps:
-            tick = time.perf_counter()
-            row["eval_loss"] = round(mean_loss(model, val_set, batch_size * 2, tokenizer.pad_token_id, device, max_eval_batches, amp), 5)
-            state["eval_s"] += time.perf_counter() - tick
-            if row["eval_loss"] < state["best_loss"]:
-                state.update(best_loss=row["eval_loss"], best_step=step, bad_evals=0)
-                best_state = trainable_state(model)
-            else:
-                state["bad_evals"] += 1
-        state["rows"].append(row)
-        log.info("step %d/%d train_loss %.4f%s lr %.2e %.0f tok/s", step, total_steps, step_loss,
-                 f" eval_loss {row['eval_loss']:.4f}" if row["eval_loss"] != "" else "", row["lr"], state["tokens_seen"] / max(state["elapsed_s"], 1e-9))
-        stop = early_stopping_patience and state["bad_evals"] >= early_stopping_patience
-        if stop:
-            log.info("early stopping at step %d: no eval improvement in %d evaluations", step, state["bad_evals"])
-            break
-        if ckpt and rank == 0 and step % checkpoint_every == 0 and step < total_steps:
-            ckpt.save(model, optimizer, scheduler, state, best_state)
-    wall = state["elapsed_s"]
-    if best_state is not None and state["best_step"] != state["step"]:
-        log.info("restoring the best adapter from step %d (eval loss %.4f)", state["best_step"], state["best_loss"])
-        load_trainable_state(model, best_state)
-
-    if rank != 0:
-        distributed.finish()
-        return {}
-    with atomic_dir(out_adapter) as tmp:
-        save_trained(model, method, str(tmp))
-    write_log(out_log, state["rows"])
-    last = [r["train_loss"] for r in state["rows"][-5:]]
-    stats = {
-        "method": method, "r": r, "lora_alpha": lora_alpha, "target_modules": target_modules, "learning_rate": lr,
-        "trainable_params": trainable, "total_params": total, "trainable_pct": 100 * trainable / total,
-        "adapter_mb": sum(f.stat().st_size for f in Path(out_adapter).glob("*.safetensors")) / 2**20,
-        "steps": state["step"], "planned_steps": total_steps, "best_step": state["best_step"],
-        "epochs_seen": state["micro_batches"] / math.ceil(len(train_set) / batch_size),
-        "final_train_loss": sum(last) / len(last), "best_eval_loss": state["best_loss"],
-        "train_time_s": wall, "eval_time_s": state["eval_s"], "tokens_seen": state["tokens_seen"],
-        "supervised_tokens_seen": state["supervised_seen"],
-        "tokens_per_s": state["tokens_seen"] / max(wall, 1e-9), "peak_memory_mb": peak_memory_mb(device),
-        "device": str(device), "precision": amp, "processes": world, "seed": seed, "optimizer": type(optimizer).__name__,
-        "quantization": {"qlora": "nf4 (double quant, bf16 compute)", "lora_8bit": "int8"}.get(method, "none"),
-        "gradient_checkpointing": memory["gradient_checkpointing"], "packing": packing, "tokens_per_forward": per_forward,
-        "compiled": bool(compile), "est_memory_mb": memory["estimate_mb"],
-    }
-    if preflight:  # the pre-flight estimate next to the measurement, to keep the estimate honest
-        stats["preflight_est_memory_mb"] = read_json(preflight)["est_peak_train_memory_mb"]
-    write_json(out_stats, stats)
-    if ckpt:
-        ckpt.clear()
-    distributed.finish()
-    log.info("trained %d steps in %.1fs (%.0f tokens/s; evaluation %.1fs), best eval loss %.4f", stats["steps"], wall,
-             stats["tokens_per_s"], state["eval_s"], state["best_loss"])
-    return stats
+    task = CausalLM(model_dir, train_path, val_path, tokens_meta, method, r, lora_alpha, target_modules, lora_dropout,
+                    gradient_checkpointing, batch_size, max_eval_batches, packing, tokens_per_forward, compile, max_memory_mb,
+                    trust_remote_code, preflight)
+    loop = {k: args[k] for k in LOOP_KEYS}
+    loop["learning_rate"] = learning_rate_full if method == "full" else learning_rate
+    return train(task, out_adapter, out_log, out_stats, hparams=run_hparams(args), **loop)
 
 
-if __name__ == "__main__":  # one rank of a torchrun launch: python -m loraflow.train.loop kwargs.json
+if __name__ == "__main__":  # one rank of a torchrun launch: python -m loraflow.train.loop spec.json (see distributed.launch)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rank" + os.environ.get("RANK", "0") + " %(name)s: %(message)s")
     with open(sys.argv[1], encoding="utf-8") as fh:
-        train_lora(**json.load(fh))
+        spec = json.load(fh)
+    module, name = spec["entry"].split(":")
+    getattr(importlib.import_module(module), name)(**spec["kwargs"])

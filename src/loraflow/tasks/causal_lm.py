@@ -1,0 +1,162 @@
+"""Task causal_lm: supervised fine-tuning of a causal LM on chats, the loss on assistant tokens only.
+
+Examples are the tokenised conversations of the token cache (data.tokenization.load_split: token ids
+and the assistant mask). A micro-batch is packed into rows of up to `tokenize.max_length` tokens
+(`train.packing`; position ids restart per conversation, so attention stays within each conversation)
+and run as forward passes of at most `train.tokens_per_forward` tokens (modeling.forward_batches); the
+loss applies the LM head only at assistant positions, in chunks (modeling.supervised_loss). Validation:
+the token-weighted mean loss on the validation split (lower wins). How the base is loaded and what is
+trained depends on the method (LoRA, DoRA, rsLoRA, QLoRA, 8-bit, full; model/methods.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+
+from loraflow.data.tokenization import load_split
+from loraflow.io import read_json
+from loraflow.model.methods import QUANTIZED, load_base, save_trained, trainable_model
+from loraflow.model.modeling import (
+    forward_batches, forward_tokens, load_tokenizer, mean_loss, supervised_loss, train_weight_dtype,
+)
+
+log = logging.getLogger(__name__)
+
+
+def plan_memory(model, method: str, trainable: int, total: int, batch_size: int, max_length: int, per_forward: int,
+                precision: str, checkpointing: bool, max_memory_mb: int, n_train: int) -> dict:
+    """The memory estimate (preflight.estimate_memory_mb) for these settings; with `max_memory_mb` set
+    and exceeded, gradient checkpointing is switched on (and the estimate redone)."""
+    from loraflow.train.preflight import estimate_memory_mb
+
+    def estimate(gc: bool) -> float:
+        return estimate_memory_mb(model, trainable, total, batch_size, max_length, method=method, gradient_checkpointing=gc,
+                                  precision=precision, tokens_per_forward=per_forward, train_rows=n_train)
+
+    est = estimate(checkpointing)
+    if max_memory_mb and est > max_memory_mb and not checkpointing:
+        log.info("estimated peak %.0f MB > train.max_memory_mb %d: gradient checkpointing on", est, max_memory_mb)
+        checkpointing, est = True, estimate(True)
+        if est > max_memory_mb:
+            log.warning("estimated peak %.0f MB still above train.max_memory_mb %d with gradient checkpointing", est, max_memory_mb)
+    return {"estimate_mb": est, "gradient_checkpointing": checkpointing}
+
+
+def enable_checkpointing(model) -> None:
+    """Gradient checkpointing on an already wrapped (peft) model: every decoder layer recomputes its
+    activations in the backward pass."""
+    from loraflow.model.modeling import unwrap
+
+    unwrap(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def compile_layers(model) -> None:
+    """torch.compile every decoder layer (one compiled graph shared by all layers, dynamic shapes)."""
+    from loraflow.model.modeling import unwrap
+
+    lm = unwrap(model)
+    layers = getattr(getattr(lm, lm.base_model_prefix), "layers", None)
+    if layers is None:
+        log.warning("train.compile: no decoder layers found on %s; not compiling", type(lm).__name__)
+        return
+    for layer in layers:
+        layer.compile(dynamic=True)
+
+
+@dataclass
+class CausalLM:
+    """The causal-LM task (loraflow.tasks.base.Task) for one grid point."""
+
+    model_dir: str
+    train_path: str
+    val_path: str
+    tokens_meta: str
+    method: str
+    r: int | None
+    lora_alpha: float | None
+    target_modules: object
+    lora_dropout: float = 0.05
+    gradient_checkpointing: bool = False
+    batch_size: int = 8
+    max_eval_batches: int = 0
+    packing: bool = True
+    tokens_per_forward: int = 0
+    compile: bool = False
+    max_memory_mb: int = 0
+    trust_remote_code: bool = False
+    preflight: str | None = None
+
+    eval_fields = ["eval_loss"]
+
+    def __post_init__(self):
+        self.fingerprint_files = [self.tokens_meta]
+        self.tokenizer = load_tokenizer(self.model_dir)
+        self.max_length = int(read_json(self.tokens_meta).get("max_length") or 512)
+        self.splits: dict[str, list] = {}
+
+    def examples(self, split: str) -> list:
+        if split not in self.splits:
+            self.splits[split] = load_split({"train": self.train_path, "val": self.val_path}[split], self.tokens_meta, self.model_dir)
+        return self.splits[split]
+
+    def length(self, example) -> int:
+        return len(example[0])
+
+    def build(self, device: torch.device, precision: str):
+        from loraflow.train.loop import parameter_counts
+
+        self.device, self.precision = device, precision
+        n_train = len(self.examples("train"))
+        base = load_base(self.model_dir, device, self.method, self.trust_remote_code, dtype=train_weight_dtype(precision, self.method))
+        model = trainable_model(base, self.method, self.r, self.lora_alpha, self.target_modules, self.lora_dropout, self.gradient_checkpointing)
+        trainable, total = parameter_counts(model)
+        self.per_forward = forward_tokens(self.tokens_per_forward, self.packing, self.batch_size, self.max_length, device)
+        asked = self.gradient_checkpointing or self.method in QUANTIZED
+        self.memory = plan_memory(model, self.method, trainable, total, self.batch_size, self.max_length, self.per_forward, precision,
+                                  asked, self.max_memory_mb, n_train)
+        if self.memory["gradient_checkpointing"] and not asked:
+            enable_checkpointing(model)
+        if self.compile:
+            compile_layers(model)
+        log.info("%s r=%s alpha=%s targets=%s: %s trainable of %s parameters (%.4f%%) on %s, %s compute, %s, %s tokens per "
+                 "forward pass, estimated peak %.0f MB%s", self.method, self.r, self.lora_alpha, self.target_modules, f"{trainable:,}",
+                 f"{total:,}", 100 * trainable / total, device, precision, "packed rows" if self.packing else "padded rows",
+                 self.per_forward or "all", self.memory["estimate_mb"], ", gradient checkpointing" if self.memory["gradient_checkpointing"] else "")
+        return model
+
+    def targets(self, examples: list) -> int:
+        return sum(int(mask[1:].sum()) for _, mask in examples)
+
+    def forwards(self, examples: list):
+        return forward_batches(examples, self.tokenizer.pad_token_id, self.device, self.packing, self.max_length, self.per_forward)
+
+    def loss_sum(self, model, batch) -> torch.Tensor:
+        return supervised_loss(model, batch)[0]
+
+    def validate(self, model) -> dict[str, float]:
+        loss = mean_loss(model, self.examples("val"), self.batch_size * 2, self.tokenizer.pad_token_id, self.device, self.max_eval_batches,
+                         self.precision)
+        return {"eval_loss": round(loss, 5)}
+
+    def rank(self, metrics: dict[str, float]) -> tuple:
+        return (-metrics["eval_loss"],)
+
+    def save(self, model, out_dir: str) -> dict:
+        save_trained(model, self.method, out_dir)
+        return {}
+
+    def stats(self, state: dict) -> dict:
+        stats = {
+            "method": self.method, "r": self.r, "lora_alpha": self.lora_alpha, "target_modules": self.target_modules,
+            "best_eval_loss": (state["best"] or {}).get("eval_loss", math.inf), "supervised_tokens_seen": state["supervised_seen"],
+            "quantization": {"qlora": "nf4 (double quant, bf16 compute)", "lora_8bit": "int8"}.get(self.method, "none"),
+            "gradient_checkpointing": self.memory["gradient_checkpointing"], "packing": self.packing,
+            "tokens_per_forward": self.per_forward, "compiled": bool(self.compile), "est_memory_mb": self.memory["estimate_mb"],
+        }
+        if self.preflight:  # the pre-flight estimate next to the measurement, to keep the estimate honest
+            stats["preflight_est_memory_mb"] = read_json(self.preflight)["est_peak_train_memory_mb"]
+        return stats
