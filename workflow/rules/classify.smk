@@ -22,12 +22,14 @@ wildcard_constraints:
 
 CLS = config["classify"]
 TRUST_REMOTE_CODE = config["base_model"]["trust_remote_code"]
-# The `train` settings the classification loop uses (changing another one reruns nothing here).
+# The `train` settings the classification task uses: the shared training loop's (see train.smk, TRAIN_KEYS);
+# changing another `train` key reruns nothing here. checkpoint_every cannot change a result (runtime).
 CLS_TRAIN = pick(
     config["train"],
     [
         "lora_dropout",
         "weight_decay",
+        "precision",
         "epochs",
         "max_steps",
         "batch_size",
@@ -37,8 +39,10 @@ CLS_TRAIN = pick(
         "max_grad_norm",
         "eval_every",
         "early_stopping_patience",
+        "nproc_per_node",
     ],
 )
+CLS_TRAIN_RUNTIME = {**RUNTIME, "checkpoint_every": "train.checkpoint_every"}
 CLS_DATA = f"{R}/data/raw.jsonl" if CLS["data"] == "builtin" else CLS["data"]
 
 
@@ -122,7 +126,8 @@ rule cls_split:
 
 
 rule cls_train:
-    """One adapter per grid point: LoRA matrices plus the trained head (results/runs/<run>/adapter)."""
+    """One adapter per grid point: LoRA matrices plus the trained head (results/runs/<run>/adapter), trained by the
+    shared loop (precision, checkpoints and resume, train.nproc_per_node processes on as many GPU slots)."""
     input:
         model_dir=rules.cls_base_model.output.out_dir,
         train_path=rules.cls_split.output.out_train,
@@ -140,10 +145,11 @@ rule cls_train:
             eval_batch_size=config["evaluate"]["batch_size"],
             trust_remote_code=TRUST_REMOTE_CODE,
         ),
-        runtime=RUNTIME,
-    threads: JOB_THREADS
+        runtime=CLS_TRAIN_RUNTIME,
+        checkpoint_dir=lambda wc: f"{R}/checkpoints/{wc.run}",
+    threads: TRAIN_THREADS
     resources:
-        gpu=1,
+        gpu=config["train"]["nproc_per_node"],
     log:
         f"{R}/logs/cls_train/{{run}}.log",
     benchmark:

@@ -5,6 +5,8 @@ import os
 # CPU of this machine when it is 0. Never derived from --cores, so results do not depend on --cores; under
 # a smaller --cores Snakemake scales the declaration down and runs that job alone.
 JOB_THREADS = config["torch_threads"] or len(os.sched_getaffinity(0))
+# A train job's: torch_threads in each of the train.nproc_per_node processes, or every CPU of the machine (split among them).
+TRAIN_THREADS = config["torch_threads"] * config["train"]["nproc_per_node"] or JOB_THREADS
 
 
 def settings(*parts, **values):

@@ -17,10 +17,6 @@ TRAIN_RUNTIME = {**RUNTIME, "checkpoint_every": "train.checkpoint_every", "gradi
 GRID_KEYS = ["method", "r", "lora_alpha", "target_modules", "seed"]
 
 
-# torch_threads in each of the train.nproc_per_node processes, or every CPU of the machine (split among them).
-TRAIN_THREADS = config["torch_threads"] * config["train"]["nproc_per_node"] or JOB_THREADS
-
-
 rule train:
     """One LoRA adapter per grid point (results/runs/<run>/adapter). Takes train.nproc_per_node GPU
     slots (resources gpu=N): the job's N devices go one to each torchrun rank."""
