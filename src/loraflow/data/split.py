@@ -61,7 +61,13 @@ def split_dataset(
     """Split stage entry point; checks rows in = train + val + test + rejected."""
     rows = read_jsonl(formatted_path)
     parts = assign_splits(rows, fractions, seed)
-    for name, path in zip(SPLITS, (out_train, out_val, out_test)):
+    return write_splits(parts, (out_train, out_val, out_test), clean_stats_path, stats_path, seed)
+
+
+def write_splits(parts: dict[str, list[dict]], paths, clean_stats_path: str, stats_path: str, seed: int, **extra) -> dict:
+    """Write the train/val/test rows (`paths` in SPLITS order) and split_stats.json (counts, fractions,
+    `extra` keys, seed), checking that rows in = train + val + test + rejected (every task's splitter)."""
+    for name, path in zip(SPLITS, paths):
         write_jsonl(path, parts[name])
     clean_stats = read_json(clean_stats_path)
     counts = {name: len(parts[name]) for name in SPLITS}
@@ -69,7 +75,8 @@ def split_dataset(
         "rows_in": clean_stats["rows_in"],
         **counts,
         "rejected": clean_stats["rejected"],
-        "fractions": {k: round(v / len(rows), 4) for k, v in counts.items()},
+        "fractions": {k: round(v / max(sum(counts.values()), 1), 4) for k, v in counts.items()},
+        **extra,
         "seed": seed,
     }
     stats["conserved"] = stats["rows_in"] == sum(counts.values()) + stats["rejected"]

@@ -21,7 +21,7 @@ from typing import Iterable
 
 from loraflow.data.clean import normalize_text
 from loraflow.config import ConfigError
-from loraflow.io import read_json, read_jsonl, write_json, write_jsonl
+from loraflow.io import read_jsonl, write_json, write_jsonl
 from loraflow.data.readers import DataError, RawRow, RowError, iter_raw_rows
 
 log = logging.getLogger(__name__)
@@ -213,20 +213,8 @@ def split_classification_data(
     for row in rows:
         row["label_id"] = label2id[row["label"]]
     parts = stratified_split(rows, fractions, seed, order)
-    for split, path in zip(SPLITS, (out_train, out_val, out_test)):
-        write_jsonl(path, parts[split])
+    from loraflow.data.split import write_splits
+
     write_json(out_labels, {"labels": order, "id2label": {str(i): label for i, label in enumerate(order)}, "label2id": label2id})
-    clean_stats = read_json(clean_stats_path)
-    counts = {s: len(parts[s]) for s in SPLITS}
-    stats = {
-        "rows_in": clean_stats["rows_in"], **counts, "rejected": clean_stats["rejected"],
-        "fractions": {s: round(k / len(rows), 4) for s, k in counts.items()},
-        "labels_per_split": {s: dict(Counter(r["label"] for r in parts[s])) for s in SPLITS},
-        "seed": seed,
-    }
-    stats["conserved"] = stats["rows_in"] == sum(counts.values()) + stats["rejected"]
-    if not stats["conserved"]:
-        raise AssertionError(f"row conservation broken: {stats}")
-    write_json(out_stats, stats)
-    log.info("split: %s", stats)
-    return stats
+    return write_splits(parts, (out_train, out_val, out_test), clean_stats_path, out_stats, seed,
+                        labels_per_split={s: dict(Counter(r["label"] for r in parts[s])) for s in SPLITS})

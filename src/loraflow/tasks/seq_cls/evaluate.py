@@ -112,6 +112,25 @@ def _splits(val_path: str, test_path: str) -> dict[str, list[dict]]:
     return {"val": read_jsonl(val_path), "test": read_jsonl(test_path)}
 
 
+def _seeded_classifier(model_dir: str, labels_path: str, seed: int, threads: int | None, trust_remote_code: bool):
+    """(the encoder with a head initialised from `seed`, the labels, the device)."""
+    from loraflow.model.modeling import pick_device, set_seed, set_threads
+    from loraflow.tasks.seq_cls.model import load_classifier, read_labels
+
+    set_threads(threads)
+    set_seed(seed)
+    device = pick_device()
+    labels = read_labels(labels_path)
+    return load_classifier(model_dir, labels, device, trust_remote_code), labels, device
+
+
+def _evaluate_model(model, model_dir: str, labels: list[str], device, val_path: str, test_path: str, out_metrics: str,
+                    out_predictions: str, info: dict, batch_size: int, max_length: int) -> dict:
+    splits = _splits(val_path, test_path)
+    metrics, predictions = _score(splits, _model_probs(model, model_dir, splits, batch_size, max_length, device), labels)
+    return _write(out_metrics, out_predictions, info, metrics, predictions)
+
+
 def evaluate_adapter(
     model_dir: str, adapter_dir: str, val_path: str, test_path: str, labels_path: str, out_metrics: str, out_predictions: str,
     batch_size: int = 32, max_length: int = 256, seed: int = 42, threads: int | None = None, trust_remote_code: bool = False,
@@ -119,22 +138,15 @@ def evaluate_adapter(
     """Stage entry point for a run: base + adapter through PeftModel.from_pretrained."""
     from peft import PeftModel
 
-    from loraflow.tasks.seq_cls.model import ADAPTER_PREFIX, head_modules, load_classifier, read_labels
-    from loraflow.model.modeling import pick_device, set_seed, set_threads
+    from loraflow.tasks.seq_cls.model import ADAPTER_PREFIX, head_modules
 
-    set_threads(threads)
-    set_seed(seed)
-    device = pick_device()
-    labels = read_labels(labels_path)
-    base = load_classifier(model_dir, labels, device, trust_remote_code)
+    base, labels, device = _seeded_classifier(model_dir, labels_path, seed, threads, trust_remote_code)
     heads = head_modules(base)
     initial = {ADAPTER_PREFIX + n: p.detach().cpu().clone() for n, p in base.named_parameters() if n.split(".")[0] in heads}
     model = PeftModel.from_pretrained(base, adapter_dir).to(device)
     head_tensors = check_head_from_adapter(model, adapter_dir, heads, initial)
-    splits = _splits(val_path, test_path)
-    metrics, predictions = _score(splits, _model_probs(model, model_dir, splits, batch_size, max_length, device), labels)
     info = {"model": "adapter", "adapter_dir": adapter_dir, "head_from_adapter": True, "head_tensors": head_tensors}
-    return _write(out_metrics, out_predictions, info, metrics, predictions)
+    return _evaluate_model(model, model_dir, labels, device, val_path, test_path, out_metrics, out_predictions, info, batch_size, max_length)
 
 
 def evaluate_untrained_head(
@@ -142,17 +154,9 @@ def evaluate_untrained_head(
     batch_size: int = 32, max_length: int = 256, seed: int = 42, threads: int | None = None, trust_remote_code: bool = False,
 ) -> dict:
     """Stage entry point for the baseline: the base encoder with a seeded, untrained head."""
-    from loraflow.tasks.seq_cls.model import load_classifier, read_labels
-    from loraflow.model.modeling import pick_device, set_seed, set_threads
-
-    set_threads(threads)
-    set_seed(seed)
-    device = pick_device()
-    labels = read_labels(labels_path)
-    model = load_classifier(model_dir, labels, device, trust_remote_code)
-    splits = _splits(val_path, test_path)
-    metrics, predictions = _score(splits, _model_probs(model, model_dir, splits, batch_size, max_length, device), labels)
-    return _write(out_metrics, out_predictions, {"model": "untrained_head", "seed": seed}, metrics, predictions)
+    model, labels, device = _seeded_classifier(model_dir, labels_path, seed, threads, trust_remote_code)
+    return _evaluate_model(model, model_dir, labels, device, val_path, test_path, out_metrics, out_predictions,
+                           {"model": "untrained_head", "seed": seed}, batch_size, max_length)
 
 
 def evaluate_majority(train_path: str, val_path: str, test_path: str, labels_path: str, out_metrics: str, out_predictions: str) -> dict:
