@@ -33,17 +33,20 @@ FILLER = ["the", "product", "it", "was", "really", "delivery", "box", "price", "
 
 
 def build_tiny_bert(out_dir: Path, corpus: list[str], seed: int = 0) -> Path:
-    """A WordPiece tokenizer trained on `corpus` and a 2-layer BERT encoder (hidden 32), no head."""
+    """A WordPiece tokenizer whose vocabulary is `corpus`'s words and characters, and a 2-layer BERT
+    encoder (hidden 32), no head. The vocabulary is built, not trained: the WordPiece trainer breaks
+    ties in hash order, so it gave another vocabulary (and other training results) in every process."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    wp.normalizer = normalizers.BertNormalizer(lowercase=True)
-    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    wp.decoder = decoders.WordPiece()
-    wp.train_from_iterator(corpus, trainer=trainers.WordPieceTrainer(vocab_size=700, special_tokens=specials, show_progress=False))
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = {w for text in corpus for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))}
+    chars = sorted({c for w in words for c in w})
+    vocab = specials + chars + [f"##{c}" for c in chars] + sorted(words - set(chars))
+    wp = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    wp.normalizer, wp.pre_tokenizer, wp.decoder = normalizer, pre_tokenizer, decoders.WordPiece()
     wp.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", wp.token_to_id("[CLS]")), ("[SEP]", wp.token_to_id("[SEP]"))],
