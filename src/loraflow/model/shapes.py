@@ -125,7 +125,7 @@ def rehearsal_config(model_dir: str | Path, results_dir: str = "results") -> dic
     """The workflow config of the CPU scale rehearsal (tests/test_rehearsal.py): the whole pipeline
     on a `build_random_model(..., "qwen2.5-0.5b")` directory in bf16, kept short for a 2-core CPU
     without bf16 units (bf16 emulated): 50 built-in rows split 90/5/5, 2 train steps of 1
-    conversation, validation on 2 rows, 2 test rows with 4 new tokens, 1 merge-check prompt. Keys not
+    conversation, validation on 2 rows, 2 test rows with 4 new tokens, 4 retention items, 1 merge-check prompt. Keys not
     given take the schema's defaults."""
     return {
         "results_dir": results_dir,
@@ -136,6 +136,7 @@ def rehearsal_config(model_dir: str | Path, results_dir: str = "results") -> dic
         "grid": {"r": [8], "lora_alpha": [16], "target_modules": ["qv"]},
         "train": {"max_steps": 2, "batch_size": 1, "eval_every": 0, "max_eval_batches": 1, "warmup_steps": 0, "checkpoint_every": 0,
                   "learning_rate": 0.001, "precision": "bf16"},
-        "evaluate": {"batch_size": 2, "max_samples": 2, "max_new_tokens": 4, "consistency_questions": 0},
+        "evaluate": {"batch_size": 2, "max_samples": 2, "max_new_tokens": 4, "consistency_questions": 0, "val_samples": 2,
+                     "retention_items": 4, "retention_max_new_tokens": 4},
         "merge": {"n_prompts": 1, "speed_tokens": 2},
     }
