@@ -136,10 +136,10 @@ def _token_types(tokens: dict[int, str], added: dict[int, dict], n_vocab: int, b
     for i in range(n_vocab):
         if i not in tokens:
             types.append(gguf.TokenType.UNUSED)
-        elif i in added:
-            types.append(gguf.TokenType.CONTROL if added[i].get("special") else gguf.TokenType.USER_DEFINED)
         elif byte_tokens and len(tokens[i]) == 6 and tokens[i].startswith("<0x") and tokens[i].endswith(">"):
             types.append(gguf.TokenType.BYTE)
+        elif i in added:
+            types.append(gguf.TokenType.CONTROL if added[i].get("special") else gguf.TokenType.USER_DEFINED)
         else:
             types.append(gguf.TokenType.NORMAL)
     return [int(t) for t in types]
