@@ -249,6 +249,25 @@ def test_unsupported_architectures_are_refused_with_the_supported_ones_named(tmp
         check_export_config(cfg, {"r8_a16_qv": {}})
 
 
+def test_pre_tokenizer_names_llama_cpp_needs():
+    """The byte-level pre-tokenizers we recognise (patterns as transformers' own GGUF reader spells them)."""
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
+
+    from loraflow.gguf_export import _pre_tokenizer_name
+
+    def split(pattern):
+        return {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated"},
+                                                                        {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]}}
+
+    assert _pre_tokenizer_name(split(GGUF_PRE_TOKENIZER_SPLITS["qwen2"])) == "qwen2"
+    assert _pre_tokenizer_name(split(GGUF_PRE_TOKENIZER_SPLITS["llama-bpe"])) == "llama-bpe"
+    assert _pre_tokenizer_name({"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}}) == "gpt-2"
+    smollm = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, {"type": "ByteLevel", "use_regex": True}]}
+    assert _pre_tokenizer_name({"pre_tokenizer": smollm}) == "smollm"
+    with pytest.raises(ExportError, match="unrecognised byte-level pre-tokenizer"):
+        _pre_tokenizer_name(split(r"\p{L}+|\s+"))
+
+
 # ---------------------------------------------------------------------------------------------
 # template and Modelfile
 # ---------------------------------------------------------------------------------------------

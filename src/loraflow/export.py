@@ -187,6 +187,27 @@ def agreement(a: list[list[int]], b: list[list[int]]) -> float:
     return sum(x == y for x, y in zip(a, b, strict=True)) / max(len(a), 1)
 
 
+def divergences(model, tokenizer, prompts: list[str], answers: list[list[int]], reference: list[list[int]]) -> list[dict]:
+    """Where each disagreeing answer leaves the reference, and the model's own logit margin there
+    between its token and the reference's (a small margin = a near tie that any rounding can flip)."""
+    import torch
+
+    out = []
+    for i, (a, r) in enumerate(zip(answers, reference)):
+        if a == r:
+            continue
+        k = next((j for j in range(min(len(a), len(r))) if a[j] != r[j]), min(len(a), len(r)))
+        if k >= min(len(a), len(r)):  # one stopped (or was cut) where the other goes on
+            out.append({"prompt": i, "at": k, "margin": None})
+            continue
+        ids = tokenizer(prompts[i], add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ids = torch.cat([ids, torch.tensor([a[:k]], dtype=ids.dtype)], dim=1).to(_device())
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, -1].float()
+        out.append({"prompt": i, "at": k, "margin": round((logits[a[k]] - logits[r[k]]).item(), 4)})
+    return out
+
+
 def check_templates(tokenizer, gguf_dir: Path, gguf_file: str, rows: list[dict], seg) -> dict:
     """The chat template and tokenizer read back from the GGUF against the run's own."""
     from gguf import GGUFReader
@@ -220,37 +241,38 @@ def llama_cpp_available() -> tuple[bool, str]:
 
 
 def run_llama_cpp(gguf_path: Path, tokenizer, prompts: list[str], reference: list[list[int]], new_tokens: int, stops: list[int], threads: int | None = None) -> dict:
-    """Greedy answers of llama.cpp on `prompts` (token ids as the HF tokenizer gives them) against
-    `reference` (transformers' greedy tokens of the same file)."""
+    """Greedy answers of llama.cpp on `prompts` against `reference` (transformers' greedy tokens from the
+    same file). llama.cpp is fed the HF token ids (so answers compare the models) and, separately, asked to
+    tokenize the prompt text itself (so its tokenizer is compared too)."""
     import os
 
+    import llama_cpp
     from llama_cpp import Llama
 
-    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    llm = Llama(model_path=str(gguf_path), n_ctx=max(lengths) + new_tokens + 8, n_threads=threads or len(os.sched_getaffinity(0)),
-                n_batch=512, verbose=False, seed=0)
-    same_ids, answers, ended = 0, [], []
-    for p in prompts:
-        hf_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
-        cpp_ids = llm.tokenize(p.encode("utf-8"), add_bos=False, special=True)
-        same_ids += cpp_ids == hf_ids
-        llm.reset()
-        toks = []
-        for t in llm.generate(hf_ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    llm = Llama(model_path=str(gguf_path), n_ctx=max(map(len, encoded)) + new_tokens + 8, n_batch=512, seed=0, verbose=False,
+                n_threads=threads or len(os.sched_getaffinity(0)))
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+
+    def is_eog(token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(vocab, int(token)))
+
+    same_ids, answers = 0, []
+    for p, ids in zip(prompts, encoded):
+        same_ids += llm.tokenize(p.encode("utf-8"), add_bos=False, special=True) == ids
+        toks: list[int] = []
+        for t in llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
             toks.append(int(t))
-            if t in stops or llm._model.token_is_eog(t) if hasattr(llm._model, "token_is_eog") else t in stops:
-                break
-            if len(toks) >= new_tokens:
+            if is_eog(t) or len(toks) >= new_tokens:
                 break
         answers.append(toks)
-        ended.append(bool(toks) and toks[-1] in stops)
-    eog = {int(s): bool(llm._model.token_is_eog(s)) if hasattr(llm._model, "token_is_eog") else None for s in stops}
+    ended = [bool(a) and a[-1] in stops for a in answers]
     ref_stopped = [bool(r) and r[-1] in stops for r in reference]
     return {
         "file": gguf_path.name, "prompts": len(prompts), "prompt_tokens_same": same_ids,
-        "agreement": agreement(answers, reference),
+        "agreement": agreement(answers, reference), "agreeing_prompts": sum(a == b for a, b in zip(answers, reference)),
         "stopped_where_transformers_stopped": sum(a == b for a, b in zip(ended, ref_stopped)),
-        "transformers_stopped": sum(ref_stopped), "stop_tokens_are_eog": eog,
+        "transformers_stopped": sum(ref_stopped), "stop_tokens_are_eog": {str(s): bool(is_eog(s)) for s in stops},
     }
 
 
@@ -298,6 +320,7 @@ def verify(model_dir: str, out_dir: Path, files: dict[str, str], tokenizer, rows
         else:
             entry["min_agreement"] = q8_0_min_agreement
             entry["passed"] = entry["greedy_agreement"] >= q8_0_min_agreement
+        entry["divergences"] = divergences(model, tokenizer, prompts, answers, ref_answers)
         entry["verify_s"] = round(time.perf_counter() - start, 2)
         del model
         gc.collect()
@@ -308,7 +331,8 @@ def verify(model_dir: str, out_dir: Path, files: dict[str, str], tokenizer, rows
     check["template"] = check_templates(tokenizer, out_dir, first, rows, seg)
     t = check["template"]
     template_ok = t["chat_template_identical"] and all(t[k] == t["prompts"] for k in
-                                                        ("template_renders_same", "tokenizer_ids_same", "modelfile_template_renders_same"))
+                                                        ("template_renders_same", "template_matches_eval_prompts", "tokenizer_ids_same",
+                                                                  "modelfile_template_renders_same"))
     t["passed"] = template_ok
     passed &= template_ok
 
@@ -325,6 +349,7 @@ def verify(model_dir: str, out_dir: Path, files: dict[str, str], tokenizer, rows
         res["ran"] = True
         res["compared_with"] = f"transformers on the same file ({kind})"
         res["passed"] = (res["prompt_tokens_same"] == res["prompts"] and res["agreement"] >= q8_0_min_agreement
+                         and all(res["stop_tokens_are_eog"].values())
                          and res["stopped_where_transformers_stopped"] >= math.ceil(q8_0_min_agreement * res["prompts"]))
         check["llama_cpp"] = res
         passed &= res["passed"]
@@ -351,6 +376,7 @@ def failures(check: dict) -> list[str]:
     t = check["template"]
     if not t["passed"]:
         out.append(f"template: identical={t['chat_template_identical']}, renders same {t['template_renders_same']}/{t['prompts']}, "
+                   f"matches the evaluated prompts {t['template_matches_eval_prompts']}/{t['prompts']}, "
                    f"token ids same {t['tokenizer_ids_same']}/{t['prompts']}, Modelfile template same {t['modelfile_template_renders_same']}/{t['prompts']}")
     lc = check.get("llama_cpp") or {}
     if lc.get("ran") and not lc.get("passed"):
