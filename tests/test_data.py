@@ -1,12 +1,14 @@
 """Clean, format, split and tokenise stages on the generated data and on hand-made bad input."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from loraflow.chatml import format_example, render_with_spans
-from loraflow.clean import clean_dataset, clean_rows, is_mojibake, normalize_text
+from loraflow.clean import clean_dataset, clean_rows, normalize_text
 from loraflow.readers import DataError, iter_raw_rows
 from loraflow.split import assign_splits, prompt_key, split_dataset
 from loraflow.synth import generate_dataset
@@ -14,6 +16,8 @@ from loraflow.tokenization import StaleCacheError, encode_example, load_split, t
 
 COLUMNS = {"messages": "messages", "instruction": "instruction", "input": "input", "output": "output",
            "question": "question", "answer": "answer", "system": "system"}
+# What the default config.yaml switches on for the (deliberately dirty) built-in data.
+BUILTIN_CLEAN = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text(encoding="utf-8"))["clean"]
 
 
 def write_lines(path, lines, encoding="utf-8"):
@@ -26,7 +30,8 @@ def cleaned(tmp_path_factory, tiny_model):
     d = tmp_path_factory.mktemp("clean")
     info = generate_dataset(str(d / "raw.jsonl"), n_rows=600, seed=3)
     stats = clean_dataset(str(d / "raw.jsonl"), str(tiny_model), str(d / "clean.jsonl"), str(d / "rejected.jsonl"),
-                          str(d / "stats.json"), COLUMNS, max_tokens=512, system_prompt="Be brief.")
+                          str(d / "stats.json"), COLUMNS, str(d / "changes.jsonl"), str(d / "report.html"),
+                          max_tokens=512, system_prompt="Be brief.", **BUILTIN_CLEAN)
     return d, info, stats
 
 
@@ -38,23 +43,30 @@ def test_every_dirty_kind_is_caught_and_rows_are_conserved(cleaned):
     clean_lines = {json.loads(line)["line"] for line in (d / "clean.jsonl").read_text().splitlines()}
     assert stats["rows_in"] == 600 == len(clean_lines) + len(rejected)
     assert stats["conserved"] and not clean_lines & set(rejected)
-    expected = {"mojibake": "mojibake", "symbol_only": "symbol_only", "empty": "empty", "exact_dup": "duplicate",
+    expected = {"symbol_only": "symbol_only", "empty": "empty", "exact_dup": "duplicate",
                 "near_dup": "duplicate", "overlong": "too_long", "too_short": "too_short"}
     for kind, reason in expected.items():
         for rid in info["dirty"][kind]:
             assert rejected.get(line_of[rid]) == reason, (kind, rid)
-    for kind in ("html", "control", "symbol_run"):  # fixable: kept, and cleaned
-        for rid in info["dirty"][kind]:
-            assert line_of[rid] in clean_lines
-    assert stats["fixed"]["html"] >= len(info["dirty"]["html"])
+    fixers = {"html": ("html",), "control": ("control_chars", "zero_width"), "symbol_run": ("symbol_run",), "mojibake": ("mojibake",)}
+    changes = [json.loads(line) for line in (d / "changes.jsonl").read_text().splitlines()]
+    for kind, names in fixers.items():  # fixable: kept, cleaned, and the change recorded
+        lines = {line_of[rid] for rid in info["dirty"][kind]}
+        assert lines <= clean_lines, kind
+        assert lines <= {c["line"] for c in changes if c["fixer"] in names}, kind
+        assert sum(stats["fixed"][f] for f in names) >= len(lines)
     assert len(rejected) == sum(len(info["dirty"][k]) for k in expected)
+    # the only changes are the ones the dirty rows need: no clean row is touched
+    dirty_lines = {line_of[rid] for ids in info["dirty"].values() for rid in ids}
+    assert {c["line"] for c in changes} <= dirty_lines
 
 
 def test_clean_text_has_no_html_controls_or_runs(cleaned):
     d, _, _ = cleaned
     text = (d / "clean.jsonl").read_text()
-    for bad in ("<p>", "<br", "&amp;", "\\u0000", "\\u200b", "!!!!", "~~~~"):
+    for bad in ("<p>", "<br", "&amp;", "\\u0000", "\u200b", "\ufeff", "!!!!", "~~~~", "â€", "æ´"):
         assert bad not in text
+    assert "，" in text and "？" in text  # full-width punctuation of the Chinese rows is kept (no NFKC)
 
 
 @pytest.mark.parametrize(
@@ -70,14 +82,8 @@ def test_normalize_text(raw, expected):
     assert normalize_text(raw) == expected
 
 
-def test_mojibake_detection():
-    assert is_mojibake("洛摩家居".encode("utf-8").decode("latin-1"))
-    assert is_mojibake("It’s great".encode("utf-8").decode("cp1252"))
-    assert not is_mojibake("café crème, naïve, 洛摩家居, Ångström")
-
-
 def rows_of(tmp_path, name, lines, **kw):
-    return clean_rows(iter_raw_rows(write_lines(tmp_path / name, lines)), str(tmp_path / name), COLUMNS, **kw)
+    return clean_rows(iter_raw_rows(write_lines(tmp_path / name, lines)), str(tmp_path / name), COLUMNS, **kw)[:3]
 
 
 def test_malformed_json_names_file_and_line(tmp_path):
@@ -215,12 +221,12 @@ def test_jsonl_with_bom_crlf_bad_bytes_huge_row_and_mixed_schemas(tmp_path):
     ]
     path = tmp_path / "mixed.jsonl"
     path.write_bytes("\n".join(lines).encode("utf-8") + b"\n" + b'{"question": "bad \xff byte", "answer": "no"}\n')
-    clean, rejected, stats = clean_rows(iter_raw_rows(str(path)), str(path), COLUMNS, on_bad_row="reject")
+    clean, rejected, stats, _ = clean_rows(iter_raw_rows(str(path)), str(path), COLUMNS, on_bad_row="reject", max_chars=4000)
     assert [c["line"] for c in clean] == [1, 2, 3]
     assert clean[0]["messages"][0]["content"] == "What is the BOM?"  # no BOM, no \r
     assert {r["line"]: r["reason"] for r in rejected} == {4: "too_long", 5: "bad_encoding"}
     assert stats["rows_in"] == 5 and stats["conserved"]
-    with pytest.raises(DataError, match=r"mixed\.jsonl:5: not valid utf-8"):
+    with pytest.raises(DataError, match=r"mixed\.jsonl:5: bytes are not valid utf-8"):
         clean_rows(iter_raw_rows(str(path)), str(path), COLUMNS)
 
 
@@ -229,6 +235,6 @@ def test_json_array_file_and_wrong_message_types(tmp_path):
     path.write_text(json.dumps([{"question": "q?", "answer": "fine answer"},
                                 {"messages": [{"role": "user", "content": 5}]},
                                 {"messages": [{"role": "robot", "content": "x"}]}]))
-    clean, rejected, _ = clean_rows(iter_raw_rows(str(path)), str(path), COLUMNS, on_bad_row="reject")
+    clean, rejected, _, _ = clean_rows(iter_raw_rows(str(path)), str(path), COLUMNS, on_bad_row="reject")
     assert len(clean) == 1 and [r["reason"] for r in rejected] == ["wrong_type", "bad_role"]
     assert "unknown role 'robot'" in rejected[1]["detail"]

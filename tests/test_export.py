@@ -21,7 +21,7 @@ import yaml
 
 from conftest import QA, REPO, build_tiny_model, synth_corpus
 from loraflow.chatml import CHATML_TEMPLATE, format_example
-from loraflow.export import ExportCheckError, check_export_config, export_run, select_runs, write_export_summary
+from loraflow.export import ExportCheckError, check_export_config, export_run, runs_to_export, write_export_summary
 from loraflow.gguf_export import ExportError, check_model_config, rope_deinterleave, rope_interleave, write_gguf
 from loraflow.io import read_json, write_json, write_jsonl
 from loraflow.modeling import load_tokenizer
@@ -340,19 +340,14 @@ def test_modelfile_fields():
 # run selection
 # ---------------------------------------------------------------------------------------------
 
-def test_select_runs_reads_the_tables_best_column_and_tolerates_best_json(tmp_path):
-    pd.DataFrame([{"run": "base", "best": None}, {"run": "a", "best": None}, {"run": "b", "best": "best (rougeL)"},
-                  {"run": "c", "best": "tied best"}]).to_csv(tmp_path / "comparison.csv", index=False)
-    out = select_runs(str(tmp_path / "comparison.csv"), str(tmp_path / "sel.json"), "best", ["a", "b", "c"], str(tmp_path / "best.json"))
-    assert out["runs"] == ["b"] and out["tied_best"] == ["b", "c"] and read_json(tmp_path / "sel.json")["runs"] == ["b"]
-    write_json(tmp_path / "best.json", {"run": "c"})
-    out = select_runs(str(tmp_path / "comparison.csv"), str(tmp_path / "sel.json"), "best", ["a", "b", "c"], str(tmp_path / "best.json"))
-    assert out["runs"] == ["b"] and out["best_json"] == "c" and "best.json names c" in out["note"]
-    pd.DataFrame([{"run": "base"}, {"run": "a"}]).to_csv(tmp_path / "nobest.csv", index=False)  # a table without the column
-    assert select_runs(str(tmp_path / "nobest.csv"), str(tmp_path / "s.json"), "best", ["a", "c"], str(tmp_path / "best.json"))["runs"] == ["c"]
-    assert select_runs(str(tmp_path / "comparison.csv"), str(tmp_path / "s.json"), ["a", "c"], ["a", "b", "c"])["runs"] == ["a", "c"]
-    with pytest.raises(ExportError, match="marks no best run"):
-        select_runs(str(tmp_path / "nobest.csv"), str(tmp_path / "s.json"), "best", ["a"], None)
+def test_runs_to_export_are_best_json_s_run_or_the_configured_list(tmp_path):
+    write_json(tmp_path / "best.json", {"run": "b", "metric": "rougeL", "split": "val"})
+    assert runs_to_export("best", str(tmp_path / "best.json")) == ["b"]
+    assert runs_to_export(["a", "c"], str(tmp_path / "best.json")) == ["a", "c"]
+    write_json(tmp_path / "none.json", {"run": None, "metric": "rougeL", "split": "val"})  # no run finished
+    for missing in (str(tmp_path / "none.json"), str(tmp_path / "absent.json"), None):
+        with pytest.raises(ExportError, match="names no best run"):
+            runs_to_export("best", missing)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,20 +472,20 @@ def test_export_is_only_in_all_when_enabled_and_refuses_unsupported_models_at_pa
     plain = snakemake(tmp_path, "-n", "--quiet", "rules")
     assert plain.returncode == 0, plain.stderr[-3000:]
     jobs = planned(plain.stdout)
-    assert "table" in jobs and not {"export", "export_select", "adapter_package", "serve", "provenance"} & set(jobs)
+    assert "table" in jobs and not {"export", "export_model", "adapter_package", "serve", "provenance"} & set(jobs)
     cfg["export"] = {"enabled": True}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     enabled = snakemake(tmp_path, "-n", "--quiet", "rules")
     assert enabled.returncode == 0, enabled.stderr[-3000:]
     jobs = planned(enabled.stdout)
-    assert jobs["export_select"] == 1 and jobs["adapter_package"] == 2 and jobs["provenance"] == jobs["serve"] == jobs["export"] == 1
-    assert "export_model" not in jobs  # which run is known only after the checkpoint read the table
+    assert jobs["adapter_package"] == 2 and jobs["provenance"] == jobs["serve"] == jobs["export"] == 1
+    assert "export_model" not in jobs  # which run is known only after the checkpoint `table` wrote best.json
     cfg["export"]["runs"] = ["r2_a8_qv"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     listed = snakemake(tmp_path, "-n", "--quiet", "rules")
     assert listed.returncode == 0, listed.stderr[-3000:]
     jobs = planned(listed.stdout)
-    assert jobs["export_model"] == 1 and "export_select" not in jobs
+    assert jobs["export_model"] == 1 and jobs["merge"] == 1  # the listed run's merged model, made for its export
     cfg["export"]["runs"] = "best"
     (tmp_path / "gpt2").mkdir()
     (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))

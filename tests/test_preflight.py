@@ -44,3 +44,50 @@ def test_preflight_run_writes_counts_and_estimate(tmp_path, tiny_model):
     assert info["adapter_mb"] == pytest.approx(info["trainable_params"] * 4 / 2**20)
     assert info["est_peak_train_memory_mb"] > info["total_params"] * 4 / 2**20
     assert (tmp_path / "p.json").is_file()
+
+
+def test_the_grid_is_checked_in_one_pass_with_the_counts_of_single_points(tmp_path, tiny_model):
+    """preflight_grid: every point equals its own single-point pre-flight (exact peft counts, also for
+    ranks never wrapped: counts are affine in r); files are matched to runs by name, not position."""
+    import json
+
+    import pandas as pd
+
+    from loraflow.preflight import preflight_grid
+
+    runs = {"r3_a8_qv": {"method": "lora", "r": 3, "lora_alpha": 8.0, "target_modules": "qv"},
+            "r3_a16_qv": {"method": "lora", "r": 3, "lora_alpha": 16.0, "target_modules": "qv"},
+            "r8_a16_all-linear": {"method": "lora", "r": 8, "lora_alpha": 16.0, "target_modules": "all-linear"},
+            "r5_a8_all-linear_dora": {"method": "dora", "r": 5, "lora_alpha": 8.0, "target_modules": "all-linear"},
+            "full": {"method": "full", "r": None, "lora_alpha": None, "target_modules": None}}
+    paths = [str(tmp_path / "runs" / name / "preflight.json") for name in reversed(runs)]  # not in the order of `runs`
+    df = preflight_grid(str(tiny_model), paths, runs, batch_size=4, max_length=64, out_csv=str(tmp_path / "preflight.csv"))
+    assert list(df["run"]) == list(runs)
+    for name, hp in runs.items():
+        got = json.loads((tmp_path / "runs" / name / "preflight.json").read_text())
+        assert got["run"] == name
+        if name in ("r3_a8_qv", "full"):  # the single-point pre-flight agrees
+            assert got == preflight_run(str(tiny_model), str(tmp_path / "one.json"), name, hp["r"], hp["lora_alpha"], hp["target_modules"],
+                                        method=hp["method"], batch_size=4, max_length=64)
+        else:  # peft's own count on a freshly wrapped model, at a rank the grid check never wrapped
+            assert (got["trainable_params"], got["total_params"]) == lora_counts(meta_model(str(tiny_model)), hp["r"], hp["lora_alpha"],
+                                                                                 hp["target_modules"], hp["method"])
+    table = pd.read_csv(tmp_path / "preflight.csv")
+    assert list(table["run"]) == list(runs) and table["merged_mb_fp32"].iloc[0] == pytest.approx(
+        sum(p.numel() for p in meta_model(str(tiny_model)).parameters()) * 4 / 2**20)
+
+
+def test_every_bad_point_is_named_and_nothing_is_written(tmp_path, tiny_model):
+    from loraflow.config import ConfigError
+    from loraflow.preflight import preflight_grid
+
+    runs = {"r4_a8_qv": {"method": "lora", "r": 4, "lora_alpha": 8.0, "target_modules": "qv"},
+            "r4_a8_c_attn": {"method": "lora", "r": 4, "lora_alpha": 8.0, "target_modules": ["c_attn"]},
+            "r4_a8_input_layernorm": {"method": "lora", "r": 4, "lora_alpha": 8.0, "target_modules": ["input_layernorm"]}}
+    with pytest.raises(ConfigError) as err:
+        preflight_grid(str(tiny_model), [str(tmp_path / "runs" / r / "preflight.json") for r in runs], runs, out_csv=str(tmp_path / "p.csv"))
+    msg = str(err.value)
+    assert "2 of 3 grid point(s) cannot be trained" in msg
+    assert "r4_a8_c_attn: grid.target_modules: c_attn not found in LlamaForCausalLM" in msg
+    assert "r4_a8_input_layernorm: grid point cannot be built" in msg and "r4_a8_qv" not in msg
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "p.csv").exists()

@@ -232,7 +232,8 @@ def test_hand_written_adapter_other_keys(tmp_path):
 def test_rule_matches_stage_signature():
     """The rule names its input/output/params exactly like analyse_adapter's arguments."""
     rule = (REPO / "workflow" / "rules" / "rank_analysis.smk").read_text(encoding="utf-8")
-    names = set(re.findall(r"^\s+(\w+)=", rule, flags=re.M))
+    names = set(re.findall(r"^\s+(\w+)=", rule, flags=re.M)) - {"hp"}  # hp=settings(...): settings by name
+    names |= set(re.findall(r'"(\w+)"', " ".join(re.findall(r"pick\(.*?,\s*\[([^\]]*)\]", rule))))
     assert names == set(inspect.signature(analyse_adapter).parameters)
     script = (REPO / "workflow" / "scripts" / "rank_analysis.py").read_text(encoding="utf-8")
     assert 'call_stage(snakemake, "loraflow.rank_analysis", "analyse_adapter")' in script

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from test_workflow import assert_same_results, tiny_config
+from test_workflow import assert_same_results, planned_resources, tiny_config
 
 CAN_RUN = bool(shutil.which("slurmctld")) or (os.geteuid() == 0 and bool(shutil.which("apt-get")))
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not CAN_RUN, reason="needs Slurm installed, or root with apt-get to install it")]
@@ -65,8 +65,9 @@ def test_tiny_pipeline_through_slurm_equals_a_local_run(cluster, tiny_model, tmp
     assert_same_results(local, remote)  # same results as the local run
 
 
-def test_gpu_resources_become_sbatch_gpus_arguments():
-    """What the profile's `gpu: 1` (and an optional gpu_model) turn into on the sbatch line."""
+def test_gpu_resources_become_sbatch_gpus_arguments(tiny_model, tmp_path):
+    """The rules' own gpu resource reaches sbatch through the profile: --gpus=1 per model job and
+    --gpus=N for a train job of train.nproc_per_node N processes (the profile sets no gpu of its own)."""
     from snakemake_executor_plugin_slurm.utils import set_gres_string
 
     class Job:
@@ -80,6 +81,10 @@ def test_gpu_resources_become_sbatch_gpus_arguments():
     assert set_gres_string(Job(gpu=1)).strip() == "--gpus=1"
     assert set_gres_string(Job(gpu=2, gpu_model="a100")).strip() == "--gpus=a100:2"
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
-    for rule in ("train", "evaluate", "evaluate_base", "merge"):
-        assert profile["set-resources"][rule]["gpu"] == 1
-    assert set_gres_string(Job(**profile["set-resources"]["train"])).strip() == "--gpus=1"
+    assert not any("gpu" in r for r in profile["set-resources"].values())  # would override nproc_per_node
+    config = tiny_config(tiny_model)
+    config["train"]["nproc_per_node"] = 2
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    jobs = planned_resources(tmp_path, "--profile", str(REPO / "profiles" / "slurm"))
+    assert jobs["train"]["gpu"] == 2 and jobs["evaluate_base"]["gpu"] == 1 and "gpu" not in jobs["preflight"]
+    assert set_gres_string(Job(gpu=jobs["train"]["gpu"])).strip() == "--gpus=2"

@@ -68,7 +68,7 @@ def test_row_count_ids_and_schema(dataset):
     assert [r["id"] for r in rows] == sorted(by_id)  # ids follow file order
     assert all(re.fullmatch(r"syn-\d{5}", r["id"]) for r in rows)
     for r in rows:
-        assert list(r) == ["id", "lang", "question", "answer"]
+        assert list(r) == ["id", "lang", "question", "answer", "facts"]  # facts: what the answer states (fact metric)
         assert r["lang"] in ("en", "zh")
         assert isinstance(r["question"], str) and isinstance(r["answer"], str)
     assert summary["clean"] == 1500 - len(dirty_ids(summary))
@@ -95,7 +95,7 @@ def test_languages_roughly_balanced(dataset):
 
 def test_no_dirtiness_marker_in_rows(dataset):
     _, _, rows, _ = dataset
-    assert all(set(r) == {"id", "lang", "question", "answer"} for r in rows)
+    assert all(set(r) == {"id", "lang", "question", "answer", "facts"} for r in rows)
 
 
 def test_atomic_write_leaves_no_temp_files_and_creates_dirs(tmp_path):

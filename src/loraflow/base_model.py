@@ -44,6 +44,27 @@ def resolve_source(source: str, path: str | None, gguf_file: str | None) -> tupl
     return path, gguf_file
 
 
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def require_safetensors(location: str) -> None:
+    """A local model directory must hold safetensors weights: pickle weights (pytorch_model.bin, *.pt)
+    can run code when loaded, so loraflow never loads them (hub models are held to the same rule by
+    use_safetensors=True)."""
+    from loraflow.config import ConfigError
+
+    folder = Path(location)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern))
+    found = f"only pickle weights ({', '.join(pickled)})" if pickled else "no safetensors weights"
+    raise ConfigError(
+        f"config key base_model.path: {location} has {found}; loraflow loads safetensors only, since pickle files can run "
+        "code when loaded. Convert the model once where you trust it, e.g. "
+        "AutoModelForCausalLM.from_pretrained(path).save_pretrained(path, safe_serialization=True), or point to a GGUF file "
+        "with base_model.gguf_file")
+
+
 def prepare_base_model(
     out_dir: str,
     source: str = "builtin",
@@ -51,18 +72,26 @@ def prepare_base_model(
     gguf_file: str | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
+    threads: int | None = None,
 ) -> dict:
-    """Write a safetensors model directory (weights, config, tokenizer) to `out_dir`."""
+    """Write a safetensors model directory (weights, config, tokenizer) to `out_dir`. Weights are read
+    from safetensors (or a GGUF file) only, never from pickle files."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from loraflow.modeling import set_threads
+
+    set_threads(threads)
     location, gguf = resolve_source(source, path, gguf_file)
     kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
     if gguf:
         kwargs["gguf_file"] = gguf
+    else:
+        require_safetensors(location)
     log.info("loading base model from %s%s", location, f" (GGUF {gguf})" if gguf else "")
     tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-    loaded = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32, **kwargs)
+    weights = {} if gguf else {"use_safetensors": True}  # a GGUF file is not a pickle; everything else: safetensors only
+    loaded = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32, **weights, **kwargs)
     if gguf:
         config = AutoConfig.from_pretrained(location, **kwargs)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -150,7 +150,8 @@ def eval_row(comparison: str, run: str) -> dict:
     return row
 
 
-METRICS = ["val_loss", "test_loss", "perplexity", "bleu", "rouge1", "rouge2", "rougeL", "exact_match", "accuracy", "macro_f1", "consistency"]
+METRICS = ["val_loss", "test_loss", "perplexity", "bleu", "rouge1", "rouge2", "rougeL", "exact_match", "fact_acc", "answer_ok",
+           "accuracy", "macro_f1", "consistency", "retention"]
 
 
 def _num(v) -> str:

@@ -51,7 +51,7 @@ def render_with_spans(tokenizer, messages: list[dict]) -> tuple[str, list[list[i
         if m["role"] != "assistant":
             continue
         prompt = render(tokenizer, messages[:i], add_generation_prompt=True)
-        upto = render(tokenizer, messages[: i + 1])
+        upto = text if i == len(messages) - 1 else render(tokenizer, messages[: i + 1])
         if not upto.startswith(prompt) or not text.startswith(upto):
             raise TemplateError(
                 "the chat template does not render conversations prefix-stably, so assistant tokens "
@@ -81,7 +81,8 @@ def format_dataset(clean_path: str, model_dir: str, out_path: str, stats_path: s
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     template = ensure_chat_template(tokenizer)
     rows = read_jsonl(clean_path)
-    out = [{"id": row["id"], **format_example(tokenizer, row["messages"], system_prompt)} for row in rows]
+    # Extra fields of the source row (`meta`) travel with the example unchanged, through the split too.
+    out = [{"id": row["id"], "meta": row.get("meta", {}), **format_example(tokenizer, row["messages"], system_prompt)} for row in rows]
     write_jsonl(out_path, out)
     stats = {"rows_in": len(rows), "rows_out": len(out), "template": template}
     write_json(stats_path, stats)

@@ -99,7 +99,7 @@ def check_semantics(config: dict) -> None:
             f"config key split: train + val + test must sum to 1, got "
             f"{split['train']} + {split['val']} + {split['test']} = {total:g}"
         )
-    for axis in ("r", "lora_alpha", "target_modules", "seeds", "method"):
+    for axis in ("r", "lora_alpha", "target_modules", "seeds", "method", "learning_rate"):
         values = config["grid"][axis]
         if len(values) != len({_freeze(v) for v in values}):
             raise ConfigError(f"config key grid.{axis}: duplicate values {values}")
@@ -138,10 +138,14 @@ def targets_label(targets: str | list[str]) -> str:
     return "-".join(t.removesuffix("_proj") for t in targets)
 
 
-def run_name(r: int, alpha: float, targets: str | list[str], seed: int | None = None, method: str = "lora") -> str:
-    """`r8_a16_qv`, `r8_a16_qv_dora`, `full`; runs with a seed other than the config's `seed` get a
-    suffix: `r8_a16_qv_s1`."""
+def run_name(r: int, alpha: float, targets: str | list[str], seed: int | None = None, method: str = "lora",
+             learning_rate: float | None = None) -> str:
+    """`r8_a16_qv`, `r8_a16_qv_dora`, `full`; a run with a learning rate other than `train.learning_rate`
+    gets a suffix (`r8_a16_qv_lr0.0003`), and one with a seed other than the config's `seed` another
+    (`r8_a16_qv_s1`), so the names of the default runs never change."""
     name = "full" if method == "full" else f"r{r}_a{_fmt_number(alpha)}_{targets_label(targets)}{METHODS[method]}"
+    if learning_rate is not None:
+        name += f"_lr{learning_rate:g}"
     return name if seed is None else f"{name}_s{seed}"
 
 
@@ -150,22 +154,28 @@ def expand_grid(config: dict) -> dict[str, dict]:
 
     `point` names the grid point without its seed, so runs that differ only by seed can be averaged.
     `target_modules` stays a preset name or a list: each job resolves it for the model's family.
-    Method `full` trains every weight, so r, alpha and targets do not apply: one run per seed."""
+    `learning_rate` is the run's own (the `grid.learning_rate` axis, else `train.learning_rate`).
+    Method `full` trains every weight, so r, alpha, targets and the learning-rate axis do not apply:
+    one run per seed, at `train.learning_rate_full`."""
     grid = config["grid"]
     seeds = grid["seeds"] or [config["seed"]]
+    default_lr = config.get("train", {}).get("learning_rate", 0.001)
+    rates = grid.get("learning_rate") or [default_lr]
     runs: dict[str, dict] = {}
-    for method, r, alpha, targets, seed in itertools.product(grid["method"], grid["r"], grid["lora_alpha"], grid["target_modules"], seeds):
-        name = run_name(r, alpha, targets, None if seed == config["seed"] else seed, method)
+    for method, r, alpha, targets, lr, seed in itertools.product(grid["method"], grid["r"], grid["lora_alpha"], grid["target_modules"], rates, seeds):
+        full = method == "full"
+        lr_suffix = None if full or math.isclose(lr, default_lr, rel_tol=1e-12) else lr
+        name = run_name(r, alpha, targets, None if seed == config["seed"] else seed, method, lr_suffix)
         if name in runs:
             continue
-        full = method == "full"
         runs[name] = {
-            "point": run_name(r, alpha, targets, method=method),
+            "point": run_name(r, alpha, targets, method=method, learning_rate=lr_suffix),
             "method": method,
             "r": None if full else int(r),
             "lora_alpha": None if full else float(alpha),
             "targets": "all" if full else targets_label(targets),
             "target_modules": None if full else (targets if isinstance(targets, str) else list(targets)),
+            "learning_rate": float(config.get("train", {}).get("learning_rate_full", 5e-5)) if full else float(lr),
             "seed": int(seed),
         }
     return runs

@@ -1,4 +1,6 @@
-"""Evaluate stage: test loss/perplexity and generation metrics, for the base model or base + adapter.
+"""Evaluate stage: loss/perplexity and generation metrics on the test split (held out, reported) and
+the validation split (for choosing), per-row scores for the table's bootstrap, and the built-in
+retention set, for the base model or base + adapter.
 
 Generation is greedy, batched with left padding and a KV cache, and stops at <|im_end|> or EOS.
 """
@@ -8,11 +10,12 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
 import torch
 
 from loraflow.io import read_jsonl, write_json, write_jsonl
-from loraflow.metrics import accuracy_macro_f1, normalize_answer, pairwise_agreement, perplexity, text_metrics
-from loraflow.modeling import load_causal_lm, load_tokenizer, mean_loss, pick_device, set_seed, set_threads
+from loraflow.metrics import accuracy_macro_f1, normalize_answer, pairwise_agreement, perplexity, row_scores, text_metrics
+from loraflow.modeling import load_causal_lm, load_tokenizer, pick_device, set_seed, set_threads
 from loraflow.tokenization import load_split
 
 log = logging.getLogger(__name__)
@@ -88,41 +91,170 @@ def load_for_eval(model_dir: str, adapter_dir: str | None, trust_remote_code: bo
     return model.eval()
 
 
+@torch.no_grad()
+def per_row_nll(model, examples: list, batch_size: int, pad_id: int, device) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of next-token NLL over assistant tokens, number of those tokens) per example, in order;
+    their ratio of sums is the token-weighted mean loss (`modeling.mean_loss`)."""
+    from loraflow.modeling import collate, unwrap
+
+    import torch.nn.functional as F
+
+    was_training = model.training
+    model.eval()
+    nll, count = np.zeros(len(examples)), np.zeros(len(examples), dtype=np.int64)
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
+    lm = unwrap(model)
+    body = getattr(lm, lm.base_model_prefix)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = collate([examples[i] for i in idx], pad_id, device)
+        hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        target = batch["labels_mask"][:, 1:]
+        row = torch.arange(len(idx), device=target.device)[:, None].expand_as(target)[target]
+        logits = lm.get_output_embeddings()(hidden[:, :-1][target])
+        losses = F.cross_entropy(logits.float(), batch["input_ids"][:, 1:][target], reduction="none")
+        sums = torch.zeros(len(idx), dtype=torch.float64, device=losses.device).index_add_(0, row, losses.double())
+        ns = torch.bincount(row, minlength=len(idx))
+        nll[idx], count[idx] = sums.cpu().numpy(), ns.cpu().numpy()
+    model.train(was_training)
+    return nll, count
+
+
+def _rows_with_tokens(split_path: str, tokens_path: str, tokens_meta: str, model_dir: str) -> tuple[list[dict], list]:
+    """The split's rows and their token-cache examples. The cache is built row by row from the split
+    file; a count mismatch (a cache of other data) is an error, never a silent shift."""
+    rows = read_jsonl(split_path)
+    examples = load_split(tokens_path, tokens_meta, model_dir)
+    if len(rows) != len(examples):
+        raise RuntimeError(f"{tokens_path} holds {len(examples)} examples but {split_path} has {len(rows)} rows; rerun the tokenize rule")
+    return rows, examples
+
+
+def score_split(model, tokenizer, rows: list[dict], examples: list, n_generate: int, batch_size: int, max_new_tokens: int,
+                answer_check: str = "none", answer_pattern: str | None = None) -> tuple[dict, list[dict], list[str], dict]:
+    """Loss on every row, generation metrics on the first `n_generate` rows (0 = all).
+    Returns (metrics, per-row scores, answers, speed)."""
+    from loraflow.answer_check import check_answer, row_facts, states_facts
+
+    device = next(model.parameters()).device
+    nll, ntok = per_row_nll(model, examples, batch_size, tokenizer.pad_token_id, device)
+    loss = float(nll.sum() / max(ntok.sum(), 1))
+    gen_rows = rows[:n_generate] if n_generate else rows
+    answers, speed = generate(model, tokenizer, [r["prompt"] for r in gen_rows], batch_size, max_new_tokens)
+    references = [r["reference"] for r in gen_rows]
+    per_row = row_scores(answers, references)
+    metrics = {"examples": len(rows), "generated_examples": len(gen_rows), "eval_loss": loss, "perplexity": perplexity(loss),
+               **text_metrics(answers, references)}
+    facts = [row_facts(r) for r in gen_rows]
+    if any(facts):
+        for scores, answer, f in zip(per_row, answers, facts):
+            if f:
+                scores["fact_acc"] = states_facts(answer, f)
+        scored = [s["fact_acc"] for s in per_row if "fact_acc" in s]
+        metrics.update({"fact_acc": sum(scored) / len(scored), "fact_rows": len(scored)})
+    if answer_check != "none":
+        for scores, answer, ref in zip(per_row, answers, references):
+            scores["answer_ok"] = check_answer(answer_check, answer, ref, answer_pattern)
+        metrics["answer_ok"] = sum(s["answer_ok"] for s in per_row) / max(len(per_row), 1)
+    lines = []
+    for k, row in enumerate(rows):
+        line = {"id": row["id"], "loss_sum": float(nll[k]), "tokens": int(ntok[k])}
+        if k < len(gen_rows):
+            line.update({**per_row[k], "answer": answers[k]})
+        lines.append(line)
+    return metrics, lines, answers, speed
+
+
+def retention_prompts(tokenizer, items: list[dict]) -> list[str]:
+    """Each retention question as a single user turn in the model's chat template (its own default
+    system prompt, not the task's: this measures general ability outside the tuned task)."""
+    from loraflow.chatml import render
+
+    return [render(tokenizer, [{"role": "user", "content": it["prompt"]}], add_generation_prompt=True) for it in items]
+
+
+def base_correct_items(base_scores: str) -> set[str]:
+    """Ids of the retention items the base model answered correctly (from the base's scores.jsonl)."""
+    return {r["id"] for r in read_jsonl(base_scores) if r.get("split") == "retention" and r.get("correct")}
+
+
+def evaluate_retention(model, tokenizer, n_items: int, batch_size: int, max_new_tokens: int, only: set[str] | None = None) -> tuple[dict, list[dict]]:
+    """Ask the built-in retention items (all of the first `n_items`, or those in `only`); (summary, per-item rows)."""
+    from loraflow.retention import is_correct, load_items
+
+    items = load_items(n_items)
+    asked = [it for it in items if only is None or it["id"] in only]
+    answers, speed = generate(model, tokenizer, retention_prompts(tokenizer, asked), batch_size, max_new_tokens) if asked else ([], {})
+    rows = [{"split": "retention", "id": it["id"], "lang": it["lang"], "kind": it["kind"], "correct": 100.0 * is_correct(it, a), "answer": a}
+            for it, a in zip(asked, answers)]
+    score = sum(r["correct"] for r in rows) / len(rows) if rows else float("nan")
+    summary = {"set_size": len(items), "items": len(rows), "score": score, "generation_s": speed.get("generation_s", 0.0),
+               "generated_tokens": speed.get("generated_tokens", 0)}
+    for lang in ("en", "zh"):
+        sub = [r["correct"] for r in rows if r["lang"] == lang]
+        summary[f"items_{lang}"] = len(sub)
+    return summary, rows
+
+
 def evaluate_model(
     model_dir: str, test_path: str, test_tokens: str, tokens_meta: str, out_metrics: str, out_generations: str,
     adapter_dir: str | None = None, batch_size: int = 16, max_new_tokens: int = 64, max_samples: int = 0,
     task: str = "auto", consistency_questions: int = 8, consistency_samples: int = 4, temperature: float = 0.7,
     seed: int = 42, threads: int | None = None, trust_remote_code: bool = False, method: str = "lora",
+    val_path: str | None = None, val_tokens: str | None = None, val_samples: int = 0, out_scores: str | None = None,
+    answer_check: str = "none", answer_pattern: str | None = None, retention_items: int = 0, retention_max_new_tokens: int = 32,
+    base_scores: str | None = None,
 ) -> dict:
-    """Evaluate stage entry point; `adapter_dir=None` evaluates the untouched base model."""
+    """Evaluate stage entry point; `adapter_dir=None` evaluates the untouched base model.
+
+    Test split (held out, reported): loss on every row, generation metrics on the first `max_samples`
+    rows (0 = all). Validation split (`val_path`/`val_tokens`, for choosing the best run): loss on every
+    row, generation metrics on its first `val_samples` rows (0 = all). Retention (`retention_items` > 0):
+    the built-in general questions; the base model is asked the first `retention_items`, a run only those
+    the base answered correctly (`base_scores`, the base's scores.jsonl). `out_scores` gets one line per
+    scored row (split, id, loss, per-row metrics), joined by row id in the table stage."""
     set_threads(threads)
     set_seed(seed)
     tokenizer = load_tokenizer(model_dir)
     model = load_for_eval(model_dir, adapter_dir, trust_remote_code, method)
-    device = next(model.parameters()).device
-    examples = load_split(test_tokens, tokens_meta, model_dir)
-    loss = mean_loss(model, examples, batch_size, tokenizer.pad_token_id, device)
-    rows = read_jsonl(test_path)
-    if max_samples:
-        rows = rows[:max_samples]
-    answers, speed = generate(model, tokenizer, [r["prompt"] for r in rows], batch_size, max_new_tokens)
-    references = [r["reference"] for r in rows]
+    rows, examples = _rows_with_tokens(test_path, test_tokens, tokens_meta, model_dir)
+    test, test_lines, answers, speed = score_split(model, tokenizer, rows, examples, max_samples, batch_size, max_new_tokens,
+                                                   answer_check, answer_pattern)
+    gen_rows = rows[: test["generated_examples"]]
+    references = [r["reference"] for r in gen_rows]
     metrics = {
         "model": "base" if adapter_dir is None else adapter_dir, "method": None if adapter_dir is None else method,
-        "test_examples": len(examples), "generated_examples": len(rows),
-        "eval_loss": loss, "perplexity": perplexity(loss),
-        **text_metrics(answers, references),
-        **speed,
+        "split": "test", "test_examples": test.pop("examples"), **test, **speed,
     }
     if task == "classification" or (task == "auto" and is_classification(references)):
         metrics.update(accuracy_macro_f1([normalize_answer(a) for a in answers], [normalize_answer(r) for r in references]))
-    metrics["consistency"] = consistency(model, tokenizer, [r["prompt"] for r in rows[:consistency_questions]],
+    metrics["consistency"] = consistency(model, tokenizer, [r["prompt"] for r in gen_rows[:consistency_questions]],
                                          consistency_samples, temperature, seed, max_new_tokens)
-    write_jsonl(out_generations, ({"id": r["id"], "prompt": r["prompt"], "reference": r["reference"], "answer": a} for r, a in zip(rows, answers)))
+    score_lines = [{"split": "test", **line} for line in test_lines]
+    if val_path and val_tokens:
+        val_rows, val_examples = _rows_with_tokens(val_path, val_tokens, tokens_meta, model_dir)
+        val, val_lines, _, val_speed = score_split(model, tokenizer, val_rows, val_examples, val_samples, batch_size,
+                                                             max_new_tokens, answer_check, answer_pattern)
+        metrics["val"] = {**val, "generation_s": val_speed["generation_s"], "generated_tokens": val_speed["generated_tokens"]}
+        score_lines += [{"split": "val", **line} for line in val_lines]
+    if retention_items:
+        only = base_correct_items(base_scores) if base_scores else None
+        metrics["retention"], retention_lines = evaluate_retention(model, tokenizer, retention_items, batch_size, retention_max_new_tokens, only)
+        metrics["retention"]["measured_on"] = "all items" if only is None else "items the base model answers correctly"
+        score_lines += retention_lines
+    write_jsonl(out_generations, ({"id": r["id"], "prompt": r["prompt"], "reference": r["reference"], "answer": a} for r, a in zip(gen_rows, answers)))
+    if out_scores:
+        write_jsonl(out_scores, score_lines)
     write_json(out_metrics, metrics)
-    log.info("eval: loss %.4f ppl %.2f BLEU %.2f ROUGE-L %.2f EM %.1f consistency %.1f (%.1f generated tokens/s)",
-             loss, metrics["perplexity"], metrics["bleu"], metrics["rougeL"], metrics["exact_match"], metrics["consistency"],
+    log.info("eval: test loss %.4f ppl %.2f BLEU %.2f ROUGE-L %.2f EM %.1f consistency %.1f (%.1f generated tokens/s)",
+             metrics["eval_loss"], metrics["perplexity"], metrics["bleu"], metrics["rougeL"], metrics["exact_match"], metrics["consistency"],
              speed["generation_tokens_per_s"])
+    if "val" in metrics:
+        log.info("eval: val loss %.4f ROUGE-L %.2f on %d generated rows (%.1fs)", metrics["val"]["eval_loss"], metrics["val"]["rougeL"],
+                 metrics["val"]["generated_examples"], metrics["val"]["generation_s"])
+    if "retention" in metrics:
+        r = metrics["retention"]
+        log.info("eval: retention %.1f %% of %d items (%s; %.1fs)", r["score"], r["items"], r["measured_on"], r["generation_s"])
     return metrics
 
 

@@ -2,7 +2,7 @@
 file verified by loading what was written.
 
 Entry points (one per rule, see workflow/rules/export.smk):
-- `select_runs`: which runs to export (the table's best run, or the configured list);
+- `runs_to_export`: which runs to export (results/best.json's run, or the configured list);
 - `export_run`: results/export/<run>/ (model-<type>.gguf, Modelfile, README.md, export_check.json);
 - `write_export_summary`: results/export/summary.{csv,md} (the checks of every exported run, in the report).
 
@@ -45,60 +45,16 @@ class ExportCheckError(RuntimeError):
 # Which runs
 # ---------------------------------------------------------------------------------------------
 
-def best_from_table(comparison: str) -> tuple[str | None, list[str]]:
-    """(first run marked in comparison.csv's `best` column, every marked run)."""
-    import pandas as pd
-
-    df = pd.read_csv(comparison)
-    if "best" not in df:
-        return None, []
-    marked = df[(df["run"] != "base") & df["best"].fillna("").astype(str).str.strip().ne("")]
-    runs = [str(r) for r in marked["run"]]
-    return (runs[0] if runs else None), runs
-
-
-def best_from_json(path: str | None) -> str | None:
-    """The run named by results/best.json (if a later version of the table stage writes one)."""
-    if not path or not Path(path).is_file():
-        return None
-    data = read_json(path)
-    if isinstance(data, str):
-        return data
-    for key in ("run", "best", "best_run"):
-        value = data.get(key) if isinstance(data, dict) else None
-        if isinstance(value, str):
-            return value
-        if isinstance(value, dict) and isinstance(value.get("run"), str):
-            return value["run"]
-    return None
-
-
-def select_runs(comparison: str, out_json: str, runs="best", known_runs: list[str] = (), best_json: str | None = None) -> dict:
-    """Checkpoint entry point: results/export/selected.json = {"runs": [...], ...}.
-
-    runs: "best" (the first run marked in comparison.csv's `best` column; results/best.json is used when
-    the table marks none, and a disagreement between the two is recorded) or an explicit list."""
-    table_best, tied = best_from_table(comparison)
-    json_best = best_from_json(best_json)
-    if runs == "best":
-        chosen = table_best or json_best
-        if chosen is None:
-            raise ExportError(f"{comparison} marks no best run (no run finished?); nothing to export - "
-                              "or list the runs to export in export.runs")
-        selected = [chosen]
-    else:
-        selected = list(runs)
-    unknown = [r for r in selected if known_runs and r not in known_runs]
-    if unknown:
-        raise ExportError(f"config key export.runs: {', '.join(unknown)} not a run of this sweep (runs: {', '.join(known_runs)})")
-    out = {"runs": selected, "policy": runs if runs == "best" else "list", "best_in_table": table_best, "tied_best": tied,
-           "best_json": json_best}
-    if json_best and table_best and json_best != table_best:
-        out["note"] = f"best.json names {json_best}, comparison.csv marks {table_best}; exported the table's choice"
-        log.warning(out["note"])
-    write_json(out_json, out)
-    log.info("exporting %s", ", ".join(selected))
-    return out
+def runs_to_export(runs="best", best_json: str | None = None) -> list[str]:
+    """The runs to export: an explicit list (export.runs) as it is, or for "best" the run named by
+    results/best.json (written by the table stage; merge.runs: best merges the same run)."""
+    if runs != "best":
+        return list(runs)
+    best = read_json(best_json).get("run") if best_json and Path(best_json).is_file() else None
+    if not best:
+        raise ExportError(f"{best_json} names no best run (did no run finish?): nothing to export - "
+                          "or list the runs to export in export.runs")
+    return [best]
 
 
 def check_export_config(config: dict, runs: dict) -> None:

@@ -6,7 +6,9 @@ exclusive `flock` on one lock file per visible device and sets CUDA_VISIBLE_DEVI
 The kernel drops the lock when the process ends, also on kill -9, so a slot is never leaked. With at
 most N jobs holding a gpu token and N slots, a free slot always exists; a job waits briefly otherwise.
 
-Under Slurm (SLURM_JOB_ID set) the scheduler already isolates devices, so nothing is done.
+A job of N processes (train.nproc_per_node = N requests gpu=N) claims N slots; its torchrun ranks use
+one each (distributed.rank_device). Under Slurm (SLURM_JOB_ID set) the scheduler already isolates
+devices (--gpus=N), so nothing is claimed.
 """
 
 from __future__ import annotations
@@ -85,6 +87,14 @@ def claim_gpu(n_gpus: int = 1, timeout_s: float = 600.0) -> list[str] | None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"no free GPU slot among {devices} after {timeout_s:.0f}s; is --resources gpu larger than the number of GPUs?")
         time.sleep(0.2)
+
+
+def check_ranks(slots: int, nproc: int) -> None:
+    """A job of `nproc` processes (train.nproc_per_node) needs a device per process where there are
+    devices. Snakemake scales a job's `gpu` request down to --resources gpu, so say so before starting."""
+    if nproc > slots and visible_devices():
+        raise RuntimeError(f"train.nproc_per_node is {nproc} but this job holds {slots} GPU slot(s): run with --resources gpu={nproc} "
+                           f"or more (Snakemake scales a job's gpu request down to --resources gpu), or lower train.nproc_per_node")
 
 
 def release_gpus() -> None:

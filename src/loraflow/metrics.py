@@ -1,7 +1,8 @@
 """Text and classification metrics that are right for Chinese, English and mixed text.
 
-No torch and no model hub: BLEU is sacrebleu's corpus BLEU (its `zh` tokenizer whenever CJK text
-is present, else `13a`); ROUGE is rouge-score with `CJKTokenizer`, which keeps every CJK character
+No torch and no model hub: BLEU is sacrebleu's corpus BLEU (its `zh` tokenizer whenever the
+references contain CJK text, else `13a`: decided on the references alone, so every system scored on
+the same test rows gets the same tokenisation and their BLEU scores stay comparable); ROUGE is rouge-score with `CJKTokenizer`, which keeps every CJK character
 as a token (rouge-score's default tokenizer drops them and scores any Chinese pair 0.0).
 All scores are on a 0-100 scale.
 """
@@ -54,6 +55,11 @@ def _check(hyps: list, refs: list) -> None:
         raise ValueError(f"length mismatch: {len(hyps)} hypotheses/predictions but {len(refs)} references/labels")
 
 
+def bleu_tokenize(refs: list[str]) -> str:
+    """sacrebleu tokenizer for a test set: `zh` when any reference has CJK text, else `13a`."""
+    return "zh" if any(has_cjk(t) for t in refs) else "13a"
+
+
 def bleu(hyps: list[str], refs: list[str]) -> float:
     """sacrebleu corpus BLEU; 0.0 for an empty corpus (empty hypotheses are fine)."""
     import sacrebleu
@@ -61,8 +67,7 @@ def bleu(hyps: list[str], refs: list[str]) -> float:
     _check(hyps, refs)
     if not hyps:
         return 0.0
-    tokenize = "zh" if any(has_cjk(t) for t in itertools.chain(hyps, refs)) else "13a"
-    return float(sacrebleu.corpus_bleu(list(hyps), [list(refs)], tokenize=tokenize).score)
+    return float(sacrebleu.corpus_bleu(list(hyps), [list(refs)], tokenize=bleu_tokenize(refs)).score)
 
 
 def rouge(hyps: list[str], refs: list[str]) -> dict[str, float]:
@@ -116,6 +121,23 @@ def pairwise_agreement(answers: list[str]) -> float:
         return 100.0
     pairs = list(itertools.combinations(answers, 2))
     return 100 * sum(_scorer().score(a, b)["rougeL"].fmeasure for a, b in pairs) / len(pairs)
+
+
+def row_scores(hyps: list[str], refs: list[str]) -> list[dict]:
+    """Per-row scores whose means are `text_metrics` (ROUGE F1 and exact match, 0-100) plus sacrebleu's
+    per-sentence BLEU statistics (`bleu_stats`), from which the table stage bootstraps corpus BLEU."""
+    from loraflow.stats import bleu_stats
+
+    _check(hyps, refs)
+    if not hyps:
+        return []
+    stats = bleu_stats(hyps, refs, bleu_tokenize(refs))
+    out = []
+    for h, r, st in zip(hyps, refs, stats):
+        s = _scorer().score(r, h)
+        out.append({**{k: 100 * s[k].fmeasure for k in _ROUGE_KEYS}, "exact_match": 100.0 * (normalize_answer(h) == normalize_answer(r)),
+                    "bleu_stats": [int(x) for x in st]})
+    return out
 
 
 def text_metrics(hyps: list[str], refs: list[str]) -> dict[str, float]:

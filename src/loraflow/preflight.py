@@ -80,28 +80,142 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     return (weights + optimizer + activations + logits) / 2**20
 
 
+def merged_model_mb(model) -> dict[str, float]:
+    """Disk of a merged model: every weight of the base model once (tied weights once), in fp32 and in bf16."""
+    params = sum(p.numel() for p in model.parameters())
+    return {"merged_mb_fp32": params * 4 / 2**20, "merged_mb_bf16": params * 2 / 2**20}
+
+
+def _key(targets):
+    return tuple(targets) if isinstance(targets, list) else targets
+
+
+class GridCheck:
+    """Pre-flight of many grid points against one model, in one process.
+
+    The meta model is built once. Parameter counts of a LoRA-type adapter are affine in its rank
+    (r x (in + out) per wrapped layer, plus DoRA's per-row magnitudes), so peft wraps a copy of the model
+    at two probe ranks once per (method, targets), and every r is exact from those two; alpha and seed
+    do not change counts. tests/test_preflight.py checks the result against a direct peft count."""
+
+    PROBES = (1, 2)
+
+    def __init__(self, model_dir_or_config, batch_size: int, max_length: int, gradient_checkpointing: bool = False,
+                 trust_remote_code: bool = False):
+        self.model = meta_model(model_dir_or_config, trust_remote_code)
+        self.batch_size, self.max_length, self.gradient_checkpointing = batch_size, max_length, gradient_checkpointing
+        self.merged = merged_model_mb(self.model)
+        self._targets: dict = {}
+        self._shapes: dict = {}  # (method, targets) -> (model wrapped at a probe rank, trainable(r), total(r))
+        self._points: dict = {}  # (method, r, targets) -> (trainable, total, memory estimate)
+
+    def targets(self, target_modules):
+        key = _key(target_modules)
+        if key not in self._targets:
+            self._targets[key] = check_targets(self.model, target_modules)
+        return self._targets[key]
+
+    def _shape(self, method: str, targets):
+        import copy
+
+        key = (method, _key(targets))
+        if key not in self._shapes:
+            counts = []
+            for r in self.PROBES:
+                model = copy.deepcopy(self.model)  # peft wraps in place
+                counts.append(lora_counts(model, r, float(r), targets, method))
+            (t1, n1), (t2, n2) = counts
+            per_t, per_n = t2 - t1, n2 - n1
+            self._shapes[key] = (model, lambda r: t1 + (r - 1) * per_t, lambda r: n1 + (r - 1) * per_n)
+        return self._shapes[key]
+
+    def counts(self, method: str, r: int | None, targets) -> tuple[int, int, float]:
+        key = (method, r, _key(targets))
+        if key not in self._points:
+            if method == "full":
+                model = self.model
+                trainable, total = lora_counts(model, r, None, None, method)
+            else:
+                model, trainable_at, total_at = self._shape(method, targets)
+                trainable, total = trainable_at(r), total_at(r)
+            # the model as wrapped for this method and targets (at a probe rank; the rank enters via `trainable`)
+            estimate = estimate_memory_mb(model, trainable, total, self.batch_size, self.max_length, method=method,
+                                          gradient_checkpointing=self.gradient_checkpointing)
+            self._points[key] = trainable, total, estimate
+        return self._points[key]
+
+    def point(self, run: str, method: str, r: int | None, lora_alpha: float | None, target_modules) -> dict:
+        full = method == "full"
+        targets = None if full else self.targets(target_modules)
+        trainable, total, estimate = self.counts(method, r, targets)
+        return {
+            "run": run, "method": method, "r": r, "lora_alpha": lora_alpha, "target_modules": targets,
+            "trainable_params": trainable, "total_params": total, "trainable_pct": 100 * trainable / total,
+            "adapter_mb": trainable * 4 / 2**20, "est_peak_train_memory_mb": estimate,
+            # a full fine-tune is saved whole by training (adapter_mb); there is nothing to merge
+            **({"merged_mb_fp32": None, "merged_mb_bf16": None} if full else self.merged),
+        }
+
+
 def preflight_run(
     model_dir: str, out_json: str, run: str, r: int | None, lora_alpha: float | None, target_modules, method: str = "lora",
     batch_size: int = 8, max_length: int = 512, gradient_checkpointing: bool = False, trust_remote_code: bool = False,
 ) -> dict:
-    """Preflight stage entry point for one grid point."""
-    model = meta_model(model_dir, trust_remote_code)
-    trainable, total = lora_counts(model, r, lora_alpha, target_modules, method)
-    info = {
-        "run": run, "method": method, "r": r, "lora_alpha": lora_alpha,
-        "target_modules": None if method == "full" else check_targets(model, target_modules),
-        "trainable_params": trainable, "total_params": total, "trainable_pct": 100 * trainable / total,
-        "adapter_mb": trainable * 4 / 2**20,
-        "est_peak_train_memory_mb": estimate_memory_mb(model, trainable, total, batch_size, max_length, method=method,
-                                                       gradient_checkpointing=gradient_checkpointing),
-    }
+    """Pre-flight of one grid point (the workflow checks the whole grid at once: preflight_grid)."""
+    info = GridCheck(model_dir, batch_size, max_length, gradient_checkpointing, trust_remote_code).point(run, method, r, lora_alpha, target_modules)
     write_json(out_json, info)
-    log.info("%s: %s trainable of %s (%.4f%%), adapter %.2f MB", run, f"{trainable:,}", f"{total:,}", info["trainable_pct"], info["adapter_mb"])
     return info
 
 
+def run_of(path: str) -> str:
+    """The run a per-run file belongs to: results/runs/<run>/<file>."""
+    return Path(path).parent.name
+
+
+def preflight_grid(
+    model_dir: str, out_jsons: list[str], runs: dict[str, dict], batch_size: int = 8, max_length: int = 512,
+    gradient_checkpointing: bool = False, trust_remote_code: bool = False, merge_runs: str = "best",
+    checked_with: dict | None = None, out_csv: str | None = None,
+) -> pd.DataFrame:
+    """Pre-flight stage entry point: grid points ({run: {method, r, lora_alpha, target_modules}}) in one
+    process; writes runs/<run>/preflight.json per point (matched by run name; `checked_with` recorded
+    in each, see workflow/rules/preflight.smk) and, if asked, a csv of them.
+
+    Every point is checked before anything is written; any bad point (a target module that does not
+    exist, a layer LoRA cannot wrap) fails the stage with one message listing all of them."""
+    from loraflow.config import ConfigError
+
+    paths = {run_of(p): p for p in out_jsons}
+    if set(paths) != set(runs):
+        raise ValueError(f"pre-flight outputs {sorted(paths)} do not match the grid's runs {sorted(runs)}")
+    check = GridCheck(model_dir, batch_size, max_length, gradient_checkpointing, trust_remote_code)
+    rows, bad = [], []
+    for run, point in runs.items():
+        try:
+            rows.append(check.point(run, point["method"], point["r"], point["lora_alpha"], point["target_modules"]))
+        except Exception as err:  # noqa: BLE001 (every bad point is reported, then the stage fails)
+            bad.append(f"{run}: {err}" if isinstance(err, TargetModuleError) else f"{run}: grid point cannot be built: {type(err).__name__}: {err}")
+    if bad:
+        for line in bad:
+            log.error("%s", line)
+        raise ConfigError(f"pre-flight: {len(bad)} of {len(runs)} grid point(s) cannot be trained, so no training starts:\n  "
+                          + "\n  ".join(bad))
+    for info in rows:
+        write_json(paths[info["run"]], {**info, "checked_with": checked_with} if checked_with is not None else info)
+    df = pd.DataFrame(rows)
+    if out_csv:
+        with atomic_path(out_csv) as tmp:
+            df.to_csv(tmp, index=False)
+    merges = {"best": 1, "all": int((df["method"] != "full").sum()), "none": 0}[merge_runs]
+    log.info("%d grid point(s) checked; peft wrapped %d model copies. Each merged model takes %.0f MB (fp32) / %.0f MB (bf16); "
+             "merge.runs=%s merges %d run(s)", len(rows), len(check.PROBES) * len(check._shapes), check.merged["merged_mb_fp32"],
+             check.merged["merged_mb_bf16"], merge_runs, merges)
+    return df
+
+
 def preflight_table(runs: list[str], out_csv: str) -> pd.DataFrame:
-    df = pd.DataFrame([read_json(p) for p in runs])
+    """preflight.csv: one row per grid point, from runs/<run>/preflight.json."""
+    df = pd.DataFrame([{k: v for k, v in read_json(p).items() if k != "checked_with"} for p in runs])
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)
     return df

@@ -1,7 +1,10 @@
 """Split stage: seeded, deterministic train/val/test split grouped by normalised prompt.
 
 All conversations that share a normalised prompt go to the same split, so a test question is never
-seen in training under another spelling.
+seen in training under another spelling. The key is the clean stage's near-duplicate key
+(loraflow.textfix.near_key: case, full-width forms, spacing and trailing punctuation folded;
+letters, digits, marks and operators kept), so prompts that differ in content are never grouped
+together. Rows are written as they are, `meta` included.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ import logging
 import random
 from collections import defaultdict
 
-from loraflow.clean import dedup_key
 from loraflow.io import read_json, read_jsonl, write_json, write_jsonl
+from loraflow.textfix import near_key
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +25,7 @@ SPLITS = ("train", "val", "test")
 def prompt_key(row: dict) -> str:
     """Normalised prompt: every turn but the last assistant reply and the system prompt."""
     turns = [m for m in row["messages"][:-1] if m["role"] != "system"]
-    return dedup_key(turns)
+    return near_key(turns)
 
 
 def assign_splits(rows: list[dict], fractions: dict[str, float], seed: int) -> dict[str, list[dict]]:

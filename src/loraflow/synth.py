@@ -521,6 +521,59 @@ def build_pool(products: list[Product], policy: dict) -> dict[str, list[tuple[st
     return pool
 
 
+# Facts: the values and names an answer must state (the fact-level metric, loraflow.answer_check),
+# per template and language, as template fields. A list field gives one fact per item.
+_FACT_FIELDS = {
+    "price": (("usd", "warranty"), ("cny", "warranty")),
+    "returns": (("days",), ("days",)),
+    "colours": (("colour_names_en",), ("colour_names_zh",)),
+    "launch": (("year",), ("year",)),
+    "category": (("category_en",), ("category_zh",)),
+    "spec": (("value",), ("value",)),
+    "shipping": (("ship_min", "ship_max"), ("ship_min", "ship_max")),
+    "free_shipping": (("free_usd",), ("free_cny",)),
+    "service_hours": (("open", "close", "days_en"), ("open", "close", "days_zh")),
+    "hotline": (("phone",), ("phone",)),
+    "return_policy": (("refund_days",), ("refund_days",)),
+    "points": (("points_pct",), ("points_pct",)),
+    "company": (("founded", "city_en"), ("founded", "city_zh")),
+    "warranty_claim": (("replace_days",), ("replace_days",)),
+}
+
+
+def _fact_values(fields: dict, keys: tuple) -> list[str]:
+    out = []
+    for k in keys:
+        v = fields[k]
+        out.extend(str(x) for x in v) if isinstance(v, (list, tuple)) else out.append(str(v))
+    return out
+
+
+def fact_index(products: list[Product], policy: dict) -> dict[tuple[str, str], list[str]]:
+    """(lang, answer) -> the facts that answer states, for every answer of the pool (each answer is
+    one fact of one product or of the company, so it identifies its facts)."""
+    index = {}
+
+    def add(name: str, template: dict, fields: dict) -> None:
+        for lang, keys in zip(("en", "zh"), _FACT_FIELDS[name]):
+            index[(lang, template[f"{lang}_a"].format(**fields))] = _fact_values(fields, keys)
+
+    for p in products:
+        fields = {**_product_fields(p), "colour_names_en": [en for en, _ in p.colours], "colour_names_zh": [zh for _, zh in p.colours]}
+        for name, template in _PRODUCT_TEMPLATES.items():
+            add(name, template, fields)
+        add("spec", _SPEC_TEMPLATES, fields)
+    for name, template in _POLICY_TEMPLATES.items():
+        add(name, template, policy)
+    return index
+
+
+def _with_facts(row: dict, facts: list[str] | None) -> dict:
+    if facts:
+        row["facts"] = list(facts)
+    return row
+
+
 # ---------------------------------------------------------------------------
 # Dirty-row makers: maker(clean row, rng, i) -> new dirty row; i is a running
 # index that cycles the maker through its variants.
@@ -714,16 +767,18 @@ def _warn_if_pool_too_small(pool: dict, used: dict, counts: dict) -> None:
         )
 
 
-def _select_rows(pool: dict, n_clean: int, counts: dict, rng: random.Random) -> tuple[list, list]:
+def _select_rows(pool: dict, n_clean: int, counts: dict, rng: random.Random, facts: dict | None = None) -> tuple[list, list]:
     """(clean rows, [(kind, dirty row, source row or None)]), unshuffled.
 
     Fixable and rejected kinds use questions not among the clean rows, so a cleaned
-    row is never an accidental duplicate; the dup kinds copy clean rows.
+    row is never an accidental duplicate; the dup kinds copy clean rows. `facts`
+    ((lang, answer) -> facts, see `fact_index`) gives every row the facts of its pair.
     """
+    facts = facts or {}
     shuffled = {lang: rng.sample(pairs, len(pairs)) for lang, pairs in pool.items()}
     n_en = n_clean // 2
-    clean = [_row("en", q, a) for q, a in _take(shuffled["en"], 0, n_en)]
-    clean += [_row("zh", q, a) for q, a in _take(shuffled["zh"], 0, n_clean - n_en)]
+    clean = [_with_facts(_row("en", q, a), facts.get(("en", a))) for q, a in _take(shuffled["en"], 0, n_en)]
+    clean += [_with_facts(_row("zh", q, a), facts.get(("zh", a))) for q, a in _take(shuffled["zh"], 0, n_clean - n_en)]
     used = {"en": n_en, "zh": n_clean - n_en}
     _warn_if_pool_too_small(pool, used, counts)
 
@@ -733,13 +788,13 @@ def _select_rows(pool: dict, n_clean: int, counts: dict, rng: random.Random) -> 
         for i in range(counts[kind]):
             if kind in _DUP_KINDS:
                 source = dup_sources.pop() if dup_sources else rng.choice(clean)
-                dirty.append((kind, _MAKERS[kind](source, rng, i), source))
+                dirty.append((kind, _with_facts(_MAKERS[kind](source, rng, i), source.get("facts")), source))
                 continue
             lang = "zh" if i % 2 == 0 else "en"
             q, a = _take(shuffled[lang], used[lang], 1)[0]
             used[lang] += 1
             # i // 2: each language cycles through all of the maker's variants
-            dirty.append((kind, _MAKERS[kind](_row(lang, q, a), rng, i // 2), None))
+            dirty.append((kind, _with_facts(_MAKERS[kind](_row(lang, q, a), rng, i // 2), facts.get((lang, a))), None))
     return clean, dirty
 
 
@@ -781,10 +836,11 @@ def generate_dataset(out_path: str, n_rows: int = 1500, seed: int = 0, dirty_fra
     catalogue_rng = random.Random(f"loraflow-synth:{seed}:catalogue")
     rows_rng = random.Random(f"loraflow-synth:{seed}:rows")
 
-    pool = build_pool(make_catalogue(catalogue_rng), make_policy(catalogue_rng))
+    products, policy = make_catalogue(catalogue_rng), make_policy(catalogue_rng)
+    pool = build_pool(products, policy)
     counts = dirty_counts(n_rows, dirty_fraction)
     n_clean = n_rows - sum(counts.values())
-    clean, dirty = _select_rows(pool, n_clean, counts, rows_rng)
+    clean, dirty = _select_rows(pool, n_clean, counts, rows_rng, fact_index(products, policy))
 
     entries = [(None, row, None) for row in clean] + dirty
     rows_rng.shuffle(entries)
@@ -815,8 +871,11 @@ def _sources_first(entries: list[tuple]) -> None:
 
 
 def _ordered(row: dict) -> dict:
-    """Row with keys in the documented order."""
-    return {"id": row["id"], "lang": row["lang"], "question": row["question"], "answer": row["answer"]}
+    """Row with keys in the documented order; `facts` last (absent when the pair has none)."""
+    out = {"id": row["id"], "lang": row["lang"], "question": row["question"], "answer": row["answer"]}
+    if row.get("facts"):
+        out["facts"] = row["facts"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,20 +30,49 @@ def tokenizer_digest(model_dir: str) -> str:
     return sha256_files(files)
 
 
-def encode_example(tokenizer, text: str, spans: list[list[int]], max_length: int) -> tuple[list[int], list[int]]:
-    """Token ids and a 0/1 mask that is 1 exactly on tokens inside an assistant span."""
+def _mask(offsets, spans: list[list[int]]) -> list[int]:
+    """1 for tokens lying inside an assistant span (and covering at least one character)."""
+    off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    inside = np.zeros(len(off), dtype=bool)
+    for s, e in spans:
+        inside |= (off[:, 0] >= s) & (off[:, 1] <= e)
+    return (inside & (off[:, 1] > off[:, 0])).astype(np.uint8).tolist()
+
+
+def _encode(tokenizer, text: str, spans: list[list[int]]) -> tuple[list[int], list[int]]:
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    mask = [int(any(s <= a and b <= e for s, e in spans) and b > a) for a, b in offsets]
+    return enc["input_ids"], _mask(enc["offset_mapping"], spans)
+
+
+def _encode_rows(tokenizer, rows: list[dict], batch: int = 256):
+    """(ids, mask) per row, tokenised in batches (the fast tokenizer runs a batch in parallel)."""
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        enc = tokenizer([r["text"] for r in chunk], add_special_tokens=False, return_offsets_mapping=True)
+        for row, ids, offsets in zip(chunk, enc["input_ids"], enc["offset_mapping"]):
+            yield row, ids, _mask(offsets, row["assistant_spans"])
+
+
+def encode_example(tokenizer, text: str, spans: list[list[int]], max_length: int, truncate: bool = False) -> tuple[list[int], list[int]]:
+    """Token ids and a 0/1 mask that is 1 exactly on tokens inside an assistant span.
+
+    Longer than `max_length`: with `truncate` the first max_length tokens are kept (the mask is
+    computed on the whole text first, so it stays exact), else ValueError."""
+    ids, mask = _encode(tokenizer, text, spans)
     if len(ids) > max_length:
-        raise ValueError(f"example has {len(ids)} tokens > tokenize.max_length={max_length}; the clean stage should have rejected it")
+        if not truncate:
+            raise ValueError(f"example has {len(ids)} tokens > tokenize.max_length={max_length}; the clean stage should have rejected it")
+        ids, mask = ids[:max_length], mask[:max_length]
     return ids, mask
 
 
 def tokenize_splits(
     model_dir: str, train: str, val: str, test: str, out_train: str, out_val: str, out_test: str, meta_path: str, max_length: int,
+    overlong: str = "truncate",
 ) -> dict:
-    """Tokenise stage entry point."""
+    """Tokenise stage entry point. tokenize.overlong = truncate cuts examples at max_length (the clean
+    stage has already rejected rows whose prompt alone does not fit, and recorded every cut answer);
+    the split files, and so the test references, keep the whole text."""
     split_paths = {"train": train, "val": val, "test": test}
     out = {"train": out_train, "val": out_val, "test": out_test}
     from transformers import AutoTokenizer
@@ -55,21 +84,29 @@ def tokenize_splits(
         "tokenizer_sha256": tokenizer_digest(model_dir),
         "data_sha256": sha256_files(split_paths.values()),
         "max_length": max_length,
+        "overlong": overlong,
         "splits": {},
     }
     for name, path in split_paths.items():
         rows = read_jsonl(path)
         ids, masks, offsets = [], [], [0]
-        for row in rows:
-            i, m = encode_example(tokenizer, row["text"], row["assistant_spans"], max_length)
+        truncated = 0
+        for row, i, m in _encode_rows(tokenizer, rows):
+            if len(i) > max_length:
+                if overlong != "truncate":
+                    raise ValueError(f"{path}: example {row['id']} has {len(i)} tokens > tokenize.max_length={max_length}; "
+                                     "the clean stage should have rejected it (rerun clean)")
+                i, m = i[:max_length], m[:max_length]
+                truncated += 1
             ids.extend(i)
             masks.extend(m)
             offsets.append(len(ids))
         with atomic_path(out[name]) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, input_ids=np.asarray(ids, dtype=np.int32), labels_mask=np.asarray(masks, dtype=np.uint8), offsets=np.asarray(offsets, dtype=np.int64))
-        meta["splits"][name] = {"examples": len(rows), "tokens": len(ids), "supervised_tokens": int(sum(masks))}
-        log.info("tokenised %s: %d examples, %d tokens (%d supervised)", name, len(rows), len(ids), sum(masks))
+        meta["splits"][name] = {"examples": len(rows), "tokens": len(ids), "supervised_tokens": int(sum(masks)), "truncated": truncated}
+        log.info("tokenised %s: %d examples (%d truncated at %d tokens), %d tokens (%d supervised)",
+                 name, len(rows), truncated, max_length, len(ids), sum(masks))
     write_json(meta_path, meta)
     return meta
 

@@ -3,11 +3,9 @@ rule base_model:
     output:
         out_dir=directory(f"{R}/base_model"),
     params:
-        source=config["base_model"]["source"],
-        path=config["base_model"]["path"],
-        gguf_file=config["base_model"]["gguf_file"],
-        revision=config["base_model"]["revision"],
-        trust_remote_code=config["base_model"]["trust_remote_code"],
+        hp=settings(pick(config["base_model"], ["source", "path", "gguf_file", "revision", "trust_remote_code"])),
+        runtime=RUNTIME,
+    threads: JOB_THREADS
     log:
         f"{R}/logs/base_model.log",
     benchmark:

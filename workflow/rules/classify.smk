@@ -23,11 +23,10 @@ wildcard_constraints:
 CLS = config["classify"]
 TRUST_REMOTE_CODE = config["base_model"]["trust_remote_code"]
 # The `train` settings the classification loop uses (changing another one reruns nothing here).
-CLS_TRAIN = {
-    key: config["train"][key]
-    for key in (
+CLS_TRAIN = pick(
+    config["train"],
+    [
         "lora_dropout",
-        "learning_rate",
         "weight_decay",
         "epochs",
         "max_steps",
@@ -38,8 +37,8 @@ CLS_TRAIN = {
         "max_grad_norm",
         "eval_every",
         "early_stopping_patience",
-    )
-}
+    ],
+)
 CLS_DATA = f"{R}/data/raw.jsonl" if CLS["data"] == "builtin" else CLS["data"]
 
 
@@ -48,8 +47,7 @@ rule cls_base_model:
     output:
         out_dir=directory(f"{R}/base_model"),
     params:
-        source=CLS["base_model"],
-        trust_remote_code=TRUST_REMOTE_CODE,
+        hp=settings(source=CLS["base_model"], trust_remote_code=TRUST_REMOTE_CODE),
     log:
         f"{R}/logs/cls_base_model.log",
     benchmark:
@@ -65,8 +63,7 @@ rule cls_dataset:
     output:
         out_path=f"{R}/data/raw.jsonl",
     params:
-        n_rows=CLS["builtin_rows"],
-        seed=config["seed"],
+        hp=settings(n_rows=CLS["builtin_rows"], seed=config["seed"]),
     log:
         f"{R}/logs/cls_dataset.log",
     benchmark:
@@ -86,14 +83,11 @@ rule cls_clean:
         out_rejected=f"{R}/data/rejected.jsonl",
         out_stats=f"{R}/data/clean_stats.json",
     params:
-        text_column=CLS["text_column"],
-        label_column=CLS["label_column"],
-        data_format=CLS["format"],
-        encoding=CLS["encoding"],
-        on_bad_row=config["data"]["on_bad_row"],
-        max_chars=CLS["max_chars"],
-        dedup=CLS["dedup"],
-        labels=CLS["labels"],
+        hp=settings(
+            pick(CLS, ["text_column", "label_column", "encoding", "max_chars", "dedup", "labels"]),
+            data_format=CLS["format"],
+            on_bad_row=config["data"]["on_bad_row"],
+        ),
     log:
         f"{R}/logs/cls_clean.log",
     benchmark:
@@ -116,9 +110,7 @@ rule cls_split:
         out_labels=f"{R}/data/labels.json",
         out_stats=f"{R}/data/split_stats.json",
     params:
-        fractions=config["split"],
-        seed=config["seed"],
-        labels=CLS["labels"],
+        hp=settings(fractions=config["split"], seed=config["seed"], labels=CLS["labels"]),
     log:
         f"{R}/logs/cls_split.log",
     benchmark:
@@ -141,17 +133,15 @@ rule cls_train:
         out_log=f"{R}/runs/{{run}}/train_log.csv",
         out_stats=f"{R}/runs/{{run}}/train_stats.json",
     params:
-        r=lambda wc: RUNS[wc.run]["r"],
-        lora_alpha=lambda wc: RUNS[wc.run]["lora_alpha"],
-        target_modules=lambda wc: RUNS[wc.run]["target_modules"],
-        method=lambda wc: RUNS[wc.run]["method"],
-        seed=lambda wc: RUNS[wc.run]["seed"],
-        **CLS_TRAIN,
-        max_length=CLS["max_length"],
-        eval_batch_size=config["evaluate"]["batch_size"],
-        threads=config["torch_threads"],
-        trust_remote_code=TRUST_REMOTE_CODE,
-    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+        hp=lambda wc: settings(
+            pick(RUNS[wc.run], ["r", "lora_alpha", "target_modules", "method", "seed", "learning_rate"]),
+            CLS_TRAIN,
+            max_length=CLS["max_length"],
+            eval_batch_size=config["evaluate"]["batch_size"],
+            trust_remote_code=TRUST_REMOTE_CODE,
+        ),
+        runtime=RUNTIME,
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:
@@ -176,12 +166,10 @@ rule cls_evaluate:
         out_metrics=f"{R}/runs/{{run}}/eval.json",
         out_predictions=f"{R}/runs/{{run}}/predictions.jsonl",
     params:
-        batch_size=config["evaluate"]["batch_size"],
-        max_length=CLS["max_length"],
-        seed=config["seed"],
-        threads=config["torch_threads"],
-        trust_remote_code=TRUST_REMOTE_CODE,
-    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+        hp=settings(batch_size=config["evaluate"]["batch_size"], max_length=CLS["max_length"], seed=config["seed"],
+                    trust_remote_code=TRUST_REMOTE_CODE),
+        runtime=RUNTIME,
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:
@@ -205,12 +193,10 @@ rule cls_evaluate_untrained_head:
         out_metrics=f"{R}/baselines/untrained_head/eval.json",
         out_predictions=f"{R}/baselines/untrained_head/predictions.jsonl",
     params:
-        batch_size=config["evaluate"]["batch_size"],
-        max_length=CLS["max_length"],
-        seed=config["seed"],
-        threads=config["torch_threads"],
-        trust_remote_code=TRUST_REMOTE_CODE,
-    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+        hp=settings(batch_size=config["evaluate"]["batch_size"], max_length=CLS["max_length"], seed=config["seed"],
+                    trust_remote_code=TRUST_REMOTE_CODE),
+        runtime=RUNTIME,
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:
@@ -244,17 +230,25 @@ rule cls_majority:
 
 
 rule cls_table:
-    """results/comparison.{csv,md}: one row per grid point plus the two baselines, best run marked."""
+    """results/comparison.{csv,md}: one row per grid point plus the two baselines; best run chosen on
+    validation, test with bootstrap intervals and the tied-for-best set."""
     input:
         baseline_metrics=[rules.cls_majority.output.out_metrics, rules.cls_evaluate_untrained_head.output.out_metrics],
         train_stats=expand(rules.cls_train.output.out_stats, run=RUNS),
         metrics=expand(rules.cls_evaluate.output.out_metrics, run=RUNS),
+        predictions=expand(rules.cls_evaluate.output.out_predictions, run=RUNS),
+        baseline_predictions=[rules.cls_majority.output.out_predictions, rules.cls_evaluate_untrained_head.output.out_predictions],
     output:
         out_csv=report(f"{R}/comparison.csv", caption="../report/cls_comparison.rst", category="Comparison"),
         out_md=f"{R}/comparison.md",
     params:
-        runs=RUNS,
-        best_metric=CLS["best_metric"],
+        hp=settings(
+            runs=RUNS,
+            best_metric=CLS["best_metric"],
+            bootstrap_samples=config["table"]["bootstrap_samples"],
+            confidence=config["table"]["confidence"],
+            seed=config["seed"],
+        ),
     log:
         f"{R}/logs/cls_table.log",
     benchmark:

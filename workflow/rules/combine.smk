@@ -12,13 +12,10 @@ rule combine:
         out_stats=f"{R}/runs/{{run}}/train_stats.json",
         out_check=f"{R}/runs/{{run}}/switch_check.json",
     params:
-        adapter_names=lambda wc: COMBOS[wc.run]["adapters"],
-        weights=lambda wc: COMBOS[wc.run]["weights"],
-        combination_type=lambda wc: COMBOS[wc.run]["combination_type"],
-        density=lambda wc: COMBOS[wc.run]["density"],
-        threads=config["torch_threads"],
-        trust_remote_code=config["base_model"]["trust_remote_code"],
-    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+        hp=lambda wc: settings(pick(COMBOS[wc.run], ["weights", "combination_type", "density"]), adapter_names=COMBOS[wc.run]["adapters"],
+                               trust_remote_code=config["base_model"]["trust_remote_code"]),
+        runtime=RUNTIME,
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:

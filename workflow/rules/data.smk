@@ -3,8 +3,7 @@ rule builtin_dataset:
     output:
         out_path=f"{R}/data/raw.jsonl",
     params:
-        n_rows=DATA["builtin_rows"],
-        seed=config["seed"],
+        hp=settings(n_rows=DATA["builtin_rows"], seed=config["seed"]),
     log:
         f"{R}/logs/builtin_dataset.log",
     benchmark:
@@ -15,24 +14,36 @@ rule builtin_dataset:
         "../scripts/builtin_dataset.py"
 
 
+# clean.* settings, each passed to clean_dataset by name (all of them can change which rows are kept or how).
+CLEAN_KEYS = ["min_answer_chars", "max_chars", "mojibake", "dedup", "strip_html", "nfkc", "remove_zero_width",
+              "collapse_symbol_runs", "collapse_whitespace", "trim"]
+
+
 rule clean:
-    """Normalise text; reject unusable rows with a reason. rows in = clean + rejected."""
+    """Keep legitimate text, repair what is shown to be broken, record every change; reject unusable
+    rows with a reason. rows in = clean + rejected."""
     input:
         unpack(clean_inputs),
     output:
         out_clean=f"{R}/data/clean.jsonl",
         out_rejected=f"{R}/data/rejected.jsonl",
         out_stats=f"{R}/data/clean_stats.json",
+        out_changes=f"{R}/data/changes.jsonl",
+        out_report=report(f"{R}/data/clean_report.html", caption="../report/clean.rst", category="Data"),
     params:
-        columns=DATA["columns"],
-        data_format=DATA["format"],
-        encoding=DATA["encoding"],
-        hf_split=DATA["hf_split"],
-        on_bad_row=DATA["on_bad_row"],
-        system_prompt=DATA["system_prompt"],
-        max_tokens=config["tokenize"]["max_length"],
-        **config["clean"],
-        **({"data_path": DATA["path"]} if HUB_DATA else {}),
+        hp=settings(
+            columns=DATA["columns"],
+            data_format=DATA["format"],
+            encoding=DATA["encoding"],
+            delimiter=DATA["delimiter"],
+            hf_split=DATA["hf_split"],
+            on_bad_row=DATA["on_bad_row"],
+            system_prompt=DATA["system_prompt"],
+            max_tokens=config["tokenize"]["max_length"],
+            overlong=config["tokenize"]["overlong"],
+            **pick(config["clean"], CLEAN_KEYS),
+            **({"data_path": DATA["path"]} if HUB_DATA else {}),
+        ),
     log:
         f"{R}/logs/clean.log",
     benchmark:
@@ -74,8 +85,7 @@ rule split:
         out_test=f"{R}/data/test.jsonl",
         stats_path=f"{R}/data/split_stats.json",
     params:
-        fractions=config["split"],
-        seed=config["seed"],
+        hp=settings(fractions=config["split"], seed=config["seed"]),
     log:
         f"{R}/logs/split.log",
     benchmark:

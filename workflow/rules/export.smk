@@ -2,10 +2,11 @@
 # was written; every adapter as a self-describing package (files + card); results/serve.md.
 # Not part of `all` unless export.enabled; `snakemake export` builds it on demand.
 #
-# Which run: `export.runs: best` reads the table's choice (comparison.csv's `best` column) in the
-# checkpoint `export_select`, so the DAG is completed after the table exists; an explicit list needs no
-# checkpoint. The export reads the run's merged model (results/runs/<run>/merged), so Snakemake builds
-# that merge, with its own logit check, whatever merge policy the sweep uses.
+# Which run: `export.runs: best` is the run results/best.json names (written by the checkpoint `table`,
+# the same file merge.runs: best reads), so with the default merge policy the export reads exactly the
+# merged model the sweep makes; an explicit list needs no checkpoint. The export's input is the run's
+# merged model (results/runs/<run>/merged), so Snakemake builds that merge, with its own logit check,
+# for an exported run whatever merge.runs says. A fully fine-tuned run is exported from its model.
 
 from loraflow.export import check_export_config
 from loraflow.gguf_export import ExportError
@@ -27,11 +28,13 @@ rule provenance:
     output:
         out_json=f"{EXPORT_DIR}/provenance.json",
     params:
-        source=config["base_model"]["source"],
-        path=config["base_model"]["path"],
-        gguf_file=config["base_model"]["gguf_file"],
-        data_spec=DATA["path"],
-        system_prompt=DATA["system_prompt"],
+        hp=settings(
+            source=config["base_model"]["source"],
+            path=config["base_model"]["path"],
+            gguf_file=config["base_model"]["gguf_file"],
+            data_spec=DATA["path"],
+            system_prompt=DATA["system_prompt"],
+        ),
     log:
         f"{R}/logs/export/provenance.log",
     benchmark:
@@ -40,26 +43,6 @@ rule provenance:
         "../../envs/data.yaml"
     script:
         "../scripts/provenance.py"
-
-
-checkpoint export_select:
-    """results/export/selected.json: the runs to export (the best run of the table, or export.runs)."""
-    input:
-        comparison=rules.table.output.out_csv,
-    output:
-        out_json=f"{EXPORT_DIR}/selected.json",
-    params:
-        runs=EXPORT["runs"],
-        known_runs=list(ALL_RUNS),
-        best_json=f"{R}/best.json",
-    log:
-        f"{R}/logs/export/select.log",
-    benchmark:
-        f"{R}/benchmarks/export/select.tsv"
-    conda:
-        "../../envs/data.yaml"
-    script:
-        "../scripts/export_select.py"
 
 
 rule adapter_package:
@@ -74,12 +57,7 @@ rule adapter_package:
     output:
         out_dir=directory(f"{R}/adapters/{{run}}"),
     params:
-        run=lambda wc: wc.run,
-        hparams=lambda wc: ALL_RUNS[wc.run],
-        train_config=CARD_TRAIN,
-        system_prompt=DATA["system_prompt"],
-        max_new_tokens=config["evaluate"]["max_new_tokens"],
-        merged_dir=lambda wc: f"{R}/runs/{wc.run}/merged",
+        hp=lambda wc: settings(CARD_SETTINGS, run=wc.run, hparams=ALL_RUNS[wc.run], merged_dir=f"{R}/runs/{wc.run}/merged"),
     log:
         f"{R}/logs/export/adapter_{{run}}.log",
     benchmark:
@@ -102,22 +80,16 @@ rule export_model:
     output:
         out_dir=directory(f"{EXPORT_DIR}/{{run}}"),
     params:
-        run=lambda wc: wc.run,
-        hparams=lambda wc: ALL_RUNS[wc.run],
-        train_config=CARD_TRAIN,
-        adapters_dir=lambda wc: None if ALL_RUNS[wc.run]["method"] == "full" else f"{R}/adapters/{wc.run}",
-        types=EXPORT["types"],
-        system_prompt=DATA["system_prompt"],
-        max_new_tokens=config["evaluate"]["max_new_tokens"],
-        prompts=EXPORT["prompts"],
-        logit_prompts=EXPORT["logit_prompts"],
-        q8_0_tokens=EXPORT["q8_0_tokens"],
-        q8_0_min_agreement=EXPORT["q8_0_min_agreement"],
-        f16_tolerance=EXPORT["f16_tolerance"],
-        llama_cpp=EXPORT["llama_cpp"],
-        threads=config["torch_threads"],
-        trust_remote_code=config["base_model"]["trust_remote_code"],
-    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+        hp=lambda wc: settings(
+            CARD_SETTINGS,
+            pick(EXPORT, ["types", "prompts", "logit_prompts", "q8_0_tokens", "q8_0_min_agreement", "f16_tolerance", "llama_cpp"]),
+            run=wc.run,
+            hparams=ALL_RUNS[wc.run],
+            adapters_dir=None if ALL_RUNS[wc.run]["method"] == "full" else f"{R}/adapters/{wc.run}",
+            trust_remote_code=config["base_model"]["trust_remote_code"],
+        ),
+        runtime=RUNTIME,
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:
@@ -139,9 +111,11 @@ rule serve:
     output:
         out_md=f"{R}/serve.md",
     params:
-        system_prompt=DATA["system_prompt"],
-        max_new_tokens=config["evaluate"]["max_new_tokens"],
-        full_models=[f"{R}/runs/{name}/adapter" for name in FULL_RUNS],
+        hp=settings(
+            system_prompt=DATA["system_prompt"],
+            max_new_tokens=config["evaluate"]["max_new_tokens"],
+            full_models=[f"{R}/runs/{name}/adapter" for name in FULL_RUNS],
+        ),
     log:
         f"{R}/logs/export/serve.log",
     benchmark:

@@ -1,20 +1,22 @@
 # Helpers of rules/export.smk (kept apart from the rules, as `snakemake --lint` asks).
 
-import json
-
 EXPORT_DIR = f"{R}/export"
 CARD_KEYS = ["lora_dropout", "learning_rate", "learning_rate_full", "weight_decay", "epochs", "max_steps", "batch_size",
              "grad_accum", "warmup_steps", "lr_scheduler", "max_grad_norm", "precision", "early_stopping_patience"]
 CARD_TRAIN = {k: config["train"][k] for k in CARD_KEYS if k in config["train"]}  # the hyperparameters a card lists
 FULL_RUNS = [name for name, hp in ALL_RUNS.items() if hp["method"] == "full"]
+# What every model card states besides the run itself (params `hp` of adapter_package and export_model).
+CARD_SETTINGS = settings(train_config=CARD_TRAIN, system_prompt=DATA["system_prompt"], max_new_tokens=config["evaluate"]["max_new_tokens"])
 
 
 def exported_runs(wildcards=None):
-    """The runs to export: export.runs, or the table's best run (after the checkpoint ran)."""
+    """The runs to export: export.runs, or the run results/best.json names (after the checkpoint
+    `table` ran; merge.runs: best merges the same run)."""
+    from loraflow.export import runs_to_export
+
     if EXPORT["runs"] != "best":
-        return list(EXPORT["runs"])
-    with open(checkpoints.export_select.get().output.out_json, encoding="utf-8") as fh:
-        return json.load(fh)["runs"]
+        return runs_to_export(EXPORT["runs"])
+    return runs_to_export("best", checkpoints.table.get().output.out_best)
 
 
 def export_model_dir(wildcards):

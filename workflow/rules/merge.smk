@@ -1,3 +1,9 @@
+# merge.runs (MERGE_RUNS, merged_runs in common.smk): which runs get a merged model, each the size of the
+# base model: the table's best run (default), every run with an adapter, or none. Wherever a merge is made
+# its check runs: merged logits must equal base + adapter logits within merge.tolerance, or the job fails
+# and keeps nothing.
+
+
 rule merge:
     """merge_and_unload, verified: merged logits must equal base + adapter logits within tolerance.
     Not for method full (no adapter to merge): see ADAPTER_RUNS."""
@@ -9,11 +15,10 @@ rule merge:
         out_dir=directory(f"{R}/runs/{{run}}/merged"),
         out_check=f"{R}/runs/{{run}}/merge_check.json",
     params:
-        **config["merge"],
-        method=lambda wc: ALL_RUNS[wc.run]["method"],
-        threads=config["torch_threads"],
-        trust_remote_code=config["base_model"]["trust_remote_code"],
-    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+        hp=lambda wc: settings(pick(config["merge"], ["tolerance", "n_prompts", "speed_tokens"]), method=ALL_RUNS[wc.run]["method"],
+                               trust_remote_code=config["base_model"]["trust_remote_code"]),
+        runtime=RUNTIME,
+    threads: JOB_THREADS
     resources:
         gpu=1,
     log:
@@ -24,3 +29,24 @@ rule merge:
         "../../envs/train.yaml"
     script:
         "../scripts/merge.py"
+
+
+rule merge_summary:
+    """results/merges.{csv,md}: the merge check (max |Δlogit| of merged vs base + adapter) and generation
+    speed of base, base + adapter and merged model, for every merged run."""
+    input:
+        merge_checks=lambda wc: expand(rules.merge.output.out_check, run=merged_runs(wc)),
+        best=[f"{R}/best.json"] if MERGE_RUNS == "best" else [],  # the table's output (table.smk)
+    output:
+        out_csv=report(f"{R}/merges.csv", caption="../report/merges.rst", category="Merge"),
+        out_md=f"{R}/merges.md",
+    params:
+        hp=settings(policy=MERGE_RUNS),
+    log:
+        f"{R}/logs/merge_summary.log",
+    benchmark:
+        f"{R}/benchmarks/merge_summary.tsv"
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/merge_summary.py"

@@ -1,37 +1,55 @@
-rule preflight:
-    """Per grid point, on the meta device: target modules exist, parameter counts, memory estimate.
-    High priority: every point is checked before any training starts."""
-    wildcard_constraints:
-        run=TRAINED_RUN,
-    input:
-        model_dir=rules.base_model.output.out_dir,
-    output:
-        out_json=f"{R}/runs/{{run}}/preflight.json",
-    params:
-        run=lambda wc: wc.run,
-        r=lambda wc: RUNS[wc.run]["r"],
-        lora_alpha=lambda wc: RUNS[wc.run]["lora_alpha"],
-        target_modules=lambda wc: RUNS[wc.run]["target_modules"],
-        method=lambda wc: RUNS[wc.run]["method"],
-        batch_size=config["train"]["batch_size"],
-        max_length=config["tokenize"]["max_length"],
-        gradient_checkpointing=config["train"]["gradient_checkpointing"],
-        trust_remote_code=config["base_model"]["trust_remote_code"],
-    priority: 100
-    log:
-        f"{R}/logs/preflight/{{run}}.log",
-    benchmark:
-        f"{R}/benchmarks/preflight/{{run}}.tsv"
-    conda:
-        "../../envs/train.yaml"
-    script:
-        "../scripts/preflight.py"
+# The grid's pre-flight: one job, one process, for every grid point without a current check (new points,
+# or all of them after a change of what a check depends on). Train jobs wait for their point's check.
+#
+# Why only the unchecked points: Snakemake does not look at the params of jobs downstream of a job that
+# reruns (it assumes they rerun too) and, through an ancient() input, then never reruns them. So the
+# train jobs of finished points must not hang below a pre-flight job that reruns: the pre-flight job
+# writes only the missing or outdated checks, and a finished point's check is an ordinary file.
+POINT_KEYS = ["method", "r", "lora_alpha", "target_modules"]  # what a point's counts depend on (not its seed)
+# What a check depends on besides its point; recorded in each runs/<run>/preflight.json as `checked_with`.
+# (gradient_checkpointing is not here: changing it reruns nothing, the next new check uses it.)
+PREFLIGHT_WITH = settings(
+    pick(config["train"], ["batch_size"]),
+    pick(config["base_model"], ["source", "path", "gguf_file", "revision", "trust_remote_code"]),
+    max_length=config["tokenize"]["max_length"],
+)
+PREFLIGHT_TODO = unchecked_points(RUNS, PREFLIGHT_WITH)
+
+
+if PREFLIGHT_TODO:
+
+    rule preflight:
+        """The unchecked grid points on the meta device, in one job: target modules exist, parameter
+        counts, memory estimate, disk of a merged model. A bad point fails the job, so no training
+        starts; every bad point is named."""
+        input:
+            model_dir=rules.base_model.output.out_dir,
+        output:
+            out_jsons=expand(f"{R}/runs/{{run}}/preflight.json", run=PREFLIGHT_TODO),
+        params:
+            hp=settings(
+                runs={name: pick(RUNS[name], POINT_KEYS) for name in PREFLIGHT_TODO},
+                checked_with=PREFLIGHT_WITH,
+                batch_size=config["train"]["batch_size"],
+                max_length=config["tokenize"]["max_length"],
+                trust_remote_code=config["base_model"]["trust_remote_code"],
+            ),
+            runtime={"gradient_checkpointing": "train.gradient_checkpointing", "merge_runs": "merge.runs"},
+        priority: 100
+        log:
+            f"{R}/logs/preflight.log",
+        benchmark:
+            f"{R}/benchmarks/preflight.tsv"
+        conda:
+            "../../envs/train.yaml"
+        script:
+            "../scripts/preflight.py"
 
 
 rule preflight_table:
-    """results/preflight.csv: the cost of every grid point, known before training."""
+    """results/preflight.csv: the checks of every grid point, known before training."""
     input:
-        runs=expand(rules.preflight.output.out_json, run=RUNS),
+        runs=expand(f"{R}/runs/{{run}}/preflight.json", run=RUNS),
     output:
         out_csv=f"{R}/preflight.csv",
     log:

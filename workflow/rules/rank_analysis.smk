@@ -9,7 +9,7 @@ rule rank_analysis:
         out_summary=f"{R}/runs/{{run}}/rank_summary.json",
         out_plot=report(f"{R}/runs/{{run}}/rank_analysis.png", caption="../report/rank_analysis.rst", category="Rank analysis", subcategory="{run}"),
     params:
-        energies=config["rank_analysis"]["energies"],
+        hp=settings(pick(config["rank_analysis"], ["energies"])),
     log:
         f"{R}/logs/rank_analysis/{{run}}.log",
     benchmark:

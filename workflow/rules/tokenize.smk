@@ -11,7 +11,7 @@ rule tokenize:
         out_test=f"{R}/tokens/test.npz",
         meta_path=f"{R}/tokens/meta.json",
     params:
-        max_length=config["tokenize"]["max_length"],
+        hp=settings(max_length=config["tokenize"]["max_length"], overlong=config["tokenize"]["overlong"]),
     log:
         f"{R}/logs/tokenize.log",
     benchmark:

@@ -1,5 +1,25 @@
+# train.* settings that change what a run learns. Each reaches train_lora by name through params `hp`,
+# so changing one reruns every train job (and what depends on it). Add a new result-affecting train key
+# here; one that cannot change the adapter goes to TRAIN_RUNTIME instead.
+#   eval_every, max_eval_batches, early_stopping_patience: decide which validation loss picks the kept step;
+#   nproc_per_node: one optimizer step takes batch_size x grad_accum x nproc_per_node examples.
+# learning_rate / learning_rate_full are added per run: only the one its method uses (see train_settings).
+TRAIN_KEYS = ["lora_dropout", "weight_decay", "precision", "epochs", "max_steps", "batch_size", "grad_accum", "warmup_steps",
+              "lr_scheduler", "max_grad_norm", "eval_every", "early_stopping_patience", "max_eval_batches", "nproc_per_node"]
+# Settings that cannot change the adapter, read from the config when the job runs (changing them reruns
+# nothing): a resumed run ends bit-identical (checkpoint_every); gradient checkpointing recomputes the
+# same activations (bit-identical adapters, tests/test_workflow.py); threads, see JOB_THREADS.
+TRAIN_RUNTIME = {**RUNTIME, "checkpoint_every": "train.checkpoint_every", "gradient_checkpointing": "train.gradient_checkpointing"}
+GRID_KEYS = ["method", "r", "lora_alpha", "target_modules", "seed"]
+
+
+# torch_threads in each of the train.nproc_per_node processes, or every CPU of the machine (split among them).
+TRAIN_THREADS = config["torch_threads"] * config["train"]["nproc_per_node"] or JOB_THREADS
+
+
 rule train:
-    """One LoRA adapter per grid point (results/runs/<run>/adapter)."""
+    """One LoRA adapter per grid point (results/runs/<run>/adapter). Takes train.nproc_per_node GPU
+    slots (resources gpu=N): the job's N devices go one to each torchrun rank."""
     wildcard_constraints:
         run=TRAINED_RUN,
     input:
@@ -7,24 +27,19 @@ rule train:
         train_path=rules.tokenize.output.out_train,
         val_path=rules.tokenize.output.out_val,
         tokens_meta=rules.tokenize.output.meta_path,
-        preflight=rules.preflight.output.out_json,
+        # training waits for its point's pre-flight check (preflight.smk: only unchecked points are checked)
+        preflight=f"{R}/runs/{{run}}/preflight.json",
     output:
         out_adapter=directory(f"{R}/runs/{{run}}/adapter"),
         out_log=f"{R}/runs/{{run}}/train_log.csv",
         out_stats=f"{R}/runs/{{run}}/train_stats.json",
     params:
-        r=lambda wc: RUNS[wc.run]["r"],
-        lora_alpha=lambda wc: RUNS[wc.run]["lora_alpha"],
-        target_modules=lambda wc: RUNS[wc.run]["target_modules"],
-        method=lambda wc: RUNS[wc.run]["method"],
-        **config["train"],
+        hp=train_settings,
+        runtime=TRAIN_RUNTIME,
         checkpoint_dir=lambda wc: f"{R}/checkpoints/{wc.run}",
-        seed=lambda wc: RUNS[wc.run]["seed"],
-        threads=config["torch_threads"],
-        trust_remote_code=config["base_model"]["trust_remote_code"],
-    threads: max(1, config["torch_threads"])  # scheduling slots; torch_threads sets the compute threads
+    threads: TRAIN_THREADS
     resources:
-        gpu=1,
+        gpu=config["train"]["nproc_per_node"],
     log:
         f"{R}/logs/train/{{run}}.log",
     benchmark:

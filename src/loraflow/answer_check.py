@@ -1,0 +1,100 @@
+"""Per-row correctness checks for short answers: does the answer state the right value or entity?
+
+BLEU and ROUGE reward the shape of an answer; a fluent answer with the wrong price scores well. These
+checks score one row 0 or 100 (percent, like the other metrics):
+
+- `states_facts(answer, facts)`: every fact is stated. A fact that reads as a number ("129", "3.5")
+  must be one of the numbers in the answer (compared as numbers, full-width digits and thousands
+  separators allowed; digits glued to letters, as in a model code "X2", are not numbers); any other
+  fact ("Midnight Black", "卡德港", "400-123-4567") must occur in the answer after NFKC and casefold.
+- `check_answer(mode, answer, reference, pattern)`: `evaluate.answer_check` for users' data with short
+  references: `exact` (equal after normalisation), `contains` (the reference occurs in the answer),
+  `numeric` (every number of the reference is stated in the answer), `regex` (the first match of
+  `pattern` in the answer, its first group if it has one, equals the reference after normalisation).
+
+An LLM judge would plug in at the same place (one score per row, written to scores.jsonl by the
+evaluate stage), so the table stage bootstraps it like any other per-row metric; none ships here
+because it needs a judge model or an API.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from loraflow.metrics import normalize_answer
+
+ANSWER_CHECKS = ("none", "exact", "contains", "numeric", "regex")
+# A number not glued to a letter or digit: 129, 3.5, 1,299, -4 (a model code such as X2 or S7 is not a number).
+_NUMBER = re.compile(r"(?<![^\W\d_])(?<![\d.])-?\d+(?:,\d{3})*(?:\.\d+)?(?![^\W\d_])")
+
+
+def _norm(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def numbers_in(text: str) -> list[float]:
+    """The numbers a text states, in order ("$1,299 and 3.5 L" -> [1299.0, 3.5])."""
+    return [float(m.group().replace(",", "")) for m in _NUMBER.finditer(unicodedata.normalize("NFKC", text))]
+
+
+def as_number(fact: str) -> float | None:
+    """The value of a fact that is a bare number, else None."""
+    text = unicodedata.normalize("NFKC", str(fact)).strip()
+    m = _NUMBER.fullmatch(text)
+    return float(m.group().replace(",", "")) if m else None
+
+
+def states_number(answer: str, value: float) -> bool:
+    return any(abs(x - value) <= 1e-9 * max(1.0, abs(value)) for x in numbers_in(answer))
+
+
+def states_text(answer: str, text: str) -> bool:
+    """`text` occurs in `answer` (NFKC, casefold, whitespace collapsed); Latin words match whole words."""
+    needle, hay = _norm(text), _norm(answer)
+    if not needle:
+        return False
+    if needle[0].isascii() and needle[0].isalnum() and needle[-1].isascii() and needle[-1].isalnum():
+        return re.search(rf"(?<![^\W_]){re.escape(needle)}(?![^\W_])", hay) is not None
+    return needle in hay
+
+
+def states_fact(answer: str, fact) -> bool:
+    value = as_number(str(fact))
+    return states_number(answer, value) if value is not None else states_text(answer, str(fact))
+
+
+def states_facts(answer: str, facts: list) -> float:
+    """100.0 when the answer states every fact, else 0.0."""
+    return 100.0 if facts and all(states_fact(answer, f) for f in facts) else 0.0
+
+
+def check_answer(mode: str, answer: str, reference: str, pattern: str | None = None) -> float:
+    """100.0 if `answer` is correct for the short `reference` under `mode`, else 0.0."""
+    if mode == "exact":
+        ok = normalize_answer(answer) == normalize_answer(reference)
+    elif mode == "contains":
+        ok = states_text(answer, reference)
+    elif mode == "numeric":
+        values = numbers_in(reference)
+        ok = bool(values) and all(states_number(answer, v) for v in values)
+    elif mode == "regex":
+        if not pattern:
+            raise ValueError("evaluate.answer_check regex needs evaluate.answer_pattern")
+        m = re.search(pattern, answer)
+        found = (m.group(1) if m and m.groups() else m.group(0)) if m else None
+        ok = found is not None and normalize_answer(found) == normalize_answer(reference)
+    else:
+        raise ValueError(f"unknown evaluate.answer_check {mode!r} (use one of {', '.join(ANSWER_CHECKS)})")
+    return 100.0 if ok else 0.0
+
+
+def row_facts(row: dict) -> list | None:
+    """The facts a split row carries (`facts`, or `meta.facts` once the data stages keep extra fields
+    as metadata); None when it has none."""
+    facts = row.get("facts")
+    if facts is None and isinstance(row.get("meta"), dict):
+        facts = row["meta"].get("facts")
+    if isinstance(facts, str):
+        facts = [facts]
+    return list(facts) if facts else None

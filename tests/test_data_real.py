@@ -1,0 +1,72 @@
+"""The real data sets of ../shared/data through the data stages (skipped where they are absent):
+the raw GB18030 medical CSV and a JSONL set come out with every legitimate row kept byte for byte."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from loraflow.chatml import format_dataset
+from loraflow.clean import clean_dataset
+from loraflow.split import split_dataset
+from loraflow.tokenization import tokenize_splits
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.is_dir()), None)
+COLUMNS = {"messages": "messages", "instruction": "instruction", "input": "input", "output": "output",
+           "question": "question", "answer": "answer", "system": "system"}
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(DATA is None, reason="../shared/data (real data sets) is not available")]
+
+
+def run_stages(tmp_path, tiny_model, path, max_tokens, tokenize=True, **kw):
+    d = tmp_path
+    stats = clean_dataset(str(path), str(tiny_model), str(d / "clean.jsonl"), str(d / "rejected.jsonl"), str(d / "stats.json"),
+                          kw.pop("columns", COLUMNS), str(d / "changes.jsonl"), max_tokens=max_tokens, system_prompt="", **kw)
+    format_dataset(str(d / "clean.jsonl"), str(tiny_model), str(d / "formatted.jsonl"), str(d / "fstats.json"), "")
+    splits = [str(d / f"{s}.jsonl") for s in ("train", "val", "test")]
+    split = split_dataset(str(d / "formatted.jsonl"), str(d / "stats.json"), *splits, str(d / "split.json"),
+                          {"train": 0.8, "val": 0.1, "test": 0.1}, 42)
+    if tokenize:  # the truncations the clean stage recorded are the ones the tokenise stage makes
+        meta = tokenize_splits(str(tiny_model), *splits, *(str(d / f"{s}.npz") for s in ("train", "val", "test")), str(d / "meta.json"), max_tokens)
+        assert sum(s["truncated"] for s in meta["splits"].values()) == stats["overlong"]["truncated"]
+    clean = [json.loads(line) for line in (d / "clean.jsonl").read_text(encoding="utf-8").splitlines()]
+    changes = [json.loads(line) for line in (d / "changes.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert stats["conserved"] and split["conserved"] and split["rows_in"] == stats["rows_in"]
+    return stats, clean, changes
+
+
+def test_gb18030_medical_csv(tmp_path, tiny_model):
+    path = DATA / "zh_medical_dialogue_im_raw_gb18030.csv"
+    stats, clean, changes = run_stages(tmp_path, tiny_model, path, 4096, tokenize=False, encoding="gb18030",
+                                       columns={**COLUMNS, "question": "ask"})
+    assert stats["file"] == {"file_format": "csv", "encoding": "gb18030", "delimiter": ","}
+    assert stats["rows_in"] == 7644 and stats["rejected_by_reason"].get("duplicate") == 396
+    assert set(stats["rejected_by_reason"]) <= {"duplicate", "prompt_too_long"}
+    assert {c["fixer"] for c in changes} <= {"truncate"}  # no character of any row changed
+    reader = csv.reader(io.StringIO(path.read_bytes().decode("gb18030"), newline=""))
+    header, records, start = next(reader), {}, 2
+    for cells in reader:  # records by the line they start on (answers may span lines)
+        records[start] = dict(zip(header, cells))
+        start = reader.line_num + 1
+    for row in clean:  # every kept row: exactly the file's cells, department and title carried as meta
+        rec = records[row["line"]]
+        assert row["messages"] == [{"role": "user", "content": rec["ask"]}, {"role": "assistant", "content": rec["answer"]}]
+        assert row["meta"] == {"department": rec["department"], "title": rec["title"]}
+    assert sum("，" in r["messages"][1]["content"] for r in clean) > 0.9 * len(clean)  # full-width punctuation kept
+
+
+def test_jsonl_set(tmp_path, tiny_model):
+    path = DATA / "en_self_instruct_user_oriented.jsonl"
+    stats, clean, changes = run_stages(tmp_path, tiny_model, path, 512)  # small limit: some answers are truncated
+    assert stats["rows_in"] == 252 and set(stats["rejected_by_reason"]) <= {"prompt_too_long"}
+    assert {c["fixer"] for c in changes} == {"truncate"} and stats["overlong"]["truncated"] == len(changes) > 0
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    for row in clean:
+        src = rows[row["line"] - 1]
+        user = src["instruction"] + ("\n\n" + src["input"] if src["input"].strip() else "")
+        assert row["messages"] == [{"role": "user", "content": user}, {"role": "assistant", "content": src["output"]}]

@@ -1,0 +1,116 @@
+"""Fact checks, answer checks and the retention set; the evaluate stage runs them on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from loraflow.answer_check import as_number, check_answer, numbers_in, row_facts, states_facts
+from loraflow.io import read_json, read_jsonl, write_jsonl
+from loraflow.retention import build_items, is_correct, load_items
+
+
+def test_numbers_and_facts():
+    assert numbers_in("The AeroBlend X2 costs $1,299 and holds 3.5 L; ３ years") == [1299.0, 3.5, 3.0]
+    assert as_number("129") == 129.0 and as_number("Midnight Black") is None and as_number("400-123-4567") is None
+    right = "The Lumora HaloPure X2 costs $279 and comes with a 3-year warranty."
+    assert states_facts(right, ["279", "3"]) == 100.0
+    assert states_facts("The Lumora HaloPure X2 costs $299 and comes with a 3-year warranty.", ["279", "3"]) == 0.0
+    assert states_facts("It has a capacity of 10 litres.", ["3.5"]) == 0.0  # fluent but wrong: the issue's example
+    assert states_facts("洛摩 NovaPure S5 有珍珠白和天空蓝两种颜色可选。", ["珍珠白", "天空蓝"]) == 100.0
+    assert states_facts("Call 400-123-4567.", ["400-123-4567"]) == 100.0
+    assert states_facts("It comes in Sage Greenish.", ["Sage Green"]) == 0.0  # whole words
+    assert row_facts({"facts": ["1"]}) == ["1"] and row_facts({"meta": {"facts": ["2"]}}) == ["2"] and row_facts({}) is None
+
+
+def test_answer_check_modes():
+    assert check_answer("exact", "Positive.", "positive") == 100.0
+    assert check_answer("exact", "It is positive", "positive") == 0.0
+    assert check_answer("contains", "I think it is Paris, France", "paris") == 100.0
+    assert check_answer("numeric", "The total is 1,250 dollars.", "1250") == 100.0
+    assert check_answer("numeric", "The total is 1,205 dollars.", "1250") == 0.0
+    assert check_answer("regex", "Reasoning... the answer is B.", "b", r"answer is (\w)") == 100.0
+    assert check_answer("regex", "no verdict", "b", r"answer is (\w)") == 0.0
+    with pytest.raises(ValueError, match="answer_pattern"):
+        check_answer("regex", "x", "y")
+
+
+def test_builtin_rows_state_their_facts(tmp_path):
+    from loraflow.synth import generate_dataset
+
+    summary = generate_dataset(str(tmp_path / "raw.jsonl"), n_rows=400, seed=3)
+    rows = read_jsonl(tmp_path / "raw.jsonl")
+    dirty = {i for ids in summary["dirty"].values() for i in ids}
+    clean = [r for r in rows if r["id"] not in dirty]
+    assert all(r["facts"] for r in rows)
+    assert all(states_facts(r["answer"], r["facts"]) == 100.0 for r in clean)  # the reference states every fact
+    # a wrong number is caught: change one fact's digits in the answer
+    r = next(r for r in clean if r["facts"][0].isdigit() and len(r["facts"][0]) >= 2)
+    wrong = r["answer"].replace(r["facts"][0], str(int(r["facts"][0]) + 1))
+    assert states_facts(wrong, r["facts"]) == 0.0
+
+
+def test_retention_set_is_bilingual_balanced_and_checkable():
+    items = build_items()
+    assert len(items) >= 300 and len({i["id"] for i in items}) == len(items)
+    kinds = Counter((i["lang"], i["kind"]) for i in items)
+    assert set(kinds) == {(lang, k) for lang in ("en", "zh") for k in ("arithmetic", "units", "facts", "instructions")}
+    assert build_items() == items  # generated, seeded: the same set every time
+    assert Counter(i["kind"] for i in load_items(40)).most_common()[-1][1] >= 8  # the first N stay mixed
+    for it in items:  # the expected number never appears in the question, so echoing it is not a right answer
+        if it["check"] == "numeric":
+            assert not any(float(a) in numbers_in(it["prompt"]) for a in it["answers"]), it
+    by_id = {i["id"]: i for i in items}
+    assert is_correct(by_id["ret-en-arithmetic-000"], "69 plus 38 is 107.")
+    assert not is_correct(by_id["ret-en-arithmetic-000"], "69 plus 38 is 106.")
+    assert is_correct(by_id["ret-zh-facts-000"], "巴黎") and is_correct(by_id["ret-zh-facts-000"], "It is Paris.")
+    count = next(i for i in items if i["check"] == "sequence" and "Count" in i["prompt"])
+    assert is_correct(count, "Sure: " + ", ".join(count["answers"])) and not is_correct(count, "1, 3, 2")
+    larger = next(i for i in items if i["check"] == "first_number")
+    assert is_correct(larger, f"{larger['answers'][0]} is larger.")
+
+
+@pytest.fixture(scope="module")
+def fact_split(tiny_data, tmp_path_factory):
+    """The tiny test split with facts on its rows (as the data stages carry them) and a meta-dict row."""
+    paths, npz = tiny_data
+    d = tmp_path_factory.mktemp("facts")
+    rows = read_jsonl(paths["dir"] / "test.jsonl")
+    facts = {"0": ["129"], "1": ["Two"], "3": ["2021"], "5": ["30"], "6": ["50"]}
+    for r in rows:
+        if r["id"] in facts:
+            r["facts"] = facts[r["id"]]
+    rows[4]["meta"] = {"facts": ["洛摩"]}
+    write_jsonl(d / "test.jsonl", rows)
+    return d, paths, npz
+
+
+def test_evaluate_writes_val_test_facts_and_retention_on_the_tiny_model(fact_split, tiny_model):
+    from loraflow.evaluate import evaluate_model
+
+    d, paths, npz = fact_split
+    common = dict(max_new_tokens=6, batch_size=8, threads=1, consistency_questions=0, retention_items=24, retention_max_new_tokens=4,
+                  answer_check="contains", val_path=str(d / "test.jsonl"), val_tokens=npz[1], val_samples=3)
+    base = evaluate_model(str(tiny_model), str(d / "test.jsonl"), npz[2], str(paths["meta"]), str(d / "base.json"), str(d / "base_gen.jsonl"),
+                          out_scores=str(d / "base_scores.jsonl"), **common)
+    assert base["fact_rows"] == 6 and 0 <= base["fact_acc"] <= 100 and "answer_ok" in base
+    assert base["val"]["generated_examples"] == 3 and base["val"]["examples"] == 8 and "rougeL" in base["val"]
+    assert base["retention"]["items"] == 24 and base["retention"]["measured_on"] == "all items"
+    lines = read_jsonl(d / "base_scores.jsonl")
+    assert Counter(r["split"] for r in lines) == {"test": 8, "val": 8, "retention": 24}
+    test_lines = [r for r in lines if r["split"] == "test"]
+    assert [r["id"] for r in test_lines] == [str(i) for i in range(8)]
+    assert sum(r["loss_sum"] for r in test_lines) / sum(r["tokens"] for r in test_lines) == pytest.approx(base["eval_loss"])
+    assert sum("fact_acc" in r for r in test_lines) == 6 and all("bleu_stats" in r for r in test_lines)
+
+    # a run is asked only the retention items the base answered correctly (here: as if it got three right)
+    marked = [dict(r, correct=100.0 if r["id"] in ("ret-en-arithmetic-000", "ret-en-units-000", "ret-zh-facts-000") else 0.0) for r in lines]
+    write_jsonl(d / "base_scores_marked.jsonl", marked)
+    run = evaluate_model(str(tiny_model), str(d / "test.jsonl"), npz[2], str(paths["meta"]), str(d / "run.json"), str(d / "run_gen.jsonl"),
+                         out_scores=str(d / "run_scores.jsonl"), base_scores=str(d / "base_scores_marked.jsonl"), **common)
+    assert run["retention"]["items"] == 3 and run["retention"]["measured_on"] == "items the base model answers correctly"
+    assert {r["id"] for r in read_jsonl(d / "run_scores.jsonl") if r["split"] == "retention"} == {
+        "ret-en-arithmetic-000", "ret-en-units-000", "ret-zh-facts-000"}
+    assert json.loads((d / "run.json").read_text())["val"]["eval_loss"] == pytest.approx(read_json(d / "base.json")["val"]["eval_loss"])
