@@ -122,6 +122,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--big-layers", type=int, default=24)
     ap.add_argument("--peak-tflops", type=float, default=None)
+    ap.add_argument("--json-out", default=None, help="also write the results to this JSON file")
     args = ap.parse_args()
 
     import torch
@@ -139,6 +140,8 @@ def main() -> None:
                       num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=4096)
     results = [bench("SmolLM2-135M (default)", small, args, model_dir), bench(f"Llama {args.big_layers}x2048 (config)", big, args)]
     print(json.dumps(results, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -92,3 +92,12 @@ def tiny_data(tmp_path_factory, tiny_model):
     npz = [str(d / f"{s}.npz") for s in ("train", "val", "test")]
     tokenize_splits(str(tiny_model), *(str(d / f"{s}.jsonl") for s in ("train", "val", "test")), *npz, str(d / "meta.json"), 128)
     return {"dir": d, "model": tiny_model, "meta": d / "meta.json"}, npz
+
+
+@pytest.fixture(scope="session")
+def qwen05_model(tmp_path_factory) -> Path:
+    """A randomly initialised model of the Qwen2.5-0.5B shape (494M parameters, GQA, tied embeddings,
+    vocabulary 151936) in bf16 with a tokenizer trained here: see loraflow.shapes."""
+    from loraflow.shapes import build_random_model
+
+    return build_random_model(tmp_path_factory.mktemp("qwen05") / "model", "qwen2.5-0.5b", corpus=synth_corpus())

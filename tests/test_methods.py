@@ -143,3 +143,30 @@ def test_bf16_mixed_precision_trains_close_to_fp32(tiny_data, model64, tmp_path)
     assert losses["bf16"] == pytest.approx(losses["fp32"], abs=0.05)
     assert training_precision("fp32", torch.device("cpu")) == "fp32"
     assert training_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
+
+
+def test_one_lora_config_builder_for_train_preflight_and_classifier(tiny_model, monkeypatch):
+    """Training, preflight and the classification task all build their LoraConfig with
+    methods.lora_config, where the method flags live."""
+    import loraflow.methods as methods
+    from loraflow.cls_train import lora_classifier
+    from transformers import BertConfig, BertForSequenceClassification
+
+    model = meta_model(str(tiny_model))
+    for method, flags in (("lora", {}), ("dora", {"use_dora": True}), ("rslora", {"use_rslora": True}), ("qlora", {}), ("lora_8bit", {})):
+        cfg = methods.lora_config(method, 4, 8, "qv", 0.1, model=model)
+        assert cfg.target_modules == {"q_proj", "v_proj"} and cfg.r == 4 and cfg.lora_alpha == 8 and cfg.lora_dropout == 0.1
+        assert (cfg.use_dora, cfg.use_rslora) == (flags.get("use_dora", False), flags.get("use_rslora", False))
+        assert cfg.bias == "none" and cfg.task_type == "CAUSAL_LM"
+    with pytest.raises(ValueError, match="grid.method 'full' trains no adapter"):
+        methods.lora_config("full", 4, 8, "qv")
+
+    built = []
+    real = methods.lora_config
+    monkeypatch.setattr(methods, "lora_config", lambda *a, **k: built.append((a[0], k.get("task_type", "CAUSAL_LM"))) or real(*a, **k))
+    lora_counts(meta_model(str(tiny_model)), 4, 8, "qv", "dora")
+    methods.trainable_model(load_for_eval(str(tiny_model), None), "rslora", 4, 8, "qv", 0.0)
+    bert = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                                    intermediate_size=64, num_labels=2))
+    lora_classifier(bert, 2, 4, "qv", method="dora")
+    assert built == [("dora", "CAUSAL_LM"), ("rslora", "CAUSAL_LM"), ("dora", "SEQ_CLS")]

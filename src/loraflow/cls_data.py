@@ -27,18 +27,18 @@ from loraflow.readers import DataError, RawRow, RowError, iter_raw_rows
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-SEQ_CLS_METHODS = {"lora": {}, "dora": {"use_dora": True}, "rslora": {"use_rslora": True}}  # method -> LoraConfig flags
+SEQ_CLS_METHODS = ("lora", "dora", "rslora")  # grid methods of seq_cls (their peft flags: methods.LORA_FLAGS)
 # Problems with the file's structure (stop, or reject with on_bad_row: reject); the rest are always rejected.
 STRUCTURAL = {"bad_json", "bad_encoding", "bad_csv", "bad_row", "missing_columns", "wrong_type"}
 
 
-def check_method(method: str) -> dict:
-    """LoraConfig flags of a grid method; anything but lora, dora and rslora is an error here."""
+def check_method(method: str) -> str:
+    """The grid method if seq_cls has it; anything but lora, dora and rslora is an error here."""
     if method not in SEQ_CLS_METHODS:
         raise ConfigError(
             f"config key grid.method: {method!r} is not available with task seq_cls; use one of {', '.join(SEQ_CLS_METHODS)}"
         )
-    return SEQ_CLS_METHODS[method]
+    return method
 
 
 def check_config(config: dict) -> None:

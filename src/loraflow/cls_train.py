@@ -36,16 +36,14 @@ LOG_FIELDS = ["step", "epoch", "train_loss", "val_loss", "val_accuracy", "val_ma
 def lora_classifier(model, r: int, lora_alpha: float, target_modules, lora_dropout: float = 0.05, method: str = "lora"):
     """Wrap a sequence-classification model with LoRA (`method` lora, dora or rslora); the head
     modules are trained in full and saved with the adapter."""
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import get_peft_model
 
-    from loraflow.targets import resolve_for_model
+    from loraflow.methods import lora_config
 
-    flags = check_method(method)
+    check_method(method)
     heads = head_modules(model)
-    config = LoraConfig(
-        task_type=TaskType.SEQ_CLS, r=r, lora_alpha=lora_alpha, target_modules=resolve_for_model(model, target_modules),
-        lora_dropout=lora_dropout, bias="none", modules_to_save=list(heads), **flags,  # peft extends the list in place
-    )
+    config = lora_config(method, r, lora_alpha, target_modules, lora_dropout, task_type="SEQ_CLS",
+                         modules_to_save=list(heads), model=model)  # peft extends modules_to_save in place
     peft_model = get_peft_model(model, config)
     untrained = [h for h in heads if not any(p.requires_grad for n, p in peft_model.named_parameters() if f".{h}.modules_to_save." in n)]
     if untrained:

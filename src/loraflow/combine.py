@@ -20,7 +20,7 @@ import torch
 
 from loraflow.config import COMBINATION_TYPES, NEEDS_DENSITY
 from loraflow.io import atomic_dir, read_jsonl, write_json
-from loraflow.modeling import load_causal_lm, load_tokenizer, peak_memory_mb, pick_device, set_threads
+from loraflow.modeling import load_causal_lm, load_tokenizer, peak_memory_mb, pick_device, pick_dtype, precision_name, set_threads
 
 log = logging.getLogger(__name__)
 EQUAL_RANK_TYPES = ("linear", "ties", "dare_linear", "dare_ties", "magnitude_prune")
@@ -51,30 +51,34 @@ def masked_logits(model, batch) -> torch.Tensor:
     return model(**batch).logits.float()[batch["attention_mask"].bool()]
 
 
-def load_with_adapter(model_dir: str, adapter_dir: str, device, trust_remote_code: bool, adapter_name: str = "default"):
+def load_with_adapter(model_dir: str, adapter_dir: str, device, trust_remote_code: bool, adapter_name: str = "default", dtype=None):
     from peft import PeftModel
 
-    base = load_causal_lm(model_dir, device, trust_remote_code=trust_remote_code)
+    base = load_causal_lm(model_dir, device, dtype=dtype, trust_remote_code=trust_remote_code)
     return PeftModel.from_pretrained(base, adapter_dir, adapter_name=adapter_name).eval()
 
 
 def combine_adapters(
     model_dir: str, adapter_dirs: list[str], test_path: str, out_adapter: str, out_stats: str, out_check: str,
     adapter_names: list[str], weights: list[float], combination_type: str = "cat", density: float | None = None,
-    n_prompts: int = 4, tolerance: float = 1e-4, threads: int | None = None, trust_remote_code: bool = False,
+    n_prompts: int = 4, tolerance: float = 1e-4, threads: int | None = None, trust_remote_code: bool = False, precision: str | None = None,
 ) -> dict:
-    """Combine stage entry point (run name = the directory of out_adapter's parent)."""
+    """Combine stage entry point (run name = the directory of out_adapter's parent). The checks run with
+    the base in the deploy `precision` (auto | fp32 | bf16): switching and reloading repeat the same
+    computation, so they agree to within `tolerance` in any precision."""
     set_threads(threads)
     start = time.perf_counter()
     name = Path(out_adapter).parent.name
     check_parts(name, adapter_dirs, weights, combination_type, density)
     device = pick_device()
+    dtype = pick_dtype(device, precision)
     tokenizer = load_tokenizer(model_dir)
     rows = read_jsonl(test_path)[:n_prompts]
     batch = tokenizer([r["text"] for r in rows], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
 
-    alone = {n: masked_logits(load_with_adapter(model_dir, d, device, trust_remote_code), batch) for n, d in zip(adapter_names, adapter_dirs)}
-    model = load_with_adapter(model_dir, adapter_dirs[0], device, trust_remote_code, adapter_names[0])
+    alone = {n: masked_logits(load_with_adapter(model_dir, d, device, trust_remote_code, dtype=dtype), batch)
+             for n, d in zip(adapter_names, adapter_dirs)}
+    model = load_with_adapter(model_dir, adapter_dirs[0], device, trust_remote_code, adapter_names[0], dtype)
     for n, d in zip(adapter_names[1:], adapter_dirs[1:]):
         model.load_adapter(d, adapter_name=n)
     switching = {}
@@ -97,7 +101,7 @@ def combine_adapters(
         for f in sub.iterdir():
             f.rename(tmp / f.name)
         sub.rmdir()
-    reloaded = masked_logits(load_with_adapter(model_dir, out_adapter, device, trust_remote_code), batch)
+    reloaded = masked_logits(load_with_adapter(model_dir, out_adapter, device, trust_remote_code, dtype=dtype), batch)
     reload_diff = (reloaded - combined).abs().max().item()
     if reload_diff > tolerance:
         raise RuntimeError(f"combine.{name}: the saved combination does not reload to the same model (max |Δlogit| {reload_diff:.3g})")
@@ -110,7 +114,8 @@ def combine_adapters(
     adapter_config = json.loads((Path(out_adapter) / "adapter_config.json").read_text(encoding="utf-8"))
     check = {"adapters": adapter_names, "weights": weights, "combination_type": combination_type, "density": density,
              "switching_max_abs_logit_diff": switching, "between_adapters_max_abs_logit_diff": between,
-             "reload_max_abs_logit_diff": reload_diff, "tolerance": tolerance, "passed": True, "prompts": len(rows)}
+             "reload_max_abs_logit_diff": reload_diff, "tolerance": tolerance, "passed": True, "prompts": len(rows),
+             "precision": precision_name(dtype)}
     stats = {"method": "combine", "r": adapter_config["r"], "lora_alpha": adapter_config["lora_alpha"],
              "target_modules": sorted(adapter_config["target_modules"]), "trainable_params": trainable, "total_params": total,
              "trainable_pct": 100 * trainable / total, "adapter_mb": (Path(out_adapter) / "adapter_model.safetensors").stat().st_size / 2**20,

@@ -15,7 +15,7 @@ import torch
 
 from loraflow.io import read_jsonl, write_json, write_jsonl
 from loraflow.metrics import accuracy_macro_f1, normalize_answer, pairwise_agreement, perplexity, row_scores, text_metrics
-from loraflow.modeling import load_causal_lm, load_tokenizer, pick_device, set_seed, set_threads
+from loraflow.modeling import load_causal_lm, load_tokenizer, model_precision, pick_device, set_seed, set_threads
 from loraflow.tokenization import load_split
 
 log = logging.getLogger(__name__)
@@ -72,18 +72,22 @@ def is_classification(references: list[str], max_labels: int = 20) -> bool:
     return len(references) >= 2 * len(labels) and len(labels) <= max_labels and all(len(r.split()) <= 3 for r in labels)
 
 
-def load_for_eval(model_dir: str, adapter_dir: str | None, trust_remote_code: bool = False, method: str = "lora"):
+def load_for_eval(model_dir: str, adapter_dir: str | None, trust_remote_code: bool = False, method: str = "lora",
+                  precision: str | None = None):
     """The model a run produced: base + adapter (the base quantised again for qlora / lora_8bit, as it
     was trained), a fully fine-tuned model (method full: `adapter_dir` holds the whole model), or the
-    untouched base when `adapter_dir` is None."""
+    untouched base when `adapter_dir` is None; weights in the deploy `precision` (auto | fp32 | bf16,
+    see modeling.pick_dtype; peft keeps adapter weights in fp32)."""
     from pathlib import Path
 
     from loraflow.methods import load_base
+    from loraflow.modeling import pick_dtype
 
     device = pick_device()
+    dtype = pick_dtype(device, precision)
     if adapter_dir and not (Path(adapter_dir) / "adapter_config.json").is_file():
-        return load_causal_lm(adapter_dir, device, trust_remote_code=trust_remote_code).eval()
-    model = load_base(model_dir, device, method if adapter_dir else "lora", trust_remote_code)
+        return load_causal_lm(adapter_dir, device, dtype=dtype, trust_remote_code=trust_remote_code).eval()
+    model = load_base(model_dir, device, method if adapter_dir else "lora", trust_remote_code, dtype=dtype)
     if adapter_dir:
         from peft import PeftModel
 
@@ -200,7 +204,7 @@ def evaluate_model(
     model_dir: str, test_path: str, test_tokens: str, tokens_meta: str, out_metrics: str, out_generations: str,
     adapter_dir: str | None = None, batch_size: int = 16, max_new_tokens: int = 64, max_samples: int = 0,
     task: str = "auto", consistency_questions: int = 8, consistency_samples: int = 4, temperature: float = 0.7,
-    seed: int = 42, threads: int | None = None, trust_remote_code: bool = False, method: str = "lora",
+    seed: int = 42, threads: int | None = None, trust_remote_code: bool = False, method: str = "lora", precision: str | None = None,
     val_path: str | None = None, val_tokens: str | None = None, val_samples: int = 0, out_scores: str | None = None,
     answer_check: str = "none", answer_pattern: str | None = None, retention_items: int = 0, retention_max_new_tokens: int = 32,
     base_scores: str | None = None,
@@ -216,7 +220,7 @@ def evaluate_model(
     set_threads(threads)
     set_seed(seed)
     tokenizer = load_tokenizer(model_dir)
-    model = load_for_eval(model_dir, adapter_dir, trust_remote_code, method)
+    model = load_for_eval(model_dir, adapter_dir, trust_remote_code, method, precision)
     rows, examples = _rows_with_tokens(test_path, test_tokens, tokens_meta, model_dir)
     test, test_lines, answers, speed = score_split(model, tokenizer, rows, examples, max_samples, batch_size, max_new_tokens,
                                                    answer_check, answer_pattern)
@@ -224,7 +228,7 @@ def evaluate_model(
     references = [r["reference"] for r in gen_rows]
     metrics = {
         "model": "base" if adapter_dir is None else adapter_dir, "method": None if adapter_dir is None else method,
-        "split": "test", "test_examples": test.pop("examples"), **test, **speed,
+        "precision": model_precision(model), "split": "test", "test_examples": test.pop("examples"), **test, **speed,
     }
     if task == "classification" or (task == "auto" and is_classification(references)):
         metrics.update(accuracy_macro_f1([normalize_answer(a) for a in answers], [normalize_answer(r) for r in references]))

@@ -38,7 +38,7 @@ def local_task_names(include_path: str) -> set[str]:
 def run_lm_eval(
     model_dir: str, out_json: str, tasks: list[str], adapter_dir: str | None = None, limit: float | None = None, batch_size: int = 8,
     num_fewshot: int | None = None, include_path: str | None = None, seed: int = 42, threads: int | None = None,
-    trust_remote_code: bool = False, method: str = "lora",
+    trust_remote_code: bool = False, method: str = "lora", precision: str | None = None,
 ) -> dict:
     """Stage entry point: lm_eval.simple_evaluate on the run's model; writes {task: {metric: value}}."""
     try:
@@ -52,7 +52,7 @@ def run_lm_eval(
 
     set_threads(threads)
     set_seed(seed)
-    model = load_for_eval(model_dir, adapter_dir, trust_remote_code, method)
+    model = load_for_eval(model_dir, adapter_dir, trust_remote_code, method, precision)
     lm = HFLM(pretrained=model, tokenizer=load_tokenizer(model_dir), batch_size=batch_size)
     # lm-eval indexes its thousands of built-in task files unless every task is one of the user's own
     own = local_task_names(include_path) if include_path else set()

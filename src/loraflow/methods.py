@@ -21,7 +21,27 @@ from loraflow.modeling import load_causal_lm, pick_dtype
 log = logging.getLogger(__name__)
 
 QUANTIZED = ("qlora", "lora_8bit")
-LORA_FLAGS = {"dora": {"use_dora": True}, "rslora": {"use_rslora": True}}
+# peft flags of every method that trains an adapter: the one place they are set (training, preflight
+# and the classification task all build their LoraConfig with `lora_config`).
+LORA_FLAGS = {"lora": {}, "dora": {"use_dora": True}, "rslora": {"use_rslora": True}, "qlora": {}, "lora_8bit": {}}
+
+
+def lora_config(method: str, r: int, lora_alpha: float, target_modules, lora_dropout: float = 0.0, task_type: str = "CAUSAL_LM",
+                modules_to_save: list[str] | None = None, model=None):
+    """The peft LoraConfig of a grid point: LoRA of rank `r` on `target_modules` (a preset or list,
+    resolved for `model`'s family when a model is given), no bias, with the method's flags
+    (`use_dora`, `use_rslora`). Training, preflight and the classifier all call this, so the counts
+    preflight reports are the ones training gets."""
+    from peft import LoraConfig
+
+    from loraflow.targets import resolve_for_model
+
+    if method not in LORA_FLAGS:
+        raise ValueError(f"grid.method {method!r} trains no adapter (adapter methods: {', '.join(LORA_FLAGS)})")
+    if model is not None:
+        target_modules = resolve_for_model(model, target_modules)
+    return LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=target_modules, lora_dropout=lora_dropout, bias="none",
+                      task_type=task_type, modules_to_save=modules_to_save, **LORA_FLAGS[method])
 
 
 def quantization_config(method: str):
@@ -40,15 +60,17 @@ def quantization_config(method: str):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def load_base(model_dir: str, device: torch.device, method: str = "lora", trust_remote_code: bool = False):
-    """The base model as `method` trains on it: quantised for qlora / lora_8bit, else full precision."""
+def load_base(model_dir: str, device: torch.device, method: str = "lora", trust_remote_code: bool = False,
+              dtype: torch.dtype | None = None):
+    """The base model as `method` trains on it: quantised for qlora / lora_8bit (the other weights in
+    `dtype`), else entirely in `dtype` (default: modeling.pick_dtype)."""
     quant = quantization_config(method)
     if quant is None:
-        return load_causal_lm(model_dir, device, trust_remote_code=trust_remote_code)
+        return load_causal_lm(model_dir, device, dtype=dtype, trust_remote_code=trust_remote_code)
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(
-        model_dir, quantization_config=quant, dtype=pick_dtype(device), attn_implementation="sdpa",
+        model_dir, quantization_config=quant, dtype=dtype or pick_dtype(device), attn_implementation="sdpa",
         device_map={"": device.index or 0} if device.type == "cuda" else "cpu",
         trust_remote_code=trust_remote_code, use_safetensors=True,
     )
@@ -63,9 +85,7 @@ def trainable_model(model, method: str, r: int | None, lora_alpha: float | None,
         if checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return model
-    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
-
-    from loraflow.targets import resolve_for_model
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
     if method in QUANTIZED:
         keep_4bit_weights_trainable(model)
@@ -74,11 +94,7 @@ def trainable_model(model, method: str, r: int | None, lora_alpha: float | None,
     elif checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    config = LoraConfig(
-        r=r, lora_alpha=lora_alpha, target_modules=resolve_for_model(model, target_modules), lora_dropout=lora_dropout,
-        bias="none", task_type=TaskType.CAUSAL_LM, **LORA_FLAGS.get(method, {}),
-    )
-    return get_peft_model(model, config)
+    return get_peft_model(model, lora_config(method, r, lora_alpha, target_modules, lora_dropout, model=model))
 
 
 def keep_4bit_weights_trainable(model) -> None:

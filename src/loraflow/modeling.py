@@ -21,10 +21,37 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def pick_dtype(device: torch.device) -> torch.dtype:
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def pick_dtype(device: torch.device, precision: str | None = None) -> torch.dtype:
+    """The dtype a model's weights are loaded in. With a configured `precision` (auto | fp32 | bf16)
+    that precision as `training_precision` resolves it; without one (direct calls), bf16 on GPUs
+    with bf16 and fp32 elsewhere."""
+    if precision is not None:
+        return PRECISIONS[training_precision(precision, device)]
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """`fp32` / `bf16` (the config's names) for a weight dtype; other dtypes by their torch name."""
+    return next((name for name, d in PRECISIONS.items() if d == dtype), str(dtype).removeprefix("torch."))
+
+
+def model_precision(model) -> str:
+    """The precision a (possibly peft-wrapped) model runs in: the dtype of its floating-point weights
+    outside the adapter (peft keeps adapter weights in fp32 on a bf16 base)."""
+    dtypes = [p.dtype for n, p in model.named_parameters() if p.is_floating_point() and "lora_" not in n]
+    return precision_name(max(set(dtypes), key=dtypes.count)) if dtypes else "fp32"
+
+
+def train_weight_dtype(precision: str, method: str = "lora") -> torch.dtype:
+    """Weights of a training run in a resolved precision: bf16 mixed precision keeps the frozen base in
+    bf16 (as it is deployed; peft keeps the trained adapter weights in fp32) but every weight in fp32
+    when every weight is trained (method full), so AdamW updates fp32 master weights."""
+    return torch.bfloat16 if precision == "bf16" and method != "full" else torch.float32
 
 
 def cpu_has_fast_bf16() -> bool:

@@ -38,14 +38,14 @@ def check_targets(model, target_modules) -> list[str] | str:
 def lora_counts(model, r: int | None, lora_alpha: float | None, target_modules, method: str = "lora") -> tuple[int, int]:
     """(trainable, total) parameters exactly as peft counts them (every weight for method full)."""
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import get_peft_model
+
+    from loraflow.methods import lora_config
 
     total = sum(p.numel() for p in model.parameters())
     if method == "full":
         return total, total
-    flags = {"dora": {"use_dora": True}, "rslora": {"use_rslora": True}}.get(method, {})
-    config = LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=check_targets(model, target_modules), bias="none",
-                        task_type=TaskType.CAUSAL_LM, **flags)
+    config = lora_config(method, r, lora_alpha, target_modules, model=model)  # the config training builds
     with torch.device("meta"):
         peft_model = get_peft_model(model, config)
     return peft_model.get_nb_trainable_parameters()

@@ -27,7 +27,7 @@ from loraflow.io import atomic_dir, atomic_path, read_json, write_json
 from loraflow.methods import QUANTIZED, load_base, make_optimizer, save_trained, trainable_model
 from loraflow.modeling import (
     autocast, collate, length_grouped_batches, load_tokenizer, mean_loss, peak_memory_mb, pick_device, set_seed, set_threads,
-    supervised_loss, training_precision,
+    supervised_loss, train_weight_dtype, training_precision,
 )
 from loraflow.tokenization import load_split
 
@@ -102,7 +102,7 @@ def train_lora(
     tokenizer = load_tokenizer(model_dir)
     train_set = load_split(train_path, tokens_meta, model_dir)
     val_set = load_split(val_path, tokens_meta, model_dir)
-    base = load_base(model_dir, device, method, trust_remote_code)
+    base = load_base(model_dir, device, method, trust_remote_code, dtype=train_weight_dtype(amp, method))
     model = trainable_model(base, method, r, lora_alpha, target_modules, lora_dropout, gradient_checkpointing)
     trainable, total = parameter_counts(model)
     log.info("%s r=%s alpha=%s targets=%s: %s trainable of %s parameters (%.4f%%) on %s, %s compute", method,

@@ -13,7 +13,7 @@ rule combine:
         out_check=f"{R}/runs/{{run}}/switch_check.json",
     params:
         hp=lambda wc: settings(pick(COMBOS[wc.run], ["weights", "combination_type", "density"]), adapter_names=COMBOS[wc.run]["adapters"],
-                               trust_remote_code=config["base_model"]["trust_remote_code"]),
+                               trust_remote_code=config["base_model"]["trust_remote_code"], precision=EVAL_PRECISION),
         runtime=RUNTIME,
     threads: JOB_THREADS
     resources:

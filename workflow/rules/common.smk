@@ -23,6 +23,8 @@ ADAPTER_RUNS = [name for name, hp in ALL_RUNS.items() if hp["method"] != "full"]
 # The run wildcard of the rules that only trained runs have (not the combinations).
 TRAINED_RUN = "|".join(re.escape(name) for name in sorted(RUNS))
 
+# The deploy precision of evaluation, merge and combine (evaluate.precision; `train` follows train.precision).
+EVAL_PRECISION = config["train"]["precision"] if config["evaluate"]["precision"] == "train" else config["evaluate"]["precision"]
 
 def best_run(best_json) -> str:
     """The run the table marked best (results/best.json)."""

@@ -3,7 +3,8 @@ EVAL = config["evaluate"]
 # decoding can change a generated token). samples_in_report only affects the report stage.
 EVAL_KEYS = ["batch_size", "max_new_tokens", "max_samples", "val_samples", "task", "answer_check", "answer_pattern",
              "retention_items", "retention_max_new_tokens", "consistency_questions", "consistency_samples", "temperature"]
-EVAL_SETTINGS = settings(pick(EVAL, EVAL_KEYS), seed=config["seed"], trust_remote_code=config["base_model"]["trust_remote_code"])
+EVAL_SETTINGS = settings(pick(EVAL, EVAL_KEYS), seed=config["seed"], precision=EVAL_PRECISION,
+                         trust_remote_code=config["base_model"]["trust_remote_code"])
 
 
 rule evaluate_base:
@@ -78,6 +79,7 @@ LM_EVAL = settings(
     num_fewshot=EVAL["lm_eval_num_fewshot"],
     batch_size=EVAL["batch_size"],
     seed=config["seed"],
+    precision=EVAL_PRECISION,
     trust_remote_code=config["base_model"]["trust_remote_code"],
 )
 

@@ -15,7 +15,8 @@ rule merge:
         out_dir=directory(f"{R}/runs/{{run}}/merged"),
         out_check=f"{R}/runs/{{run}}/merge_check.json",
     params:
-        hp=lambda wc: settings(pick(config["merge"], ["tolerance", "n_prompts", "speed_tokens"]), method=ALL_RUNS[wc.run]["method"],
+        hp=lambda wc: settings(pick(config["merge"], ["tolerance", "deploy_tolerance_factor", "n_prompts", "speed_tokens"]),
+                               method=ALL_RUNS[wc.run]["method"], precision=EVAL_PRECISION,
                                trust_remote_code=config["base_model"]["trust_remote_code"]),
         runtime=RUNTIME,
     threads: JOB_THREADS
