@@ -529,7 +529,8 @@ def test_default_model_exports_and_reads_back(smollm2, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("llama_cpp"),
-                    reason="llama-cpp-python is not installed (optional extra gguf-run: pip install 'loraflow[gguf-run]', compiles llama.cpp)")
+                    reason="llama-cpp-python is not installed: PyPI has no wheel of it, only an sdist that compiles llama.cpp with cmake "
+                           "(too long for CI on 2 cores); install the optional extra gguf-run: pip install 'loraflow[gguf-run]'")
 def test_default_model_runs_in_llama_cpp(smollm2, tmp_path):
     paths = fake_sweep(tmp_path / "sweep", smollm2, runs=("r8_a16_qv",), best="r8_a16_qv")
     check = export_run(str(smollm2), out_dir=str(tmp_path / "export"), run="r8_a16_qv", hparams={**HP, "r": 8, "lora_alpha": 16.0},
