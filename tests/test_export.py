@@ -1,0 +1,539 @@
+"""Export stage: GGUF writing and read-back, Modelfile, model cards, serve.md, run selection.
+
+Tiny random models (Llama with tied embeddings, Qwen2 with q/k/v biases and padded vocabulary, Mistral
+with a SentencePiece-style tokenizer) cover the converter; the real SmolLM2-135M (slow) covers the
+whole stage on the default model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import QA, REPO, build_tiny_model, synth_corpus
+from loraflow.chatml import CHATML_TEMPLATE, format_example
+from loraflow.export import ExportCheckError, check_export_config, export_run, runs_to_export, write_export_summary
+from loraflow.gguf_export import ExportError, check_model_config, rope_deinterleave, rope_interleave, write_gguf
+from loraflow.io import read_json, write_json, write_jsonl
+from loraflow.modeling import load_tokenizer
+from loraflow.ollama import go_template, measure_segments, modelfile, parse_modelfile, render_segments, template_mismatches
+
+SYSTEM = "Be brief."
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+def logits_of(model, tok, texts):
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        return model(**enc).logits[enc["attention_mask"].bool()].float()
+
+
+def roundtrip(model_dir: Path, out: Path, kind: str = "f16"):
+    """Write model_dir as GGUF, read it back with transformers; (reference model, GGUF model, tokenizer)."""
+    from transformers import AutoModelForCausalLM
+
+    tok = load_tokenizer(str(model_dir), padding_side="left")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = write_gguf(model_dir, out / f"model-{kind}.gguf", kind, tok, tok.chat_template, name="test")
+    ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    back = AutoModelForCausalLM.from_pretrained(out, gguf_file=f"model-{kind}.gguf", dtype=torch.float32).eval()
+    return ref, back, tok, summary
+
+
+TEXTS = ["<|im_start|>user\nWhat does the X1 cost?<|im_end|>\n<|im_start|>assistant\nThe X1 costs $129.<|im_end|>\n",
+         "谁生产的？ 洛摩家居生产。 Two years, 30 days, free above $50."]
+
+
+def tiny_qwen2(out_dir: Path, tokenizer_dir: Path) -> Path:
+    """Qwen2 (biases on q/k/v, untied head) with 8 embedding rows beyond the tokenizer."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(1)
+    cfg = Qwen2Config(vocab_size=len(tok) + 8, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, tie_word_embeddings=False, max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = Qwen2ForCausalLM(cfg)
+    with torch.no_grad():
+        for layer in model.model.layers:  # non-zero biases, so a lost bias shows
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_(0, 0.5)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tok.save_pretrained(out_dir)
+    return out_dir
+
+
+def tiny_mistral_spm(out_dir: Path, corpus: list[str]) -> Path:
+    """Mistral with a Llama-2/Mistral-style tokenizer: byte-fallback BPE over '▁'-joined text, <unk>/<s>/</s>
+    then the 256 byte tokens, no chat template (loraflow then trains with its built-in ChatML)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from transformers import MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
+
+    norm = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    probe = Tokenizer(models.BPE(unk_token="<unk>"))
+    probe.normalizer = norm
+    probe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=500, show_progress=False))
+    learned = json.loads(probe.to_str())["model"]
+    specials, byte_tokens = ["<unk>", "<s>", "</s>"], [f"<0x{i:02X}>" for i in range(256)]
+    vocab = {t: i for i, t in enumerate(specials + byte_tokens)}
+    for t in sorted(learned["vocab"], key=learned["vocab"].get):
+        vocab.setdefault(t, len(vocab))
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in learned["merges"]]
+    spm = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    spm.normalizer = norm
+    spm.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    spm.add_special_tokens(specials)
+    tok = PreTrainedTokenizerFast(tokenizer_object=spm, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    torch.manual_seed(2)
+    cfg = MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False, sliding_window=None,
+                        bos_token_id=1, eos_token_id=2)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    MistralForCausalLM(cfg).save_pretrained(out_dir, safe_serialization=True)
+    tok.save_pretrained(out_dir)
+    return out_dir
+
+
+def fake_sweep(d: Path, model_dir: Path, runs=("r2_a8_qv", "r4_a8_qv"), best="r4_a8_qv", ci=True) -> dict:
+    """What the stages before export leave behind: split files, stats, comparison.csv, provenance."""
+    from transformers import AutoTokenizer
+
+    from loraflow.card import write_provenance
+
+    d.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if not getattr(tok, "chat_template", None):
+        tok.chat_template = CHATML_TEMPLATE
+    rows = [{"id": str(i), **format_example(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}], SYSTEM)}
+            for i, (q, a) in enumerate(QA)]
+    write_jsonl(d / "test.jsonl", rows)
+    write_jsonl(d / "raw.jsonl", [{"question": q, "answer": a} for q, a in QA])
+    write_json(d / "split_stats.json", {"rows_in": 10, "train": 6, "val": 1, "test": 1, "rejected": 2})
+    write_json(d / "meta.json", {"tokenizer_sha256": "tok-digest", "data_sha256": "split-digest"})
+    table = [{"run": "base", "best": "", "status": "ok", "rougeL": 10.0, "bleu": 1.0, "test_loss": 3.0}]
+    for i, run in enumerate(runs):
+        row = {"run": run, "best": "best (rougeL)" if run == best else "", "status": "ok", "r": 2 * (i + 1), "rougeL": 20.0 + i, "bleu": 2.0, "test_loss": 2.0}
+        if ci:
+            row.update(rougeL_lo=15.0 + i, rougeL_hi=25.0 + i)
+        table.append(row)
+    pd.DataFrame(table).to_csv(d / "comparison.csv", index=False)
+    write_json(d / "train_stats.json", {"precision": "fp32", "steps": 4, "trainable_params": 128, "learning_rate": 0.01})
+    write_provenance(str(model_dir), str(d / "split_stats.json"), str(d / "meta.json"), str(d / "provenance.json"), source="local",
+                     path=str(model_dir), data_path=str(d / "raw.jsonl"), data_spec=str(d / "raw.jsonl"), system_prompt=SYSTEM)
+    return {"test_path": str(d / "test.jsonl"), "comparison": str(d / "comparison.csv"), "train_stats": str(d / "train_stats.json"),
+            "provenance": str(d / "provenance.json")}
+
+
+HP = {"point": "r4_a8_qv", "method": "lora", "r": 4, "lora_alpha": 8.0, "targets": "qv", "target_modules": "qv", "seed": 42}
+
+
+# ---------------------------------------------------------------------------------------------
+# converter
+# ---------------------------------------------------------------------------------------------
+
+def test_rope_interleave_is_inverted_by_transformers_gguf_loader():
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    w = np.arange(8 * 16 * 3, dtype=np.float32).reshape(8 * 16, 3)  # 8 heads of 16 dims
+    ours = rope_interleave(w, 8)
+    assert not np.array_equal(ours, w)
+    assert np.array_equal(LlamaTensorProcessor()._reverse_permute_weights(ours, 8, 8), w)
+    assert np.array_equal(rope_deinterleave(ours, 8), w)
+    # per head: dimension i of the first half sits next to dimension i of the second half
+    assert list(ours[:4, 0]) == [w[0, 0], w[8, 0], w[1, 0], w[9, 0]]
+
+
+def test_tiny_llama_f16_and_q8_0_read_back(tiny_model, tmp_path):
+    ref, back, tok, summary = roundtrip(tiny_model, tmp_path, "f16")
+    a, b = logits_of(ref, tok, TEXTS), logits_of(back, tok, TEXTS)
+    scale = a.abs().max().item()
+    assert (a - b).abs().max().item() <= 16 * 2**-11 * scale
+    assert summary["tied_embeddings"] and summary["tensor_types"] == {"F16": 15, "F32": 5}
+    ref, back, tok, summary = roundtrip(tiny_model, tmp_path, "q8_0")
+    assert summary["tensor_types"] == {"Q8_0": 15, "F32": 5}
+    assert (a - logits_of(back, tok, TEXTS)).abs().max().item() < 0.05 * scale
+
+
+def sharpened(model_dir: Path, out: Path, factor: float = 25.0) -> Path:
+    """The tiny model with q/k scaled up: a random model at init attends almost uniformly, so rotary
+    position (and a wrong Q/K layout) hardly shows; scaled up, attention depends on it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(factor)
+            layer.self_attn.k_proj.weight.mul_(factor)
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
+    return out
+
+
+def test_without_the_rope_interleave_the_read_back_model_differs(tiny_model, tmp_path, monkeypatch):
+    """The Q/K reordering is what makes the file right: with it the logits match, skipped they do not."""
+    import loraflow.gguf_export as ge
+
+    model_dir = sharpened(tiny_model, tmp_path / "sharp")
+    ref, back, tok, _ = roundtrip(model_dir, tmp_path / "ok", "f16")
+    a = logits_of(ref, tok, TEXTS)
+    tolerance = 16 * 2**-11 * a.abs().max().item()
+    assert (a - logits_of(back, tok, TEXTS)).abs().max().item() <= tolerance
+    monkeypatch.setattr(ge, "rope_interleave", lambda w, n: w)
+    _, back, _, _ = roundtrip(model_dir, tmp_path / "bad", "f16")
+    assert (a - logits_of(back, tok, TEXTS)).abs().max().item() > 20 * tolerance
+
+
+def test_qwen2_biases_untied_head_and_padded_vocabulary(tiny_model, tmp_path):
+    from gguf import GGUFReader
+
+    model_dir = tiny_qwen2(tmp_path / "qwen2", tiny_model)
+    ref, back, tok, summary = roundtrip(model_dir, tmp_path / "out", "f16")
+    names = {t.name for t in GGUFReader(str(tmp_path / "out" / "model-f16.gguf")).tensors}
+    assert {"blk.0.attn_q.bias", "blk.0.attn_k.bias", "blk.0.attn_v.bias", "output.weight"} <= names
+    assert summary["architecture"] == "qwen2" and not summary["tied_embeddings"] and summary["n_vocab"] == len(tok) + 8
+    a, b = logits_of(ref, tok, TEXTS), logits_of(back, tok, TEXTS)
+    assert type(back).__name__ == "Qwen2ForCausalLM" and a.shape == b.shape
+    assert (a - b).abs().max().item() <= 16 * 2**-11 * a.abs().max().item()
+
+
+def test_mistral_with_sentencepiece_style_tokenizer(tmp_path):
+    from gguf import GGUFReader
+    from transformers import AutoTokenizer
+
+    corpus = synth_corpus(120)
+    model_dir = tiny_mistral_spm(tmp_path / "mistral", corpus)
+    ref, back, tok, summary = roundtrip(model_dir, tmp_path / "out", "f16")
+    assert summary["tokenizer"] == "llama" and summary["architecture"] == "llama"
+    fields = GGUFReader(str(tmp_path / "out" / "model-f16.gguf")).fields
+    types = fields["tokenizer.ggml.token_type"].contents()
+    assert types[1] == 3 and types[3] == 6 and types[0] == 2  # <s> CONTROL, <0x00> BYTE, <unk> UNKNOWN
+    assert fields["tokenizer.ggml.add_space_prefix"].contents() is True
+    back_tok = AutoTokenizer.from_pretrained(tmp_path / "out", gguf_file="model-f16.gguf")
+    samples = corpus[:40] + ["Hello world, the X1 costs $129.", "混合 text ✓ with emoji 🙂"]
+    same = sum(back_tok(s, add_special_tokens=False)["input_ids"] == tok(s, add_special_tokens=False)["input_ids"] for s in samples)
+    assert same == len(samples)
+    a, b = logits_of(ref, tok, TEXTS), logits_of(back, tok, TEXTS)
+    assert (a - b).abs().max().item() <= 16 * 2**-11 * a.abs().max().item()
+
+
+def test_unsupported_architectures_are_refused_with_the_supported_ones_named(tmp_path):
+    with pytest.raises(ExportError, match="GPT2LMHeadModel.*LlamaForCausalLM.*MistralForCausalLM.*Qwen2ForCausalLM"):
+        check_model_config({"architectures": ["GPT2LMHeadModel"]})
+    with pytest.raises(ExportError, match="rope scaling 'yarn'"):
+        check_model_config({"architectures": ["Qwen2ForCausalLM"], "rope_scaling": {"type": "yarn", "factor": 4}})
+    assert check_model_config({"architectures": ["MistralForCausalLM"]}) == "llama"
+    # at config parse time, when export is enabled: a local GPT-2 base stops the workflow
+    (tmp_path / "gpt2").mkdir()
+    (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    from loraflow.config import validate_config
+
+    cfg = validate_config({"base_model": {"source": "local", "path": str(tmp_path / "gpt2")}, "export": {"enabled": True}})
+    with pytest.raises(ExportError, match="base_model.path.*GPT2LMHeadModel.*supports"):
+        check_export_config(cfg, {"r8_a16_qv": {}})
+    cfg["export"]["enabled"] = False
+    check_export_config(cfg, {"r8_a16_qv": {}})  # not exporting: no reason to refuse the model
+    cfg["export"]["runs"] = ["r9_a1_qv"]
+    with pytest.raises(ExportError, match="export.runs: r9_a1_qv not a run"):
+        check_export_config(cfg, {"r8_a16_qv": {}})
+
+
+def test_pre_tokenizer_names_llama_cpp_needs():
+    """The byte-level pre-tokenizers we recognise (patterns as transformers' own GGUF reader spells them)."""
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
+
+    from loraflow.gguf_export import _pre_tokenizer_name
+
+    def split(pattern):
+        return {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated"},
+                                                                        {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]}}
+
+    assert _pre_tokenizer_name(split(GGUF_PRE_TOKENIZER_SPLITS["qwen2"])) == "qwen2"
+    assert _pre_tokenizer_name(split(GGUF_PRE_TOKENIZER_SPLITS["llama-bpe"])) == "llama-bpe"
+    assert _pre_tokenizer_name({"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}}) == "gpt-2"
+    smollm = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, {"type": "ByteLevel", "use_regex": True}]}
+    assert _pre_tokenizer_name({"pre_tokenizer": smollm}) == "smollm"
+    with pytest.raises(ExportError, match="unrecognised byte-level pre-tokenizer"):
+        _pre_tokenizer_name(split(r"\p{L}+|\s+"))
+
+
+# ---------------------------------------------------------------------------------------------
+# template and Modelfile
+# ---------------------------------------------------------------------------------------------
+
+LLAMA3_LIKE = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] | trim }}"
+               "<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+CONVERSATIONS = [
+    [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What does the X1 cost?"}],
+    [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "洛摩?"}],
+]
+
+
+def test_go_template_is_measured_from_the_chat_template(tiny_model):
+    tok = load_tokenizer(str(tiny_model))
+    seg = measure_segments(tok)
+    assert seg.prefix["user"] == "<|im_start|>user\n" and seg.suffix["assistant"] == "<|im_end|>\n" and seg.generation == "<|im_start|>assistant\n"
+    assert template_mismatches(tok, seg, CONVERSATIONS) == []
+    tok.chat_template = LLAMA3_LIKE
+    seg = measure_segments(tok)
+    assert seg.begin == tok.bos_token and seg.suffix["user"] == "<|eot_id|>"
+    assert template_mismatches(tok, seg, CONVERSATIONS) == []
+    tpl = go_template(seg)
+    assert tpl.startswith(tok.bos_token + "{{ if .System }}") and "{{-" not in tpl
+
+
+def test_templates_ollama_cannot_reproduce_stop_the_export(tiny_model):
+    tok = load_tokenizer(str(tiny_model))
+    tok.chat_template = "{% for m in messages %}{% if loop.last %}LAST {% endif %}{{ m['content'] }}\n{% endfor %}"
+    with pytest.raises(ExportError, match="not prefix-stable"):
+        measure_segments(tok)
+    tok.chat_template = ("{% for m in messages %}{% if loop.index0 == 1 %}FIRST-USER {% endif %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<assistant>{% endif %}")
+    with pytest.raises(ExportError, match="differently depending on their position"):
+        measure_segments(tok)
+
+
+@pytest.mark.skipif(shutil.which("go") is None, reason="the Go toolchain is not installed (apt install golang-go); the Python model of the template is tested instead")
+def test_go_template_renders_in_go_like_the_chat_template(tiny_model, tmp_path):
+    """Go's own text/template (as Ollama uses it) renders the TEMPLATE exactly like the Jinja template."""
+    tok = load_tokenizer(str(tiny_model))
+    (tmp_path / "main.go").write_text(
+        'package main\nimport ("encoding/json"; "os"; "text/template")\n'
+        'type M struct { Role string; Content string }\n'
+        'type D struct { System string; Messages []M }\n'
+        'func main() { b, _ := os.ReadFile(os.Args[1]); t := template.Must(template.New("t").Parse(string(b)))\n'
+        'var d D; c, _ := os.ReadFile(os.Args[2]); json.Unmarshal(c, &d); t.Execute(os.Stdout, d) }\n')
+    env = {**os.environ, "GOCACHE": str(tmp_path / "gocache"), "GOPATH": str(tmp_path / "gopath"), "GO111MODULE": "off"}
+    subprocess.run(["go", "build", "-o", str(tmp_path / "render"), str(tmp_path / "main.go")], check=True, env=env, capture_output=True)
+    for template in (tok.chat_template, LLAMA3_LIKE):
+        tok.chat_template = template
+        (tmp_path / "tpl").write_text(go_template(measure_segments(tok)))
+        for conv in CONVERSATIONS:
+            (tmp_path / "data.json").write_text(json.dumps({"System": conv[0]["content"], "Messages": conv}))  # Ollama keeps system messages in .Messages
+            out = subprocess.run([str(tmp_path / "render"), str(tmp_path / "tpl"), str(tmp_path / "data.json")], capture_output=True, text=True, check=True).stdout
+            assert out == tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+
+
+def test_modelfile_fields():
+    text = modelfile("model-q8_0.gguf", "{{ .System }}", "Be brief.", ["<|im_end|>", "<|endoftext|>"], 48, header="run x")
+    mf = parse_modelfile(text)
+    assert mf["FROM"] == "./model-q8_0.gguf" and mf["TEMPLATE"] == "{{ .System }}" and mf["SYSTEM"] == "Be brief."
+    params = mf["PARAMETER"]
+    assert ("stop", "<|im_end|>") in params and ("stop", "<|endoftext|>") in params
+    assert ("temperature", "0") in params and ("num_predict", "48") in params and ("repeat_penalty", "1") in params
+    with pytest.raises(ExportError, match='"""'):
+        modelfile("m.gguf", "x", 'a """ b', [], 8)
+
+
+# ---------------------------------------------------------------------------------------------
+# run selection
+# ---------------------------------------------------------------------------------------------
+
+def test_runs_to_export_are_best_json_s_run_or_the_configured_list(tmp_path):
+    write_json(tmp_path / "best.json", {"run": "b", "metric": "rougeL", "split": "val"})
+    assert runs_to_export("best", str(tmp_path / "best.json")) == ["b"]
+    assert runs_to_export(["a", "c"], str(tmp_path / "best.json")) == ["a", "c"]
+    write_json(tmp_path / "none.json", {"run": None, "metric": "rougeL", "split": "val"})  # no run finished
+    for missing in (str(tmp_path / "none.json"), str(tmp_path / "absent.json"), None):
+        with pytest.raises(ExportError, match="names no best run"):
+            runs_to_export("best", missing)
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage on the tiny model
+# ---------------------------------------------------------------------------------------------
+
+def test_export_stage_writes_verified_files_modelfile_and_card(tiny_model, tmp_path):
+    paths = fake_sweep(tmp_path / "sweep", tiny_model)
+    out = tmp_path / "export" / "r4_a8_qv"
+    check = export_run(str(tiny_model), out_dir=str(out), run="r4_a8_qv", hparams=HP, train_config={"learning_rate": 0.01, "max_steps": 4},
+                       system_prompt=SYSTEM, max_new_tokens=16, prompts=8, logit_prompts=3, q8_0_tokens=16, llama_cpp="skip",
+                       adapters_dir="results/adapters/r4_a8_qv", **paths)
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "README.md", "export_check.json", "model-f16.gguf", "model-q8_0.gguf"]
+    saved = read_json(out / "export_check.json")
+    assert saved["passed"] and saved == json.loads(json.dumps(check))
+    f16, q8 = saved["types"]["f16"], saved["types"]["q8_0"]
+    assert f16["max_abs_logit_diff"] <= f16["tolerance"] and f16["vs_f16_rounded_max_abs_diff"] == 0.0  # exactly the rounded weights
+    assert q8["greedy_agreement"] >= 0.9 and saved["template"]["template_renders_same"] == 8 == saved["template"]["tokenizer_ids_same"]
+    assert saved["llama_cpp"] == {"ran": False, "reason": "export.llama_cpp is skip"}
+    mf = parse_modelfile((out / "Modelfile").read_text())
+    assert mf["FROM"] == "./model-q8_0.gguf" and mf["SYSTEM"] == SYSTEM and ("stop", "<|im_end|>") in mf["PARAMETER"]
+    assert ("num_predict", "16") in mf["PARAMETER"] and ("temperature", "0") in mf["PARAMETER"]
+    card = (out / "README.md").read_text()
+    prov = read_json(paths["provenance"])
+    for needle in (prov["base_model"]["original"]["sha256"], prov["data"]["sha256"], "train 6, val 1, test 1, rejected 2",
+                   "| r | 4 |", "| lora_alpha | 8 |", "| max_steps | 4 |", "| rougeL | 21 [16, 26] | 10 |", "unknown - check the base model",
+                   "PeftModel.from_pretrained", "llama-server -m", "ollama create", check["files"]["q8_0"]["sha256"], "Be brief."):
+        assert needle in card, needle
+
+
+def test_card_licence_from_the_model_readme_and_no_interval_columns(tiny_model, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    (model / "README.md").write_text("---\nlicense: mit\nlanguage: en\n---\n# tiny\n")
+    paths = fake_sweep(tmp_path / "sweep", model, ci=False)
+    from loraflow.card import card, eval_row
+
+    prov = read_json(paths["provenance"])
+    assert prov["base_model"]["license"] == "MIT"
+    text = card(run="r4_a8_qv", hparams=HP, train_config={}, provenance=prov, row=eval_row(paths["comparison"], "r4_a8_qv"), train_stats={},
+                system_prompt=SYSTEM, max_new_tokens=8, adapter_dir="results/adapters/r4_a8_qv")
+    assert "| rougeL | 21 | 10 |" in text and "license: mit" in text and "**MIT**" in text
+
+
+def test_a_failed_check_fails_the_stage_and_leaves_no_output(tiny_model, tmp_path):
+    paths = fake_sweep(tmp_path / "sweep", tiny_model)
+    out = tmp_path / "export" / "r4_a8_qv"
+    with pytest.raises(ExportCheckError, match=r"f16: max \|Δlogit\|.*> tolerance"):
+        export_run(str(tiny_model), out_dir=str(out), run="r4_a8_qv", hparams=HP, types=["f16"], prompts=2, logit_prompts=2, q8_0_tokens=4,
+                   f16_tolerance=1e-6, llama_cpp="skip", **paths)
+    assert not out.exists() and not list(out.parent.glob(".*tmp"))
+
+
+# ---------------------------------------------------------------------------------------------
+# adapter packages and serve.md
+# ---------------------------------------------------------------------------------------------
+
+def make_adapters(model_dir: Path, out: Path) -> dict[str, Path]:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapters = {}
+    for name, kwargs in {"r2_a8_qv": {"r": 2}, "r4_a8_qv": {"r": 4}, "r2_a8_qv_dora": {"r": 2, "use_dora": True}}.items():
+        torch.manual_seed(0)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(lora_alpha=8, target_modules=["q_proj", "v_proj"], **kwargs))
+        model.save_pretrained(out / name)
+        adapters[name] = out / name
+    return adapters
+
+
+def test_adapter_packages_and_serve_md_load_every_adapter(tiny_model, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from loraflow.card import package_adapter
+    from loraflow.serve import lora_modules, write_serve
+
+    paths = fake_sweep(tmp_path / "sweep", tiny_model, runs=("r2_a8_qv", "r4_a8_qv", "r2_a8_qv_dora"))
+    adapters = make_adapters(tiny_model, tmp_path / "runs")
+    packages = []
+    for name, src in adapters.items():
+        pkg = tmp_path / "results" / "adapters" / name
+        package_adapter(str(src), paths["comparison"], paths["train_stats"], paths["provenance"], str(pkg), name, {**HP, "r": 2},
+                        system_prompt=SYSTEM)
+        assert (pkg / "adapter_model.safetensors").stat().st_ino == (src / "adapter_model.safetensors").stat().st_ino  # a hard link
+        assert "sha256" in (pkg / "README.md").read_text() and "Peft" not in (pkg / "README.md").read_text()[:200]
+        packages.append(str(pkg))
+    write_serve(packages, str(tiny_model), str(tmp_path / "serve.md"), system_prompt=SYSTEM, max_new_tokens=16)
+    text = (tmp_path / "serve.md").read_text()
+    assert "--enable-lora" in text and "--max-lora-rank 8" in text and "--max-loras 2" in text
+    assert "`r2_a8_qv_dora` is not in the command: DoRA" in text
+    listed = lora_modules(str(tmp_path / "serve.md"))
+    assert sorted(listed) == ["r2_a8_qv", "r4_a8_qv"]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    for name, path in listed.items():
+        model = PeftModel.from_pretrained(base, path)
+        assert model.peft_config["default"].r == {"r2_a8_qv": 2, "r4_a8_qv": 4}[name]
+        base = model.unload()
+
+
+# ---------------------------------------------------------------------------------------------
+# Snakemake
+# ---------------------------------------------------------------------------------------------
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True, env=env)
+
+
+def planned(out: str) -> dict[str, int]:
+    import re
+
+    return {m.group(1): int(m.group(2)) for line in out.splitlines() if (m := re.match(r"^(\w+)\s+(\d+)$", line.strip())) and m.group(1) != "total"}
+
+
+def test_export_is_only_in_all_when_enabled_and_refuses_unsupported_models_at_parse_time(tiny_model, tmp_path):
+    cfg = {"base_model": {"source": "local", "path": str(tiny_model)}, "grid": {"r": [2, 4], "lora_alpha": [8]}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    plain = snakemake(tmp_path, "-n", "--quiet", "rules")
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    jobs = planned(plain.stdout)
+    assert "table" in jobs and not {"export", "export_model", "adapter_package", "serve", "provenance"} & set(jobs)
+    cfg["export"] = {"enabled": True}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    enabled = snakemake(tmp_path, "-n", "--quiet", "rules")
+    assert enabled.returncode == 0, enabled.stderr[-3000:]
+    jobs = planned(enabled.stdout)
+    assert jobs["adapter_package"] == 2 and jobs["provenance"] == jobs["serve"] == jobs["export"] == 1
+    assert "export_model" not in jobs  # which run is known only after the checkpoint `table` wrote best.json
+    cfg["export"]["runs"] = ["r2_a8_qv"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    listed = snakemake(tmp_path, "-n", "--quiet", "rules")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    jobs = planned(listed.stdout)
+    assert jobs["export_model"] == 1 and jobs["merge"] == 1  # the listed run's merged model, made for its export
+    cfg["export"]["runs"] = "best"
+    (tmp_path / "gpt2").mkdir()
+    (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    cfg["base_model"]["path"] = str(tmp_path / "gpt2")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    refused = snakemake(tmp_path, "-n")
+    assert refused.returncode != 0 and "GGUF export supports LlamaForCausalLM" in refused.stdout + refused.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# the real default model (slow)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct converted from the builtin GGUF once for this module."""
+    from loraflow.base_model import prepare_base_model
+
+    out = tmp_path_factory.mktemp("smollm2") / "base_model"
+    prepare_base_model(str(out), source="builtin")
+    return out
+
+
+@pytest.mark.slow
+def test_default_model_exports_and_reads_back(smollm2, tmp_path):
+    paths = fake_sweep(tmp_path / "sweep", smollm2, runs=("r8_a16_qv",), best="r8_a16_qv")
+    out = tmp_path / "export" / "r8_a16_qv"
+    check = export_run(str(smollm2), out_dir=str(out), run="r8_a16_qv", hparams={**HP, "r": 8, "lora_alpha": 16.0},
+                       system_prompt=SYSTEM, max_new_tokens=16, prompts=8, logit_prompts=2, q8_0_tokens=16, **paths)
+    assert check["passed"] and check["architecture"] == "llama" and check["tokenizer"]["stop_tokens"] == {"<|im_end|>": 2}
+    assert check["types"]["f16"]["vs_f16_rounded_max_abs_diff"] == 0.0
+    assert 255 < check["files"]["f16"]["mb"] < 265 and 130 < check["files"]["q8_0"]["mb"] < 140
+    assert check["template"]["template_renders_same"] == 8 == check["template"]["modelfile_template_renders_same"]
+    mf = parse_modelfile((out / "Modelfile").read_text())
+    assert ("stop", "<|im_end|>") in mf["PARAMETER"] and mf["SYSTEM"] == SYSTEM and mf["TEMPLATE"].endswith("<|im_start|>assistant\n")
+    card = (out / "README.md").read_text()
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in card and "**Apache-2.0**" in card and read_json(paths["provenance"])["base_model"]["original"]["sha256"] in card
+    rows = write_export_summary([str(out)], str(tmp_path / "summary.csv"), str(tmp_path / "summary.md"))
+    assert [r["type"] for r in rows] == ["f16", "q8_0"] and all(r["passed"] for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("llama_cpp"),
+                    reason="llama-cpp-python is not installed: PyPI has no wheel of it, only an sdist that compiles llama.cpp with cmake "
+                           "(too long for CI on 2 cores); install the optional extra gguf-run: pip install 'loraflow[gguf-run]'")
+def test_default_model_runs_in_llama_cpp(smollm2, tmp_path):
+    paths = fake_sweep(tmp_path / "sweep", smollm2, runs=("r8_a16_qv",), best="r8_a16_qv")
+    check = export_run(str(smollm2), out_dir=str(tmp_path / "export"), run="r8_a16_qv", hparams={**HP, "r": 8, "lora_alpha": 16.0},
+                       types=["q8_0"], system_prompt=SYSTEM, max_new_tokens=16, prompts=8, logit_prompts=1, q8_0_tokens=24, llama_cpp="require", **paths)
+    lc = check["llama_cpp"]
+    assert lc["ran"] and lc["passed"] and lc["prompt_tokens_same"] == 8 and all(lc["stop_tokens_are_eog"].values())
