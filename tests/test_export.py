@@ -20,12 +20,12 @@ import torch
 import yaml
 
 from conftest import QA, REPO, build_tiny_model, synth_corpus
-from loraflow.chatml import CHATML_TEMPLATE, format_example
-from loraflow.export import ExportCheckError, check_export_config, export_run, runs_to_export, write_export_summary
-from loraflow.gguf_export import ExportError, check_model_config, rope_deinterleave, rope_interleave, write_gguf
+from loraflow.data.chatml import CHATML_TEMPLATE, format_example
+from loraflow.ship.export import ExportCheckError, check_export_config, export_run, runs_to_export, write_export_summary
+from loraflow.ship.gguf_writer import ExportError, check_model_config, rope_deinterleave, rope_interleave, write_gguf
 from loraflow.io import read_json, write_json, write_jsonl
-from loraflow.modeling import load_tokenizer
-from loraflow.ollama import go_template, measure_segments, modelfile, parse_modelfile, render_segments, template_mismatches
+from loraflow.model.modeling import load_tokenizer
+from loraflow.ship.ollama import go_template, measure_segments, modelfile, parse_modelfile, render_segments, template_mismatches
 
 SYSTEM = "Be brief."
 
@@ -110,7 +110,7 @@ def fake_sweep(d: Path, model_dir: Path, runs=("r2_a8_qv", "r4_a8_qv"), best="r4
     """What the stages before export leave behind: split files, stats, comparison.csv, provenance."""
     from transformers import AutoTokenizer
 
-    from loraflow.card import write_provenance
+    from loraflow.ship.card import write_provenance
 
     d.mkdir(parents=True, exist_ok=True)
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -183,7 +183,7 @@ def sharpened(model_dir: Path, out: Path, factor: float = 25.0) -> Path:
 
 def test_without_the_rope_interleave_the_read_back_model_differs(tiny_model, tmp_path, monkeypatch):
     """The Q/K reordering is what makes the file right: with it the logits match, skipped they do not."""
-    import loraflow.gguf_export as ge
+    import loraflow.ship.gguf_writer as ge
 
     model_dir = sharpened(tiny_model, tmp_path / "sharp")
     ref, back, tok, _ = roundtrip(model_dir, tmp_path / "ok", "f16")
@@ -253,7 +253,7 @@ def test_pre_tokenizer_names_llama_cpp_needs():
     """The byte-level pre-tokenizers we recognise (patterns as transformers' own GGUF reader spells them)."""
     from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
 
-    from loraflow.gguf_export import _pre_tokenizer_name
+    from loraflow.ship.gguf_writer import _pre_tokenizer_name
 
     def split(pattern):
         return {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated"},
@@ -383,7 +383,7 @@ def test_card_licence_from_the_model_readme_and_no_interval_columns(tiny_model, 
     shutil.copytree(tiny_model, model)
     (model / "README.md").write_text("---\nlicense: mit\nlanguage: en\n---\n# tiny\n")
     paths = fake_sweep(tmp_path / "sweep", model, ci=False)
-    from loraflow.card import card, eval_row
+    from loraflow.ship.card import card, eval_row
 
     prov = read_json(paths["provenance"])
     assert prov["base_model"]["license"] == "MIT"
@@ -422,8 +422,8 @@ def test_adapter_packages_and_serve_md_load_every_adapter(tiny_model, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from loraflow.card import package_adapter
-    from loraflow.serve import lora_modules, write_serve
+    from loraflow.ship.card import package_adapter
+    from loraflow.ship.serve import lora_modules, write_serve
 
     paths = fake_sweep(tmp_path / "sweep", tiny_model, runs=("r2_a8_qv", "r4_a8_qv", "r2_a8_qv_dora"))
     adapters = make_adapters(tiny_model, tmp_path / "runs")
@@ -502,7 +502,7 @@ def test_export_is_only_in_all_when_enabled_and_refuses_unsupported_models_at_pa
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct converted from the builtin GGUF once for this module."""
-    from loraflow.base_model import prepare_base_model
+    from loraflow.model.base_model import prepare_base_model
 
     out = tmp_path_factory.mktemp("smollm2") / "base_model"
     prepare_base_model(str(out), source="builtin")

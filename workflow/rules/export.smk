@@ -8,8 +8,8 @@
 # merged model (results/runs/<run>/merged), so Snakemake builds that merge, with its own logit check,
 # for an exported run whatever merge.runs says. A fully fine-tuned run is exported from its model.
 
-from loraflow.export import check_export_config
-from loraflow.gguf_export import ExportError
+from loraflow.ship.export import check_export_config
+from loraflow.ship.gguf_writer import ExportError
 
 EXPORT = config["export"]
 try:

@@ -12,7 +12,7 @@ CARD_SETTINGS = settings(train_config=CARD_TRAIN, system_prompt=DATA["system_pro
 def exported_runs(wildcards=None):
     """The runs to export: export.runs, or the run results/best.json names (after the checkpoint
     `table` ran; merge.runs: best merges the same run)."""
-    from loraflow.export import runs_to_export
+    from loraflow.ship.export import runs_to_export
 
     if EXPORT["runs"] != "best":
         return runs_to_export(EXPORT["runs"])

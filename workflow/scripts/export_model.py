@@ -1,3 +1,3 @@
 from loraflow.runner import call_stage
 
-call_stage(snakemake, "loraflow.export", "export_run")  # noqa: F821 (snakemake is injected)
+call_stage(snakemake, "loraflow.ship.export", "export_run")  # noqa: F821 (snakemake is injected)

@@ -29,7 +29,7 @@ import math
 import time
 from pathlib import Path
 
-from loraflow.gguf_export import TYPES, ExportError, check_model_dir, read_vocab, model_info, stop_tokens, write_gguf
+from loraflow.ship.gguf_writer import TYPES, ExportError, check_model_dir, read_vocab, model_info, stop_tokens, write_gguf
 from loraflow.io import atomic_dir, read_json, read_jsonl, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def gguf_architecture(path: str | Path) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def _device():
-    from loraflow.modeling import pick_device
+    from loraflow.model.modeling import pick_device
 
     return pick_device()
 
@@ -169,7 +169,7 @@ def check_templates(tokenizer, gguf_dir: Path, gguf_file: str, rows: list[dict],
     from gguf import GGUFReader
     from transformers import AutoTokenizer
 
-    from loraflow.ollama import template_mismatches
+    from loraflow.ship.ollama import template_mismatches
 
     raw = GGUFReader(str(gguf_dir / gguf_file)).fields["tokenizer.chat_template"].contents()
     back = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_file)
@@ -356,9 +356,9 @@ def export_run(
     """Export stage entry point: results/export/<run>/ from the run's merged model (or, for method
     full, its fully fine-tuned model). Unsupported architectures, tokenizers and chat templates stop
     here, before any file is written."""
-    from loraflow.card import eval_row, export_card
-    from loraflow.modeling import load_tokenizer, set_threads
-    from loraflow.ollama import go_template, measure_segments, modelfile
+    from loraflow.ship.card import eval_row, export_card
+    from loraflow.model.modeling import load_tokenizer, set_threads
+    from loraflow.ship.ollama import go_template, measure_segments, modelfile
 
     start = time.perf_counter()
     check_model_dir(model_dir)                          # architecture: first thing

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loraflow.gguf_export import ExportError
+from loraflow.ship.gguf_writer import ExportError
 
 MARK = "LFMARK{}Z"
 
