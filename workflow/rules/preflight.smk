@@ -34,7 +34,9 @@ if PREFLIGHT_TODO:
                 max_length=config["tokenize"]["max_length"],
                 trust_remote_code=config["base_model"]["trust_remote_code"],
             ),
-            runtime={"gradient_checkpointing": "train.gradient_checkpointing", "merge_runs": "merge.runs"},
+            # what the memory estimate assumes of the train jobs; it changes no count, so no check reruns
+            runtime={"gradient_checkpointing": "train.gradient_checkpointing", "merge_runs": "merge.runs", "precision": "train.precision",
+                     "packing": "train.packing", "tokens_per_forward": "train.tokens_per_forward"},
         priority: 100
         log:
             f"{R}/logs/preflight.log",

@@ -143,9 +143,11 @@ class GridCheck:
     PROBES = (1, 2)
 
     def __init__(self, model_dir_or_config, batch_size: int, max_length: int, gradient_checkpointing: bool = False,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, precision: str = "auto", packing: bool = True, tokens_per_forward: int = 0):
         self.model = meta_model(model_dir_or_config, trust_remote_code)
         self.batch_size, self.max_length, self.gradient_checkpointing = batch_size, max_length, gradient_checkpointing
+        # the memory estimate's view of the train job (train.precision, train.packing, train.tokens_per_forward)
+        self.memory_settings = {"precision": precision, "packing": packing, "tokens_per_forward": tokens_per_forward or None}
         self.merged = merged_model_mb(self.model)
         self._targets: dict = {}
         self._shapes: dict = {}  # (method, targets) -> (model wrapped at a probe rank, trainable(r), total(r))
@@ -182,7 +184,7 @@ class GridCheck:
                 trainable, total = trainable_at(r), total_at(r)
             # the model as wrapped for this method and targets (at a probe rank; the rank enters via `trainable`)
             estimate = estimate_memory_mb(model, trainable, total, self.batch_size, self.max_length, method=method,
-                                          gradient_checkpointing=self.gradient_checkpointing)
+                                          gradient_checkpointing=self.gradient_checkpointing, **self.memory_settings)
             self._points[key] = trainable, total, estimate
         return self._points[key]
 
@@ -217,7 +219,8 @@ def run_of(path: str) -> str:
 def preflight_grid(
     model_dir: str, out_jsons: list[str], runs: dict[str, dict], batch_size: int = 8, max_length: int = 512,
     gradient_checkpointing: bool = False, trust_remote_code: bool = False, merge_runs: str = "best",
-    checked_with: dict | None = None, out_csv: str | None = None,
+    checked_with: dict | None = None, out_csv: str | None = None, precision: str = "auto", packing: bool = True,
+    tokens_per_forward: int = 0,
 ) -> pd.DataFrame:
     """Pre-flight stage entry point: grid points ({run: {method, r, lora_alpha, target_modules}}) in one
     process; writes runs/<run>/preflight.json per point (matched by run name; `checked_with` recorded
@@ -230,7 +233,7 @@ def preflight_grid(
     paths = {run_of(p): p for p in out_jsons}
     if set(paths) != set(runs):
         raise ValueError(f"pre-flight outputs {sorted(paths)} do not match the grid's runs {sorted(runs)}")
-    check = GridCheck(model_dir, batch_size, max_length, gradient_checkpointing, trust_remote_code)
+    check = GridCheck(model_dir, batch_size, max_length, gradient_checkpointing, trust_remote_code, precision, packing, tokens_per_forward)
     rows, bad = [], []
     for run, point in runs.items():
         try:
