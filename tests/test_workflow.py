@@ -184,7 +184,7 @@ RERUN_SCOPE = {
     # keys that cannot change a result: read by the jobs at run time, outside params
     "neutral": ({"train": {"checkpoint_every": 3, "learning_rate_full": 1e-4}, "torch_threads": 2}, {}),
     # the same adapter (recomputed activations): nothing reruns, not even the pre-flight (new checks use it)
-    "memory only": ({"train": {"gradient_checkpointing": True}}, {}),
+    "memory only": ({"train": {"gradient_checkpointing": True, "max_memory_mb": 100000}}, {}),
     # a training setting whose new value the params already hold under another key (warmup 0 -> 1 while
     # grad_accum is 1): flat params compared as a set of values would miss it
     "train": ({"train": {"warmup_steps": 1}}, DOWNSTREAM_OF_TRAIN),
