@@ -340,29 +340,17 @@ def test_classifier_trains_in_bf16(tiny_bert, easy_data, tmp_path):
 
 def test_killed_classifier_resumes_to_the_identical_adapter(tiny_bert, easy_data, tmp_path, caplog):
     """As tests/test_resume.py for the causal LM: kill -9 mid-run, rerun, same adapter and log as an uninterrupted run."""
-    import signal
-    import time
-
     import torch
     from safetensors.torch import load_file
 
     from loraflow.tasks.seq_cls.train import train_classifier
+    from test_resume import kill_after_first_checkpoint
 
     hp = dict(max_steps=60, eval_every=10, checkpoint_every=5, lora_dropout=0.1)  # dropout: the RNG must resume too
     reference = train_classifier(**cls_args(tiny_bert, easy_data, tmp_path / "ref", checkpoint_dir=str(tmp_path / "ckpt_ref"), **hp))
     assert not (tmp_path / "ckpt_ref").exists()  # cleared after success
     args = cls_args(tiny_bert, easy_data, tmp_path / "killed", checkpoint_dir=str(tmp_path / "ckpt"), **hp)
-    code = f"import json; from loraflow.tasks.seq_cls.train import train_classifier; train_classifier(**json.loads({json.dumps(json.dumps(args))}))"
-    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = tmp_path / "ckpt" / "state.json"
-    deadline = time.time() + 120
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert state.exists(), "no checkpoint was written before the kill"
-    killed_at = json.loads(state.read_text())["step"]
+    killed_at = kill_after_first_checkpoint("loraflow.tasks.seq_cls.train", "train_classifier", args, tmp_path / "ckpt")
     assert killed_at < hp["max_steps"] and not (tmp_path / "killed" / "adapter").exists()
 
     with caplog.at_level("INFO", logger="loraflow.train.loop"):
