@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -418,3 +419,14 @@ def test_seq_cls_workflow(tiny_bert, tmp_path):
     assert all(name.startswith("cls_") for name in logs), logs  # only the seq_cls rules ran
     dry = subprocess.run([*cmd, "-n"], capture_output=True, text=True, env=env)
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+    def planned(train_change: dict) -> set[str]:
+        """The rules a dry run plans after changing `train` keys."""
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump({**config, "train": {**config["train"], **train_change}}))
+        out = subprocess.run([*cmd, "-n", "--quiet", "rules"], capture_output=True, text=True, env=env).stdout
+        return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+$", out, flags=re.M)} - {"total"}
+
+    # the shared loop's settings reach cls_train: precision and processes change results, checkpoints do not
+    assert {"cls_train", "cls_evaluate", "cls_table"} <= planned({"precision": "bf16"})
+    assert "cls_train" in planned({"nproc_per_node": 2})
+    assert planned({"checkpoint_every": 3}) == set()
