@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -340,29 +341,17 @@ def test_classifier_trains_in_bf16(tiny_bert, easy_data, tmp_path):
 
 def test_killed_classifier_resumes_to_the_identical_adapter(tiny_bert, easy_data, tmp_path, caplog):
     """As tests/test_resume.py for the causal LM: kill -9 mid-run, rerun, same adapter and log as an uninterrupted run."""
-    import signal
-    import time
-
     import torch
     from safetensors.torch import load_file
 
     from loraflow.tasks.seq_cls.train import train_classifier
+    from test_resume import kill_after_first_checkpoint
 
     hp = dict(max_steps=60, eval_every=10, checkpoint_every=5, lora_dropout=0.1)  # dropout: the RNG must resume too
     reference = train_classifier(**cls_args(tiny_bert, easy_data, tmp_path / "ref", checkpoint_dir=str(tmp_path / "ckpt_ref"), **hp))
     assert not (tmp_path / "ckpt_ref").exists()  # cleared after success
     args = cls_args(tiny_bert, easy_data, tmp_path / "killed", checkpoint_dir=str(tmp_path / "ckpt"), **hp)
-    code = f"import json; from loraflow.tasks.seq_cls.train import train_classifier; train_classifier(**json.loads({json.dumps(json.dumps(args))}))"
-    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = tmp_path / "ckpt" / "state.json"
-    deadline = time.time() + 120
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert state.exists(), "no checkpoint was written before the kill"
-    killed_at = json.loads(state.read_text())["step"]
+    killed_at = kill_after_first_checkpoint("loraflow.tasks.seq_cls.train", "train_classifier", args, tmp_path / "ckpt")
     assert killed_at < hp["max_steps"] and not (tmp_path / "killed" / "adapter").exists()
 
     with caplog.at_level("INFO", logger="loraflow.train.loop"):
@@ -430,3 +419,14 @@ def test_seq_cls_workflow(tiny_bert, tmp_path):
     assert all(name.startswith("cls_") for name in logs), logs  # only the seq_cls rules ran
     dry = subprocess.run([*cmd, "-n"], capture_output=True, text=True, env=env)
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+    def planned(train_change: dict) -> set[str]:
+        """The rules a dry run plans after changing `train` keys."""
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump({**config, "train": {**config["train"], **train_change}}))
+        out = subprocess.run([*cmd, "-n", "--quiet", "rules"], capture_output=True, text=True, env=env).stdout
+        return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+$", out, flags=re.M)} - {"total"}
+
+    # the shared loop's settings reach cls_train: precision and processes change results, checkpoints do not
+    assert {"cls_train", "cls_evaluate", "cls_table"} <= planned({"precision": "bf16"})
+    assert "cls_train" in planned({"nproc_per_node": 2})
+    assert planned({"checkpoint_every": 3}) == set()

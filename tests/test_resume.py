@@ -25,6 +25,22 @@ def run_args(data, out, ckpt):
                 checkpoint_dir=str(ckpt), **ARGS)
 
 
+def kill_after_first_checkpoint(module: str, function: str, args: dict, checkpoint_dir) -> int:
+    """Run the train stage `module.function(**args)` in a new process and kill -9 it as soon as it has
+    written a checkpoint in `checkpoint_dir`; returns the checkpoint's step."""
+    code = f"import json; from {module} import {function}; {function}(**json.loads({json.dumps(json.dumps(args))}))"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = checkpoint_dir / "state.json"
+    deadline = time.time() + 120
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert state.exists(), "no checkpoint was written before the kill"
+    return json.loads(state.read_text())["step"]
+
+
 def test_killed_training_resumes_to_the_identical_adapter(tiny_data, tmp_path, caplog):
     from loraflow.train.loop import train_lora
 
@@ -32,17 +48,7 @@ def test_killed_training_resumes_to_the_identical_adapter(tiny_data, tmp_path, c
     assert not (tmp_path / "ckpt_ref").exists()  # cleared after success
 
     args = run_args(tiny_data, tmp_path / "killed", tmp_path / "ckpt")
-    code = f"import json; from loraflow.train.loop import train_lora; train_lora(**json.loads({json.dumps(json.dumps(args))}))"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = tmp_path / "ckpt" / "state.json"
-    deadline = time.time() + 120
-    while not state.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert state.exists(), "no checkpoint was written before the kill"
-    killed_at = json.loads(state.read_text())["step"]
+    killed_at = kill_after_first_checkpoint("loraflow.train.loop", "train_lora", args, tmp_path / "ckpt")
     assert killed_at < ARGS["max_steps"]
     assert not (tmp_path / "killed" / "adapter").exists()  # nothing that looks complete
 
