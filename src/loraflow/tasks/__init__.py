@@ -1,1 +1,3 @@
-"""Task-specific pieces (how rows become examples and predictions become metrics)."""
+"""Tasks: what differs between causal-LM tuning and classification, behind one interface (tasks.base.Task):
+how rows become examples, how a batch becomes a loss, how a model is validated and saved. A new task
+is one module implementing it; the training loop (train.loop) serves them all."""
