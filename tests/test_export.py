@@ -534,6 +534,15 @@ def test_default_model_exports_and_reads_back(smollm2, tmp_path):
 def test_default_model_runs_in_llama_cpp(smollm2, tmp_path):
     paths = fake_sweep(tmp_path / "sweep", smollm2, runs=("r8_a16_qv",), best="r8_a16_qv")
     check = export_run(str(smollm2), out_dir=str(tmp_path / "export"), run="r8_a16_qv", hparams={**HP, "r": 8, "lora_alpha": 16.0},
-                       types=["q8_0"], system_prompt=SYSTEM, max_new_tokens=16, prompts=8, logit_prompts=1, q8_0_tokens=24, llama_cpp="require", **paths)
+                       types=["f16"], system_prompt=SYSTEM, max_new_tokens=16, prompts=8, logit_prompts=1, q8_0_tokens=24, llama_cpp="require", **paths)
     lc = check["llama_cpp"]
     assert lc["ran"] and lc["passed"] and lc["prompt_tokens_same"] == 8 and all(lc["stop_tokens_are_eog"].values())
+
+
+def test_answers_that_part_at_a_near_tie_count_as_agreeing_and_both_figures_are_kept():
+    from loraflow.ship.export import agreement_outside_ties
+
+    parted = [{"prompt": 1, "at": 4, "margin": 0.01}, {"prompt": 2, "at": 3, "margin": 0.7}, {"prompt": 3, "at": 5, "margin": None}]
+    assert agreement_outside_ties(10, 7, parted, 0.1) == 0.8  # only the 0.01 tie counts; a real difference and a cut do not
+    assert agreement_outside_ties(10, 7, parted, 0.0) == 0.7  # 0 = token for token
+

@@ -82,7 +82,7 @@ rule export_model:
     params:
         hp=lambda wc: settings(
             CARD_SETTINGS,
-            pick(EXPORT, ["types", "prompts", "logit_prompts", "q8_0_tokens", "q8_0_min_agreement", "f16_tolerance", "llama_cpp"]),
+            pick(EXPORT, ["types", "prompts", "logit_prompts", "q8_0_tokens", "q8_0_min_agreement", "tie_margin", "f16_tolerance", "llama_cpp"]),
             run=wc.run,
             hparams=ALL_RUNS[wc.run],
             adapters_dir=None if ALL_RUNS[wc.run]["method"] == "full" else f"{R}/adapters/{wc.run}",
