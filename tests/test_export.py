@@ -430,9 +430,11 @@ def test_adapter_packages_and_serve_md_load_every_adapter(tiny_model, tmp_path):
     packages = []
     for name, src in adapters.items():
         pkg = tmp_path / "results" / "adapters" / name
+        (src / ".snakemake_timestamp").touch()  # the train rule's directory marker
         package_adapter(str(src), paths["comparison"], paths["train_stats"], paths["provenance"], str(pkg), name, {**HP, "r": 2},
                         system_prompt=SYSTEM)
         assert (pkg / "adapter_model.safetensors").stat().st_ino == (src / "adapter_model.safetensors").stat().st_ino  # a hard link
+        assert not (pkg / ".snakemake_timestamp").exists()  # never linked: touching it would touch the train output
         assert "sha256" in (pkg / "README.md").read_text() and "Peft" not in (pkg / "README.md").read_text()[:200]
         packages.append(str(pkg))
     write_serve(packages, str(tiny_model), str(tmp_path / "serve.md"), system_prompt=SYSTEM, max_new_tokens=16)

@@ -346,7 +346,10 @@ def package_adapter(
                 files=[{"file": f, "mb": round((src / f).stat().st_size / 2**20, 2), "sha256": sha256_files([src / f])} for f in ADAPTER_FILES])
     with atomic_dir(out_dir) as tmp:
         for f in sorted(src.iterdir()):
-            if f.is_file() and f.name != "README.md":  # peft's placeholder card is replaced by ours
+            # peft's placeholder card is replaced by ours; hidden files (Snakemake's .snakemake_timestamp of the
+            # train output) are not the adapter's: a hard link to that marker would let this rule's marker touch
+            # the train output, which then looks newer than its evaluation and reruns it on every invocation
+            if f.is_file() and f.name != "README.md" and not f.name.startswith("."):
                 _link_or_copy(f, tmp / f.name)
         (tmp / "README.md").write_text(text, encoding="utf-8")
     cfg = json.loads((src / "adapter_config.json").read_text())
