@@ -99,6 +99,7 @@ def write_provenance(
         src["architecture"] = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("architectures")
     if not src.get("parameters"):
         src["parameters"] = _parameter_count(model_dir)
+    source = src.get("source") or source  # what the base-model stage recorded of the model actually used
     location, gguf = src.get("location") or path, src.get("gguf_file") or gguf_file
     original = None
     if gguf and location and (Path(location) / gguf).is_file():
