@@ -103,7 +103,8 @@ def loraflow_side(args, work: Path, harness: Path) -> dict:
                 break
             dst.write(line)
     results = work / "results"
-    smk = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "1",
+    smk = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work),
+           "--cores", str(args.threads or len(os.sched_getaffinity(0))),  # a job's torch threads are capped by --cores
            "--resources", "gpu=1", "--configfile", str(REPO / "config.yaml"), str(harness / "loraflow_config.yaml")]
     config = ["--config", f"results_dir={results}", f"data={{path: {data}}}"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
