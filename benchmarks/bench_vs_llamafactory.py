@@ -26,7 +26,7 @@ AVX512-BF16, else fp32); the ratio that counts is against the LLaMA-Factory colu
 the other column is printed too. Shared machine: the load average is printed before every step.
 
     .venv/bin/python benchmarks/bench_vs_llamafactory.py [--rows 400] [--lf-precisions same|fp32,bf16]
-        [--work /tmp/lfbench] [--lf-venv ~/.cache/loraflow-peers/llamafactory] [--trainer-ref 64]
+        [--work /tmp/lfbench] [--lf-venv ~/.cache/loraflow-peers/llamafactory] [--trainer-ref 64] [--full-eval] [--reuse-loraflow]
 """
 
 from __future__ import annotations
@@ -108,18 +108,25 @@ def loraflow_side(args, work: Path, harness: Path) -> dict:
            "--resources", "gpu=1", "--configfile", str(REPO / "config.yaml"), str(harness / "loraflow_config.yaml")]
     config = ["--config", f"results_dir={results}", f"data={{path: {data}}}"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    say("loraflow: clean + split")
-    run([*smk, "--until", "split", *config], work / "loraflow_split.log", env)
+    reuse = args.reuse_loraflow and all((results / "runs" / RUN / f).is_file() for f in ("train_stats.json", "eval.json"))
+    if not reuse:
+        say("loraflow: clean + split")
+        run([*smk, "--until", "split", *config], work / "loraflow_split.log", env)
     n_train = count_lines(results / "data" / "train.jsonl")
     steps = math.ceil(math.ceil(n_train / 4) / 4)
     warmup = math.ceil(0.1 * steps)
     say(f"loraflow: {n_train} train / {count_lines(results / 'data' / 'val.jsonl')} val / "
-        f"{count_lines(results / 'data' / 'test.jsonl')} test rows -> {steps} steps, warmup {warmup}; train + evaluate")
-    overrides = work / "overrides.json"  # a config file: --config would turn nested numbers into strings
-    overrides.write_text(json.dumps({"torch_threads": args.threads, "train": {"warmup_steps": warmup, **({"compile": True} if args.compile else {})}}),
-                         encoding="utf-8")
-    run([*smk[:3], f"{results}/runs/{RUN}/eval.json", *smk[3:], str(overrides), "--forcerun", "train", *config],
-        work / "loraflow_run.log", env)
+        f"{count_lines(results / 'data' / 'test.jsonl')} test rows -> {steps} steps, warmup {warmup}; "
+        + ("reusing the finished train and evaluate jobs in --work (--reuse-loraflow)" if reuse else "train + evaluate"))
+    if not reuse:
+        overrides = work / "overrides.json"  # a config file: --config would turn nested numbers into strings
+        # the test generation is the figure; retention, consistency and most validation generations are not
+        # compared, so --full-eval only adds minutes (the same for the base and the run)
+        quick = {} if args.full_eval else {"evaluate": {"retention_items": 0, "consistency_questions": 0, "val_samples": 8}}
+        train = {"warmup_steps": warmup, **({"compile": True} if args.compile else {})}
+        overrides.write_text(json.dumps({"torch_threads": args.threads, "train": train, **quick}), encoding="utf-8")
+        run([*smk[:3], f"{results}/runs/{RUN}/eval.json", *smk[3:], str(overrides), "--forcerun", "train", *config],
+            work / "loraflow_run.log", env)
     ts = jload(results / "runs" / RUN / "train_stats.json")
     ev = jload(results / "runs" / RUN / "eval.json")
     bench = results / "benchmarks" / "train" / f"{RUN}.tsv"
@@ -205,6 +212,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=400, help="first N rows of --data")
     ap.add_argument("--work", default="/tmp/lfbench", help="working directory")
     ap.add_argument("--fresh", action="store_true", help="wipe --work first (else finished data stages are reused; training always reruns)")
+    ap.add_argument("--full-eval", action="store_true", help="loraflow's whole evaluation (retention, consistency, all val rows); "
+                    "default: test generation (the figure) and 8 val rows")
+    ap.add_argument("--reuse-loraflow", action="store_true", help="take loraflow's figures from the finished train and evaluate "
+                    "jobs of an earlier invocation with the same --work (e.g. to rerun only the LLaMA-Factory side)")
     ap.add_argument("--compile", action="store_true", help="loraflow with train.compile: true")
     ap.add_argument("--threads", type=int, default=0, help="compute threads of both tools (0 = all cores, the harness's setting; "
                     "on a machine shared with other jobs 1 avoids OpenMP threads waiting on each other)")

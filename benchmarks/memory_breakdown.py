@@ -10,7 +10,7 @@ resident beyond the live tensors (allocator retention / fragmentation).
 supervised_loss over the padded micro-batch): before/after from one script.
 
     .venv/bin/python benchmarks/memory_breakdown.py --results /tmp/lfbench/results [--batch-size 4 --grad-accum 4]
-        [--src /path/to/old/src] [--precision auto]
+        [--src /path/to/old/src] [--precision auto] [--max-length 512]
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--grad-accum", type=int, default=4)
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--max-length", type=int, default=512, help="tokenize.max_length of the token cache")
     ap.add_argument("--packing", type=int, default=1)
     ap.add_argument("--tokens-per-forward", type=int, default=0)
     args = ap.parse_args()
@@ -76,7 +77,10 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from loraflow import modeling
+    try:
+        from loraflow.model import modeling
+    except ImportError:  # an older checkout (--src): the flat package
+        from loraflow import modeling
     from loraflow.model.methods import load_base, make_optimizer, trainable_model
     from loraflow.data.tokenization import load_split
 
@@ -103,7 +107,7 @@ def main() -> None:
     # the micro-batches of one step, longest first (the worst step)
     step = sorted(batches[: 4 * args.grad_accum], key=lambda b: -max(len(train[i][0]) for i in b))[: args.grad_accum]
     n_target = sum(int(train[i][1][1:].sum()) for b in step for i in b)
-    max_length = 512
+    max_length = args.max_length
     for b in step:
         ex = [train[i] for i in b]
         if new:

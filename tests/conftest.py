@@ -101,3 +101,15 @@ def qwen05_model(tmp_path_factory) -> Path:
     from loraflow.model.shapes import build_random_model
 
     return build_random_model(tmp_path_factory.mktemp("qwen05") / "model", "qwen2.5-0.5b", corpus=synth_corpus())
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, tiny_model):
+    """The tiny sweep (.test/config) run once to the end with `--cores 1 --resources gpu=1`:
+    (workdir, CompletedProcess). Shared by the workflow and Slurm tests; tests must leave it as found."""
+    from test_workflow import snakemake, tiny_config, write_config
+
+    workdir = tmp_path_factory.mktemp("wf")
+    write_config(workdir, tiny_config(tiny_model))
+    proc = snakemake(workdir, "--cores", "1", "--resources", "gpu=1")
+    return workdir, proc

@@ -42,12 +42,11 @@ def smk(workdir: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_tiny_pipeline_through_slurm_equals_a_local_run(cluster, tiny_model, tmp_path):
-    local, remote = tmp_path / "local", tmp_path / "slurm"
-    for d in (local, remote):
-        d.mkdir()
-        (d / "config.yaml").write_text(yaml.safe_dump(tiny_config(tiny_model)))
-    smk(local, cluster, "--cores", "1", "--resources", "gpu=1")
+def test_tiny_pipeline_through_slurm_equals_a_local_run(cluster, finished_run, tiny_model, tmp_path):
+    local, _ = finished_run  # the tiny sweep run locally with --cores 1 --resources gpu=1 (conftest)
+    remote = tmp_path / "slurm"
+    remote.mkdir()
+    (remote / "config.yaml").write_text(yaml.safe_dump(tiny_config(tiny_model)))
     # The profile as users run it; this 2-CPU node has no GPU and little memory, so the per-rule
     # requests are scaled down (the GPU mapping itself is checked in the test below).
     small = [f"{rule}:{k}={v}" for rule in MODEL_RULES for k, v in (("gpu", 0), ("mem_mb", 3000), ("cpus_per_task", 1))]

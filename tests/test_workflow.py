@@ -47,14 +47,6 @@ def write_config(workdir: Path, config: dict) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, tiny_model):
-    workdir = tmp_path_factory.mktemp("wf")
-    write_config(workdir, tiny_config(tiny_model))
-    proc = snakemake(workdir, "--cores", "1", "--resources", "gpu=1")
-    return workdir, proc
-
-
 def test_pipeline_outputs_and_table(finished_run):
     workdir, proc = finished_run
     res = workdir / "results"
