@@ -395,7 +395,7 @@ def test_classifier_two_processes_equal_one_with_the_same_global_batch(tiny_bert
 
 @pytest.mark.slow
 def test_seq_cls_workflow(tiny_bert, tmp_path):
-    """The seq_cls rules end to end through Snakemake on the tiny BERT and 120 generated reviews."""
+    """The shared stage rules with task seq_cls end to end through Snakemake on the tiny BERT and 120 generated reviews."""
     config = {
         "task": "seq_cls", "torch_threads": 1,
         "classify": {"base_model": str(tiny_bert), "builtin_rows": 120, "max_length": 64},
@@ -416,7 +416,10 @@ def test_seq_cls_workflow(tiny_bert, tmp_path):
     assert all(read_json(res / f"runs/{run}/eval.json")["head_from_adapter"] for run in ("r2_a8_qv", "r4_a8_qv"))
     assert "Best run by `macro_f1`" in proc.stdout + proc.stderr  # printed at the end
     logs = {p.relative_to(res / "logs").as_posix() for p in (res / "logs").rglob("*.log")}
-    assert all(name.startswith("cls_") for name in logs), logs  # only the seq_cls rules ran
+    # the shared stage rules and the seq_cls baselines ran, none of the causal LM's own stages
+    assert {name.split("/")[0].removesuffix(".log") for name in logs} == {
+        "base_model", "builtin_dataset", "clean", "split", "train", "evaluate", "table"}, logs
+    assert {"evaluate/untrained_head.log", "evaluate/majority.log"} <= logs
     dry = subprocess.run([*cmd, "-n"], capture_output=True, text=True, env=env)
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
@@ -426,7 +429,7 @@ def test_seq_cls_workflow(tiny_bert, tmp_path):
         out = subprocess.run([*cmd, "-n", "--quiet", "rules"], capture_output=True, text=True, env=env).stdout
         return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+$", out, flags=re.M)} - {"total"}
 
-    # the shared loop's settings reach cls_train: precision and processes change results, checkpoints do not
-    assert {"cls_train", "cls_evaluate", "cls_table"} <= planned({"precision": "bf16"})
-    assert "cls_train" in planned({"nproc_per_node": 2})
+    # the shared loop's settings reach train: precision and processes change results, checkpoints do not
+    assert {"train", "evaluate", "table"} <= planned({"precision": "bf16"})
+    assert "train" in planned({"nproc_per_node": 2})
     assert planned({"checkpoint_every": 3}) == set()

@@ -85,6 +85,7 @@ def stage_kwargs(smk) -> dict:
       that cannot change results (threads, checkpoint interval ...), kept out of what Snakemake compares
       to decide on reruns."""
     params = _named(smk.params)
+    params.pop("task", None)  # which task's function a shared stage calls (call_task_stage), not an argument
     hp, runtime = params.pop("hp", {}), params.pop("runtime", {})
     kwargs = {**_named(smk.input), **_named(smk.output), **hp, **params}
     kwargs.update({name: config_value(smk.config, key) for name, key in runtime.items()})
@@ -113,6 +114,14 @@ def call_stage(smk, module: str, function: str):
         if is_expected_error(exc):
             report_expected_error(exc)
         raise
+
+
+def call_task_stage(smk, stage: str):
+    """A shared stage rule (one rule for every task): call the function loraflow.tasks.STAGES names for
+    the rule's params `task` and `stage`, as call_stage does."""
+    from loraflow.tasks import stage_function
+
+    return call_stage(smk, *stage_function(smk.params.task, stage))
 
 
 def _call_stage(smk, module: str, function: str):

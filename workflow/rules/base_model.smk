@@ -1,16 +1,20 @@
+BASE_MODEL = task_io("base_model")  # tasks.smk
+
+
 rule base_model:
-    """Convert the configured base model once to a safetensors directory (GGUF is de-quantised)."""
+    """The base model once as a local safetensors directory with its tokenizer (causal_lm: the configured
+    model, GGUF de-quantised; seq_cls: the encoder, builtin all-MiniLM-L6-v2)."""
     output:
         out_dir=directory(f"{R}/base_model"),
     params:
-        hp=settings(pick(config["base_model"], ["source", "path", "gguf_file", "revision", "trust_remote_code"])),
-        runtime=RUNTIME,
-    threads: JOB_THREADS
+        task=TASK,
+        **BASE_MODEL["params"],
+    threads: BASE_MODEL["threads"]
     log:
         f"{R}/logs/base_model.log",
     benchmark:
         f"{R}/benchmarks/base_model.tsv"
     conda:
-        "../envs/train.yaml"
+        BASE_MODEL["conda"]
     script:
         "../scripts/base_model.py"

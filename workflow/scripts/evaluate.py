@@ -1,3 +1,3 @@
-from loraflow.runner import call_stage
+from loraflow.runner import call_task_stage
 
-call_stage(snakemake, "loraflow.evaluate.run", "evaluate_run")  # noqa: F821 (snakemake is injected)
+call_task_stage(snakemake, "evaluate")  # noqa: F821 (snakemake is injected); the task's function: loraflow.tasks.STAGES

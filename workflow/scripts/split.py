@@ -1,3 +1,3 @@
-from loraflow.runner import call_stage
+from loraflow.runner import call_task_stage
 
-call_stage(snakemake, "loraflow.data.split", "split_dataset")  # noqa: F821 (snakemake is injected)
+call_task_stage(snakemake, "split")  # noqa: F821 (snakemake is injected); the task's function: loraflow.tasks.STAGES

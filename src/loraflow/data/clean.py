@@ -128,6 +128,37 @@ def _rejection(raw: RawRow, reason: str, detail: str) -> dict:
     return {"line": raw.line, "reason": reason, "detail": detail, "row": raw.data}
 
 
+def triage_rows(rows: Iterable[RawRow], source: str, on_bad_row: str, accept, empty_hint: str = "") -> tuple[list, list[dict], int]:
+    """Every task's cleaning skeleton: each row is either accepted, `accept(raw, where)`'s result kept, or
+    rejected with the reason of the RowError it raised; a structural problem (a malformed line, a missing
+    column ...) stops everything with one DataError naming file and line unless on_bad_row is reject.
+    Returns (accepted results, rejected rows, rows in)."""
+    accepted, rejected, rows_in = [], [], 0
+    for raw in rows:
+        rows_in += 1
+        where = raw.where or f"{source}:{raw.line}"
+        try:
+            accepted.append(accept(raw, where))
+        except RowError as err:
+            if err.reason in STRUCTURAL and on_bad_row == "error":
+                detail = err.detail if err.detail.startswith(source) else f"{where}: {err.detail}"
+                if "data.on_bad_row" not in detail:
+                    detail += " (or set data.on_bad_row: reject to skip such rows with a reason)"
+                raise DataError(detail) from None
+            rejected.append(_rejection(raw, err.reason, err.detail))
+    if rows_in == 0:
+        raise DataError(f"{source}: no data rows found (empty file?){empty_hint}")
+    return accepted, rejected, rows_in
+
+
+def check_conserved(stats: dict, rows_out: int) -> None:
+    """Sets stats["conserved"]: rows in (stats["rows_in"]) = rows out; a broken count is a bug, never skipped."""
+    stats["conserved"] = stats["rows_in"] == rows_out
+    if not stats["conserved"]:
+        raise AssertionError(f"row conservation broken: {stats}")
+
+
+
 def _change_record(line: int, field: str, change) -> dict:
     record = {"line": line, "field": field, "fixer": change.fixer, "before": change.before, "after": change.after}
     if change.detail:
@@ -151,35 +182,22 @@ def clean_rows(
     """Pure cleaning logic: (clean rows, rejected rows, stats, change records)."""
     options = options or FixOptions()
     mode = DEDUP_MODES[dedup]
-    kept, rejected, seen = [], [], {}
-    formats: Counter = Counter()
-    html_left = 0
-    rows_in = 0
-    for raw in rows:
-        rows_in += 1
-        where = raw.where or f"{source}:{raw.line}"
-        try:
-            fmt, messages, meta, changes, answer_parts = _clean_row(raw, where, columns, options, min_answer_chars, max_chars)
-            if mode != "none":
-                key = dedup_key(messages, mode)
-                if key in seen:
-                    how = "exactly (after NFC and trimming)" if mode == "exact" else "up to case, width, spacing and trailing punctuation"
-                    raise RowError("duplicate", f"same conversation as line {seen[key]}, {how}")
-                seen[key] = raw.line
-        except RowError as err:
-            if err.reason in STRUCTURAL and on_bad_row == "error":
-                detail = err.detail if err.detail.startswith(source) else f"{where}: {err.detail}"
-                if "data.on_bad_row" not in detail:
-                    detail += " (or set data.on_bad_row: reject to skip such rows with a reason)"
-                raise DataError(detail) from None
-            rejected.append(_rejection(raw, err.reason, err.detail))
-            continue
-        formats[fmt] += 1
-        if not options.strip_html and any(looks_like_html(m["content"]) for m in messages):
-            html_left += 1
-        kept.append((raw, messages, meta, changes, answer_parts))
-    if rows_in == 0:
-        raise DataError(f"{source}: no data rows found (empty file?); check data.path")
+    seen = {}
+
+    def accept(raw: RawRow, where: str):
+        fmt, messages, meta, changes, answer_parts = _clean_row(raw, where, columns, options, min_answer_chars, max_chars)
+        if mode != "none":
+            key = dedup_key(messages, mode)
+            if key in seen:
+                how = "exactly (after NFC and trimming)" if mode == "exact" else "up to case, width, spacing and trailing punctuation"
+                raise RowError("duplicate", f"same conversation as line {seen[key]}, {how}")
+            seen[key] = raw.line
+        return fmt, (raw, messages, meta, changes, answer_parts)
+
+    accepted, rejected, rows_in = triage_rows(rows, source, on_bad_row, accept, empty_hint="; check data.path")
+    formats = Counter(fmt for fmt, _ in accepted)
+    kept = [item for _, item in accepted]
+    html_left = 0 if options.strip_html else sum(any(looks_like_html(m["content"]) for m in item[1]) for item in kept)
 
     overlong_stats = None
     truncations: dict[int, tuple[str, str, str]] = {}
@@ -259,9 +277,7 @@ def clean_rows(
         stats["html_left_as_is"] = html_left
     if overlong_stats:
         stats["overlong"] = overlong_stats
-    stats["conserved"] = rows_in == len(clean) + len(rejected)
-    if not stats["conserved"]:
-        raise AssertionError(f"row conservation broken: {stats}")
+    check_conserved(stats, len(clean) + len(rejected))
     return clean, rejected, stats, change_records
 
 

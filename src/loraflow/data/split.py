@@ -1,4 +1,5 @@
-"""Split stage: seeded, deterministic train/val/test split grouped by normalised prompt.
+"""Split stage: seeded, deterministic train/val/test split grouped by normalised prompt (causal_lm), or
+stratified by label (seq_cls: stratified_split, called by loraflow.tasks.seq_cls.data).
 
 All conversations that share a normalised prompt go to the same split, so a test question is never
 seen in training under another spelling. The key is the clean stage's near-duplicate key
@@ -14,6 +15,7 @@ import logging
 import random
 from collections import defaultdict
 
+from loraflow.data.clean import check_conserved
 from loraflow.io import read_json, read_jsonl, write_json, write_jsonl
 from loraflow.data.textfix import near_key
 
@@ -54,6 +56,37 @@ def assign_splits(rows: list[dict], fractions: dict[str, float], seed: int) -> d
     return out
 
 
+def _split_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
+    """Rows per split for one label: floors, then the leftover rows to the largest remainders."""
+    exact = {s: fractions[s] * n for s in SPLITS}
+    counts = {s: int(exact[s]) for s in SPLITS}
+    for s in sorted(SPLITS, key=lambda s: -(exact[s] - counts[s]))[: n - sum(counts.values())]:
+        counts[s] += 1
+    return counts
+
+
+def stratified_split(rows: list[dict], fractions: dict[str, float], seed: int, labels: list[str]) -> dict[str, list[dict]]:
+    """Split every label's rows by `fractions` (seeded), so each split has the label mix of the whole.
+    Depends only on content and seed, not on row order; rows keep their file order within a split."""
+    by_label: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_label[row["label"]].append(row)
+    rng = random.Random(seed)
+    out: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for label in labels:
+        group = sorted(by_label.get(label, []), key=lambda r: hashlib.sha256(r["text"].encode()).hexdigest())
+        rng.shuffle(group)
+        start = 0
+        for split, k in _split_counts(len(group), fractions).items():
+            out[split].extend(group[start : start + k])
+            start += k
+    for split in SPLITS:
+        if not out[split]:
+            raise ValueError(f"split {split!r} is empty: {len(rows)} rows are too few for fractions {fractions} (config key split)")
+        out[split].sort(key=lambda r: r["line"])
+    return out
+
+
 def split_dataset(
     formatted_path: str, clean_stats_path: str, out_train: str, out_val: str, out_test: str, stats_path: str,
     fractions: dict, seed: int,
@@ -79,9 +112,7 @@ def write_splits(parts: dict[str, list[dict]], paths, clean_stats_path: str, sta
         **extra,
         "seed": seed,
     }
-    stats["conserved"] = stats["rows_in"] == sum(counts.values()) + stats["rejected"]
-    if not stats["conserved"]:
-        raise AssertionError(f"row conservation broken: {stats}")
+    check_conserved(stats, sum(counts.values()) + stats["rejected"])
     write_json(stats_path, stats)
     log.info("split: %s", stats)
     return stats

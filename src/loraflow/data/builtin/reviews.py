@@ -21,32 +21,36 @@ from loraflow.io import write_jsonl
 
 LABELS = ("negative", "positive")
 
-# Aspect clauses are (tag, text): "" fits every product, "audio" / "power" only products with that tag.
+# Aspect clauses are (tag, positive text, negative text): "" fits every product, "audio" / "power" only
+# products with that tag.
 _EN = {
     "products": [("wireless headphones", "audio power"), ("electric kettle", "heat"), ("desk lamp", "power"), ("backpack", ""),
                  ("phone case", ""), ("coffee grinder", "power"), ("running shoes", ""), ("bluetooth speaker", "audio power"),
                  ("air fryer", "heat"), ("office chair", ""), ("water bottle", ""), ("keyboard", "power")],
     "openers": ["I bought the {p} last month.", "Got the {p} as a gift.", "We have used the {p} for a few weeks now.",
                 "Ordered the {p} after reading the reviews.", "Bought the {p} from this shop again.", "", "", ""],
-    "positive": [
-        ("audio", "the sound is crisp and clear"), ("audio", "the bass is rich and deep"), ("power", "the battery lasts for days"),
-        ("power", "it charges in under an hour"), ("", "it feels solid and well made"), ("", "the finish is neat and strong"),
-        ("", "it arrived a day early"), ("", "delivery was quick and the box was intact"),
-        ("", "customer service replaced a part without fuss"), ("", "support answered within minutes"),
-        ("", "it is worth every penny"), ("", "it is great value for the price"), ("", "setup took two minutes"),
-        ("", "it is easy to use"), ("", "it looks even better than in the photos"), ("", "it is not bad at all"),
-        ("", "I have no complaints"), ("", "it was not a disappointment"), ("heat", "it heats up in no time"),
-        ("heat", "it never gets too hot on the outside"), ("", "the material feels soft and comfortable"),
-    ],
-    "negative": [
-        ("audio", "the sound is muffled"), ("audio", "it crackles at high volume"), ("power", "the battery dies within hours"),
-        ("power", "it takes all night to charge"), ("", "it feels cheap and flimsy"), ("", "the plastic cracked after a week"),
-        ("", "it arrived two weeks late"), ("", "the box was crushed when it arrived"),
-        ("", "customer service never answered my emails"), ("", "support kept me on hold for an hour"),
-        ("", "it is overpriced for what you get"), ("", "it was a waste of money"), ("", "the setup was a nightmare"),
-        ("", "it is confusing to use"), ("", "it looks nothing like the photos"), ("", "it is not worth it"),
-        ("", "it is not what I expected"), ("", "it stopped working after three days"), ("heat", "it takes ages to heat up"),
-        ("heat", "the outside gets too hot to touch"), ("", "the material is scratchy and smells of chemicals"),
+    "clauses": [
+        ("audio", "the sound is crisp and clear", "the sound is muffled"),
+        ("audio", "the bass is rich and deep", "it crackles at high volume"),
+        ("power", "the battery lasts for days", "the battery dies within hours"),
+        ("power", "it charges in under an hour", "it takes all night to charge"),
+        ("", "it feels solid and well made", "it feels cheap and flimsy"),
+        ("", "the finish is neat and strong", "the plastic cracked after a week"),
+        ("", "it arrived a day early", "it arrived two weeks late"),
+        ("", "delivery was quick and the box was intact", "the box was crushed when it arrived"),
+        ("", "customer service replaced a part without fuss", "customer service never answered my emails"),
+        ("", "support answered within minutes", "support kept me on hold for an hour"),
+        ("", "it is worth every penny", "it is overpriced for what you get"),
+        ("", "it is great value for the price", "it was a waste of money"),
+        ("", "setup took two minutes", "the setup was a nightmare"),
+        ("", "it is easy to use", "it is confusing to use"),
+        ("", "it looks even better than in the photos", "it looks nothing like the photos"),
+        ("", "it is not bad at all", "it is not worth it"),
+        ("", "I have no complaints", "it is not what I expected"),
+        ("", "it was not a disappointment", "it stopped working after three days"),
+        ("heat", "it heats up in no time", "it takes ages to heat up"),
+        ("heat", "it never gets too hot on the outside", "the outside gets too hot to touch"),
+        ("", "the material feels soft and comfortable", "the material is scratchy and smells of chemicals"),
     ],
     "intensifiers": ["", "", "", "honestly, ", "to be fair, ", "frankly, "],
     "and": [" and ", ", ", "; also "],
@@ -67,19 +71,14 @@ _ZH = {
                  ("水杯", ""), ("键盘", "power")],
     "openers": ["上个月买的{p}。", "朋友送的{p}。", "这款{p}用了几个星期了。", "看了评价才下单的{p}。",
                 "第二次在这家店买{p}了。", "", "", ""],
-    "positive": [
-        ("audio", "音质清晰"), ("audio", "低音很饱满"), ("power", "续航很长，能用好几天"), ("power", "一个小时就能充满"),
-        ("", "做工扎实"), ("", "细节处理得很好"), ("", "物流很快，提前一天到了"), ("", "快递很快，包装完好"),
-        ("", "客服很爽快地给换了配件"), ("", "客服几分钟就回复了"), ("", "性价比很高"), ("", "价格很实惠"),
-        ("", "安装两分钟就搞定了"), ("", "用起来很方便"), ("", "实物比图片还好看"), ("", "一点也不差"),
-        ("", "挑不出毛病"), ("", "没有让我失望"), ("heat", "加热很快"), ("heat", "外壳一点都不烫"), ("", "材质柔软舒服"),
-    ],
-    "negative": [
-        ("audio", "音质发闷"), ("audio", "声音一大就有杂音"), ("power", "电池几个小时就没电了"), ("power", "充一晚上都充不满"),
-        ("", "做工粗糙"), ("", "塑料用了一周就裂了"), ("", "快递晚了两个星期"), ("", "收到时盒子都压坏了"),
-        ("", "客服一直不回消息"), ("", "客服让我等了一个小时"), ("", "价格太贵了"), ("", "白花钱"),
-        ("", "安装特别麻烦"), ("", "用起来很别扭"), ("", "实物和图片差太多"), ("", "不值这个价"),
-        ("", "跟描述的不一样"), ("", "用了三天就坏了"), ("heat", "加热特别慢"), ("heat", "外壳烫得没法碰"), ("", "材质粗糙还有异味"),
+    "clauses": [
+        ("audio", "音质清晰", "音质发闷"), ("audio", "低音很饱满", "声音一大就有杂音"), ("power", "续航很长，能用好几天", "电池几个小时就没电了"),
+        ("power", "一个小时就能充满", "充一晚上都充不满"), ("", "做工扎实", "做工粗糙"), ("", "细节处理得很好", "塑料用了一周就裂了"),
+        ("", "物流很快，提前一天到了", "快递晚了两个星期"), ("", "快递很快，包装完好", "收到时盒子都压坏了"), ("", "客服很爽快地给换了配件", "客服一直不回消息"),
+        ("", "客服几分钟就回复了", "客服让我等了一个小时"), ("", "性价比很高", "价格太贵了"), ("", "价格很实惠", "白花钱"),
+        ("", "安装两分钟就搞定了", "安装特别麻烦"), ("", "用起来很方便", "用起来很别扭"), ("", "实物比图片还好看", "实物和图片差太多"),
+        ("", "一点也不差", "不值这个价"), ("", "挑不出毛病", "跟描述的不一样"), ("", "没有让我失望", "用了三天就坏了"),
+        ("heat", "加热很快", "加热特别慢"), ("heat", "外壳一点都不烫", "外壳烫得没法碰"), ("", "材质柔软舒服", "材质粗糙还有异味"),
     ],
     "intensifiers": ["", "", "", "说实话", "确实", "真的"],
     "and": ["，", "，而且", "，还有"],
@@ -90,6 +89,10 @@ _ZH = {
         "negative": ["要求退款。", "不推荐。", "一星差评。", "非常失望。", "已经退货了。", "总体来说很差。"],
     },
 }
+
+for _lang in (_EN, _ZH):  # the clauses of each sentiment, in order: [(tag, text)]
+    _lang["positive"] = [(tag, pos) for tag, pos, _ in _lang["clauses"]]
+    _lang["negative"] = [(tag, neg) for tag, _, neg in _lang["clauses"]]
 
 
 def _clauses(v: dict, sentiment: str, tags: str) -> list[str]:

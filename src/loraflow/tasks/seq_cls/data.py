@@ -1,4 +1,6 @@
-"""Data of task seq_cls: read text + label rows, clean them, split them stratified by label.
+"""Data of task seq_cls: read text + label rows, clean them, split them stratified by label, with the
+skeleton every task shares (loraflow.data.clean.triage_rows, loraflow.data.split.stratified_split and
+write_splits); what is the task's own here is how a row becomes text + label, and the label order.
 
 Rows come from JSONL, JSON or CSV (loraflow.data.readers, so a malformed line names its file and line);
 the text and label columns are configurable. Labels may be strings ("positive") or integers (IMDB's
@@ -12,24 +14,20 @@ Snakefile at parse time, so this module imports nothing heavy.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import random
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from loraflow.data.clean import normalize_text
+from loraflow.data.clean import check_conserved, normalize_text, triage_rows
 from loraflow.config import ConfigError
 from loraflow.io import read_jsonl, write_json, write_jsonl
 from loraflow.data.readers import DataError, RawRow, RowError, iter_raw_rows
+from loraflow.data.split import SPLITS, stratified_split, write_splits
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 SEQ_CLS_METHODS = ("lora", "dora", "rslora")  # grid methods of seq_cls (their peft flags: methods.LORA_FLAGS)
-# Problems with the file's structure (stop, or reject with on_bad_row: reject); the rest are always rejected.
-STRUCTURAL = {"bad_json", "bad_encoding", "bad_csv", "bad_row", "missing_columns", "wrong_type"}
 
 
 def check_method(method: str) -> str:
@@ -116,28 +114,19 @@ def clean_rows(
 ) -> tuple[list[dict], list[dict], dict]:
     """Pure cleaning logic: (clean rows, rejected rows, stats); rows in = clean + rejected."""
     allowed = {str(x) for x in labels} if labels else None
-    clean, rejected, seen = [], [], {}
-    rows_in = 0
-    for raw in rows:
-        rows_in += 1
-        where = f"{source}:{raw.line}"
-        try:
-            text, label = _clean_row(raw, where, text_column, label_column, max_chars, allowed)
-            if dedup and text in seen:
-                first_line, first_label = seen[text]
-                if first_label == label:
-                    raise RowError("duplicate", f"same text as line {first_line}")
-                raise RowError("label_conflict", f"same text as line {first_line}, which is labelled {first_label!r}, not {label!r}")
-            seen.setdefault(text, (raw.line, label))
-        except RowError as err:
-            if err.reason in STRUCTURAL and on_bad_row == "error":
-                detail = err.detail if err.detail.startswith(source) else f"{where}: {err.detail}"
-                raise DataError(f"{detail} (set data.on_bad_row: reject to skip such rows with a reason)") from None
-            rejected.append({"line": raw.line, "reason": err.reason, "detail": err.detail, "row": raw.data})
-            continue
-        clean.append({"id": str(raw.line), "line": raw.line, "text": text, "label": label})
-    if rows_in == 0:
-        raise DataError(f"{source}: no data rows found (empty file?)")
+    seen = {}
+
+    def accept(raw: RawRow, where: str) -> dict:
+        text, label = _clean_row(raw, where, text_column, label_column, max_chars, allowed)
+        if dedup and text in seen:
+            first_line, first_label = seen[text]
+            if first_label == label:
+                raise RowError("duplicate", f"same text as line {first_line}")
+            raise RowError("label_conflict", f"same text as line {first_line}, which is labelled {first_label!r}, not {label!r}")
+        seen.setdefault(text, (raw.line, label))
+        return {"id": str(raw.line), "line": raw.line, "text": text, "label": label}
+
+    clean, rejected, rows_in = triage_rows(rows, source, on_bad_row, accept)
     if not clean:
         reasons = Counter(r["reason"] for r in rejected)
         raise DataError(f"{source}: all {rows_in} rows were rejected ({dict(reasons)}); check classify.text_column "
@@ -147,9 +136,7 @@ def clean_rows(
         "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejected).items())),
         "labels": dict(sorted(Counter(r["label"] for r in clean).items())),
     }
-    stats["conserved"] = rows_in == len(clean) + len(rejected)
-    if not stats["conserved"]:
-        raise AssertionError(f"row conservation broken: {stats}")
+    check_conserved(stats, len(clean) + len(rejected))
     return clean, rejected, stats
 
 
@@ -169,39 +156,8 @@ def clean_classification_data(
     return stats
 
 
-def _split_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
-    """Rows per split for one label: floors, then the leftover rows to the largest remainders."""
-    exact = {s: fractions[s] * n for s in SPLITS}
-    counts = {s: int(exact[s]) for s in SPLITS}
-    for s in sorted(SPLITS, key=lambda s: -(exact[s] - counts[s]))[: n - sum(counts.values())]:
-        counts[s] += 1
-    return counts
-
-
-def stratified_split(rows: list[dict], fractions: dict[str, float], seed: int, labels: list[str]) -> dict[str, list[dict]]:
-    """Split every label's rows by `fractions` (seeded), so each split has the label mix of the whole.
-    Depends only on content and seed, not on row order; rows keep their file order within a split."""
-    by_label: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        by_label[row["label"]].append(row)
-    rng = random.Random(seed)
-    out: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for label in labels:
-        group = sorted(by_label.get(label, []), key=lambda r: hashlib.sha256(r["text"].encode()).hexdigest())
-        rng.shuffle(group)
-        start = 0
-        for split, k in _split_counts(len(group), fractions).items():
-            out[split].extend(group[start : start + k])
-            start += k
-    for split in SPLITS:
-        if not out[split]:
-            raise ValueError(f"split {split!r} is empty: {len(rows)} rows are too few for fractions {fractions} (config key split)")
-        out[split].sort(key=lambda r: r["line"])
-    return out
-
-
 def split_classification_data(
-    clean_path: str, clean_stats_path: str, out_train: str, out_val: str, out_test: str, out_labels: str, out_stats: str,
+    clean_path: str, clean_stats_path: str, out_train: str, out_val: str, out_test: str, out_labels: str, stats_path: str,
     fractions: dict, seed: int, labels: list | None = None,
 ) -> dict:
     """Split stage entry point: train/val/test JSONL (rows gain `label_id`), labels.json, split_stats.json."""
@@ -213,8 +169,6 @@ def split_classification_data(
     for row in rows:
         row["label_id"] = label2id[row["label"]]
     parts = stratified_split(rows, fractions, seed, order)
-    from loraflow.data.split import write_splits
-
     write_json(out_labels, {"labels": order, "id2label": {str(i): label for i, label in enumerate(order)}, "label2id": label2id})
-    return write_splits(parts, (out_train, out_val, out_test), clean_stats_path, out_stats, seed,
+    return write_splits(parts, (out_train, out_val, out_test), clean_stats_path, stats_path, seed,
                         labels_per_split={s: dict(Counter(r["label"] for r in parts[s])) for s in SPLITS})

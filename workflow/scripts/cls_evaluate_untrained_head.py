@@ -1,3 +1,0 @@
-from loraflow.runner import call_stage
-
-call_stage(snakemake, "loraflow.tasks.seq_cls.evaluate", "evaluate_untrained_head")  # noqa: F821 (snakemake is injected)
