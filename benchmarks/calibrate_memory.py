@@ -112,7 +112,7 @@ def terms_of(model_dir: Path, tokens: Path, **train) -> dict:
 
     from loraflow.io import read_json
     from loraflow.model.modeling import forward_tokens, pick_device
-    from loraflow.train.preflight import estimate_memory_mb, lora_counts, meta_model
+    from loraflow.train.preflight import estimate_memory_mb, lora_counts, meta_model, weights_file_bytes
 
     model = meta_model(str(model_dir))
     trainable, total = lora_counts(model, 8, 16, "qv")
@@ -122,7 +122,8 @@ def terms_of(model_dir: Path, tokens: Path, **train) -> dict:
     terms: dict = {}
     est = estimate_memory_mb(model, trainable, total, train["batch_size"], meta["max_length"], precision=train.get("precision", "auto"),
                              packing=train.get("packing", True), tokens_per_forward=per,
-                             train_rows=meta["splits"]["train"]["examples"], terms=terms)
+                             train_rows=meta["splits"]["train"]["examples"], weights_file_bytes=weights_file_bytes(model_dir),
+                             terms=terms)
     del torch
     return {"estimate": est, "terms": terms}
 
@@ -168,7 +169,7 @@ def main() -> None:
         rows.append({"job": job, **got, "estimate_mb": est["estimate"], "error_pct": err, "terms": est["terms"]})
         print(f"{job:14s} measured {got['peak_memory_mb']:8,.0f} MB  estimate {est['estimate']:8,.0f} MB  ({err:+.1f} %)  "
               f"{got['precision']}, {got['tokens_per_forward'] or 'micro-batch'} tokens/pass  terms "
-              + " ".join(f"{k}={v:,.0f}" for k, v in est["terms"].items()), flush=True)
+              + " ".join(f"{k}={v:,.0f}" if isinstance(v, float) else f"{k}={v}" for k, v in est["terms"].items()), flush=True)
     print(json.dumps(rows, indent=1))
 
 

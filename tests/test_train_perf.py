@@ -184,14 +184,15 @@ def test_trailing_partial_character_trimmed_at_the_token_cap(tiny_model):
 
 
 def test_memory_estimate_terms(tiny_model):
-    from loraflow.train.preflight import estimate_memory_mb, lora_counts, meta_model
+    from loraflow.train.preflight import TRAIN_TERMS, estimate_memory_mb, lora_counts, meta_model, weights_file_bytes
 
     model = meta_model(str(tiny_model))
     trainable, total = lora_counts(model, 4, 8, ["q_proj", "v_proj"])
     kw = dict(device_type="cpu", tokens_per_forward=512)
     terms: dict = {}
     fp32 = estimate_memory_mb(model, trainable, total, 4, 512, precision="fp32", terms=terms, **kw)
-    assert math.isclose(sum(terms.values()), fp32) and set(terms) >= {"process", "weights", "optimizer", "activations", "loss", "tokens"}
+    assert math.isclose(sum(terms[k] for k in TRAIN_TERMS), fp32) and terms["peak_phase"] == "train"
+    assert set(TRAIN_TERMS) == {"process", "weights", "optimizer", "activations", "loss", "tokens"}
     assert math.isclose(terms["weights"], total * 4 / 2**20)
     bf16_terms: dict = {}
     estimate_memory_mb(model, trainable, total, 4, 512, precision="bf16", terms=bf16_terms, **kw)
@@ -203,3 +204,15 @@ def test_memory_estimate_terms(tiny_model):
     big: dict = {}
     estimate_memory_mb(model, trainable, total, 4, 512, precision="fp32", terms=big, device_type="cpu", tokens_per_forward=1024)
     assert math.isclose(big["activations"], 2 * terms["activations"])
+    # on a CPU the load can be the peak: the weight files' pages resident next to the loaded weights
+    files = weights_file_bytes(tiny_model)
+    assert files == sum(f.stat().st_size for f in tiny_model.glob("*.safetensors")) > 0 and weights_file_bytes("org/hub-id") == 0
+    load: dict = {}
+    big_files = 100 * 2**30  # as if the files were 100 GiB: the load decides the estimate
+    est = estimate_memory_mb(model, trainable, total, 4, 512, precision="bf16", terms=load, weights_file_bytes=big_files, **kw)
+    assert load["peak_phase"] == "load" and math.isclose(est, load["load_peak"])
+    assert math.isclose(load["load_peak"], load["process"] + big_files / 2**20 + load["weights"])
+    gpu: dict = {}  # on a GPU the files stay in host memory: no load term on the device
+    est_gpu = estimate_memory_mb(model, trainable, total, 4, 512, precision="bf16", terms=gpu, weights_file_bytes=big_files,
+                                 device_type="cuda", tokens_per_forward=512)
+    assert gpu["peak_phase"] == "train" and math.isclose(est_gpu, sum(gpu[k] for k in TRAIN_TERMS))

@@ -28,14 +28,15 @@ log = logging.getLogger(__name__)
 
 
 def plan_memory(model, method: str, trainable: int, total: int, batch_size: int, max_length: int, per_forward: int,
-                precision: str, checkpointing: bool, max_memory_mb: int, n_train: int) -> dict:
+                precision: str, checkpointing: bool, max_memory_mb: int, n_train: int, file_bytes: int = 0) -> dict:
     """The memory estimate (preflight.estimate_memory_mb) for these settings; with `max_memory_mb` set
     and exceeded, gradient checkpointing is switched on (and the estimate redone)."""
     from loraflow.train.preflight import estimate_memory_mb
 
     def estimate(gc: bool) -> float:
         return estimate_memory_mb(model, trainable, total, batch_size, max_length, method=method, gradient_checkpointing=gc,
-                                  precision=precision, tokens_per_forward=per_forward, train_rows=n_train)
+                                  precision=precision, tokens_per_forward=per_forward, train_rows=n_train,
+                                  weights_file_bytes=file_bytes)
 
     est = estimate(checkpointing)
     if max_memory_mb and est > max_memory_mb and not checkpointing:
@@ -108,6 +109,7 @@ class CausalLM:
 
     def build(self, device: torch.device, precision: str):
         from loraflow.train.loop import parameter_counts
+        from loraflow.train.preflight import weights_file_bytes
 
         self.device, self.precision = device, precision
         n_train = len(self.examples("train"))
@@ -117,7 +119,7 @@ class CausalLM:
         self.per_forward = forward_tokens(self.tokens_per_forward, self.packing, self.batch_size, self.max_length, device)
         asked = self.gradient_checkpointing or self.method in QUANTIZED
         self.memory = plan_memory(model, self.method, trainable, total, self.batch_size, self.max_length, self.per_forward, precision,
-                                  asked, self.max_memory_mb, n_train)
+                                  asked, self.max_memory_mb, n_train, weights_file_bytes(self.model_dir))
         if self.memory["gradient_checkpointing"] and not asked:
             enable_checkpointing(model)
         if self.compile:

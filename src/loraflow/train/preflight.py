@@ -61,13 +61,14 @@ PROCESS_MB = 520.0  # python + torch + transformers + peft + tokenizer + token c
 # Saved activations per token per decoder layer, in bytes: a * hidden + b * intermediate (+ c * kv width),
 # per compute precision (bf16 autocast keeps most saved tensors in bf16).
 ACTIVATION_BYTES = {"fp32": (40.0, 16.0, 8.0), "bf16": (24.0, 10.0, 4.0)}
+TRAIN_TERMS = ("process", "weights", "optimizer", "activations", "loss", "tokens")  # summed: the training peak
 ALLOCATOR_SLACK = 1.10  # allocator fragmentation on the per-step (dynamic) part
 
 
 def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_len: int, bytes_per_param: int = 4,
                        method: str = "lora", gradient_checkpointing: bool = False, *, precision: str = "auto",
                        packing: bool = True, tokens_per_forward: int | None = None, train_rows: int = 0,
-                       device_type: str | None = None, terms: dict | None = None) -> float:
+                       device_type: str | None = None, weights_file_bytes: int = 0, terms: dict | None = None) -> float:
     """Peak training memory (MB) of the train stage: peak RSS on a CPU, max allocated on a GPU.
 
     Terms (pass a dict as `terms` to get them back, MB): `process` (interpreter and libraries, CPU
@@ -78,7 +79,14 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     checkpointing), `loss` (one chunk of full-vocabulary logits and the hidden-state gradient of the
     chunked loss, modeling.head_nll), `tokens` (the token cache), and allocator slack on the
     per-step part. Tokens per pass follow the train stage (modeling.forward_tokens): one packed row of
-    `seq_len` on a CPU with packing, else `batch_size` x `seq_len` (the worst case of a padded batch)."""
+    `seq_len` on a CPU with packing, else `batch_size` x `seq_len` (the worst case of a padded batch).
+
+    On a CPU the peak can also come while the base model loads: the safetensors pages read
+    (`weights_file_bytes`, the files on disk) are resident next to the weights they are converted into,
+    so the estimate is the larger of that `load` peak (process + files + weights) and the training sum.
+    `terms` then also holds `load_peak` and `peak_phase` ("load" or "train"), besides the summed terms.
+    Measured on the 0.5B rehearsal (fp32 files loaded into bf16): 3,213 MB at load, 1,536 MB after it
+    (benchmarks/memory_breakdown.py)."""
     import torch
 
     from loraflow.model.modeling import _loss_chunk, forward_tokens, pick_device, training_precision
@@ -117,9 +125,18 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     process = PROCESS_MB * 2**20 if device.type == "cpu" else 0
     parts = {"process": process, "weights": weights, "optimizer": optimizer, "activations": activations * ALLOCATOR_SLACK,
              "loss": loss * ALLOCATOR_SLACK, "tokens": token_cache}
+    train_peak = sum(parts.values())  # the TRAIN_TERMS
+    load_peak = process + weights_file_bytes + weights if device.type == "cpu" else 0
     if terms is not None:
         terms.update({k: v / 2**20 for k, v in parts.items()})
-    return sum(parts.values()) / 2**20
+        terms.update(load_peak=load_peak / 2**20, peak_phase="load" if load_peak > train_peak else "train")
+    return max(train_peak, load_peak) / 2**20
+
+
+def weights_file_bytes(model_dir) -> int:
+    """Bytes of the safetensors weight files of a model directory (0 for a config or a hub id)."""
+    d = Path(str(model_dir))
+    return sum(f.stat().st_size for f in d.glob("*.safetensors")) if d.is_dir() else 0
 
 
 def merged_model_mb(model) -> dict[str, float]:
@@ -147,7 +164,8 @@ class GridCheck:
         self.model = meta_model(model_dir_or_config, trust_remote_code)
         self.batch_size, self.max_length, self.gradient_checkpointing = batch_size, max_length, gradient_checkpointing
         # the memory estimate's view of the train job (train.precision, train.packing, train.tokens_per_forward)
-        self.memory_settings = {"precision": precision, "packing": packing, "tokens_per_forward": tokens_per_forward or None}
+        self.memory_settings = {"precision": precision, "packing": packing, "tokens_per_forward": tokens_per_forward or None,
+                                "weights_file_bytes": weights_file_bytes(model_dir_or_config)}
         self.merged = merged_model_mb(self.model)
         self._targets: dict = {}
         self._shapes: dict = {}  # (method, targets) -> (model wrapped at a probe rank, trainable(r), total(r))
