@@ -112,7 +112,7 @@ def terms_of(model_dir: Path, tokens: Path, **train) -> dict:
 
     from loraflow.io import read_json
     from loraflow.model.modeling import forward_tokens, pick_device
-    from loraflow.train.preflight import estimate_memory_mb, lora_counts, meta_model, weights_file_bytes
+    from loraflow.train.preflight import estimate_memory_mb, lora_counts, meta_model, weights_file_info
 
     model = meta_model(str(model_dir))
     trainable, total = lora_counts(model, 8, 16, "qv")
@@ -122,7 +122,7 @@ def terms_of(model_dir: Path, tokens: Path, **train) -> dict:
     terms: dict = {}
     est = estimate_memory_mb(model, trainable, total, train["batch_size"], meta["max_length"], precision=train.get("precision", "auto"),
                              packing=train.get("packing", True), tokens_per_forward=per,
-                             train_rows=meta["splits"]["train"]["examples"], weights_file_bytes=weights_file_bytes(model_dir),
+                             train_rows=meta["splits"]["train"]["examples"], weights_file=weights_file_info(model_dir),
                              terms=terms)
     del torch
     return {"estimate": est, "terms": terms}

@@ -184,7 +184,7 @@ def test_trailing_partial_character_trimmed_at_the_token_cap(tiny_model):
 
 
 def test_memory_estimate_terms(tiny_model):
-    from loraflow.train.preflight import TRAIN_TERMS, estimate_memory_mb, lora_counts, meta_model, weights_file_bytes
+    from loraflow.train.preflight import TRAIN_TERMS, estimate_memory_mb, lora_counts, meta_model, weights_file_info
 
     model = meta_model(str(tiny_model))
     trainable, total = lora_counts(model, 4, 8, ["q_proj", "v_proj"])
@@ -204,15 +204,20 @@ def test_memory_estimate_terms(tiny_model):
     big: dict = {}
     estimate_memory_mb(model, trainable, total, 4, 512, precision="fp32", terms=big, device_type="cpu", tokens_per_forward=1024)
     assert math.isclose(big["activations"], 2 * terms["activations"])
-    # on a CPU the load can be the peak: the weight files' pages resident next to the loaded weights
-    files = weights_file_bytes(tiny_model)
-    assert files == sum(f.stat().st_size for f in tiny_model.glob("*.safetensors")) > 0 and weights_file_bytes("org/hub-id") == 0
+    # on a CPU the load can be the peak: pages of weight files that are converted (fp32 -> bf16) stay
+    # resident next to the converted weights; files loaded in their own dtype are not copied
+    info = weights_file_info(tiny_model)
+    assert info == (sum(f.stat().st_size for f in tiny_model.glob("*.safetensors")), 4) and weights_file_info("org/hub-id") == (0, 0)
+    big_fp32 = (100 * 2**30, 4)  # as if the fp32 files were 100 GiB: converted to bf16, the load decides the estimate
     load: dict = {}
-    big_files = 100 * 2**30  # as if the files were 100 GiB: the load decides the estimate
-    est = estimate_memory_mb(model, trainable, total, 4, 512, precision="bf16", terms=load, weights_file_bytes=big_files, **kw)
+    est = estimate_memory_mb(model, trainable, total, 4, 512, precision="bf16", terms=load, weights_file=big_fp32, **kw)
     assert load["peak_phase"] == "load" and math.isclose(est, load["load_peak"])
-    assert math.isclose(load["load_peak"], load["process"] + big_files / 2**20 + load["weights"])
+    assert math.isclose(load["load_peak"], load["process"] + big_fp32[0] / 2**20 + load["weights"])
+    for precision, file in (("fp32", big_fp32), ("bf16", (100 * 2**30, 2))):  # loaded in the dtype stored: no copy
+        same: dict = {}
+        estimate_memory_mb(model, trainable, total, 4, 512, precision=precision, terms=same, weights_file=file, **kw)
+        assert same["peak_phase"] == "train" and same["load_peak"] < 2 * same["weights"] + same["process"]
     gpu: dict = {}  # on a GPU the files stay in host memory: no load term on the device
-    est_gpu = estimate_memory_mb(model, trainable, total, 4, 512, precision="bf16", terms=gpu, weights_file_bytes=big_files,
+    est_gpu = estimate_memory_mb(model, trainable, total, 4, 512, precision="bf16", terms=gpu, weights_file=big_fp32,
                                  device_type="cuda", tokens_per_forward=512)
     assert gpu["peak_phase"] == "train" and math.isclose(est_gpu, sum(gpu[k] for k in TRAIN_TERMS))

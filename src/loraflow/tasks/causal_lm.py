@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def plan_memory(model, method: str, trainable: int, total: int, batch_size: int, max_length: int, per_forward: int,
-                precision: str, checkpointing: bool, max_memory_mb: int, n_train: int, file_bytes: int = 0) -> dict:
+                precision: str, checkpointing: bool, max_memory_mb: int, n_train: int, weights_file: tuple[int, int] = (0, 0)) -> dict:
     """The memory estimate (preflight.estimate_memory_mb) for these settings; with `max_memory_mb` set
     and exceeded, gradient checkpointing is switched on (and the estimate redone)."""
     from loraflow.train.preflight import estimate_memory_mb
@@ -36,7 +36,7 @@ def plan_memory(model, method: str, trainable: int, total: int, batch_size: int,
     def estimate(gc: bool) -> float:
         return estimate_memory_mb(model, trainable, total, batch_size, max_length, method=method, gradient_checkpointing=gc,
                                   precision=precision, tokens_per_forward=per_forward, train_rows=n_train,
-                                  weights_file_bytes=file_bytes)
+                                  weights_file=weights_file)
 
     est = estimate(checkpointing)
     if max_memory_mb and est > max_memory_mb and not checkpointing:
@@ -109,7 +109,7 @@ class CausalLM:
 
     def build(self, device: torch.device, precision: str):
         from loraflow.train.loop import parameter_counts
-        from loraflow.train.preflight import weights_file_bytes
+        from loraflow.train.preflight import weights_file_info
 
         self.device, self.precision = device, precision
         n_train = len(self.examples("train"))
@@ -118,8 +118,12 @@ class CausalLM:
         trainable, total = parameter_counts(model)
         self.per_forward = forward_tokens(self.tokens_per_forward, self.packing, self.batch_size, self.max_length, device)
         asked = self.gradient_checkpointing or self.method in QUANTIZED
-        self.memory = plan_memory(model, self.method, trainable, total, self.batch_size, self.max_length, self.per_forward, precision,
-                                  asked, self.max_memory_mb, n_train, weights_file_bytes(self.model_dir))
+        # the most tokens one forward pass can hold with these rows: a micro-batch of the longest rows, at most per_forward
+        # (the pre-flight, which has no rows yet, assumes rows of max_length)
+        longest = max((self.length(e) for e in self.examples("train")), default=self.max_length)
+        most = min(self.per_forward or self.batch_size * self.max_length, self.batch_size * longest)
+        self.memory = plan_memory(model, self.method, trainable, total, self.batch_size, self.max_length, most, precision,
+                                  asked, self.max_memory_mb, n_train, weights_file_info(self.model_dir))
         if self.memory["gradient_checkpointing"] and not asked:
             enable_checkpointing(model)
         if self.compile:

@@ -68,7 +68,7 @@ ALLOCATOR_SLACK = 1.10  # allocator fragmentation on the per-step (dynamic) part
 def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_len: int, bytes_per_param: int = 4,
                        method: str = "lora", gradient_checkpointing: bool = False, *, precision: str = "auto",
                        packing: bool = True, tokens_per_forward: int | None = None, train_rows: int = 0,
-                       device_type: str | None = None, weights_file_bytes: int = 0, terms: dict | None = None) -> float:
+                       device_type: str | None = None, weights_file: tuple[int, int] = (0, 0), terms: dict | None = None) -> float:
     """Peak training memory (MB) of the train stage: peak RSS on a CPU, max allocated on a GPU.
 
     Terms (pass a dict as `terms` to get them back, MB): `process` (interpreter and libraries, CPU
@@ -81,12 +81,13 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     per-step part. Tokens per pass follow the train stage (modeling.forward_tokens): one packed row of
     `seq_len` on a CPU with packing, else `batch_size` x `seq_len` (the worst case of a padded batch).
 
-    On a CPU the peak can also come while the base model loads: the safetensors pages read
-    (`weights_file_bytes`, the files on disk) are resident next to the weights they are converted into,
-    so the estimate is the larger of that `load` peak (process + files + weights) and the training sum.
-    `terms` then also holds `load_peak` and `peak_phase` ("load" or "train"), besides the summed terms.
-    Measured on the 0.5B rehearsal (fp32 files loaded into bf16): 3,213 MB at load, 1,536 MB after it
-    (benchmarks/memory_breakdown.py)."""
+    On a CPU the peak can also come while the base model loads. `weights_file` is (bytes, bytes per
+    weight) of the safetensors files (weights_file_info). Loaded in the dtype they are stored in, the
+    weights stay the file's pages (no copy); converted (fp32 files into a bf16 base), the pages read are
+    resident next to the converted weights. So the estimate is the larger of that `load` peak (process
+    + converted files + weights) and the training sum; `terms` then also holds `load_peak` and
+    `peak_phase` ("load" or "train"). Measured on the 0.5B shape: fp32 files into bf16 peak at 3,208 MB
+    while loading, 1,325 MB after; bf16 files into bf16 392 MB (pages not yet touched)."""
     import torch
 
     from loraflow.model.modeling import _loss_chunk, forward_tokens, pick_device, training_precision
@@ -126,17 +127,37 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     parts = {"process": process, "weights": weights, "optimizer": optimizer, "activations": activations * ALLOCATOR_SLACK,
              "loss": loss * ALLOCATOR_SLACK, "tokens": token_cache}
     train_peak = sum(parts.values())  # the TRAIN_TERMS
-    load_peak = process + weights_file_bytes + weights if device.type == "cpu" else 0
+    load_bytes = bytes_per_param if method in WEIGHT_BYTES or method == "full" or precision != "bf16" else 2  # the frozen base's dtype
+    file_bytes, file_weight_bytes = weights_file
+    converted = file_bytes if file_weight_bytes != load_bytes else 0
+    load_peak = process + converted + weights if device.type == "cpu" else 0
     if terms is not None:
         terms.update({k: v / 2**20 for k, v in parts.items()})
         terms.update(load_peak=load_peak / 2**20, peak_phase="load" if load_peak > train_peak else "train")
     return max(train_peak, load_peak) / 2**20
 
 
-def weights_file_bytes(model_dir) -> int:
-    """Bytes of the safetensors weight files of a model directory (0 for a config or a hub id)."""
+SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def weights_file_info(model_dir) -> tuple[int, int]:
+    """(bytes, bytes per weight of most of them) of a model directory's safetensors files, read from their
+    headers; (0, 0) for a config or a hub id."""
+    import json
+    import struct
+
     d = Path(str(model_dir))
-    return sum(f.stat().st_size for f in d.glob("*.safetensors")) if d.is_dir() else 0
+    total, by_size = 0, {}
+    for f in sorted(d.glob("*.safetensors")) if d.is_dir() else []:
+        total += f.stat().st_size
+        with open(f, "rb") as fh:
+            header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
+        for name, t in header.items():
+            if name != "__metadata__":
+                start, end = t["data_offsets"]
+                size = SAFETENSORS_BYTES.get(t["dtype"], 0)
+                by_size[size] = by_size.get(size, 0) + end - start
+    return total, max(by_size, key=by_size.get) if by_size else 0
 
 
 def merged_model_mb(model) -> dict[str, float]:
@@ -165,7 +186,7 @@ class GridCheck:
         self.batch_size, self.max_length, self.gradient_checkpointing = batch_size, max_length, gradient_checkpointing
         # the memory estimate's view of the train job (train.precision, train.packing, train.tokens_per_forward)
         self.memory_settings = {"precision": precision, "packing": packing, "tokens_per_forward": tokens_per_forward or None,
-                                "weights_file_bytes": weights_file_bytes(model_dir_or_config)}
+                                "weights_file": weights_file_info(model_dir_or_config)}
         self.merged = merged_model_mb(self.model)
         self._targets: dict = {}
         self._shapes: dict = {}  # (method, targets) -> (model wrapped at a probe rank, trainable(r), total(r))
