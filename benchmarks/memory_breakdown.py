@@ -53,11 +53,9 @@ class Sampler:
 
     def report(self) -> None:
         print(f"{'phase':42s}{'peak MB':>10s}{'after MB':>10s}{'peak - before':>15s}")
-        before = self.rows[0][2]
         for i, (name, peak, after) in enumerate(self.rows):
             prev = self.rows[i - 1][2] if i else 0.0
             print(f"{name:42s}{peak:>10,.0f}{after:>10,.0f}{peak - prev:>+15,.0f}")
-            before = after
         self._stop = True
 
 

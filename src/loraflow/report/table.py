@@ -647,7 +647,6 @@ def write_tables(df: pd.DataFrame, out_csv: str, out_md: str, best_metric: str, 
     if out_effects_csv:
         with atomic_path(out_effects_csv) as tmp:
             effects.to_csv(tmp, index=False)
-    metric = metric_column(best_metric)
     cost = df[df["run"] != "base"][[c for c in COST if c in df]]
     notes = ""
     if "eff_rank" in df:

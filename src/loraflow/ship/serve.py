@@ -92,7 +92,7 @@ def write_serve(
                     else f"greedy agreement {t['greedy_agreement']:.0%}")
             lines.append(f"| `{e}/{f['file']}` | {f['mb']} MB | {what} |")
         gguf = check["modelfile_uses"]
-        lines += ["", "```bash", f"# llama.cpp server (OpenAI-compatible); chat template and stop tokens come from the GGUF",
+        lines += ["", "```bash", "# llama.cpp server (OpenAI-compatible); chat template and stop tokens come from the GGUF",
                   f"llama-server -m {e}/{gguf} --jinja --temp 0 --repeat-penalty 1 -n {max_new_tokens} --port 8080",
                   "", "# Ollama: the Modelfile has the template, stop tokens, system prompt and greedy decoding",
                   f"(cd {e} && ollama create loraflow-{run} -f Modelfile)", f"ollama run loraflow-{run} \"...\"", "```", ""]
