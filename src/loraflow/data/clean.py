@@ -158,7 +158,6 @@ def check_conserved(stats: dict, rows_out: int) -> None:
         raise AssertionError(f"row conservation broken: {stats}")
 
 
-
 def _change_record(line: int, field: str, change) -> dict:
     record = {"line": line, "field": field, "fixer": change.fixer, "before": change.before, "after": change.after}
     if change.detail:

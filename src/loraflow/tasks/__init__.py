@@ -43,10 +43,3 @@ def stage_function(task: str, stage: str) -> tuple[str, str]:
     module, function = STAGES[task][stage].split(":")
     return module, function
 
-
-def run_stage(task: str, stage: str, **kwargs):
-    """Call `stage` of `task` with keyword arguments (what a rule's script does, without Snakemake)."""
-    import importlib
-
-    module, function = stage_function(task, stage)
-    return getattr(importlib.import_module(module), function)(**kwargs)

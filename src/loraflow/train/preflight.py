@@ -90,10 +90,11 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     while loading, 1,325 MB after; bf16 files into bf16 392 MB (pages not yet touched)."""
     import torch
 
-    from loraflow.model.modeling import _loss_chunk, forward_tokens, pick_device, training_precision
+    from loraflow.model.modeling import _loss_chunk, forward_tokens, pick_device, train_weight_dtype, training_precision
 
     device = torch.device(device_type) if device_type else pick_device()
     precision = training_precision(precision, device)
+    base_bytes = train_weight_dtype(precision, method).itemsize  # the frozen base as the train stage loads it
     cfg = model.config
     hidden = getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0)
     layers = getattr(cfg, "num_hidden_layers", 0) or getattr(cfg, "n_layer", 0)
@@ -110,8 +111,8 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     checkpointed = gradient_checkpointing or method in WEIGHT_BYTES
     if method in WEIGHT_BYTES:  # the decoder's linear layers are stored quantised
         weights -= linear * (bytes_per_param - WEIGHT_BYTES[method])
-    elif precision == "bf16" and method != "full" and bytes_per_param > 2:  # frozen base loaded in bf16, adapter fp32
-        weights -= (total - trainable) * (bytes_per_param - 2)
+    elif base_bytes < bytes_per_param:  # frozen base loaded in bf16, adapter fp32
+        weights -= (total - trainable) * (bytes_per_param - base_bytes)
     state_bytes = 2 if method in WEIGHT_BYTES else 8  # AdamW moments: two 1-byte (paged AdamW 8-bit) or two fp32
     optimizer = trainable * (4 + state_bytes + 4)  # gradient + moments + the best-adapter copy
     a, b, c = ACTIVATION_BYTES["bf16" if precision == "bf16" else "fp32"]
@@ -127,9 +128,8 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     parts = {"process": process, "weights": weights, "optimizer": optimizer, "activations": activations * ALLOCATOR_SLACK,
              "loss": loss * ALLOCATOR_SLACK, "tokens": token_cache}
     train_peak = sum(parts.values())  # the TRAIN_TERMS
-    load_bytes = bytes_per_param if method in WEIGHT_BYTES or method == "full" or precision != "bf16" else 2  # the frozen base's dtype
     file_bytes, file_weight_bytes = weights_file
-    converted = file_bytes if file_weight_bytes != load_bytes else 0
+    converted = file_bytes if method in WEIGHT_BYTES or file_weight_bytes != base_bytes else 0  # quantising converts too
     load_peak = process + converted + weights if device.type == "cpu" else 0
     if terms is not None:
         terms.update({k: v / 2**20 for k, v in parts.items()})
