@@ -26,7 +26,7 @@ AVX512-BF16, else fp32); the ratio that counts is against the LLaMA-Factory colu
 the other column is printed too. Shared machine: the load average is printed before every step.
 
     .venv/bin/python benchmarks/bench_vs_llamafactory.py [--rows 400] [--lf-precisions same|fp32,bf16]
-        [--work /tmp/lfbench] [--lf-venv ~/.cache/loraflow-peers/llamafactory] [--trainer-ref 64] [--full-eval] [--reuse-loraflow]
+        [--work /tmp/lfbench] [--lf-venv ~/.cache/loraflow-peers/llamafactory] [--trainer-ref 64] [--full-eval] [--reuse-loraflow] [--reuse-lf-train]
 """
 
 from __future__ import annotations
@@ -156,11 +156,14 @@ def lf_side(args, work: Path, harness: Path, lfl: dict, precisions: list[str]) -
     tok = jload(out / "lf_tokens.json")
     lf = {"tokens": tok}
     for prec in precisions:
-        say(f"LLaMA-Factory: train {prec}")
-        shutil.rmtree(out / f"lora_{prec}", ignore_errors=True)
-        run([str(cli), "train", str(harness / "lf_train.yaml"), f"model_name_or_path={model}", f"dataset_dir={out / 'data'}",
-             f"output_dir={out / f'lora_{prec}'}", f"bf16={'true' if prec == 'bf16' else 'false'}"],
-            out / f"train_{prec}.log", env, out, out / f"train_{prec}.time")
+        if args.reuse_lf_train and (out / f"lora_{prec}" / "train_results.json").is_file() and (out / f"train_{prec}.time").is_file():
+            say(f"LLaMA-Factory: reusing the finished {prec} training in --work (--reuse-lf-train)")
+        else:
+            say(f"LLaMA-Factory: train {prec}")
+            shutil.rmtree(out / f"lora_{prec}", ignore_errors=True)
+            run([str(cli), "train", str(harness / "lf_train.yaml"), f"model_name_or_path={model}", f"dataset_dir={out / 'data'}",
+                 f"output_dir={out / f'lora_{prec}'}", f"bf16={'true' if prec == 'bf16' else 'false'}"],
+                out / f"train_{prec}.log", env, out, out / f"train_{prec}.time")
         tr = jload(out / f"lora_{prec}" / "train_results.json")
         state = jload(out / f"lora_{prec}" / "trainer_state.json")
         wall, rss = gnu_time(out / f"train_{prec}.time")
@@ -170,12 +173,16 @@ def lf_side(args, work: Path, harness: Path, lfl: dict, precisions: list[str]) -
                     "losses": [h["loss"] for h in state["log_history"] if "loss" in h]}
     say("LLaMA-Factory: predict with loraflow's adapter (the same weights as loraflow's evaluation)")
     shutil.rmtree(out / "predict", ignore_errors=True)
+    # cutoff_len: LLaMA-Factory tokenises a predict row with its reference answer and shares cutoff_len between the
+    # two, cutting the *prompt* when both do not fit (6 of 39 medical test rows at 512: it then answers another
+    # question). The reference is never decoded, so a cutoff no row reaches keeps every prompt whole, as in loraflow.
     run([str(cli), "train", str(harness / "lf_predict.yaml"), f"model_name_or_path={model}", f"dataset_dir={out / 'data'}",
-         f"adapter_name_or_path={results / 'runs' / RUN / 'adapter'}", f"output_dir={out / 'predict'}"],
+         f"adapter_name_or_path={results / 'runs' / RUN / 'adapter'}", f"output_dir={out / 'predict'}", "cutoff_len=65536"],
         out / "predict.log", env, out, out / "predict.time")
     pred = jload(out / "predict" / "predict_results.json")
     with open(out / "predict" / "generated_predictions.jsonl", encoding="utf-8") as fh:
-        lf["predictions"] = [json.loads(line)["predict"] for line in fh if line.strip()]
+        rows = [json.loads(line) for line in fh if line.strip()]
+    lf["predictions"], lf["prompts"] = [r["predict"] for r in rows], [r["prompt"] for r in rows]
     lf["generation_s"] = pred["predict_runtime"]
     lf["predict_wall_s"], lf["predict_rss_mb"] = gnu_time(out / "predict.time")
     return lf
@@ -216,6 +223,8 @@ def main() -> None:
                     "default: test generation (the figure) and 8 val rows")
     ap.add_argument("--reuse-loraflow", action="store_true", help="take loraflow's figures from the finished train and evaluate "
                     "jobs of an earlier invocation with the same --work (e.g. to rerun only the LLaMA-Factory side)")
+    ap.add_argument("--reuse-lf-train", action="store_true", help="take LLaMA-Factory's training figures from its finished "
+                    "training in --work (its predict and everything after still run)")
     ap.add_argument("--compile", action="store_true", help="loraflow with train.compile: true")
     ap.add_argument("--threads", type=int, default=0, help="compute threads of both tools (0 = all cores, the harness's setting; "
                     "on a machine shared with other jobs 1 avoids OpenMP threads waiting on each other)")
@@ -255,15 +264,16 @@ def main() -> None:
     ours = {"precision": ts["precision"], "steps": ts["steps"], "tokens": ts["tokens_seen"], "sup": ts["supervised_tokens_seen"],
             "loop": ts["train_time_s"], "tok_s": ts["tokens_seen"] / ts["train_time_s"],
             "sup_tok_s": ts["supervised_tokens_seen"] / ts["train_time_s"], "rss": ts["peak_memory_mb"]}
-    answers = {}
+    answers, prompts = {}, {}
     with open(lfl["results"] / "runs" / RUN / "generations.jsonl", encoding="utf-8") as fh:
         for line in fh:
             r = json.loads(line)
-            answers[r["id"]] = r["answer"]
+            answers[r["id"]], prompts[r["id"]] = r["answer"], r["prompt"]
     with open(lfl["results"] / "data" / "test.jsonl", encoding="utf-8") as fh:
         ids = [json.loads(line)["id"] for line in fh if line.strip()]
     # LLaMA-Factory keeps a trailing incomplete character at the token cap ("\ufffd"); loraflow trims it
     same = sum(answers.get(i, None) == p.strip().rstrip("\ufffd").strip() for i, p in zip(ids, lf["predictions"]))
+    same_prompt = sum(prompts.get(i, None) == p for i, p in zip(ids, lf["prompts"]))  # the same question asked
     meta = jload(lfl["results"] / "tokens" / "meta.json")["splits"]
 
     print()
@@ -295,7 +305,8 @@ def main() -> None:
     line("test loss after training", "test_loss", loss_ours, "{:.4f}", ratio=False)
     print(f"{'generation s (' + str(len(ids)) + ' test rows)':34s}{lf['generation_s']:>12.1f}{'':>{12 * (len(precisions) - 1)}s}"
           f"{ev['generation_s']:>12.1f}{lf['generation_s'] / ev['generation_s']:>15.2f}x faster")
-    print(f"{'greedy text identical':34s}{same}/{len(ids)} rows (LLaMA-Factory predict with loraflow's adapter)")
+    print(f"{'greedy text identical':34s}{same}/{len(ids)} rows (LLaMA-Factory predict with loraflow's adapter; "
+          f"prompts identical in {same_prompt}/{len(ids)})")
     est = ts.get("preflight_est_memory_mb") or ts.get("est_memory_mb")
     print(f"{'memory estimate MB':34s}{est:,.0f} vs measured {ours['rss']:,.0f} ({100 * (est / ours['rss'] - 1):+.1f} %)")
     print(f"loraflow train job (Snakemake benchmark): {lfl['train_job_s']:.1f} s, max_rss {lfl['train_job_max_rss']:,.0f} MB; "
@@ -308,7 +319,7 @@ def main() -> None:
               f"({lf_ref['precision']} vs {r2['precision']})")
     summary = {"precisions": precisions, "loraflow": {**ours, "test_loss": loss_ours, "generation_s": ev["generation_s"],
                "est_memory_mb": est}, "llamafactory": {p: {k: v for k, v in lf[p].items() if k != "adapter"} for p in precisions},
-               "lf_generation_s": lf["generation_s"], "identical_text": [same, len(ids)], "trainer_ref": ref,
+               "lf_generation_s": lf["generation_s"], "identical_text": [same, len(ids)], "identical_prompts": [same_prompt, len(ids)], "trainer_ref": ref,
                "rows": {k: meta[k]["examples"] for k in meta}}
     (work / "summary.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
     print(f"\nlogs and outputs: {work} (summary.json)")

@@ -91,3 +91,33 @@ def test_every_bad_point_is_named_and_nothing_is_written(tmp_path, tiny_model):
     assert "r4_a8_c_attn: grid.target_modules: c_attn not found in LlamaForCausalLM" in msg
     assert "r4_a8_input_layernorm: grid point cannot be built" in msg and "r4_a8_qv" not in msg
     assert not (tmp_path / "runs").exists() and not (tmp_path / "p.csv").exists()
+
+
+def test_the_estimate_bounds_a_pass_by_the_longest_train_rows(tmp_path, tiny_data):
+    """With the token cache's meta, a forward pass holds at most a micro-batch of the longest rows (as in
+    the train stage), and the token cache is counted; without it, rows of max_length."""
+    import json
+
+    from loraflow.model.modeling import forward_tokens, pass_bound, pick_device
+    from loraflow.train.preflight import estimate_memory_mb, preflight_grid
+
+    data, _ = tiny_data
+    meta = json.loads(data["meta"].read_text())["splits"]["train"]
+    model_dir = str(data["model"])
+    runs = {"r4_a8_qv": {"method": "lora", "r": 4, "lora_alpha": 8.0, "target_modules": "qv"}}
+    known = preflight_grid(model_dir, [str(tmp_path / "a" / "r4_a8_qv" / "preflight.json")], runs, batch_size=2, max_length=4096,
+                           tokens_meta=str(data["meta"])).iloc[0]
+    unknown = preflight_grid(model_dir, [str(tmp_path / "b" / "r4_a8_qv" / "preflight.json")], runs, batch_size=2,
+                             max_length=4096).iloc[0]
+    assert (known["train_rows"], known["longest_train_tokens"]) == (meta["examples"], meta["longest"]) and unknown["train_rows"] == 0
+    model = meta_model(model_dir)
+    trainable, total = lora_counts(model, 4, 8.0, ["q_proj", "v_proj"])
+    per_forward = forward_tokens(0, True, 2, 4096, pick_device())
+    assert pass_bound(per_forward, 2, 4096, meta["longest"]) == 2 * meta["longest"]  # two rows, never 4096 tokens
+
+    def estimate(tokens: int, rows: int) -> float:
+        return estimate_memory_mb(model, trainable, total, 2, 4096, tokens_per_forward=tokens, train_rows=rows)
+
+    assert known["est_peak_train_memory_mb"] == pytest.approx(estimate(2 * meta["longest"], meta["examples"]))
+    assert unknown["est_peak_train_memory_mb"] == pytest.approx(estimate(per_forward or 2 * 4096, 0))
+    assert known["est_peak_train_memory_mb"] < unknown["est_peak_train_memory_mb"]

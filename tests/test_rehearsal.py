@@ -46,6 +46,9 @@ def test_qwen05_shape_runs_the_whole_pipeline_in_bf16(qwen05_model, tmp_path):
     assert list(table["run"]) == ["base", "r8_a16_qv"]
     merges = pd.read_csv(res / "merges.csv").set_index("run")  # merge.runs best: merged after the table, listed here
     assert bool(merges.loc["r8_a16_qv", "passed"]) and merges.loc["r8_a16_qv", "precision"] == "bf16"
+    # the pre-flight knows the rows (token cache meta): its estimate is the train stage's, within 25 % of the measured peak
+    assert stats["preflight_est_memory_mb"] == pytest.approx(stats["est_memory_mb"], rel=1e-9)
+    assert abs(stats["preflight_est_memory_mb"] / stats["peak_memory_mb"] - 1) <= 0.25
     cpu = {p.parent.name + "/" + p.stem: pd.read_csv(p, sep="\t")["cpu_time"].iloc[0] for p in (res / "benchmarks").rglob("*.tsv")}
     print(f"\nrehearsal: {wall:.0f} s wall, {sum(cpu.values()):.0f} s CPU over {len(cpu)} jobs "
           f"(train {cpu.get('train/r8_a16_qv', float('nan')):.0f}, evaluate {cpu.get('evaluate/r8_a16_qv', float('nan')):.0f}, "

@@ -92,6 +92,21 @@ def test_only_the_best_run_is_merged_and_its_check_is_reported(finished_run):
     assert (pre["merged_mb_fp32"] == 2 * pre["merged_mb_bf16"]).all() and (pre["merged_mb_fp32"] > 0).all()
 
 
+def test_the_preflight_estimates_the_memory_the_train_stage_estimates(finished_run):
+    """The pre-flight, run after tokenising, bounds a forward pass by the longest train rows as the train
+    stage does: both estimate the same peak (before, it assumed rows of max_length)."""
+    workdir, _ = finished_run
+    res = workdir / "results"
+    tokens = json.loads((res / "tokens" / "meta.json").read_text())
+    meta = tokens["splits"]["train"]
+    assert 0 < meta["longest"] < tokens["max_length"] / 2  # the tiny rows are much shorter than max_length
+    for run in ("r2_a8_qv", "r4_a8_qv"):
+        pre = json.loads((res / "runs" / run / "preflight.json").read_text())
+        assert (pre["train_rows"], pre["longest_train_tokens"]) == (meta["examples"], meta["longest"])
+        stats = json.loads((res / "runs" / run / "train_stats.json").read_text())
+        assert stats["preflight_est_memory_mb"] == pytest.approx(stats["est_memory_mb"], rel=1e-9)
+
+
 def job_intervals(res: Path, rules: tuple[str, ...]) -> dict[str, tuple]:
     """{job log: (start, end)} from each job's log: runner.call_stage logs 'job started' first and 'done in' last."""
     from datetime import datetime

@@ -5,6 +5,10 @@
 # reruns (it assumes they rerun too) and, through an ancient() input, then never reruns them. So the
 # train jobs of finished points must not hang below a pre-flight job that reruns: the pre-flight job
 # writes only the missing or outdated checks, and a finished point's check is an ordinary file.
+#
+# A change of the data alone rechecks nothing: a point's counts do not depend on it. The memory estimate
+# does (train rows, longest row); each check records what it assumed (train_rows, longest_train_tokens),
+# and every train job estimates again from its own rows (train_stats.json).
 POINT_KEYS = ["method", "r", "lora_alpha", "target_modules"]  # what a point's counts depend on (not its seed)
 # What a check depends on besides its point; recorded in each runs/<run>/preflight.json as `checked_with`.
 # (gradient_checkpointing is not here: changing it reruns nothing, the next new check uses it.)
@@ -24,6 +28,8 @@ if PREFLIGHT_TODO:
         starts; every bad point is named."""
         input:
             model_dir=rules.base_model.output.out_dir,
+            # the memory estimate counts the train rows and bounds a forward pass by the longest (as the train stage does)
+            tokens_meta=rules.tokenize.output.meta_path,
         output:
             out_jsons=expand(f"{R}/runs/{{run}}/preflight.json", run=PREFLIGHT_TODO),
         params:

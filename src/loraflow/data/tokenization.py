@@ -90,7 +90,7 @@ def tokenize_splits(
     for name, path in split_paths.items():
         rows = read_jsonl(path)
         ids, masks, offsets = [], [], [0]
-        truncated = 0
+        truncated = longest = 0
         for row, i, m in _encode_rows(tokenizer, rows):
             if len(i) > max_length:
                 if overlong != "truncate":
@@ -98,13 +98,15 @@ def tokenize_splits(
                                      "the clean stage should have rejected it (rerun clean)")
                 i, m = i[:max_length], m[:max_length]
                 truncated += 1
+            longest = max(longest, len(i))
             ids.extend(i)
             masks.extend(m)
             offsets.append(len(ids))
         with atomic_path(out[name]) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, input_ids=np.asarray(ids, dtype=np.int32), labels_mask=np.asarray(masks, dtype=np.uint8), offsets=np.asarray(offsets, dtype=np.int64))
-        meta["splits"][name] = {"examples": len(rows), "tokens": len(ids), "supervised_tokens": int(sum(masks)), "truncated": truncated}
+        meta["splits"][name] = {"examples": len(rows), "tokens": len(ids), "supervised_tokens": int(sum(masks)), "truncated": truncated,
+                               "longest": longest}  # tokens of the longest example (bounds a forward pass: memory estimates)
         log.info("tokenised %s: %d examples (%d truncated at %d tokens), %d tokens (%d supervised)",
                  name, len(rows), truncated, max_length, len(ids), sum(masks))
     write_json(meta_path, meta)

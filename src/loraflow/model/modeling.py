@@ -225,6 +225,13 @@ def forward_tokens(tokens_per_forward: int, packing: bool, batch_size: int, max_
     return max_length if device.type == "cpu" and packing else 0
 
 
+def pass_bound(per_forward: int, batch_size: int, max_length: int, longest: int | None = None) -> int:
+    """The most tokens one forward pass can hold: `per_forward` (forward_tokens; 0 = the whole
+    micro-batch), and never more than a micro-batch of the longest rows there are (`longest`, the
+    token cache's longest example; None = rows of max_length)."""
+    return min(per_forward or batch_size * max_length, batch_size * (longest or max_length))
+
+
 # Bytes of fp32 logits computed at once by the chunked loss (positions x vocabulary).
 LOSS_CHUNK_BYTES = 64 * 2**20
 

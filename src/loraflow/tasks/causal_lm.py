@@ -21,7 +21,7 @@ from loraflow.data.tokenization import load_split
 from loraflow.io import read_json
 from loraflow.model.methods import QUANTIZED, load_base, save_trained, trainable_model
 from loraflow.model.modeling import (
-    forward_batches, forward_tokens, load_tokenizer, mean_loss, supervised_loss, train_weight_dtype,
+    forward_batches, forward_tokens, load_tokenizer, mean_loss, pass_bound, supervised_loss, train_weight_dtype,
 )
 
 log = logging.getLogger(__name__)
@@ -118,10 +118,9 @@ class CausalLM:
         trainable, total = parameter_counts(model)
         self.per_forward = forward_tokens(self.tokens_per_forward, self.packing, self.batch_size, self.max_length, device)
         asked = self.gradient_checkpointing or self.method in QUANTIZED
-        # the most tokens one forward pass can hold with these rows: a micro-batch of the longest rows, at most per_forward
-        # (the pre-flight, which has no rows yet, assumes rows of max_length)
+        # the most tokens one forward pass can hold with these rows (the pre-flight bounds it the same way, by the token cache's meta)
         longest = max((self.length(e) for e in self.examples("train")), default=self.max_length)
-        most = min(self.per_forward or self.batch_size * self.max_length, self.batch_size * longest)
+        most = pass_bound(self.per_forward, self.batch_size, self.max_length, longest)
         self.memory = plan_memory(model, self.method, trainable, total, self.batch_size, self.max_length, most, precision,
                                   asked, self.max_memory_mb, n_train, weights_file_info(self.model_dir))
         if self.memory["gradient_checkpointing"] and not asked:

@@ -181,11 +181,18 @@ class GridCheck:
     PROBES = (1, 2)
 
     def __init__(self, model_dir_or_config, batch_size: int, max_length: int, gradient_checkpointing: bool = False,
-                 trust_remote_code: bool = False, precision: str = "auto", packing: bool = True, tokens_per_forward: int = 0):
+                 trust_remote_code: bool = False, precision: str = "auto", packing: bool = True, tokens_per_forward: int = 0,
+                 train_rows: int = 0, longest: int | None = None):
+        from loraflow.model.modeling import forward_tokens, pass_bound, pick_device
+
         self.model = meta_model(model_dir_or_config, trust_remote_code)
         self.batch_size, self.max_length, self.gradient_checkpointing = batch_size, max_length, gradient_checkpointing
-        # the memory estimate's view of the train job (train.precision, train.packing, train.tokens_per_forward)
-        self.memory_settings = {"precision": precision, "packing": packing, "tokens_per_forward": tokens_per_forward or None,
+        self.rows = {"train_rows": train_rows, "longest_train_tokens": longest}  # what the memory estimate assumes of the data
+        # the memory estimate's view of the train job (train.precision, train.packing, train.tokens_per_forward), with
+        # a forward pass bounded as the train stage bounds it: by the longest train rows (token cache meta), if known
+        per_forward = forward_tokens(tokens_per_forward, packing, batch_size, max_length, pick_device())
+        self.memory_settings = {"precision": precision, "packing": packing, "train_rows": train_rows,
+                                "tokens_per_forward": pass_bound(per_forward, batch_size, max_length, longest),
                                 "weights_file": weights_file_info(model_dir_or_config)}
         self.merged = merged_model_mb(self.model)
         self._targets: dict = {}
@@ -234,7 +241,7 @@ class GridCheck:
         return {
             "run": run, "method": method, "r": r, "lora_alpha": lora_alpha, "target_modules": targets,
             "trainable_params": trainable, "total_params": total, "trainable_pct": 100 * trainable / total,
-            "adapter_mb": trainable * 4 / 2**20, "est_peak_train_memory_mb": estimate,
+            "adapter_mb": trainable * 4 / 2**20, "est_peak_train_memory_mb": estimate, **self.rows,
             # a full fine-tune is saved whole by training (adapter_mb); there is nothing to merge
             **({"merged_mb_fp32": None, "merged_mb_bf16": None} if full else self.merged),
         }
@@ -259,11 +266,15 @@ def preflight_grid(
     model_dir: str, out_jsons: list[str], runs: dict[str, dict], batch_size: int = 8, max_length: int = 512,
     gradient_checkpointing: bool = False, trust_remote_code: bool = False, merge_runs: str = "best",
     checked_with: dict | None = None, out_csv: str | None = None, precision: str = "auto", packing: bool = True,
-    tokens_per_forward: int = 0,
+    tokens_per_forward: int = 0, tokens_meta: str | None = None,
 ) -> pd.DataFrame:
     """Pre-flight stage entry point: grid points ({run: {method, r, lora_alpha, target_modules}}) in one
     process; writes runs/<run>/preflight.json per point (matched by run name; `checked_with` recorded
     in each, see workflow/rules/preflight.smk) and, if asked, a csv of them.
+
+    With `tokens_meta` (the token cache's meta.json) the memory estimate counts the train rows there are
+    and bounds a forward pass by the longest of them, as the train stage does; each point records them
+    (`train_rows`, `longest_train_tokens`). Without it, rows of max_length (the worst case).
 
     Every point is checked before anything is written; any bad point (a target module that does not
     exist, a layer LoRA cannot wrap) fails the stage with one message listing all of them."""
@@ -272,7 +283,9 @@ def preflight_grid(
     paths = {run_of(p): p for p in out_jsons}
     if set(paths) != set(runs):
         raise ValueError(f"pre-flight outputs {sorted(paths)} do not match the grid's runs {sorted(runs)}")
-    check = GridCheck(model_dir, batch_size, max_length, gradient_checkpointing, trust_remote_code, precision, packing, tokens_per_forward)
+    train = read_json(tokens_meta)["splits"]["train"] if tokens_meta else {}
+    check = GridCheck(model_dir, batch_size, max_length, gradient_checkpointing, trust_remote_code, precision, packing, tokens_per_forward,
+                      train.get("examples", 0), train.get("longest"))
     rows, bad = [], []
     for run, point in runs.items():
         try:
