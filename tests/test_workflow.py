@@ -99,7 +99,7 @@ def test_the_preflight_estimates_the_memory_the_train_stage_estimates(finished_r
     res = workdir / "results"
     tokens = json.loads((res / "tokens" / "meta.json").read_text())
     meta = tokens["splits"]["train"]
-    assert 0 < meta["longest"] < tokens["max_length"] / 2  # the tiny rows are much shorter than max_length
+    assert 0 < meta["longest"] <= tokens["max_length"]
     for run in ("r2_a8_qv", "r4_a8_qv"):
         pre = json.loads((res / "runs" / run / "preflight.json").read_text())
         assert (pre["train_rows"], pre["longest_train_tokens"]) == (meta["examples"], meta["longest"])
