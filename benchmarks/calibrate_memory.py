@@ -107,24 +107,22 @@ def measure(model_dir: Path, tokens: Path, steps: int, **train) -> dict:
 
 
 def terms_of(model_dir: Path, tokens: Path, **train) -> dict:
-    """The estimate's terms for these settings, computed here exactly as the train stage does."""
-    import torch
-
+    """The estimate's terms for these settings, computed here exactly as the train stage does (a forward pass
+    bounded by the longest train rows, modeling.pass_bound)."""
     from loraflow.io import read_json
-    from loraflow.model.modeling import forward_tokens, pick_device
+    from loraflow.model.modeling import forward_tokens, pass_bound, pick_device
     from loraflow.train.preflight import estimate_memory_mb, lora_counts, meta_model, weights_file_info
 
     model = meta_model(str(model_dir))
     trainable, total = lora_counts(model, 8, 16, "qv")
     meta = read_json(tokens / "meta.json")
-    per = forward_tokens(train.get("tokens_per_forward", 0), train.get("packing", True), train["batch_size"], meta["max_length"],
-                         pick_device())
+    batch, max_length = train["batch_size"], meta["max_length"]
+    per = forward_tokens(train.get("tokens_per_forward", 0), train.get("packing", True), batch, max_length, pick_device())
     terms: dict = {}
-    est = estimate_memory_mb(model, trainable, total, train["batch_size"], meta["max_length"], precision=train.get("precision", "auto"),
-                             packing=train.get("packing", True), tokens_per_forward=per,
+    est = estimate_memory_mb(model, trainable, total, batch, max_length, precision=train.get("precision", "auto"),
+                             tokens_per_forward=pass_bound(per, batch, max_length, meta["splits"]["train"].get("longest")),
                              train_rows=meta["splits"]["train"]["examples"], weights_file=weights_file_info(model_dir),
                              terms=terms)
-    del torch
     return {"estimate": est, "terms": terms}
 
 

@@ -191,7 +191,7 @@ class GridCheck:
         # the memory estimate's view of the train job (train.precision, train.packing, train.tokens_per_forward), with
         # a forward pass bounded as the train stage bounds it: by the longest train rows (token cache meta), if known
         per_forward = forward_tokens(tokens_per_forward, packing, batch_size, max_length, pick_device())
-        self.memory_settings = {"precision": precision, "packing": packing, "train_rows": train_rows,
+        self.memory_settings = {"precision": precision, "train_rows": train_rows,
                                 "tokens_per_forward": pass_bound(per_forward, batch_size, max_length, longest),
                                 "weights_file": weights_file_info(model_dir_or_config)}
         self.merged = merged_model_mb(self.model)
