@@ -21,6 +21,12 @@ Steps (everything under --work):
   4. Quality at equal steps: the test loss (loraflow's mean NLL over assistant tokens) of loraflow's
      adapter and of LLaMA-Factory's adapter of the same precision, on the same test rows.
 
+On a GPU both tools train and predict on it (LLaMA-Factory with use_cpu=false), memory is the GPU's peak
+(torch.cuda.max_memory_allocated in both: benchmarks/llamafactory_run.py records LLaMA-Factory's), and the
+tuned-Trainer reference (a CPU benchmark) is skipped. scripts/gpu_check.py's `peer` step runs it so, with
+LLaMA-Factory installed from carried wheels (--lf-python/--lf-pythonpath) and the default architecture
+with random weights (--base-model-dir).
+
 Compare like with like: loraflow runs at precision auto (bf16 autocast where the CPU has AMX /
 AVX512-BF16, else fp32); the ratio that counts is against the LLaMA-Factory column of that precision,
 the other column is printed too. Shared machine: the load average is printed before every step.
@@ -45,13 +51,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 RUN = "r8_a16_qv"
+GNU_TIME = "/usr/bin/time"
 
 
-def find_shared() -> Path:
+def find_shared(required: bool = True) -> Path | None:
     for base in (REPO.parent / "shared", Path("/work/shared")):
         if (base / "peers" / "llamafactory").is_dir():
             return base
-    raise SystemExit("no ../shared/peers/llamafactory next to this checkout (or /work/shared)")
+    if required:
+        raise SystemExit("no ../shared/peers/llamafactory next to this checkout (or /work/shared)")
+    return None
 
 
 def load() -> str:
@@ -63,8 +72,9 @@ def say(msg: str) -> None:
 
 
 def run(cmd: list[str], log: Path, env: dict | None = None, cwd: Path | None = None, time_file: Path | None = None) -> float:
-    if time_file is not None:
-        cmd = ["/usr/bin/time", "-v", "-o", str(time_file), *cmd]
+    """Run `cmd` with its output in `log`; under GNU time (its report in `time_file`) where there is one."""
+    if time_file is not None and os.path.exists(GNU_TIME):
+        cmd = [GNU_TIME, "-v", "-o", str(time_file), *cmd]
     start = time.perf_counter()
     with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
@@ -84,6 +94,15 @@ def gnu_time(path: Path) -> tuple[float, float]:
     for part in d["Elapsed (wall clock) time (h:mm:ss or m:ss)"].split(":"):
         secs = secs * 60 + float(part)
     return secs, int(d["Maximum resident set size (kbytes)"]) / 1024
+
+
+def peak(out: Path, name: str, cuda: bool) -> tuple[float, float]:
+    """(wall s, peak memory MB) of a LLaMA-Factory process: on CUDA the GPU's (torch.cuda.max_memory_allocated,
+    as loraflow's train_stats.json), else GNU time's maximum RSS where it ran under GNU time, else the process's own."""
+    if (out / f"{name}.time").is_file() and not cuda:
+        return gnu_time(out / f"{name}.time")
+    stats = jload(out / f"{name}.json")
+    return float((out / f"{name}.wall").read_text()), stats["peak_gpu_mb"] if cuda else stats["max_rss_mb"]
 
 
 def jload(path: Path):
@@ -107,7 +126,13 @@ def loraflow_side(args, work: Path, harness: Path) -> dict:
            "--cores", str(args.threads or len(os.sched_getaffinity(0))),  # a job's torch threads are capped by --cores
            "--resources", "gpu=1", "--configfile", str(REPO / "config.yaml"), str(harness / "loraflow_config.yaml")]
     config = ["--config", f"results_dir={results}", f"data={{path: {data}}}"]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    # settings of this machine, the same in every call (a config file: --config would turn nested numbers into strings)
+    machine = work / "machine.json"
+    machine.write_text(json.dumps({
+        **({"base_model": {"source": "local", "path": str(Path(args.base_model_dir).resolve())}} if args.base_model_dir else {}),
+        **({"evaluate": {"precision": args.eval_precision}} if args.eval_precision else {})}), encoding="utf-8")
+    smk.append(str(machine))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH", "")) if p)}
     reuse = args.reuse_loraflow and all((results / "runs" / RUN / f).is_file() for f in ("train_stats.json", "eval.json"))
     if not reuse:
         say("loraflow: clean + split")
@@ -122,9 +147,10 @@ def loraflow_side(args, work: Path, harness: Path) -> dict:
         overrides = work / "overrides.json"  # a config file: --config would turn nested numbers into strings
         # the test generation is the figure; retention, consistency and most validation generations are not
         # compared, so --full-eval only adds minutes (the same for the base and the run)
-        quick = {} if args.full_eval else {"evaluate": {"retention_items": 0, "consistency_questions": 0, "val_samples": 8}}
+        quick = {} if args.full_eval else {"retention_items": 0, "consistency_questions": 0, "val_samples": 8}
         train = {"warmup_steps": warmup, **({"compile": True} if args.compile else {})}
-        overrides.write_text(json.dumps({"torch_threads": args.threads, "train": train, **quick}), encoding="utf-8")
+        evaluate = {**quick, **({"precision": args.eval_precision} if args.eval_precision else {})}
+        overrides.write_text(json.dumps({"torch_threads": args.threads, "train": train, "evaluate": evaluate}), encoding="utf-8")
         run([*smk[:3], f"{results}/runs/{RUN}/eval.json", *smk[3:], str(overrides), "--forcerun", "train", *config],
             work / "loraflow_run.log", env)
     ts = jload(results / "runs" / RUN / "train_stats.json")
@@ -136,18 +162,29 @@ def loraflow_side(args, work: Path, harness: Path) -> dict:
             "train_job_max_rss": float(row["max_rss"])}
 
 
-def lf_side(args, work: Path, harness: Path, lfl: dict, precisions: list[str]) -> dict:
-    venv = Path(args.lf_venv).expanduser()
-    py, cli = venv / "bin" / "python", venv / "bin" / "llamafactory-cli"
-    if not cli.exists():
-        raise SystemExit(f"no LLaMA-Factory venv at {venv}: bash {harness}/setup.sh (LF_VENV={venv})")
-    out = work / "lf"
-    out.mkdir(exist_ok=True)
+def lf_side(args, work: Path, harness: Path, lfl: dict, precisions: list[str], cuda: bool) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "LLAMAFACTORY_VERBOSITY": "WARN"}
+    env.pop("PYTHONPATH", None)
+    if args.lf_python:  # e.g. a machine with no venv: LLaMA-Factory installed into a directory on --lf-pythonpath
+        py = Path(shutil.which(args.lf_python) or args.lf_python).absolute()  # the processes run in --work
+        if args.lf_pythonpath:
+            env["PYTHONPATH"] = args.lf_pythonpath
+    else:
+        venv = Path(args.lf_venv).expanduser()
+        py = venv / "bin" / "python"
+        if not (venv / "bin" / "llamafactory-cli").exists():
+            raise SystemExit(f"no LLaMA-Factory venv at {venv}: bash {harness}/setup.sh (LF_VENV={venv})")
+    # llamafactory-cli, in a process that records its own peak memory (on CUDA the GPU's, as loraflow reports it)
+    cli = [str(py), str(REPO / "benchmarks" / "llamafactory_run.py")]
+    device = ["use_cpu=false"] if cuda else []  # the harness's yaml files say use_cpu: true
+    # predict decodes in loraflow's evaluation precision where one is given (else LLaMA-Factory infers it from the
+    # model's dtype: bf16 on a GPU for a bf16 checkpoint)
+    infer_dtype = [f"infer_dtype={ {'fp32': 'float32', 'bf16': 'bfloat16'}[args.eval_precision]}"] if args.eval_precision else []
+    out = work / "lf"
+    out.mkdir(exist_ok=True)
     if args.threads:  # torch reads these at start-up: the same number of compute threads as loraflow's torch_threads
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    env.pop("PYTHONPATH", None)
     results, model = lfl["results"], lfl["results"] / "base_model"
     run([str(py), str(harness / "to_alpaca.py"), str(results / "data"), str(out / "data")], out / "to_alpaca.log", env, out)
     run([str(py), str(harness / "lf_tokens.py"), "--config", str(harness / "lf_train.yaml"), str(model),
@@ -156,17 +193,19 @@ def lf_side(args, work: Path, harness: Path, lfl: dict, precisions: list[str]) -
     tok = jload(out / "lf_tokens.json")
     lf = {"tokens": tok}
     for prec in precisions:
-        if args.reuse_lf_train and (out / f"lora_{prec}" / "train_results.json").is_file() and (out / f"train_{prec}.time").is_file():
+        finished = (out / f"lora_{prec}" / "train_results.json").is_file() and any((out / f"train_{prec}{x}").is_file() for x in (".time", ".wall"))
+        if args.reuse_lf_train and finished:
             say(f"LLaMA-Factory: reusing the finished {prec} training in --work (--reuse-lf-train)")
         else:
             say(f"LLaMA-Factory: train {prec}")
             shutil.rmtree(out / f"lora_{prec}", ignore_errors=True)
-            run([str(cli), "train", str(harness / "lf_train.yaml"), f"model_name_or_path={model}", f"dataset_dir={out / 'data'}",
-                 f"output_dir={out / f'lora_{prec}'}", f"bf16={'true' if prec == 'bf16' else 'false'}"],
-                out / f"train_{prec}.log", env, out, out / f"train_{prec}.time")
+            wall = run([*cli, str(out / f"train_{prec}.json"), "train", str(harness / "lf_train.yaml"), f"model_name_or_path={model}",
+                        f"dataset_dir={out / 'data'}", f"output_dir={out / f'lora_{prec}'}", f"bf16={'true' if prec == 'bf16' else 'false'}", *device],
+                       out / f"train_{prec}.log", env, out, out / f"train_{prec}.time")
+            (out / f"train_{prec}.wall").write_text(f"{wall}\n")
         tr = jload(out / f"lora_{prec}" / "train_results.json")
         state = jload(out / f"lora_{prec}" / "trainer_state.json")
-        wall, rss = gnu_time(out / f"train_{prec}.time")
+        wall, rss = peak(out, f"train_{prec}", cuda)
         lf[prec] = {"steps": state["global_step"], "train_loop_s": tr["train_runtime"], "tok_s": tok["tokens"] / tr["train_runtime"],
                     "sup_tok_s": tok["supervised_tokens"] / tr["train_runtime"], "peak_rss_mb": rss, "wall_s": wall,
                     "train_loss": tr["train_loss"], "adapter": out / f"lora_{prec}",
@@ -176,20 +215,24 @@ def lf_side(args, work: Path, harness: Path, lfl: dict, precisions: list[str]) -
     # cutoff_len: LLaMA-Factory tokenises a predict row with its reference answer and shares cutoff_len between the
     # two, cutting the *prompt* when both do not fit (6 of 39 medical test rows at 512: it then answers another
     # question). The reference is never decoded, so a cutoff no row reaches keeps every prompt whole, as in loraflow.
-    run([str(cli), "train", str(harness / "lf_predict.yaml"), f"model_name_or_path={model}", f"dataset_dir={out / 'data'}",
-         f"adapter_name_or_path={results / 'runs' / RUN / 'adapter'}", f"output_dir={out / 'predict'}", "cutoff_len=65536"],
-        out / "predict.log", env, out, out / "predict.time")
+    wall = run([*cli, str(out / "predict.json"), "train", str(harness / "lf_predict.yaml"), f"model_name_or_path={model}",
+                f"dataset_dir={out / 'data'}", f"adapter_name_or_path={results / 'runs' / RUN / 'adapter'}", f"output_dir={out / 'predict'}",
+                "cutoff_len=65536", *device, *infer_dtype], out / "predict.log", env, out, out / "predict.time")
+    (out / "predict.wall").write_text(f"{wall}\n")
     pred = jload(out / "predict" / "predict_results.json")
     with open(out / "predict" / "generated_predictions.jsonl", encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh if line.strip()]
     lf["predictions"], lf["prompts"] = [r["predict"] for r in rows], [r["prompt"] for r in rows]
     lf["generation_s"] = pred["predict_runtime"]
-    lf["predict_wall_s"], lf["predict_rss_mb"] = gnu_time(out / "predict.time")
+    lf["predict_wall_s"], lf["predict_rss_mb"] = peak(out, "predict", cuda)
     return lf
 
 
-def trainer_reference(args, work: Path, results: Path) -> dict | None:
+def trainer_reference(args, work: Path, results: Path, cuda: bool) -> dict | None:
     if not args.trainer_ref:
+        return None
+    if cuda:
+        say("bench_training.py is a CPU benchmark: no tuned-Trainer reference on a GPU")
         return None
     say(f"benchmarks/bench_training.py: loraflow vs the tuned Trainer (ref2) on {args.trainer_ref} train rows")
     log = work / "bench_training.log"
@@ -200,22 +243,23 @@ def trainer_reference(args, work: Path, results: Path) -> dict | None:
 
 
 def test_loss(results: Path, adapter: Path) -> float:
+    """Mean NLL over the assistant tokens of the test split: base + `adapter`, fp32 weights, on this machine's device."""
     import torch
     from peft import PeftModel
 
-    from loraflow.model.modeling import load_causal_lm, load_tokenizer, mean_loss
+    from loraflow.model.modeling import load_causal_lm, load_tokenizer, mean_loss, pick_device
     from loraflow.data.tokenization import load_split
 
-    model_dir = str(results / "base_model")
-    model = PeftModel.from_pretrained(load_causal_lm(model_dir, torch.device("cpu")), str(adapter)).eval()
+    model_dir, device = str(results / "base_model"), pick_device()
+    model = PeftModel.from_pretrained(load_causal_lm(model_dir, device, torch.float32), str(adapter)).eval()
     test = load_split(str(results / "tokens" / "test.npz"), str(results / "tokens" / "meta.json"), model_dir)
-    return mean_loss(model, test, 8, load_tokenizer(model_dir).pad_token_id, torch.device("cpu"))
+    return mean_loss(model, test, 8, load_tokenizer(model_dir).pad_token_id, device)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    shared = find_shared()
-    ap.add_argument("--data", default=str(shared / "data" / "zh_medical_dialogue_im.jsonl"))
+    shared = find_shared(required=False)
+    ap.add_argument("--data", default=str(shared / "data" / "zh_medical_dialogue_im.jsonl") if shared else None)
     ap.add_argument("--rows", type=int, default=400, help="first N rows of --data")
     ap.add_argument("--work", default="/tmp/lfbench", help="working directory")
     ap.add_argument("--fresh", action="store_true", help="wipe --work first (else finished data stages are reused; training always reruns)")
@@ -229,11 +273,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="compute threads of both tools (0 = all cores, the harness's setting; "
                     "on a machine shared with other jobs 1 avoids OpenMP threads waiting on each other)")
     ap.add_argument("--lf-venv", default=os.environ.get("LF_VENV", "~/.cache/loraflow-peers/llamafactory"))
+    ap.add_argument("--lf-python", help="run LLaMA-Factory with this python instead of --lf-venv's (with --lf-pythonpath: where it "
+                    "is installed, e.g. wheels installed with pip --target on a machine with no venv)")
+    ap.add_argument("--lf-pythonpath", default="", help="PYTHONPATH of --lf-python's processes")
+    ap.add_argument("--harness", default=None, help="the side-by-side harness (default: ../shared/peers/llamafactory)")
+    ap.add_argument("--base-model-dir", help="a local model directory for both tools in place of config.yaml's base model "
+                    "(e.g. the default architecture with random weights where its weights are not at hand)")
+    ap.add_argument("--eval-precision", choices=["fp32", "bf16"], help="loraflow's evaluate.precision, and LLaMA-Factory's "
+                    "predict in the same dtype (infer_dtype); default: config.yaml's, and LLaMA-Factory's own choice from the "
+                    "model's dtype. fp32 keeps the greedy texts comparable where training runs in bf16")
     ap.add_argument("--lf-precisions", default="same", help="'same' (loraflow's auto precision only) or e.g. fp32,bf16")
     ap.add_argument("--trainer-ref", type=int, default=64, help="rows for the bench_training.py reference (0 = skip)")
     args = ap.parse_args()
 
-    harness = shared / "peers" / "llamafactory"
+    harness = Path(args.harness).resolve() if args.harness else find_shared() / "peers" / "llamafactory"
+    if not args.data:
+        raise SystemExit("--data: no ../shared/data next to this checkout; name the data file")
     work = Path(args.work)
     if args.fresh:
         shutil.rmtree(work, ignore_errors=True)
@@ -244,22 +299,24 @@ def main() -> None:
 
     from loraflow.model.modeling import cpu_has_fast_bf16, pick_device, training_precision
 
-    auto = training_precision("auto", pick_device())
+    device = pick_device()
+    auto = training_precision("auto", device)
     precisions = [auto] if args.lf_precisions == "same" else args.lf_precisions.split(",")
     if auto not in precisions:
         precisions.insert(0, auto)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"machine: {cpu} x{os.cpu_count()}, native bf16: {cpu_has_fast_bf16()}, loraflow precision auto = {auto}; "
+    gpu = f"GPU {torch.cuda.get_device_name()} (both tools train and predict on it); " if device.type == "cuda" else ""
+    print(f"machine: {gpu}{cpu} x{os.cpu_count()}, native bf16: {cpu_has_fast_bf16()}, loraflow precision auto = {auto}; "
           f"threads per tool: {args.threads or 'all cores'}; "
           f"python {platform.python_version()}, torch {torch.__version__}")
 
     lfl = loraflow_side(args, work, harness)
-    lf = lf_side(args, work, harness, lfl, precisions)
-    ref = trainer_reference(args, work, lfl["results"])
+    lf = lf_side(args, work, harness, lfl, precisions, device.type == "cuda")
+    ref = trainer_reference(args, work, lfl["results"], device.type == "cuda")
     say("test loss of both adapters (same rows, loraflow's mean NLL over assistant tokens)")
     ts, ev = lfl["stats"], lfl["eval"]
     loss_lf = {p: test_loss(lfl["results"], lf[p]["adapter"]) for p in precisions}
-    loss_ours = ev["eval_loss"]
+    loss_ours = test_loss(lfl["results"], lfl["results"] / "runs" / RUN / "adapter")
 
     ours = {"precision": ts["precision"], "steps": ts["steps"], "tokens": ts["tokens_seen"], "sup": ts["supervised_tokens_seen"],
             "loop": ts["train_time_s"], "tok_s": ts["tokens_seen"] / ts["train_time_s"],
@@ -299,7 +356,7 @@ def main() -> None:
     line("train loop s", "train_loop_s", ours["loop"], ratio=False)
     line("real tokens/s", "tok_s", ours["tok_s"])
     line("supervised tokens/s", "sup_tok_s", ours["sup_tok_s"])
-    line("peak RSS MB (train process)", "peak_rss_mb", ours["rss"], "{:,.0f}")
+    line("peak GPU MB (max_memory_allocated)" if device.type == "cuda" else "peak RSS MB (train process)", "peak_rss_mb", ours["rss"], "{:,.0f}")
     for p in precisions:
         lf[p]["test_loss"] = loss_lf[p]
     line("test loss after training", "test_loss", loss_ours, "{:.4f}", ratio=False)

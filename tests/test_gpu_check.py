@@ -67,3 +67,58 @@ def test_gpu_check_prepare_carries_what_the_gpu_image_lacks():
     assert {"snakemake", "jsonschema", "rouge-score", "nltk"} <= set(missing)
     assert not {"torch", "transformers", "peft", "pandas", "numpy"} & set(missing)  # in the image already
     assert not {"datasets", "gguf", "bitsandbytes"} & set(missing)  # optional inputs only
+
+
+def test_gpu_check_peer_pins_llamafactory_at_the_harness_lock(tmp_path):
+    """The peer step's wheels: LLaMA-Factory 0.9.5 and the versions of the harness's lock, not the image's."""
+    lock = tmp_path / "requirements-lock.txt"
+    lock.write_text("# a comment\ntransformers==5.6.0\npeft==0.18.1\naccelerate==1.11.0\ntrl==0.24.0\ndatasets==4.0.0\ndill==0.3.8\n"
+                    "multiprocess==0.70.16\nfire==0.7.1\ntokenizers==0.22.2\nhuggingface_hub==1.33.0\nregex==2026.11.15\nfsspec==2025.3.0\ntermcolor==3.3.0\nomegaconf==2.4.0\nrouge-chinese==1.0.3\njieba==0.42.1\n"
+                    "gradio==5.1.0\n")
+    pins = gpu_check_module().peer_pins(tmp_path)
+    assert pins["llamafactory"] == "0.9.5" and pins["transformers"] == "5.6.0" and pins["rouge-chinese"] == "1.0.3"
+    assert "gradio" not in pins  # the web UI is not carried
+    (tmp_path / "requirements-lock.txt").write_text("transformers==5.6.0\n")
+    with pytest.raises(KeyError):
+        gpu_check_module().peer_pins(tmp_path)  # a package the lock does not pin is an error, not a guess
+
+
+def test_gpu_check_slims_the_pulp_wheel_to_the_linux_x86_64_solver(tmp_path):
+    import zipfile
+
+    whl = tmp_path / "pulp-3.3.2-py3-none-any.whl"
+    names = ["pulp/__init__.py", "pulp/solverdir/cbc/linux/i64/cbc", "pulp/solverdir/cbc/linux/arm64/cbc", "pulp/solverdir/cbc/win/i64/cbc.exe",
+             "pulp/solverdir/cbc/osx/i64/cbc", "pulp-3.3.2.dist-info/RECORD"]
+    with zipfile.ZipFile(whl, "w") as z:
+        for n in names:
+            z.writestr(n, n * 100)
+    gpu_check_module().slim_pulp(tmp_path)
+    with zipfile.ZipFile(whl) as z:
+        assert sorted(z.namelist()) == sorted(["pulp/__init__.py", "pulp/solverdir/cbc/linux/i64/cbc", "pulp-3.3.2.dist-info/RECORD"])
+        assert z.read("pulp/solverdir/cbc/linux/i64/cbc") == b"pulp/solverdir/cbc/linux/i64/cbc" * 100
+
+
+def test_gpu_check_peer_step_runs_the_side_by_side_with_the_carried_llamafactory(tmp_path, monkeypatch):
+    """Step 4 without LLaMA-Factory: skipped where nothing was carried; else the benchmark's command line."""
+    import sys
+
+    gc = gpu_check_module()
+    monkeypatch.setattr(gc, "BUNDLE", tmp_path / "bundle")
+    assert gc.step_peer(tmp_path / "work", tmp_path, True, 0.0)["status"].startswith("skipped")
+    (tmp_path / "bundle" / "peer" / "wheels").mkdir(parents=True)
+    (tmp_path / "work" / "llamafactory-site" / "llamafactory").mkdir(parents=True)  # installed already: no pip
+    monkeypatch.setattr(gc, "default_model", lambda work, smoke: ({"source": "local", "path": "/m/smollm2-random"}, "random SmolLM2"))
+    seen = []
+
+    class Done:
+        returncode, stdout, stderr = 1, "", "boom"
+
+    monkeypatch.setattr(gc.subprocess, "run", lambda cmd, **kw: seen.append(cmd) or Done())
+    result = gc.step_peer(tmp_path / "work", tmp_path, False, 0.0)
+    assert result["status"].startswith("exit 1") and (tmp_path / "peer.log").read_text() == "boom"
+    cmd = seen[0]
+    assert cmd[:2] == [sys.executable, str(REPO / "benchmarks" / "bench_vs_llamafactory.py")]
+    opt = {k: v for k, v in zip(cmd[2:], cmd[3:]) if k.startswith("--")}
+    assert opt["--lf-python"] == sys.executable and opt["--lf-pythonpath"].split(os.pathsep)[0] == str(tmp_path / "work" / "llamafactory-site")
+    assert opt["--base-model-dir"] == "/m/smollm2-random" and opt["--eval-precision"] == "fp32" and opt["--trainer-ref"] == "0"
+    assert opt["--harness"] == str(tmp_path / "bundle" / "peer" / "harness") and opt["--rows"] == "400"
