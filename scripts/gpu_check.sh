@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (issues 13 and 16): on one bf16 GPU, in <= 9.5 minutes,
+# GPU check (issues 13 and 16): on one bf16 GPU,
 #   0. loraflow next to LLaMA-Factory 0.9.5 on the shared harness's job (benchmarks/bench_vs_llamafactory.py), both on the GPU,
 #   1. the default pipeline (config.yaml) in bf16 through Snakemake,
 #   2. a 2-point sweep (r 8, 16) of a Qwen2.5-0.5B-shaped model built from its configuration,
@@ -19,7 +19,13 @@
 # The device tool of this workplace (its machine is bare and offline; the 'cuda' image has python3 with
 # torch, transformers, peft, pandas, matplotlib, sacrebleu, pyyaml ..., see /work/.library/device/KINDS.md):
 #   once, here:  bash scripts/gpu_check.sh prepare
-#   then:        run(command="bash scripts/gpu_check.sh", carry=[".gpu"], timeout_s=595)
+#   then, in two calls (a session has 15 minutes of device time, each start ~30 s included; on the first H200
+#   call, 2026-11-29, all four steps in one call did not fit: that image starts each job's python in ~14 s, so
+#   loraflow's side of the peer step took 195 s, LLaMA-Factory's train and predict 101 s, and the default
+#   pipeline's 25 jobs need ~9 minutes, more than is left after the first call: step 1 then reports the runs
+#   that finished):
+#                run(command="bash scripts/gpu_check.sh --steps peer,mfu --budget-s 400", carry=[".gpu"], timeout_s=430)
+#                run(command="bash scripts/gpu_check.sh --steps default,sweep --budget-s 370", carry=[".gpu"], timeout_s=400)
 # The carried wheels (snakemake and its dependencies, jsonschema, rouge-score + nltk ...) are installed with
 # `pip install --no-index --no-deps --target` into a scratch directory put first on PYTHONPATH; nothing of
 # the image is changed. Elsewhere (a GPU node with `bash scripts/setup_env.sh` done) no .gpu/ is needed.

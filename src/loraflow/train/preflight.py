@@ -56,11 +56,17 @@ WEIGHT_BYTES = {"qlora": 0.53, "lora_8bit": 1.03}
 
 
 # The memory model below, calibrated by benchmarks/calibrate_memory.py (peak RSS of real train jobs on
-# CPU, torch 2.13 / transformers 5.24 / peft 0.21; see MEMORY_CALIBRATION for the measured points).
+# CPU, torch 2.13 / transformers 5.24 / peft 0.21; the script prints the measured points).
 PROCESS_MB = 520.0  # python + torch + transformers + peft + tokenizer + token cache, before the weights (CPU RSS)
 # Saved activations per token per decoder layer, in bytes: a * hidden + b * intermediate (+ c * kv width),
 # per compute precision (bf16 autocast keeps most saved tensors in bf16).
 ACTIVATION_BYTES = {"fp32": (40.0, 16.0, 8.0), "bf16": (24.0, 10.0, 4.0)}
+# A CUDA GPU keeps fewer bytes per token in bf16: these replace the CPU's there (max allocated). Measured on an
+# H200 (torch 2.11+cu130, transformers 5.17, SDPA; scripts/gpu_check.py): the medical side-by-side job (SmolLM2-135M,
+# r=8 qv, 4 x 512 tokens a pass) peaked at 1,832 MB against 2,347 estimated with the CPU's coefficients; its
+# activations were 0.733 of theirs, hence 0.733 x the CPU's bf16 row. Checked on the default job (r=16, 8 x 130
+# tokens): 1,167 MB measured, 1,141 estimated (-2 %; +20 % with the CPU's coefficients). fp32 on a GPU: not measured.
+CUDA_ACTIVATION_BYTES = {"bf16": (17.6, 7.33, 2.93)}
 TRAIN_TERMS = ("process", "weights", "optimizer", "activations", "loss", "tokens")  # summed: the training peak
 ALLOCATOR_SLACK = 1.10  # allocator fragmentation on the per-step (dynamic) part
 
@@ -75,7 +81,8 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     only), `weights` (the frozen base in bf16 under bf16 training, modeling.train_weight_dtype;
     quantised for qlora / lora_8bit), `optimizer` (gradients, AdamW moments and the best-adapter copy of
     the trained parameters), `activations` (saved tensors of one forward pass: tokens per pass x layers
-    x a per-token-layer size calibrated per precision; layer inputs plus one layer under gradient
+    x a per-token-layer size calibrated per precision, and on a CUDA GPU for bf16 by a measurement
+    there; layer inputs plus one layer under gradient
     checkpointing), `loss` (one chunk of full-vocabulary logits and the hidden-state gradient of the
     chunked loss, modeling.head_nll), `tokens` (the token cache), and allocator slack on the
     per-step part. Tokens per pass follow the train stage (modeling.forward_tokens): one packed row of
@@ -115,7 +122,8 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
         weights -= (total - trainable) * (bytes_per_param - base_bytes)
     state_bytes = 2 if method in WEIGHT_BYTES else 8  # AdamW moments: two 1-byte (paged AdamW 8-bit) or two fp32
     optimizer = trainable * (4 + state_bytes + 4)  # gradient + moments + the best-adapter copy
-    a, b, c = ACTIVATION_BYTES["bf16" if precision == "bf16" else "fp32"]
+    compute = "bf16" if precision == "bf16" else "fp32"
+    a, b, c = (CUDA_ACTIVATION_BYTES.get(compute) if device.type == "cuda" else None) or ACTIVATION_BYTES[compute]
     per_token_layer = a * hidden + b * inter + c * kv_width
     if checkpointed:  # each layer's input kept, one layer's activations alive while it is recomputed
         activations = tokens * (layers * hidden * 4 + per_token_layer)
