@@ -1,6 +1,6 @@
 """The GPU check (issue 13, item 9): run by scripts/gpu_check.sh, which says how to call it.
 
-Three steps, each under its own deadline so one slow step cannot starve the others:
+Four steps, each under its own deadline so one slow step cannot starve the others (4 runs first):
 
 1. default  - the default pipeline (config.yaml: 4-point grid, 60 steps ...) with train.precision bf16
               (so evaluation, merge and speed figures are bf16 too), through Snakemake.
@@ -374,13 +374,11 @@ def step_peer(work: Path, out: Path, smoke: bool, deadline: float) -> dict:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir",
                         "--target", str(site), *map(str, sorted((peer / "wheels").glob("*.whl")))], check=True)
     cmd = [sys.executable, str(REPO / "benchmarks" / "bench_vs_llamafactory.py"), "--work", str(work / "peer"), "--fresh",
-           "--harness", str(peer / "harness"), "--data", str(peer / "data.jsonl"), "--rows", str(PEER_ROWS),
+           "--harness", str(peer / "harness"), "--data", str(peer / "data.jsonl"), "--rows", str(60 if smoke else PEER_ROWS),
            "--lf-python", sys.executable, "--lf-pythonpath", os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p),
            "--eval-precision", "fp32", "--trainer-ref", "0"]
     if base_model["source"] == "local":
         cmd += ["--base-model-dir", base_model["path"]]
-    if smoke:
-        cmd += ["--rows", "60"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(10.0, deadline - time.time()))
     except subprocess.TimeoutExpired as e:
