@@ -19,13 +19,14 @@
 # The device tool of this workplace (its machine is bare and offline; the 'cuda' image has python3 with
 # torch, transformers, peft, pandas, matplotlib, sacrebleu, pyyaml ..., see /work/.library/device/KINDS.md):
 #   once, here:  bash scripts/gpu_check.sh prepare
-#   then, in two calls (a session has 15 minutes of device time, each start ~30 s included; on the first H200
-#   call, 2026-11-29, all four steps in one call did not fit: that image starts each job's python in ~14 s, so
-#   loraflow's side of the peer step took 195 s, LLaMA-Factory's train and predict 101 s, and the default
-#   pipeline's 25 jobs need ~9 minutes, more than is left after the first call: step 1 then reports the runs
-#   that finished):
-#                run(command="bash scripts/gpu_check.sh --steps peer,mfu --budget-s 400", carry=[".gpu"], timeout_s=430)
-#                run(command="bash scripts/gpu_check.sh --steps default,sweep --budget-s 370", carry=[".gpu"], timeout_s=400)
+#   then:        run(command="bash scripts/gpu_check.sh --steps peer,mfu --budget-s 480", carry=[".gpu"], timeout_s=510)
+#   and, in a later session's lease (each has 15 minutes of device time, starts included), the default pipeline,
+#   then the sweep in what is left:
+#                run(command="bash scripts/gpu_check.sh --steps default --budget-s 560", carry=[".gpu"], timeout_s=590)
+#                run(command="bash scripts/gpu_check.sh --steps sweep --budget-s 200", carry=[".gpu"], timeout_s=220)
+#   All four steps did not fit one call on the first H200 call (2026-11-29): that image starts each job's python
+#   in ~14 s, so loraflow's side of the peer step took 195 s, LLaMA-Factory's train and predict 101 s, and the
+#   default pipeline's 25 jobs need about 9 minutes; a step that runs out of time reports the runs that finished.
 # The carried wheels (snakemake and its dependencies, jsonschema, rouge-score + nltk ...) are installed with
 # `pip install --no-index --no-deps --target` into a scratch directory put first on PYTHONPATH; nothing of
 # the image is changed. Elsewhere (a GPU node with `bash scripts/setup_env.sh` done) no .gpu/ is needed.
