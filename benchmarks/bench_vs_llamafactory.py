@@ -149,8 +149,7 @@ def loraflow_side(args, work: Path, harness: Path) -> dict:
         # compared, so --full-eval only adds minutes (the same for the base and the run)
         quick = {} if args.full_eval else {"retention_items": 0, "consistency_questions": 0, "val_samples": 8}
         train = {"warmup_steps": warmup, **({"compile": True} if args.compile else {})}
-        evaluate = {**quick, **({"precision": args.eval_precision} if args.eval_precision else {})}
-        overrides.write_text(json.dumps({"torch_threads": args.threads, "train": train, "evaluate": evaluate}), encoding="utf-8")
+        overrides.write_text(json.dumps({"torch_threads": args.threads, "train": train, "evaluate": quick}), encoding="utf-8")
         run([*smk[:3], f"{results}/runs/{RUN}/eval.json", *smk[3:], str(overrides), "--forcerun", "train", *config],
             work / "loraflow_run.log", env)
     ts = jload(results / "runs" / RUN / "train_stats.json")

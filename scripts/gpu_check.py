@@ -476,7 +476,7 @@ def main() -> None:
     report["wall_s"] = time.time() - start
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
     print_summary(report)
-    failed = [s for s in ("peer", "default", "sweep", "mfu") if s in report and report[s]["status"] not in ("ok",) and not report[s]["status"].startswith("skipped")]
+    failed = [s for s in ("peer", "default", "sweep", "mfu") if s in report and report[s]["status"].split(":")[0] not in ("ok", "skipped")]
     bad_merge = [f"{s}/{r}" for s in ("default", "sweep") for r, v in report.get(s, {}).get("runs", {}).items() if v.get("merge_passed") is False]
     if failed or bad_merge:
         raise SystemExit(f"gpu_check: failed steps {failed}, failed merge checks {bad_merge}")
