@@ -33,6 +33,7 @@ the other column is printed too. Shared machine: the load average is printed bef
 
     .venv/bin/python benchmarks/bench_vs_llamafactory.py [--rows 400] [--lf-precisions same|fp32,bf16]
         [--work /tmp/lfbench] [--lf-venv ~/.cache/loraflow-peers/llamafactory] [--trainer-ref 64] [--full-eval] [--reuse-loraflow] [--reuse-lf-train]
+        [--reuse-loraflow-train]
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ def loraflow_side(args, work: Path, harness: Path) -> dict:
         quick = {} if args.full_eval else {"retention_items": 0, "consistency_questions": 0, "val_samples": 8}
         train = {"warmup_steps": warmup, **({"compile": True} if args.compile else {})}
         overrides.write_text(json.dumps({"torch_threads": args.threads, "train": train, "evaluate": quick}), encoding="utf-8")
-        run([*smk[:3], f"{results}/runs/{RUN}/eval.json", *smk[3:], str(overrides), "--forcerun", "train", *config],
+        again = "evaluate" if args.reuse_loraflow_train and (results / "runs" / RUN / "train_stats.json").is_file() else "train"
+        run([*smk[:3], f"{results}/runs/{RUN}/eval.json", *smk[3:], str(overrides), "--forcerun", again, *config],
             work / "loraflow_run.log", env)
     ts = jload(results / "runs" / RUN / "train_stats.json")
     ev = jload(results / "runs" / RUN / "eval.json")
@@ -266,6 +268,8 @@ def main() -> None:
                     "default: test generation (the figure) and 8 val rows")
     ap.add_argument("--reuse-loraflow", action="store_true", help="take loraflow's figures from the finished train and evaluate "
                     "jobs of an earlier invocation with the same --work (e.g. to rerun only the LLaMA-Factory side)")
+    ap.add_argument("--reuse-loraflow-train", action="store_true", help="keep loraflow's finished training in --work and "
+                    "rerun its evaluation (and the base's where its settings changed), e.g. after a change to decoding")
     ap.add_argument("--reuse-lf-train", action="store_true", help="take LLaMA-Factory's training figures from its finished "
                     "training in --work (its predict and everything after still run)")
     ap.add_argument("--compile", action="store_true", help="loraflow with train.compile: true")

@@ -129,3 +129,54 @@ def test_merge_check_fails_loudly_when_above_tolerance(prepared, tiny_model):
         merge_adapter(str(tiny_model), str(out / "adapter"), str(d / "test.jsonl"), str(out / "merged"),
                       str(out / "merge_check.json"), tolerance=1e-30, threads=1)
     assert not (out / "merged").exists() and not (out / "merge_check.json").exists()
+
+
+def test_prepacked_linears_compute_what_the_plain_ones_do(tiny_model):
+    from peft import LoraConfig, get_peft_model
+
+    from loraflow.model.modeling import prepack_cpu_linears
+
+    torch.manual_seed(0)
+    model = get_peft_model(load_causal_lm(str(tiny_model), torch.device("cpu"), dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)).eval()
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # a trained-looking adapter: B is zero at initialisation
+            torch.nn.init.normal_(p, std=0.05)
+    ids = torch.randint(3, model.config.vocab_size, (3, 17))
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        frozen = [n for n, m in model.named_modules() if type(m) is torch.nn.Linear and "lora_" not in n]
+        assert prepack_cpu_linears(model, batch_hint=3) == len(frozen) > 0
+        assert not any(type(m) is torch.nn.Linear for n, m in model.named_modules() if "lora_" not in n)
+        assert sum(type(m) is torch.nn.Linear for m in model.modules()) == 2 * 2 * model.config.num_hidden_layers  # lora_A, lora_B kept
+        packed = model(input_ids=ids).logits
+    assert packed.shape == plain.shape
+    torch.testing.assert_close(packed, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_decoding_gives_the_tokens_of_plain_decoding(prepared, tiny_model):
+    import copy
+
+    from transformers import AutoTokenizer
+
+    from loraflow.evaluate.run import cpu_decoding, greedy_decode
+
+    d, _ = prepared
+    tok = AutoTokenizer.from_pretrained(tiny_model, padding_side="left")
+    prompts = [json.loads(line)["prompt"] for line in (d / "test.jsonl").read_text().splitlines()]
+    enc = tok(prompts[:8], return_tensors="pt", padding=True, add_special_tokens=False)
+    plain_model = load_for_eval(str(tiny_model), None)
+    torch.manual_seed(0)
+    for p in plain_model.parameters():  # the tiny model as initialised repeats one token; larger weights vary it
+        if p.dim() == 2:
+            p.data.normal_(0.0, 0.2)
+    fast_model = copy.deepcopy(plain_model)
+    assert cpu_decoding(plain_model, "plain", 8) is False
+    assert not any(type(m).__name__ == "_PrepackedLinear" for m in plain_model.modules())
+    static = cpu_decoding(fast_model, "auto", 8)
+    assert static is True and any(type(m).__name__ == "_PrepackedLinear" for m in fast_model.modules())
+    with torch.no_grad():  # no stop tokens: all 16 steps decoded
+        plain = greedy_decode(plain_model, enc["input_ids"], enc["attention_mask"], 16, [], tok.pad_token_id)
+        fast = greedy_decode(fast_model, enc["input_ids"], enc["attention_mask"], 16, [], tok.pad_token_id, static_cache=static)
+    assert plain.shape == (8, 16) and len(set(plain.flatten().tolist())) > 8
+    assert torch.equal(fast, plain)

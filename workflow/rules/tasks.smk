@@ -49,7 +49,8 @@ EVAL = config["evaluate"]
 # evaluate.* settings that change a row of the table (batch_size too: left padding in batched greedy
 # decoding can change a generated token). samples_in_report only affects the report stage.
 EVAL_KEYS = ["batch_size", "max_new_tokens", "max_samples", "val_samples", "task", "answer_check", "answer_pattern",
-             "retention_items", "retention_max_new_tokens", "consistency_questions", "consistency_samples", "temperature"]
+             "retention_items", "retention_max_new_tokens", "consistency_questions", "consistency_samples", "temperature",
+             "cpu_kernels"]
 EVAL_SETTINGS = settings(pick(EVAL, EVAL_KEYS), seed=config["seed"], precision=EVAL_PRECISION,
                          trust_remote_code=config["base_model"]["trust_remote_code"])
 

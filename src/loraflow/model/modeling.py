@@ -118,6 +118,43 @@ def unwrap(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+class _PrepackedLinear(torch.nn.Module):
+    """An nn.Linear for CPU inference whose weight is held in oneDNN's prepacked (blocked) layout, the
+    rewrite torch.compile's freezing pass makes of CPU linears, here without compiling (which costs
+    minutes and, measured on 2 cores, gains nothing else). At decoding batch sizes the packed kernel
+    reads the weight about 1.5x faster than the plain matmul; the LM head (49k x 576 on SmolLM2) about
+    3x. Same arithmetic in a different order: results agree to float rounding. No autograd."""
+
+    def __init__(self, linear: torch.nn.Linear, batch_hint: int):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), batch_hint)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, self.in_features), self.packed, self.bias, "none", [], "")
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+def prepack_cpu_linears(model, batch_hint: int) -> int:
+    """Swap the model's frozen nn.Linear layers (not the adapter's lora_A/lora_B) for _PrepackedLinear,
+    for inference on a CPU in fp32, or in bf16 where the CPU has native bf16 units; returns how many
+    were swapped (0 where torch lacks oneDNN's prepacked linear, or on another device or dtype). The
+    original weights are released unless shared (a tied LM head keeps the embedding)."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return 0
+    dtypes = {torch.float32} | ({torch.bfloat16} if cpu_has_fast_bf16() else set())
+    swapped = 0
+    for name, parent in list(model.named_modules()):
+        if "lora_" in name:
+            continue
+        for child_name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype in dtypes:
+                setattr(parent, child_name, _PrepackedLinear(child, batch_hint))
+                swapped += 1
+    return swapped
+
+
 def length_grouped_batches(lengths: list[int], batch_size: int, rng: np.random.Generator, group: int = 64) -> list[list[int]]:
     """Shuffle, sort within windows of `group` batches by length, then shuffle the batches:
     little padding, still random."""
