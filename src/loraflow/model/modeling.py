@@ -137,9 +137,10 @@ class _PrepackedLinear(torch.nn.Module):
 
 
 def prepack_cpu_linears(model, batch_hint: int) -> int:
-    """Swap the model's frozen nn.Linear layers (not the adapter's lora_A/lora_B) for _PrepackedLinear,
-    for inference on a CPU in fp32, or in bf16 where the CPU has native bf16 units; returns how many
-    were swapped (0 where torch lacks oneDNN's prepacked linear, or on another device or dtype).
+    """Swap the model's frozen nn.Linear layers for _PrepackedLinear (not the adapter's lora_A/lora_B,
+    nor DoRA's base layers, whose weight it reads), for inference on a CPU in fp32, or in bf16 where
+    the CPU has native bf16 units; returns how many were swapped (0 where torch lacks oneDNN's
+    prepacked linear, or on another device or dtype).
 
     The original weights are released. They are views of the checkpoint's memory-mapped safetensors
     file, which stays mapped (and counted in RSS once read) while any tensor of it lives, so the
@@ -150,7 +151,7 @@ def prepack_cpu_linears(model, batch_hint: int) -> int:
     dtypes = {torch.float32} | ({torch.bfloat16} if cpu_has_fast_bf16() else set())
     swapped = 0
     for name, parent in list(model.named_modules()):
-        if "lora_" in name:
+        if "lora_" in name or any(getattr(parent, "use_dora", {}).values()):  # DoRA reads its base weight in forward
             continue
         for child_name, child in list(parent.named_children()):
             if type(child) is torch.nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype in dtypes:
