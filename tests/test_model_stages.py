@@ -142,8 +142,9 @@ def test_prepacked_linears_compute_what_the_plain_ones_do(tiny_model, tmp_path):
     torch.manual_seed(0)
     model_dir = shutil.copytree(tiny_model, tmp_path / "model")  # a file path no other test maps
 
-    def mapped() -> bool:
-        return str(model_dir / "model.safetensors") in Path("/proc/self/maps").read_text()
+    def mapped() -> bool:  # Linux: is the checkpoint file memory-mapped in this process?
+        maps = Path("/proc/self/maps")
+        return maps.is_file() and str(model_dir / "model.safetensors") in maps.read_text()
 
     model = get_peft_model(load_causal_lm(str(model_dir), torch.device("cpu"), dtype=torch.float32),
                            LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)).eval()
@@ -151,7 +152,7 @@ def test_prepacked_linears_compute_what_the_plain_ones_do(tiny_model, tmp_path):
         if "lora_B" in name:  # a trained-looking adapter: B is zero at initialisation
             torch.nn.init.normal_(p, std=0.05)
     ids = torch.randint(3, model.config.vocab_size, (3, 17))
-    assert mapped() or not Path("/proc/self/maps").is_file()
+    was_mapped = mapped()  # transformers loads safetensors weights as views of the mapped file
     with torch.no_grad():
         plain = model(input_ids=ids).logits
         frozen = [n for n, m in model.named_modules() if type(m) is torch.nn.Linear and "lora_" not in n]
@@ -160,7 +161,7 @@ def test_prepacked_linears_compute_what_the_plain_ones_do(tiny_model, tmp_path):
         assert sum(type(m) is torch.nn.Linear for m in model.modules()) == 2 * 2 * model.config.num_hidden_layers  # lora_A, lora_B kept
         packed = model(input_ids=ids).logits
     assert packed.shape == plain.shape
-    if Path("/proc/self/maps").is_file():  # the checkpoint's memory map is released with the weights
+    if was_mapped:  # the checkpoint's memory map is released with the weights
         assert not mapped()
     torch.testing.assert_close(packed, plain, atol=1e-5, rtol=1e-5)
 
