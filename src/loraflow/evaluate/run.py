@@ -77,18 +77,19 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
 def generate(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int, sampling: dict | None = None,
              static_cache: bool = False) -> tuple[list[str], dict]:
     """Answers for `prompts` (same order) and speed figures; greedy unless `sampling` gives
-    temperature/top_p. Prompts are batched by length, left-padded, with the KV cache; greedy runs
+    temperature/top_p. Prompts are batched by token count, left-padded, with the KV cache; greedy runs
     through greedy_decode, sampling through transformers' generate. An answer cut at the token cap
     loses a trailing incomplete character (trim_partial_character)."""
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     stops = stop_token_ids(tokenizer)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    answers: list[str] = [""] * len(prompts)
     new_tokens, start = 0, time.perf_counter()
+    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))  # by tokens: least left-padding per batch
+    answers: list[str] = [""] * len(prompts)
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
-        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        enc = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(device)
         if sampling:
             out = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
                                  use_cache=True, do_sample=True, top_k=None, **sampling)[:, enc["input_ids"].shape[1]:]
