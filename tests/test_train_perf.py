@@ -61,6 +61,16 @@ def test_packed_batch_gives_the_unpacked_per_example_loss(lora_model):
         assert torch.allclose(lora_grads(lora_model, batches), g, atol=ATOL_GRAD, rtol=0)
 
 
+def test_packed_rows_no_wider_than_the_longest_conversation():
+    """A micro-batch of short chats is packed into rows as wide as its longest chat, not tokenize.max_length
+    (attention over a row costs width² whatever the mask holds); short chats still share a row."""
+    ex = examples([30, 20, 10, 25, 5])
+    for batches in (forward_batches(ex, 0, CPU, True, 512), forward_batches(ex, 0, CPU, True, 512, 512)):
+        assert max(b["input_ids"].shape[1] for b in batches) == 30
+        assert sum(b["input_ids"].shape[0] for b in batches) == 3  # [30], [25, 5], [20, 10]
+        assert sum(int(b["labels_mask"].sum()) for b in batches) == sum(int(m[1:].sum()) for _, m in ex)
+
+
 def test_no_attention_across_conversations_of_a_row(lora_model):
     ex = examples([20, 30, 10])
     rows = [[0, 1, 2]]

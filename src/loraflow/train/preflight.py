@@ -85,8 +85,8 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     there; layer inputs plus one layer under gradient
     checkpointing), `loss` (one chunk of full-vocabulary logits and the hidden-state gradient of the
     chunked loss, modeling.head_nll), `tokens` (the token cache), and allocator slack on the
-    per-step part. Tokens per pass follow the train stage (modeling.forward_tokens): one packed row of
-    `seq_len` on a CPU with packing, else `batch_size` x `seq_len` (the worst case of a padded batch).
+    per-step part. Tokens per pass follow the train stage (modeling.forward_tokens): `seq_len` packed
+    tokens on a CPU with packing, else `batch_size` x `seq_len` (the worst case of a padded batch).
 
     On a CPU the peak can also come while the base model loads. `weights_file` is (bytes, bytes per
     weight) of the safetensors files (weights_file_info). Loaded in the dtype they are stored in, the
