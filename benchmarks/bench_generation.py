@@ -7,7 +7,8 @@ With --decoders: the decoding loops side by side at one batch size, in interleav
 prompts, same model, optionally base + --adapter): transformers' generate (greedy, dynamic KV cache:
 evaluate.generate before issue 16), loraflow's greedy_decode with a dynamic cache, with a static cache,
 and as evaluation runs it on a CPU (evaluate.cpu_kernels: auto: linears prepacked for oneDNN and a
-static cache). Prints seconds per round, the ratios, and whether the texts are identical.
+static cache), the last also with stopped rows kept in the batch (greedy_decode's drop_finished=False). Prints
+seconds per round, the ratios, and whether the texts are identical.
 
     .venv/bin/python benchmarks/bench_generation.py [--prompts 64] [--batch-size 32] [--max-new-tokens 64]
     .venv/bin/python benchmarks/bench_generation.py --decoders --results R --adapter R/runs/X/adapter --batch-size 8 --rounds 2
@@ -101,6 +102,18 @@ def hf_generate(model, tokenizer, prompts, batch_size, max_new_tokens):
     return answers
 
 
+def keeping_stopped_rows(fn):
+    """Run fn with greedy_decode keeping stopped rows in the batch to the end (drop_finished=False, as before)."""
+    import loraflow.evaluate.run as run
+
+    original = run.greedy_decode
+    run.greedy_decode = lambda *a, **k: original(*a, **{**k, "drop_finished": False})
+    try:
+        return fn()
+    finally:
+        run.greedy_decode = original
+
+
 def compare_decoders(args) -> None:
     from loraflow.evaluate.run import cpu_decoding, generate, load_for_eval
     from loraflow.model.modeling import load_tokenizer, set_threads
@@ -118,6 +131,8 @@ def compare_decoders(args) -> None:
         "greedy_decode, static cache": lambda: generate(model, tokenizer, prompts, args.batch_size, args.max_new_tokens, static_cache=True)[0],
         "cpu_kernels auto (prepacked + static)": lambda: generate(fast, tokenizer, prompts, args.batch_size, args.max_new_tokens,
                                                                   static_cache=fast_static)[0],
+        "the same, stopped rows kept in the batch": lambda: keeping_stopped_rows(
+            lambda: generate(fast, tokenizer, prompts, args.batch_size, args.max_new_tokens, static_cache=fast_static)[0]),
     }
     generate(model, tokenizer, prompts[:2], 2, 4)  # warm-up
     generate(fast, tokenizer, prompts[:2], 2, 4)
@@ -128,7 +143,7 @@ def compare_decoders(args) -> None:
             t0 = time.perf_counter()
             texts[name] = fn()
             times[name].append(time.perf_counter() - t0)
-            print(f"[round {r + 1}] {name:38s} {times[name][-1]:7.1f} s", flush=True)
+            print(f"[round {r + 1}] {name:42s} {times[name][-1]:7.1f} s", flush=True)
     print(f"model: {model_dir} + {args.adapter or 'no adapter'} | prompts: {len(prompts)} | batch {args.batch_size} | "
           f"max_new_tokens: {args.max_new_tokens} | threads: {threads}")
     ref = texts["transformers generate (before)"]
@@ -136,7 +151,7 @@ def compare_decoders(args) -> None:
     for name in plan:
         # the old loop kept a trailing incomplete character at the token cap; compare without it
         same = sum(a.rstrip("\ufffd").strip() == b for a, b in zip(ref, texts[name]))
-        print(f"{name:38s} best {min(times[name]):7.1f} s  speed-up {base / min(times[name]):.2f}x  identical text {same}/{len(prompts)}")
+        print(f"{name:42s} best {min(times[name]):7.1f} s  speed-up {base / min(times[name]):.2f}x  identical text {same}/{len(prompts)}")
 
 
 if __name__ == "__main__":
