@@ -166,22 +166,29 @@ def test_prepacked_linears_compute_what_the_plain_ones_do(tiny_model, tmp_path):
     torch.testing.assert_close(packed, plain, atol=1e-5, rtol=1e-5)
 
 
-def test_cpu_decoding_gives_the_tokens_of_plain_decoding(prepared, tiny_model):
-    import copy
-
+def varied_model_and_batch(prepared, tiny_model):
+    """(left-padding tokenizer, 8 test prompts encoded, the tiny model with weights large enough that its
+    greedy tokens vary: as initialised it repeats one token)."""
     from transformers import AutoTokenizer
-
-    from loraflow.evaluate.run import cpu_decoding, greedy_decode
 
     d, _ = prepared
     tok = AutoTokenizer.from_pretrained(tiny_model, padding_side="left")
     prompts = [json.loads(line)["prompt"] for line in (d / "test.jsonl").read_text().splitlines()]
     enc = tok(prompts[:8], return_tensors="pt", padding=True, add_special_tokens=False)
-    plain_model = load_for_eval(str(tiny_model), None)
+    model = load_for_eval(str(tiny_model), None)
     torch.manual_seed(0)
-    for p in plain_model.parameters():  # the tiny model as initialised repeats one token; larger weights vary it
+    for p in model.parameters():
         if p.dim() == 2:
             p.data.normal_(0.0, 0.2)
+    return tok, enc, model
+
+
+def test_cpu_decoding_gives_the_tokens_of_plain_decoding(prepared, tiny_model):
+    import copy
+
+    from loraflow.evaluate.run import cpu_decoding, greedy_decode
+
+    tok, enc, plain_model = varied_model_and_batch(prepared, tiny_model)
     fast_model = copy.deepcopy(plain_model)
     assert cpu_decoding(plain_model, "plain", 8) is False
     assert not any(type(m).__name__ == "_PrepackedLinear" for m in plain_model.modules())
@@ -197,19 +204,9 @@ def test_cpu_decoding_gives_the_tokens_of_plain_decoding(prepared, tiny_model):
 def test_stopped_rows_leave_the_batch_with_the_same_tokens(prepared, tiny_model):
     """greedy_decode(drop_finished=True) decodes without the rows that have stopped (batch and KV cache
     shrink); every row's tokens equal those of decoding the full batch to the end, for both caches."""
-    from transformers import AutoTokenizer
-
     from loraflow.evaluate.run import greedy_decode
 
-    d, _ = prepared
-    tok = AutoTokenizer.from_pretrained(tiny_model, padding_side="left")
-    prompts = [json.loads(line)["prompt"] for line in (d / "test.jsonl").read_text().splitlines()]
-    enc = tok(prompts[:8], return_tensors="pt", padding=True, add_special_tokens=False)
-    model = load_for_eval(str(tiny_model), None)
-    torch.manual_seed(0)
-    for p in model.parameters():
-        if p.dim() == 2:
-            p.data.normal_(0.0, 0.2)
+    tok, enc, model = varied_model_and_batch(prepared, tiny_model)
     with torch.no_grad():
         free = greedy_decode(model, enc["input_ids"], enc["attention_mask"], 16, [], tok.pad_token_id).tolist()
     end = lambda row, t: next((k for k, x in enumerate(row) if x == t), 16)  # the step a row emits t (16: never)
