@@ -61,6 +61,23 @@ def test_packed_batch_gives_the_unpacked_per_example_loss(lora_model):
         assert torch.allclose(lora_grads(lora_model, batches), g, atol=ATOL_GRAD, rtol=0)
 
 
+def test_widths_rounded_to_the_shape_granule_same_loss_and_gradient(lora_model):
+    """bf16 on a CPU rounds every forward pass's width to a multiple of the granule (modeling.shape_granule:
+    oneDNN keeps a kernel per matmul shape); the extra columns are padding without targets, so the
+    per-example loss and the gradient are those of the unrounded passes."""
+    assert modeling.shape_granule(CPU, "bf16") == modeling.ONEDNN_GRANULE > 1 and modeling.shape_granule(CPU, "fp32") == 1
+    ex = examples([37, 12, 60, 25, 9, 44, 3, 18])
+    g = lora_grads(lora_model, forward_batches(ex, 0, CPU, True, 64, 64))
+    a, _ = per_example_loss(lora_model, pack(ex, 0, CPU, 64), len(ex))
+    b, _ = per_example_loss(lora_model, pack(ex, 0, CPU, 64, granule=24), len(ex))
+    assert pack(ex, 0, CPU, 64, granule=24)["input_ids"].shape[1] == 72 and torch.allclose(a, b, atol=ATOL_LOSS, rtol=RTOL_LOSS)
+    for granule, batches in ((24, forward_batches(ex, 0, CPU, True, 64, 64, granule=24)),
+                             (16, forward_batches(ex, 0, CPU, False, 64, 100, granule=16))):
+        assert all(b["input_ids"].shape[1] % granule == 0 for b in batches)
+        assert sum(int(b["labels_mask"][:, 1:].sum()) for b in batches) == sum(int(m[1:].sum()) for _, m in ex)
+        assert torch.allclose(lora_grads(lora_model, batches), g, atol=ATOL_GRAD, rtol=0)
+
+
 def test_packed_rows_no_wider_than_the_longest_conversation():
     """A micro-batch of short chats is packed into rows as wide as its longest chat, not tokenize.max_length
     (attention over a row costs width² whatever the mask holds); short chats still share a row."""
@@ -100,9 +117,13 @@ def test_chunked_loss_equals_full_logits(lora_model, monkeypatch):
     (ref / len(labels)).backward()
     g_ref = torch.cat([p.grad.flatten() for p in lora_model.parameters() if p.requires_grad]).clone()
     monkeypatch.setattr(modeling, "LOSS_CHUNK_BYTES", 16 * 4 * lm.lm_head.weight.shape[0])  # chunks of 16 positions
-    total, n = supervised_loss(lora_model, batch)
-    assert n == len(labels) > 32 and torch.allclose(total, ref, atol=ATOL_LOSS, rtol=RTOL_LOSS)
-    assert torch.allclose(lora_grads(lora_model, [batch]), g_ref, atol=ATOL_GRAD, rtol=0)
+    for granule in (1, 7):  # 7: every chunk's positions padded with zero rows to a multiple of 7 (bf16 on a CPU pads to 64)
+        monkeypatch.setattr(modeling, "_head_granule", lambda hidden, weight: granule)
+        total, n = supervised_loss(lora_model, batch)
+        assert n == len(labels) > 32 and torch.allclose(total, ref, atol=ATOL_LOSS, rtol=RTOL_LOSS)
+        assert torch.allclose(lora_grads(lora_model, [batch]), g_ref, atol=ATOL_GRAD, rtol=0)
+        with torch.no_grad():
+            assert torch.allclose(supervised_loss(lora_model, batch)[0], ref, atol=ATOL_LOSS, rtol=RTOL_LOSS)
 
 
 def test_bf16_training_chunked_loss_matches_full_logits(tiny_model):

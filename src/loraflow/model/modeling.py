@@ -180,10 +180,30 @@ def length_grouped_batches(lengths: list[int], batch_size: int, rng: np.random.G
     return [list(map(int, b)) for b in batches]
 
 
-def collate(examples: list[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example of the batch. `example` numbers each token's conversation
-    (-1 on padding)."""
-    width = max(len(ids) for ids, _ in examples)
+# Matmul rows (tokens) are rounded up to a multiple of this where bf16 matmuls run on a CPU (shape_granule).
+ONEDNN_GRANULE = 64
+
+
+def shape_granule(device: torch.device, precision: str) -> int:
+    """Row-count granule of the training step's matmuls: ONEDNN_GRANULE for bf16 on a CPU, else 1.
+
+    There bf16 matmuls run through oneDNN, which builds and caches a kernel for every distinct shape
+    (up to 1,024 of them, most of a MB each). A step's shapes follow the packed rows' widths and the
+    number of assistant tokens, so nearly every forward pass met new shapes: on the side-by-side's
+    medical job (2 AVX512-BF16 cores) the train job's RSS grew by about 100 MB a step to 3.3 GB
+    against a one-step peak of 1.4 GB, and kernel building cost time. Rounded to multiples of 64, the
+    shapes are few; the extra rows are padding that carries no target."""
+    return ONEDNN_GRANULE if device.type == "cpu" and precision == "bf16" else 1
+
+
+def round_up(n: int, granule: int) -> int:
+    return -(-n // granule) * granule
+
+
+def collate(examples: list[Example], pad_id: int, device: torch.device, granule: int = 1) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example of the batch (rounded up to a multiple of `granule`).
+    `example` numbers each token's conversation (-1 on padding)."""
+    width = round_up(max(len(ids) for ids, _ in examples), granule)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.bool)
     attn = torch.zeros((len(examples), width), dtype=torch.long)
@@ -213,16 +233,17 @@ def pack_rows(lengths: list[int], max_length: int) -> list[list[int]]:
 
 
 def pack(examples: list[Example], pad_id: int, device: torch.device, max_length: int,
-         rows: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
+         rows: list[list[int]] | None = None, granule: int = 1) -> dict[str, torch.Tensor]:
     """Several conversations per row (rows of at most `max_length` tokens, see pack_rows), no attention
     mask: position ids restart at 0 for every conversation, from which transformers' masking utilities
     (find_packed_sequence_indices) build a block-diagonal causal mask for SDPA / flex attention, or
     varlen boundaries for flash attention, so no token attends across conversations. The first
     token of each conversation is never a target (nothing before it belongs to it). Trailing padding
-    is a pseudo-conversation of its own (positions from 0, no targets)."""
+    is a pseudo-conversation of its own (positions from 0, no targets); rows are as wide as the
+    fullest, rounded up to a multiple of `granule` (shape_granule)."""
     lengths = [len(ids) for ids, _ in examples]
     rows = rows if rows is not None else pack_rows(lengths, max_length)
-    width = max(sum(lengths[i] for i in row) for row in rows)
+    width = round_up(max(sum(lengths[i] for i in row) for row in rows), granule)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.bool)
     pos = torch.zeros((len(rows), width), dtype=torch.long)
@@ -241,7 +262,7 @@ def pack(examples: list[Example], pad_id: int, device: torch.device, max_length:
 
 
 def forward_batches(examples: list[Example], pad_id: int, device: torch.device, packing: bool = False,
-                    max_length: int = 512, tokens_per_forward: int = 0) -> list[dict[str, torch.Tensor]]:
+                    max_length: int = 512, tokens_per_forward: int = 0, granule: int = 1) -> list[dict[str, torch.Tensor]]:
     """One micro-batch as the model inputs of one or more forward passes. Unpacked: right-padded rows
     (collate); packed: conversations packed into rows of at most `max_length` tokens (pack). With
     `tokens_per_forward` > 0 the rows are split into forward passes of at most that many tokens
@@ -252,23 +273,23 @@ def forward_batches(examples: list[Example], pad_id: int, device: torch.device, 
     with a block-diagonal mask costs width² per row whatever the mask holds, so rows of 512 filled with
     six 90-token chats spent about a fifth of a CPU training step on attention that is masked away
     (rows as wide as the longest: 1.19x tokens/s on the default data on 2 AVX2 cores, padding 0.5 %;
-    benchmarks/bench_pack_width.py)."""
+    benchmarks/bench_pack_width.py). Widths are rounded up to a multiple of `granule` (shape_granule)."""
     lengths = [len(ids) for ids, _ in examples]
     width = min(max_length, max(lengths, default=max_length))
     if not tokens_per_forward:
-        return [pack(examples, pad_id, device, width) if packing else collate(examples, pad_id, device)]
+        return [pack(examples, pad_id, device, width, granule=granule) if packing else collate(examples, pad_id, device, granule)]
     rows = pack_rows(lengths, width) if packing else [[i] for i in sorted(range(len(examples)), key=lambda k: (-lengths[k], k))]
     fill = lambda row: sum(lengths[i] for i in row)
     rows.sort(key=fill, reverse=True)  # stable: a group's width is its first row's fill
     groups: list[list[list[int]]] = []
     for row in rows:
-        if groups and (len(groups[-1]) + 1) * fill(groups[-1][0]) <= tokens_per_forward:
+        if groups and (len(groups[-1]) + 1) * round_up(fill(groups[-1][0]), granule) <= tokens_per_forward:
             groups[-1].append(row)
         else:
             groups.append([row])
     if packing:
-        return [pack(examples, pad_id, device, width, rows=group) for group in groups]
-    return [collate([examples[row[0]] for row in group], pad_id, device) for group in groups]
+        return [pack(examples, pad_id, device, width, rows=group, granule=granule) for group in groups]
+    return [collate([examples[row[0]] for row in group], pad_id, device, granule) for group in groups]
 
 
 def forward_tokens(tokens_per_forward: int, packing: bool, batch_size: int, max_length: int, device: torch.device) -> int:
@@ -307,14 +328,16 @@ class _ChunkedHeadNLL(torch.autograd.Function):
     def forward(ctx, hidden, weight, labels, chunk):
         nll = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         grad = torch.empty_like(hidden)
+        granule = _head_granule(hidden, weight)
         for s in range(0, hidden.shape[0], chunk):
-            logits = F.linear(hidden[s : s + chunk], weight).float()
+            n = min(chunk, hidden.shape[0] - s)
+            h, y = _pad_rows(hidden[s : s + n], granule), _pad_rows(labels[s : s + n], granule)  # padded rows are dropped below
+            logits = F.linear(h, weight).float()
             lse = torch.logsumexp(logits, dim=-1)
-            y = labels[s : s + chunk]
-            nll[s : s + chunk] = lse - logits.gather(1, y[:, None]).squeeze(1)
+            nll[s : s + n] = (lse - logits.gather(1, y[:, None]).squeeze(1))[:n]
             probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
             probs[torch.arange(len(y), device=y.device), y] -= 1.0
-            grad[s : s + chunk] = torch.matmul(probs.to(_matmul_dtype(weight)), weight.to(_matmul_dtype(weight))).to(hidden.dtype)
+            grad[s : s + n] = torch.matmul(probs.to(_matmul_dtype(weight)), weight.to(_matmul_dtype(weight)))[:n].to(hidden.dtype)
         ctx.save_for_backward(grad)
         return nll
 
@@ -329,6 +352,17 @@ def _matmul_dtype(weight: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
 
 
+def _head_granule(hidden: torch.Tensor, weight: torch.Tensor) -> int:
+    """shape_granule of the head's matmuls: how many target positions a chunk is padded to."""
+    return shape_granule(hidden.device, "bf16" if _matmul_dtype(weight) == torch.bfloat16 else "fp32")
+
+
+def _pad_rows(t: torch.Tensor, granule: int) -> torch.Tensor:
+    """`t` with zero rows appended up to a multiple of `granule` rows."""
+    extra = round_up(t.shape[0], granule) - t.shape[0]
+    return torch.cat([t, t.new_zeros((extra, *t.shape[1:]))]) if extra else t
+
+
 def head_nll(head: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """NLL of `labels` at each row of `hidden` (positions x hidden), fp32, without materialising
     the logits of all positions at once (see _ChunkedHeadNLL). A trainable head (method full) or a
@@ -340,8 +374,11 @@ def head_nll(head: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor) 
     if torch.is_grad_enabled() and hidden.requires_grad:
         return _ChunkedHeadNLL.apply(hidden, weight, labels, chunk)
     out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+    granule = _head_granule(hidden, weight)
     for s in range(0, hidden.shape[0], chunk):
-        out[s : s + chunk] = F.cross_entropy(F.linear(hidden[s : s + chunk], weight).float(), labels[s : s + chunk], reduction="none")
+        n = min(chunk, hidden.shape[0] - s)
+        logits = F.linear(_pad_rows(hidden[s : s + n], granule), weight)[:n]
+        out[s : s + n] = F.cross_entropy(logits.float(), labels[s : s + n], reduction="none")
     return out
 
 
@@ -388,7 +425,7 @@ def mean_loss(model, examples: list[Example], batch_size: int, pad_id: int, devi
     for n, start in enumerate(range(0, len(order), batch_size)):
         if max_batches and n >= max_batches:
             break
-        batch = collate([examples[i] for i in order[start : start + batch_size]], pad_id, device)
+        batch = collate([examples[i] for i in order[start : start + batch_size]], pad_id, device, shape_granule(device, precision))
         with autocast(precision, device):
             loss, k = supervised_loss(model, batch)
         total, count = total + loss.item(), count + k

@@ -21,7 +21,7 @@ from loraflow.data.tokenization import load_split
 from loraflow.io import read_json
 from loraflow.model.methods import QUANTIZED, load_base, save_trained, trainable_model
 from loraflow.model.modeling import (
-    forward_batches, forward_tokens, load_tokenizer, mean_loss, pass_bound, supervised_loss, train_weight_dtype,
+    forward_batches, forward_tokens, load_tokenizer, mean_loss, pass_bound, shape_granule, supervised_loss, train_weight_dtype,
 )
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,8 @@ class CausalLM:
         return sum(int(mask[1:].sum()) for _, mask in examples)
 
     def forwards(self, examples: list):
-        return forward_batches(examples, self.tokenizer.pad_token_id, self.device, self.packing, self.max_length, self.per_forward)
+        return forward_batches(examples, self.tokenizer.pad_token_id, self.device, self.packing, self.max_length, self.per_forward,
+                               shape_granule(self.device, self.precision))
 
     def loss_sum(self, model, batch) -> torch.Tensor:
         return supervised_loss(model, batch)[0]
