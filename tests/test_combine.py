@@ -46,9 +46,13 @@ def delta_weights(model_dir, adapter_dir) -> dict[str, torch.Tensor]:
     return {k: merged[k] - base[k] for k in base if not torch.equal(merged[k], base[k])}
 
 
-def test_switching_is_verified_and_cat_is_the_weighted_sum(tiny_model, tiny_data, parts, tmp_path):
-    d, stats = combine(tiny_model, tiny_data, parts, tmp_path)
+@pytest.mark.parametrize("precision", [None, "bf16"])
+def test_switching_is_verified_and_cat_is_the_weighted_sum(tiny_model, tiny_data, parts, tmp_path, precision):
+    """Also with the deploy precision bf16 (precision auto on a GPU or a CPU with bf16 units): the checks run
+    on a bf16 base, the combination is still the exact fp32 weighted sum (peft would make it in bf16)."""
+    d, stats = combine(tiny_model, tiny_data, parts, tmp_path, precision=precision)
     check = json.loads((d / "switch_check.json").read_text())
+    assert check["precision"] == ("bf16" if precision else "fp32") and check["combined_in"] == "fp32"
     assert all(v <= 1e-4 for v in check["switching_max_abs_logit_diff"].values())
     assert min(check["between_adapters_max_abs_logit_diff"].values()) > 1e-3  # the parts really differ
     assert check["reload_max_abs_logit_diff"] <= 1e-4

@@ -63,9 +63,12 @@ def combine_adapters(
     adapter_names: list[str], weights: list[float], combination_type: str = "cat", density: float | None = None,
     n_prompts: int = 4, tolerance: float = 1e-4, threads: int | None = None, trust_remote_code: bool = False, precision: str | None = None,
 ) -> dict:
-    """Combine stage entry point (run name = the directory of out_adapter's parent). The checks run with
-    the base in the deploy `precision` (auto | fp32 | bf16): switching and reloading repeat the same
-    computation, so they agree to within `tolerance` in any precision."""
+    """Combine stage entry point (run name = the directory of out_adapter's parent). Switching runs with
+    the base in the deploy `precision` (auto | fp32 | bf16); the combination is made, saved and reloaded
+    on an fp32 base: peft creates a combined adapter in its base's dtype, so on a bf16 base its weights
+    would be rounded to bf16 (and computed in bf16 until saved, where loading upcasts them: 0.0039 logits
+    apart on the tiny test model). Both checks repeat the same computation, so they agree to within
+    `tolerance`."""
     set_threads(threads)
     start = time.perf_counter()
     name = Path(out_adapter).parent.name
@@ -90,6 +93,10 @@ def combine_adapters(
     if bad or min(between.values()) == 0:
         raise RuntimeError(f"combine.{name}: switching adapters on one base failed: {switching} (tolerance {tolerance}); between parts {between}")
 
+    if dtype != torch.float32:
+        model = load_with_adapter(model_dir, adapter_dirs[0], device, trust_remote_code, adapter_names[0], torch.float32)
+        for n, d in zip(adapter_names[1:], adapter_dirs[1:]):
+            model.load_adapter(d, adapter_name=n)
     model.add_weighted_adapter(adapters=adapter_names, weights=weights, adapter_name=COMBINED,
                                combination_type=combination_type, density=density)
     model.set_adapter(COMBINED)
@@ -101,7 +108,7 @@ def combine_adapters(
         for f in sub.iterdir():
             f.rename(tmp / f.name)
         sub.rmdir()
-    reloaded = masked_logits(load_with_adapter(model_dir, out_adapter, device, trust_remote_code, dtype=dtype), batch)
+    reloaded = masked_logits(load_with_adapter(model_dir, out_adapter, device, trust_remote_code, dtype=torch.float32), batch)
     reload_diff = (reloaded - combined).abs().max().item()
     if reload_diff > tolerance:
         raise RuntimeError(f"combine.{name}: the saved combination does not reload to the same model (max |Δlogit| {reload_diff:.3g})")
@@ -115,7 +122,7 @@ def combine_adapters(
     check = {"adapters": adapter_names, "weights": weights, "combination_type": combination_type, "density": density,
              "switching_max_abs_logit_diff": switching, "between_adapters_max_abs_logit_diff": between,
              "reload_max_abs_logit_diff": reload_diff, "tolerance": tolerance, "passed": True, "prompts": len(rows),
-             "precision": precision_name(dtype)}
+             "precision": precision_name(dtype), "combined_in": "fp32"}
     stats = {"method": "combine", "r": adapter_config["r"], "lora_alpha": adapter_config["lora_alpha"],
              "target_modules": sorted(adapter_config["target_modules"]), "trainable_params": trainable, "total_params": total,
              "trainable_pct": 100 * trainable / total, "adapter_mb": (Path(out_adapter) / "adapter_model.safetensors").stat().st_size / 2**20,
