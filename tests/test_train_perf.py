@@ -117,13 +117,41 @@ def test_chunked_loss_equals_full_logits(lora_model, monkeypatch):
     (ref / len(labels)).backward()
     g_ref = torch.cat([p.grad.flatten() for p in lora_model.parameters() if p.requires_grad]).clone()
     monkeypatch.setattr(modeling, "LOSS_CHUNK_BYTES", 16 * 4 * lm.lm_head.weight.shape[0])  # chunks of 16 positions
-    for granule in (1, 7):  # 7: every chunk's positions padded with zero rows to a multiple of 7 (bf16 on a CPU pads to 64)
-        monkeypatch.setattr(modeling, "_head_granule", lambda hidden, weight: granule)
+    for granule in (1, 7):  # 7: every chunk's positions padded with zero rows to a multiple of 7 (bf16 on a CPU pads to ONEDNN_GRANULE)
+        monkeypatch.setattr(modeling, "_head_granule", lambda hidden: granule)
         total, n = supervised_loss(lora_model, batch)
         assert n == len(labels) > 32 and torch.allclose(total, ref, atol=ATOL_LOSS, rtol=RTOL_LOSS)
         assert torch.allclose(lora_grads(lora_model, [batch]), g_ref, atol=ATOL_GRAD, rtol=0)
         with torch.no_grad():
             assert torch.allclose(supervised_loss(lora_model, batch)[0], ref, atol=ATOL_LOSS, rtol=RTOL_LOSS)
+
+
+def test_evaluate_per_row_loss_through_a_prepacked_head_equals_full_logits(tiny_model, monkeypatch):
+    """The evaluate stage's per-row loss (evaluate.run.per_row_nll: batches sorted by length, the head in
+    padded chunks through the module) equals each row's own full-logits NLL, also once the linears are
+    prepacked for inference (the head is then no nn.Linear) and in bf16 (widths rounded to the granule)."""
+    from loraflow.evaluate.run import per_row_nll
+
+    model = load_causal_lm(str(tiny_model), CPU)
+    ex = examples([40, 33, 21, 8, 15], seed=4)
+    ref = []
+    with torch.no_grad():
+        for ids, mask in ex:
+            logits = model(input_ids=torch.from_numpy(ids.astype(np.int64))[None]).logits[0, :-1].float()
+            target = torch.from_numpy(mask[1:].astype(bool))
+            ref.append(torch.nn.functional.cross_entropy(logits[target], torch.from_numpy(ids[1:].astype(np.int64))[target], reduction="sum"))
+    ref, counts = torch.stack(ref).double().numpy(), np.array([int(m[1:].sum()) for _, m in ex])
+    monkeypatch.setattr(modeling, "LOSS_CHUNK_BYTES", 16 * 4 * model.lm_head.weight.shape[0])  # chunks of 16 positions
+    monkeypatch.setattr(modeling, "_head_granule", lambda hidden: 7)
+    nll, n = per_row_nll(model, ex, 2, 0, CPU)
+    assert np.array_equal(n, counts) and np.allclose(nll, ref, rtol=1e-5, atol=1e-4)
+    assert modeling.prepack_cpu_linears(model, 2) > 0 and not isinstance(modeling.unwrap(model).lm_head, torch.nn.Linear)
+    nll, n = per_row_nll(model, ex, 2, 0, CPU)
+    assert np.array_equal(n, counts) and np.allclose(nll, ref, rtol=1e-4, atol=1e-3)
+    monkeypatch.undo()
+    bf16 = load_causal_lm(str(tiny_model), CPU, dtype=torch.bfloat16)
+    nll, n = per_row_nll(bf16, ex, 2, 0, CPU)
+    assert np.array_equal(n, counts) and np.allclose(nll, ref, rtol=3e-2)
 
 
 def test_bf16_training_chunked_loss_matches_full_logits(tiny_model):
@@ -223,11 +251,12 @@ def test_memory_estimate_terms(tiny_model):
     terms: dict = {}
     fp32 = estimate_memory_mb(model, trainable, total, 4, 512, precision="fp32", terms=terms, **kw)
     assert math.isclose(sum(terms[k] for k in TRAIN_TERMS), fp32) and terms["peak_phase"] == "train"
-    assert set(TRAIN_TERMS) == {"process", "weights", "optimizer", "activations", "loss", "tokens"}
+    assert set(TRAIN_TERMS) == {"process", "weights", "optimizer", "activations", "loss", "tokens", "kernels"} and terms["kernels"] == 0
     assert math.isclose(terms["weights"], total * 4 / 2**20)
     bf16_terms: dict = {}
     estimate_memory_mb(model, trainable, total, 4, 512, precision="bf16", terms=bf16_terms, **kw)
     assert bf16_terms["weights"] < terms["weights"] and bf16_terms["activations"] < terms["activations"]
+    assert bf16_terms["kernels"] > 0  # oneDNN's kernel cache: bf16 on a CPU only
     gc_terms: dict = {}
     estimate_memory_mb(model, trainable, total, 4, 512, precision="fp32", gradient_checkpointing=True, terms=gc_terms, **kw)
     assert gc_terms["activations"] < terms["activations"]
@@ -251,4 +280,4 @@ def test_memory_estimate_terms(tiny_model):
     gpu: dict = {}  # on a GPU the files stay in host memory: no load term on the device
     est_gpu = estimate_memory_mb(model, trainable, total, 4, 512, precision="bf16", terms=gpu, weights_file=big_fp32,
                                  device_type="cuda", tokens_per_forward=512)
-    assert gpu["peak_phase"] == "train" and math.isclose(est_gpu, sum(gpu[k] for k in TRAIN_TERMS))
+    assert gpu["peak_phase"] == "train" and math.isclose(est_gpu, sum(gpu[k] for k in TRAIN_TERMS)) and gpu["kernels"] == 0

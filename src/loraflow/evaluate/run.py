@@ -171,28 +171,20 @@ def cpu_decoding(model, cpu_kernels: str, batch_size: int) -> bool:
 @torch.no_grad()
 def per_row_nll(model, examples: list, batch_size: int, pad_id: int, device) -> tuple[np.ndarray, np.ndarray]:
     """(sum of next-token NLL over assistant tokens, number of those tokens) per example, in order;
-    their ratio of sums is the token-weighted mean loss (`modeling.mean_loss`)."""
-    from loraflow.model.modeling import collate, unwrap
-
-    import torch.nn.functional as F
+    their ratio of sums is the token-weighted mean loss (`modeling.mean_loss`). Batches of similar
+    length, widths rounded to the shape granule, the LM head in chunks (modeling.per_example_loss)."""
+    from loraflow.model.modeling import collate, per_example_loss, shape_granule
 
     was_training = model.training
     model.eval()
     nll, count = np.zeros(len(examples)), np.zeros(len(examples), dtype=np.int64)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
-    lm = unwrap(model)
-    body = getattr(lm, lm.base_model_prefix)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = collate([examples[i] for i in idx], pad_id, device)
-        hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        target = batch["labels_mask"][:, 1:]
-        row = torch.arange(len(idx), device=target.device)[:, None].expand_as(target)[target]
-        logits = lm.get_output_embeddings()(hidden[:, :-1][target])
-        losses = F.cross_entropy(logits.float(), batch["input_ids"][:, 1:][target], reduction="none")
-        sums = torch.zeros(len(idx), dtype=torch.float64, device=losses.device).index_add_(0, row, losses.double())
-        ns = torch.bincount(row, minlength=len(idx))
-        nll[idx], count[idx] = sums.cpu().numpy(), ns.cpu().numpy()
+    granule = shape_granule(device, model_precision(model))
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            sums, counts = per_example_loss(model, collate([examples[i] for i in idx], pad_id, device, granule), len(idx))
+            nll[idx], count[idx] = sums.cpu().numpy(), counts.cpu().numpy()
     model.train(was_training)
     return nll, count
 

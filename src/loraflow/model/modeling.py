@@ -181,20 +181,22 @@ def length_grouped_batches(lengths: list[int], batch_size: int, rng: np.random.G
 
 
 # Matmul rows (tokens) are rounded up to a multiple of this where bf16 matmuls run on a CPU (shape_granule).
-ONEDNN_GRANULE = 64
+ONEDNN_GRANULE = 16
 
 
 def shape_granule(device: torch.device, precision: str) -> int:
-    """Row-count granule of the training step's matmuls: ONEDNN_GRANULE for bf16 on a CPU, else 1.
+    """Row-count granule of the model's matmuls: ONEDNN_GRANULE for bf16 on a CPU, else 1.
 
     There bf16 matmuls run through oneDNN, which builds and caches a kernel for every distinct shape
     (up to 1,024 of them, most of a MB each). A step's shapes follow the packed rows' widths and the
     number of assistant tokens, so nearly every forward pass met new shapes: on the side-by-side's
     medical job (2 AVX512-BF16 cores) the train job's RSS grew by about 100 MB a step to 3.3 GB
-    against a one-step peak of 1.4 GB, and kernel building cost time. Rounded to multiples of 64, the
-    shapes are few; the extra rows are padding that carries no target. The padding costs where rows are
-    short: on the default data's ~100-token chats an A/B gave 245 against 312 tokens/s (on the medical
-    job's ~480-token rows, 326 against 281); a granule that scales with the width is not yet measured."""
+    against a one-step peak of 1.4 GB, and kernel building cost time. Rounded to a granule, the shapes
+    are few; the extra rows are padding that carries no target. Why 16 (benchmarks/bench_granule.py, 2
+    AVX512-BF16 cores, one process per granule): on the default data's ~100-token chats (60 steps of 8)
+    granule 16 gave 359 real tokens/s with 8 % padding against 324 and 27 % with 64, peak RSS 1.6 against
+    1.5 GB (granule 1: 371 tokens/s, RSS 1.4 -> 2.6 GB and still growing); on the medical job's ~480-token
+    rows (40 steps of 4) 319 against 318 tokens/s, peak 1.74 against 1.53 GB (preflight.KERNEL_CACHE_MB)."""
     return ONEDNN_GRANULE if device.type == "cpu" and precision == "bf16" else 1
 
 
@@ -330,7 +332,7 @@ class _ChunkedHeadNLL(torch.autograd.Function):
     def forward(ctx, hidden, weight, labels, chunk):
         nll = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         grad = torch.empty_like(hidden)
-        granule = _head_granule(hidden, weight)
+        granule = _head_granule(hidden)
         for s in range(0, hidden.shape[0], chunk):
             n = min(chunk, hidden.shape[0] - s)
             h, y = _pad_rows(hidden[s : s + n], granule), _pad_rows(labels[s : s + n], granule)  # padded rows are dropped below
@@ -339,7 +341,7 @@ class _ChunkedHeadNLL(torch.autograd.Function):
             nll[s : s + n] = (lse - logits.gather(1, y[:, None]).squeeze(1))[:n]
             probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
             probs[torch.arange(len(y), device=y.device), y] -= 1.0
-            grad[s : s + n] = torch.matmul(probs.to(_matmul_dtype(weight)), weight.to(_matmul_dtype(weight)))[:n].to(hidden.dtype)
+            grad[s : s + n] = torch.matmul(probs.to(_matmul_dtype(h)), weight.to(_matmul_dtype(h)))[:n].to(hidden.dtype)
         ctx.save_for_backward(grad)
         return nll
 
@@ -349,14 +351,16 @@ class _ChunkedHeadNLL(torch.autograd.Function):
         return grad * grad_nll[:, None].to(grad.dtype), None, None, None
 
 
-def _matmul_dtype(weight: torch.Tensor) -> torch.dtype:
-    device = weight.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul with input `x` runs in: the autocast dtype where autocast is on, else x's
+    (a plain module's weight has its input's dtype)."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
-def _head_granule(hidden: torch.Tensor, weight: torch.Tensor) -> int:
+def _head_granule(hidden: torch.Tensor) -> int:
     """shape_granule of the head's matmuls: how many target positions a chunk is padded to."""
-    return shape_granule(hidden.device, "bf16" if _matmul_dtype(weight) == torch.bfloat16 else "fp32")
+    return shape_granule(hidden.device, "bf16" if _matmul_dtype(hidden) == torch.bfloat16 else "fp32")
 
 
 def _pad_rows(t: torch.Tensor, granule: int) -> torch.Tensor:
@@ -368,18 +372,18 @@ def _pad_rows(t: torch.Tensor, granule: int) -> torch.Tensor:
 def head_nll(head: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """NLL of `labels` at each row of `hidden` (positions x hidden), fp32, without materialising
     the logits of all positions at once (see _ChunkedHeadNLL). A trainable head (method full) or a
-    head with a bias takes the plain path."""
-    weight = head.weight
-    chunk = _loss_chunk(weight.shape[0])
-    if getattr(head, "bias", None) is not None or weight.requires_grad:
-        return F.cross_entropy(head(hidden).float(), labels, reduction="none")
+    head with a bias takes the plain path. Without gradient the chunks go through `head` itself, so
+    an inference head (prepack_cpu_linears) works too."""
+    chunk = _loss_chunk(head.out_features)
     if torch.is_grad_enabled() and hidden.requires_grad:
-        return _ChunkedHeadNLL.apply(hidden, weight, labels, chunk)
+        if getattr(head, "bias", None) is not None or head.weight.requires_grad:
+            return F.cross_entropy(head(hidden).float(), labels, reduction="none")
+        return _ChunkedHeadNLL.apply(hidden, head.weight, labels, chunk)
     out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-    granule = _head_granule(hidden, weight)
+    granule = _head_granule(hidden)
     for s in range(0, hidden.shape[0], chunk):
         n = min(chunk, hidden.shape[0] - s)
-        logits = F.linear(_pad_rows(hidden[s : s + n], granule), weight)[:n]
+        logits = head(_pad_rows(hidden[s : s + n], granule))[:n]
         out[s : s + n] = F.cross_entropy(logits.float(), labels[s : s + n], reduction="none")
     return out
 
@@ -417,9 +421,13 @@ def per_example_loss(model, batch: dict[str, torch.Tensor], n_examples: int) -> 
 
 @torch.no_grad()
 def mean_loss(model, examples: list[Example], batch_size: int, pad_id: int, device: torch.device, max_batches: int = 0,
-              precision: str = "fp32") -> float:
+              precision: str = "fp32", forwards=None) -> float:
     """Token-weighted mean NLL over assistant tokens (deterministic order, sorted by length), under
-    the autocast of `precision` (the training loop's, whose frozen weights may be stored in bf16)."""
+    the autocast of `precision` (the training loop's, whose frozen weights may be stored in bf16).
+    `forwards` turns a batch of examples into forward passes (default: one right-padded pass,
+    collate); the train stage passes its own (packed passes of the training step's shapes, so on a
+    CPU in bf16 validation adds no oneDNN kernels of other shapes: shape_granule)."""
+    forwards = forwards or (lambda batch: [collate(batch, pad_id, device, shape_granule(device, precision))])
     was_training = model.training
     model.eval()
     order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
@@ -427,11 +435,11 @@ def mean_loss(model, examples: list[Example], batch_size: int, pad_id: int, devi
     for n, start in enumerate(range(0, len(order), batch_size)):
         if max_batches and n >= max_batches:
             break
-        batch = collate([examples[i] for i in order[start : start + batch_size]], pad_id, device, shape_granule(device, precision))
-        with autocast(precision, device):
-            loss, k = supervised_loss(model, batch)
-        total, count = total + loss.item(), count + k
-        del batch, loss
+        for batch in forwards([examples[i] for i in order[start : start + batch_size]]):
+            with autocast(precision, device):
+                loss, k = supervised_loss(model, batch)
+            total, count = total + loss.item(), count + k
+            del batch, loss
     model.train(was_training)
     return total / max(count, 1)
 

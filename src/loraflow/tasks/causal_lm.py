@@ -145,7 +145,7 @@ class CausalLM:
 
     def validate(self, model) -> dict[str, float]:
         loss = mean_loss(model, self.examples("val"), self.batch_size * 2, self.tokenizer.pad_token_id, self.device, self.max_eval_batches,
-                         self.precision)
+                         self.precision, forwards=self.forwards)
         return {"eval_loss": round(loss, 5)}
 
     def rank(self, metrics: dict[str, float]) -> tuple:

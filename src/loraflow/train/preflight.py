@@ -67,7 +67,11 @@ ACTIVATION_BYTES = {"fp32": (40.0, 16.0, 8.0), "bf16": (24.0, 10.0, 4.0)}
 # activations were 0.733 of theirs, hence 0.733 x the CPU's bf16 row. Checked on the default job (r=16, 8 x 130
 # tokens): 1,167 MB measured, 1,141 estimated (-2 %; +20 % with the CPU's coefficients). fp32 on a GPU: not measured.
 CUDA_ACTIVATION_BYTES = {"bf16": (17.6, 7.33, 2.93)}
-TRAIN_TERMS = ("process", "weights", "optimizer", "activations", "loss", "tokens")  # summed: the training peak
+# bf16 matmuls on a CPU run through oneDNN, which keeps a compiled kernel per matmul shape (modeling.shape_granule):
+# RSS grows over a training run until the shapes are all met. Measured by benchmarks/bench_granule.py on 2 AVX512-BF16
+# cores at granule 16, from step 5 to the end: +157 MB on the default data (60 steps), +200 MB on the medical job (40).
+KERNEL_CACHE_MB = 180.0
+TRAIN_TERMS = ("process", "weights", "optimizer", "activations", "loss", "tokens", "kernels")  # summed: the training peak
 ALLOCATOR_SLACK = 1.10  # allocator fragmentation on the per-step (dynamic) part
 
 
@@ -84,7 +88,8 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     x a per-token-layer size calibrated per precision, and on a CUDA GPU for bf16 by a measurement
     there; layer inputs plus one layer under gradient
     checkpointing), `loss` (one chunk of full-vocabulary logits and the hidden-state gradient of the
-    chunked loss, modeling.head_nll), `tokens` (the token cache), and allocator slack on the
+    chunked loss, modeling.head_nll), `tokens` (the token cache), `kernels` (oneDNN's kernel cache,
+    bf16 on a CPU: KERNEL_CACHE_MB), and allocator slack on the
     per-step part. Tokens per pass follow the train stage (modeling.forward_tokens): `seq_len` packed
     tokens on a CPU with packing, else `batch_size` x `seq_len` (the worst case of a padded batch).
 
@@ -133,8 +138,9 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     loss = min(chunk, tokens) * vocab * 4 * 2 + tokens * hidden * 4 * 2
     token_cache = train_rows * seq_len * 5  # int32 ids + uint8 mask (upper bound: rows x max length)
     process = PROCESS_MB * 2**20 if device.type == "cpu" else 0
+    kernels = KERNEL_CACHE_MB * 2**20 if device.type == "cpu" and compute == "bf16" else 0
     parts = {"process": process, "weights": weights, "optimizer": optimizer, "activations": activations * ALLOCATOR_SLACK,
-             "loss": loss * ALLOCATOR_SLACK, "tokens": token_cache}
+             "loss": loss * ALLOCATOR_SLACK, "tokens": token_cache, "kernels": kernels}
     train_peak = sum(parts.values())  # the TRAIN_TERMS
     file_bytes, file_weight_bytes = weights_file
     converted = file_bytes if method in WEIGHT_BYTES or file_weight_bytes != base_bytes else 0  # quantising converts too
