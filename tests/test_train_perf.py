@@ -78,6 +78,24 @@ def test_widths_rounded_to_the_shape_granule_same_loss_and_gradient(lora_model):
         assert torch.allclose(lora_grads(lora_model, batches), g, atol=ATOL_GRAD, rtol=0)
 
 
+def test_validation_through_the_training_passes_gives_the_padded_mean_loss(lora_model):
+    """The train stage validates with its own forward passes (packed, rounded to the granule: no matmul
+    shapes beyond the training step's); the mean loss is that of right-padded batches."""
+    from loraflow.model.modeling import mean_loss
+
+    ex = examples([37, 12, 60, 25, 9, 44, 3, 18], seed=2)
+    padded = mean_loss(lora_model, ex, 4, 0, CPU)
+    passes = []
+
+    def training_passes(batch):
+        passes.append(forward_batches(batch, 0, CPU, True, 64, 64, granule=16))
+        return passes[-1]
+
+    packed = mean_loss(lora_model, ex, 4, 0, CPU, forwards=training_passes)
+    assert len(passes) == 2 and all(p["input_ids"].shape[1] % 16 == 0 and "position_ids" in p for ps in passes for p in ps)
+    assert math.isclose(packed, padded, rel_tol=1e-6)
+
+
 def test_packed_rows_no_wider_than_the_longest_conversation():
     """A micro-batch of short chats is packed into rows as wide as its longest chat, not tokenize.max_length
     (attention over a row costs width² whatever the mask holds); short chats still share a row."""

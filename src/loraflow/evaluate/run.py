@@ -180,11 +180,10 @@ def per_row_nll(model, examples: list, batch_size: int, pad_id: int, device) -> 
     nll, count = np.zeros(len(examples)), np.zeros(len(examples), dtype=np.int64)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
     granule = shape_granule(device, model_precision(model))
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            sums, counts = per_example_loss(model, collate([examples[i] for i in idx], pad_id, device, granule), len(idx))
-            nll[idx], count[idx] = sums.cpu().numpy(), counts.cpu().numpy()
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        sums, counts = per_example_loss(model, collate([examples[i] for i in idx], pad_id, device, granule), len(idx))
+        nll[idx], count[idx] = sums.cpu().numpy(), counts.cpu().numpy()
     model.train(was_training)
     return nll, count
 
