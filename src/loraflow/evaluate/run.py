@@ -15,7 +15,9 @@ import torch
 
 from loraflow.io import read_jsonl, write_json, write_jsonl
 from loraflow.evaluate.metrics import accuracy_macro_f1, normalize_answer, pairwise_agreement, perplexity, row_scores, text_metrics
-from loraflow.model.modeling import load_causal_lm, load_tokenizer, model_precision, pick_device, set_seed, set_threads
+from loraflow.model.modeling import (
+    collate, load_causal_lm, load_tokenizer, model_precision, per_example_loss, pick_device, set_seed, set_threads, shape_granule,
+)
 from loraflow.data.tokenization import load_split
 
 log = logging.getLogger(__name__)
@@ -173,8 +175,6 @@ def per_row_nll(model, examples: list, batch_size: int, pad_id: int, device) -> 
     """(sum of next-token NLL over assistant tokens, number of those tokens) per example, in order;
     their ratio of sums is the token-weighted mean loss (`modeling.mean_loss`). Batches of similar
     length, widths rounded to the shape granule, the LM head in chunks (modeling.per_example_loss)."""
-    from loraflow.model.modeling import collate, per_example_loss, shape_granule
-
     was_training = model.training
     model.eval()
     nll, count = np.zeros(len(examples)), np.zeros(len(examples), dtype=np.int64)

@@ -81,9 +81,13 @@ def combine_adapters(
 
     alone = {n: masked_logits(load_with_adapter(model_dir, d, device, trust_remote_code, dtype=dtype), batch)
              for n, d in zip(adapter_names, adapter_dirs)}
-    model = load_with_adapter(model_dir, adapter_dirs[0], device, trust_remote_code, adapter_names[0], dtype)
-    for n, d in zip(adapter_names[1:], adapter_dirs[1:]):
-        model.load_adapter(d, adapter_name=n)
+    def all_parts(dtype):  # every part on one base, under its own name
+        model = load_with_adapter(model_dir, adapter_dirs[0], device, trust_remote_code, adapter_names[0], dtype)
+        for n, d in zip(adapter_names[1:], adapter_dirs[1:]):
+            model.load_adapter(d, adapter_name=n)
+        return model
+
+    model = all_parts(dtype)
     switching = {}
     for n in adapter_names:
         model.set_adapter(n)
@@ -94,9 +98,7 @@ def combine_adapters(
         raise RuntimeError(f"combine.{name}: switching adapters on one base failed: {switching} (tolerance {tolerance}); between parts {between}")
 
     if dtype != torch.float32:
-        model = load_with_adapter(model_dir, adapter_dirs[0], device, trust_remote_code, adapter_names[0], torch.float32)
-        for n, d in zip(adapter_names[1:], adapter_dirs[1:]):
-            model.load_adapter(d, adapter_name=n)
+        model = all_parts(torch.float32)
     model.add_weighted_adapter(adapters=adapter_names, weights=weights, adapter_name=COMBINED,
                                combination_type=combination_type, density=density)
     model.set_adapter(COMBINED)
