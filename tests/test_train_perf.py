@@ -47,7 +47,16 @@ def lora_grads(model, batches):
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
 
 
-def test_packed_batch_gives_the_unpacked_per_example_loss(lora_model):
+@pytest.fixture(params=["sdpa", "eager"])
+def attention(request, lora_model):
+    """lora_model with transformers' SDPA or eager attention (train.attention), set back to SDPA after."""
+    modeling.unwrap(lora_model).set_attn_implementation(request.param)
+    yield request.param
+    modeling.unwrap(lora_model).set_attn_implementation("sdpa")
+
+
+def test_packed_batch_gives_the_unpacked_per_example_loss(lora_model, attention):
+    assert modeling.unwrap(lora_model).config._attn_implementation == attention
     ex = examples([37, 12, 60, 25, 9, 44, 3, 18])
     padded, packed = collate(ex, 0, CPU), pack(ex, 0, CPU, max_length=64)
     assert packed["input_ids"].shape[0] < len(ex)  # several conversations share a row
@@ -59,6 +68,68 @@ def test_packed_batch_gives_the_unpacked_per_example_loss(lora_model):
     for batches in (forward_batches(ex, 0, CPU, packing=True, max_length=64), forward_batches(ex, 0, CPU, True, 64, 64),
                     forward_batches(ex, 0, CPU, False, 64, 100)):
         assert torch.allclose(lora_grads(lora_model, batches), g, atol=ATOL_GRAD, rtol=0)
+
+
+def test_eager_attention_equals_sdpa_on_packed_rows(lora_model):
+    """Eager attention (train.attention: auto on bf16 CPUs) keeps packed conversations apart as SDPA does:
+    the same per-example losses and LoRA gradients."""
+    ex = examples([37, 12, 60, 25, 9, 44, 3, 18], seed=4)
+    batches = forward_batches(ex, 0, CPU, True, 64, 64)
+    out = {}
+    for impl in ("sdpa", "eager"):
+        modeling.unwrap(lora_model).set_attn_implementation(impl)
+        out[impl] = per_example_loss(lora_model, pack(ex, 0, CPU, 64), len(ex))[0], lora_grads(lora_model, batches)
+    modeling.unwrap(lora_model).set_attn_implementation("sdpa")
+    assert torch.allclose(out["sdpa"][0], out["eager"][0], atol=ATOL_LOSS, rtol=RTOL_LOSS)
+    assert torch.allclose(out["sdpa"][1], out["eager"][1], atol=ATOL_GRAD, rtol=0)
+
+
+def test_auto_attention_and_compile_choices(monkeypatch):
+    """train.attention / train.compile: explicit values are kept; auto picks eager attention and compiled
+    layers only for bf16 on a CPU with bf16 units (eager only with rows of at most 512 tokens; compiled
+    only for lora / rslora, without gradient checkpointing, with a C++ compiler)."""
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(modeling, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(modeling, "cxx_compiler_found", lambda: True)
+    att = modeling.attention_implementation
+    assert att("auto", CPU, "bf16", 512) == "eager" and att("auto", CPU, "bf16", 513) == "sdpa"
+    assert att("auto", CPU, "fp32", 512) == att("auto", cuda, "bf16", 512) == "sdpa"
+    assert att("sdpa", CPU, "bf16", 128) == "sdpa" and att("eager", cuda, "fp32", 4096) == "eager"
+    comp = modeling.compile_training
+    assert comp("auto", CPU, "bf16", "lora", False) and comp("auto", CPU, "bf16", "rslora", False)
+    assert not any([comp("auto", CPU, "fp32", "lora", False), comp("auto", cuda, "bf16", "lora", False),
+                    comp("auto", CPU, "bf16", "qlora", False), comp("auto", CPU, "bf16", "full", False),
+                    comp("auto", CPU, "bf16", "lora", True)])
+    assert comp(True, cuda, "fp32", "full", True) and not comp(False, CPU, "bf16", "lora", False)
+    monkeypatch.setattr(modeling, "cxx_compiler_found", lambda: False)
+    assert not comp("auto", CPU, "bf16", "lora", False)
+    monkeypatch.setattr(modeling, "cpu_has_fast_bf16", lambda: False)  # bf16 emulated (AVX2): measured nowhere, so neither
+    monkeypatch.setattr(modeling, "cxx_compiler_found", lambda: True)
+    assert att("auto", CPU, "bf16", 512) == "sdpa" and not comp("auto", CPU, "bf16", "lora", False)
+
+
+@pytest.mark.skipif(not modeling.cxx_compiler_found(), reason="torch.compile on a CPU needs a C++ compiler (g++)")
+def test_compiled_layers_give_the_same_loss_and_gradient(tiny_model):
+    """train.compile: the decoder layers compiled (dynamic shapes: passes of other widths and row counts
+    reuse the graph) compute the eager model's per-example losses and LoRA gradients, with eager attention
+    and packed rows as the auto choice runs them."""
+    from loraflow.tasks.causal_lm import compile_layers
+
+    torch.manual_seed(0)
+    model = trainable_model(load_causal_lm(str(tiny_model), CPU), "lora", 4, 8, ["q_proj", "v_proj"], 0.0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2)
+    modeling.unwrap(model).set_attn_implementation("eager")
+    sets = [examples([37, 12, 60, 25, 9, 44, 3, 18], seed=5), examples([20, 31, 7], seed=6), examples([50, 50, 14, 9, 22], seed=7)]
+    expected = [(per_example_loss(model, pack(ex, 0, CPU, 64), len(ex))[0], lora_grads(model, forward_batches(ex, 0, CPU, True, 64, 64)))
+                for ex in sets]
+    compile_layers(model)
+    layers = modeling.unwrap(model).model.layers
+    assert all(getattr(layer, "_compiled_call_impl", None) is not None for layer in layers)
+    for ex, (loss, grad) in zip(sets, expected):
+        assert torch.allclose(per_example_loss(model, pack(ex, 0, CPU, 64), len(ex))[0], loss, atol=1e-4, rtol=1e-5)
+        assert torch.allclose(lora_grads(model, forward_batches(ex, 0, CPU, True, 64, 64)), grad, atol=1e-5, rtol=1e-4)
 
 
 def test_widths_rounded_to_the_shape_granule_same_loss_and_gradient(lora_model):
@@ -261,7 +332,7 @@ def test_trailing_partial_character_trimmed_at_the_token_cap(tiny_model):
 
 
 def test_memory_estimate_terms(tiny_model):
-    from loraflow.train.preflight import TRAIN_TERMS, estimate_memory_mb, lora_counts, meta_model, weights_file_info
+    from loraflow.train.preflight import ALLOCATOR_SLACK, TRAIN_TERMS, estimate_memory_mb, lora_counts, meta_model, weights_file_info
 
     model = meta_model(str(tiny_model))
     trainable, total = lora_counts(model, 4, 8, ["q_proj", "v_proj"])
@@ -269,12 +340,24 @@ def test_memory_estimate_terms(tiny_model):
     terms: dict = {}
     fp32 = estimate_memory_mb(model, trainable, total, 4, 512, precision="fp32", terms=terms, **kw)
     assert math.isclose(sum(terms[k] for k in TRAIN_TERMS), fp32) and terms["peak_phase"] == "train"
-    assert set(TRAIN_TERMS) == {"process", "weights", "optimizer", "activations", "loss", "tokens", "kernels"} and terms["kernels"] == 0
+    assert set(TRAIN_TERMS) == {"process", "weights", "optimizer", "activations", "attention", "loss", "tokens", "kernels"}
+    assert terms["kernels"] == 0 and terms["attention"] == 0  # fp32: SDPA, nothing kept per score
     assert math.isclose(terms["weights"], total * 4 / 2**20)
     bf16_terms: dict = {}
     estimate_memory_mb(model, trainable, total, 4, 512, precision="bf16", terms=bf16_terms, **kw)
     assert bf16_terms["weights"] < terms["weights"] and bf16_terms["activations"] < terms["activations"]
     assert bf16_terms["kernels"] > 0  # oneDNN's kernel cache: bf16 on a CPU only
+    # eager attention keeps layers x heads x tokens x width scores (6 bytes each uncompiled, 2 compiled)
+    cfg = model.config
+    eager = {c: {} for c in (False, True)}
+    for c in eager:
+        estimate_memory_mb(model, trainable, total, 4, 128, precision="bf16", attention="eager", compile=c, terms=eager[c], **kw)
+    scores = cfg.num_hidden_layers * cfg.num_attention_heads * 512 * 128 / 2**20 * ALLOCATOR_SLACK
+    assert math.isclose(eager[False]["attention"], 6 * scores) and math.isclose(eager[True]["attention"], 2 * scores)
+    narrow: dict = {}  # rows no wider than the longest train row
+    estimate_memory_mb(model, trainable, total, 4, 128, precision="bf16", attention="eager", compile=True, longest=64, terms=narrow, **kw)
+    assert math.isclose(narrow["attention"], eager[True]["attention"] / 2)
+    assert (bf16_terms["attention"] > 0) == modeling.cpu_has_fast_bf16()  # auto: eager where bf16 is native, rows <= 512
     gc_terms: dict = {}
     estimate_memory_mb(model, trainable, total, 4, 512, precision="fp32", gradient_checkpointing=True, terms=gc_terms, **kw)
     assert gc_terms["activations"] < terms["activations"]

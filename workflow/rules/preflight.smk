@@ -42,7 +42,8 @@ if PREFLIGHT_TODO:
             ),
             # what the memory estimate assumes of the train jobs; it changes no count, so no check reruns
             runtime={"gradient_checkpointing": "train.gradient_checkpointing", "merge_runs": "merge.runs", "precision": "train.precision",
-                     "packing": "train.packing", "tokens_per_forward": "train.tokens_per_forward"},
+                     "packing": "train.packing", "tokens_per_forward": "train.tokens_per_forward", "attention": "train.attention",
+                     "compile": "train.compile"},
         priority: 100
         log:
             f"{R}/logs/preflight.log",

@@ -32,12 +32,12 @@ CLEAN_KEYS = ["min_answer_chars", "max_chars", "mojibake", "dedup", "strip_html"
 # here; one that cannot change the adapter goes to TRAIN_RUNTIME instead.
 #   eval_every, max_eval_batches, early_stopping_patience: decide which validation loss picks the kept step;
 #   nproc_per_node: one optimizer step takes batch_size x grad_accum x nproc_per_node examples;
-#   packing, tokens_per_forward, compile: the same examples per step and the same gradient sum, but other
-#   summation orders and kernels, so the adapter differs in float rounding (not bit-identical).
+#   packing, tokens_per_forward, compile, attention: the same examples per step and the same gradient sum, but
+#   other summation orders and kernels, so the adapter differs in float rounding (not bit-identical).
 # learning_rate / learning_rate_full are added per run: only the one its method uses (see train_settings).
 TRAIN_KEYS = ["lora_dropout", "weight_decay", "precision", "epochs", "max_steps", "batch_size", "grad_accum", "warmup_steps",
               "lr_scheduler", "max_grad_norm", "eval_every", "early_stopping_patience", "max_eval_batches", "nproc_per_node",
-              "packing", "tokens_per_forward", "compile"]
+              "packing", "tokens_per_forward", "compile", "attention"]
 # Settings that cannot change the adapter, read from the config when the job runs (changing them reruns
 # nothing): a resumed run ends bit-identical (checkpoint_every); gradient checkpointing recomputes the
 # same activations (bit-identical adapters, tests/test_workflow.py); threads, see JOB_THREADS.
@@ -166,7 +166,7 @@ def causal_lm_io(stage: str) -> dict:
 CLS = config["classify"]
 # The `train` settings the classification task uses: the shared training loop's (TRAIN_KEYS above, less
 # the causal LM's own); changing another `train` key reruns nothing here. checkpoint_every cannot change a result.
-CLS_TRAIN_KEYS = [k for k in TRAIN_KEYS if k not in ("max_eval_batches", "packing", "tokens_per_forward", "compile")]
+CLS_TRAIN_KEYS = [k for k in TRAIN_KEYS if k not in ("max_eval_batches", "packing", "tokens_per_forward", "compile", "attention")]
 CLS_TRAIN_RUNTIME = {**RUNTIME, "checkpoint_every": "train.checkpoint_every"}
 
 

@@ -21,22 +21,28 @@ from loraflow.data.tokenization import load_split
 from loraflow.io import read_json
 from loraflow.model.methods import QUANTIZED, load_base, save_trained, trainable_model
 from loraflow.model.modeling import (
-    forward_batches, forward_tokens, load_tokenizer, mean_loss, pass_bound, shape_granule, supervised_loss, train_weight_dtype,
+    attention_implementation, compile_training, forward_batches, forward_tokens, load_tokenizer, mean_loss, pass_bound, shape_granule,
+    supervised_loss, train_weight_dtype, unwrap,
 )
 
 log = logging.getLogger(__name__)
 
 
 def plan_memory(model, method: str, trainable: int, total: int, batch_size: int, max_length: int, per_forward: int,
-                precision: str, checkpointing: bool, max_memory_mb: int, n_train: int, weights_file: tuple[int, int] = (0, 0)) -> dict:
+                precision: str, checkpointing: bool, max_memory_mb: int, n_train: int, weights_file: tuple[int, int] = (0, 0),
+                attention: str = "sdpa", compile="auto", longest: int | None = None) -> dict:
     """The memory estimate (preflight.estimate_memory_mb) for these settings; with `max_memory_mb` set
-    and exceeded, gradient checkpointing is switched on (and the estimate redone)."""
+    and exceeded, gradient checkpointing is switched on (and the estimate redone). Also whether the
+    decoder layers are compiled (modeling.compile_training: `auto` does not compile under checkpointing)."""
     from loraflow.train.preflight import estimate_memory_mb
+
+    device = next(model.parameters()).device
 
     def estimate(gc: bool) -> float:
         return estimate_memory_mb(model, trainable, total, batch_size, max_length, method=method, gradient_checkpointing=gc,
                                   precision=precision, tokens_per_forward=per_forward, train_rows=n_train,
-                                  weights_file=weights_file)
+                                  weights_file=weights_file, attention=attention, compile=compile, longest=longest,
+                                  device_type=device.type)
 
     est = estimate(checkpointing)
     if max_memory_mb and est > max_memory_mb and not checkpointing:
@@ -44,21 +50,23 @@ def plan_memory(model, method: str, trainable: int, total: int, batch_size: int,
         checkpointing, est = True, estimate(True)
         if est > max_memory_mb:
             log.warning("estimated peak %.0f MB still above train.max_memory_mb %d with gradient checkpointing", est, max_memory_mb)
-    return {"estimate_mb": est, "gradient_checkpointing": checkpointing}
+    return {"estimate_mb": est, "gradient_checkpointing": checkpointing,
+            "compiled": compile_training(compile, device, precision, method, checkpointing)}
 
 
 def enable_checkpointing(model) -> None:
     """Gradient checkpointing on an already wrapped (peft) model: every decoder layer recomputes its
     activations in the backward pass."""
-    from loraflow.model.modeling import unwrap
-
     unwrap(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def compile_layers(model) -> None:
-    """torch.compile every decoder layer (one compiled graph shared by all layers, dynamic shapes)."""
-    from loraflow.model.modeling import unwrap
+def compile_layers(model, fall_back: bool = False) -> None:
+    """torch.compile every decoder layer (one compiled graph shared by all layers, dynamic shapes). With
+    `fall_back` (train.compile: auto) a layer that fails to compile runs uncompiled, with a warning."""
+    if fall_back:
+        import torch._dynamo
 
+        torch._dynamo.config.suppress_errors = True
     lm = unwrap(model)
     layers = getattr(getattr(lm, lm.base_model_prefix), "layers", None)
     if layers is None:
@@ -86,10 +94,11 @@ class CausalLM:
     max_eval_batches: int = 0
     packing: bool = True
     tokens_per_forward: int = 0
-    compile: bool = False
+    compile: bool | str = "auto"
     max_memory_mb: int = 0
     trust_remote_code: bool = False
     preflight: str | None = None
+    attention: str = "auto"
 
     eval_fields = ["eval_loss"]
 
@@ -121,15 +130,19 @@ class CausalLM:
         # the most tokens one forward pass can hold with these rows (the pre-flight bounds it the same way, by the token cache's meta)
         longest = max((self.length(e) for e in self.examples("train")), default=self.max_length)
         most = pass_bound(self.per_forward, self.batch_size, self.max_length, longest)
+        self.attn = attention_implementation(self.attention, device, precision, self.max_length)
+        if self.attn != unwrap(model).config._attn_implementation:
+            unwrap(model).set_attn_implementation(self.attn)
         self.memory = plan_memory(model, self.method, trainable, total, self.batch_size, self.max_length, most, precision,
-                                  asked, self.max_memory_mb, n_train, weights_file_info(self.model_dir))
+                                  asked, self.max_memory_mb, n_train, weights_file_info(self.model_dir), self.attn, self.compile, longest)
         if self.memory["gradient_checkpointing"] and not asked:
             enable_checkpointing(model)
-        if self.compile:
-            compile_layers(model)
-        log.info("%s r=%s alpha=%s targets=%s: %s trainable of %s parameters (%.4f%%) on %s, %s compute, %s, %s tokens per "
-                 "forward pass, estimated peak %.0f MB%s", self.method, self.r, self.lora_alpha, self.target_modules, f"{trainable:,}",
-                 f"{total:,}", 100 * trainable / total, device, precision, "packed rows" if self.packing else "padded rows",
+        if self.memory["compiled"]:
+            compile_layers(model, fall_back=self.compile == "auto")
+        log.info("%s r=%s alpha=%s targets=%s: %s trainable of %s parameters (%.4f%%) on %s, %s compute, %s attention%s, %s, %s "
+                 "tokens per forward pass, estimated peak %.0f MB%s", self.method, self.r, self.lora_alpha, self.target_modules,
+                 f"{trainable:,}", f"{total:,}", 100 * trainable / total, device, precision, self.attn,
+                 ", compiled layers" if self.memory["compiled"] else "", "packed rows" if self.packing else "padded rows",
                  self.per_forward or "all", self.memory["estimate_mb"], ", gradient checkpointing" if self.memory["gradient_checkpointing"] else "")
         return model
 
@@ -161,7 +174,7 @@ class CausalLM:
             "best_eval_loss": (state["best"] or {}).get("eval_loss", math.inf), "supervised_tokens_seen": state["supervised_seen"],
             "quantization": {"qlora": "nf4 (double quant, bf16 compute)", "lora_8bit": "int8"}.get(self.method, "none"),
             "gradient_checkpointing": self.memory["gradient_checkpointing"], "packing": self.packing,
-            "tokens_per_forward": self.per_forward, "compiled": bool(self.compile), "est_memory_mb": self.memory["estimate_mb"],
+            "tokens_per_forward": self.per_forward, "attention": self.attn, "compiled": self.memory["compiled"], "est_memory_mb": self.memory["estimate_mb"],
         }
         if self.preflight:  # the pre-flight estimate next to the measurement, to keep the estimate honest
             stats["preflight_est_memory_mb"] = read_json(self.preflight)["est_peak_train_memory_mb"]

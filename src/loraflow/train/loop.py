@@ -299,7 +299,7 @@ def train_lora(
     max_grad_norm: float = 1.0, eval_every: int = 20, early_stopping_patience: int = 0,
     max_eval_batches: int = 0, checkpoint_every: int = 0, checkpoint_dir: str | None = None, nproc_per_node: int = 1,
     seed: int = 42, threads: int | None = None, trust_remote_code: bool = False, preflight: str | None = None,
-    packing: bool = True, tokens_per_forward: int = 0, compile: bool = False, max_memory_mb: int = 0,
+    packing: bool = True, tokens_per_forward: int = 0, compile: bool | str = "auto", max_memory_mb: int = 0, attention: str = "auto",
 ) -> dict:
     """Train stage of task causal_lm: the shared loop on loraflow.tasks.causal_lm.CausalLM."""
     args = dict(locals())
@@ -309,7 +309,7 @@ def train_lora(
 
     task = CausalLM(model_dir, train_path, val_path, tokens_meta, method, r, lora_alpha, target_modules, lora_dropout,
                     gradient_checkpointing, batch_size, max_eval_batches, packing, tokens_per_forward, compile, max_memory_mb,
-                    trust_remote_code, preflight)
+                    trust_remote_code, preflight, attention)
     loop = {k: args[k] for k in LOOP_KEYS}
     loop["learning_rate"] = learning_rate_full if method == "full" else learning_rate
     return train(task, out_adapter, out_log, out_stats, hparams=run_hparams(args), **loop)

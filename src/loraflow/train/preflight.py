@@ -71,14 +71,19 @@ CUDA_ACTIVATION_BYTES = {"bf16": (17.6, 7.33, 2.93)}
 # RSS grows over a training run until the shapes are all met. Measured by benchmarks/bench_granule.py on 2 AVX512-BF16
 # cores at granule 16, from step 5 to the end: +157 MB on the default data (60 steps), +200 MB on the medical job (40).
 KERNEL_CACHE_MB = 180.0
-TRAIN_TERMS = ("process", "weights", "optimizer", "activations", "loss", "tokens", "kernels")  # summed: the training peak
+# Eager attention (modeling.attention_implementation) keeps each layer's attention probabilities for the backward
+# pass: rows x heads x width^2 elements, in bytes per element: the bf16 probabilities and the fp32 softmax output
+# uncompiled, the bf16 probabilities alone when inductor fuses the softmax (compiled layers).
+EAGER_SCORE_BYTES = {False: 6.0, True: 2.0}
+TRAIN_TERMS = ("process", "weights", "optimizer", "activations", "attention", "loss", "tokens", "kernels")  # summed: the training peak
 ALLOCATOR_SLACK = 1.10  # allocator fragmentation on the per-step (dynamic) part
 
 
 def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_len: int, bytes_per_param: int = 4,
                        method: str = "lora", gradient_checkpointing: bool = False, *, precision: str = "auto",
                        packing: bool = True, tokens_per_forward: int | None = None, train_rows: int = 0,
-                       device_type: str | None = None, weights_file: tuple[int, int] = (0, 0), terms: dict | None = None) -> float:
+                       device_type: str | None = None, weights_file: tuple[int, int] = (0, 0), attention: str = "auto",
+                       compile="auto", longest: int | None = None, terms: dict | None = None) -> float:
     """Peak training memory (MB) of the train stage: peak RSS on a CPU, max allocated on a GPU.
 
     Terms (pass a dict as `terms` to get them back, MB): `process` (interpreter and libraries, CPU
@@ -87,7 +92,8 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     the trained parameters), `activations` (saved tensors of one forward pass: tokens per pass x layers
     x a per-token-layer size calibrated per precision, and on a CUDA GPU for bf16 by a measurement
     there; layer inputs plus one layer under gradient
-    checkpointing), `loss` (one chunk of full-vocabulary logits and the hidden-state gradient of the
+    checkpointing), `attention` (eager attention's saved probabilities, train.attention: layers x heads x
+    tokens per pass x row width, EAGER_SCORE_BYTES each; one layer's under checkpointing), `loss` (one chunk of full-vocabulary logits and the hidden-state gradient of the
     chunked loss, modeling.head_nll), `tokens` (the token cache), `kernels` (oneDNN's kernel cache,
     bf16 on a CPU: KERNEL_CACHE_MB), and allocator slack on the
     per-step part. Tokens per pass follow the train stage (modeling.forward_tokens): `seq_len` packed
@@ -102,7 +108,9 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     while loading, 1,325 MB after; bf16 files into bf16 392 MB (pages not yet touched)."""
     import torch
 
-    from loraflow.model.modeling import _loss_chunk, forward_tokens, pick_device, train_weight_dtype, training_precision
+    from loraflow.model.modeling import (
+        _loss_chunk, attention_implementation, compile_training, forward_tokens, pick_device, train_weight_dtype, training_precision,
+    )
 
     device = torch.device(device_type) if device_type else pick_device()
     precision = training_precision(precision, device)
@@ -134,13 +142,19 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
         activations = tokens * (layers * hidden * 4 + per_token_layer)
     else:
         activations = tokens * layers * per_token_layer
+    eager = attention_implementation(attention, device, precision, seq_len) == "eager"
+    compiled = compile_training(compile, device, precision, method, checkpointed)
+    # rows no wider than seq_len nor the longest train row: a pass of `tokens` holds at most tokens x width scores per head
+    width = min(seq_len, longest or seq_len, tokens)
+    scores = heads * tokens * width * EAGER_SCORE_BYTES[compiled] if eager else 0
+    attention_saved = scores * (1 if checkpointed else layers)
     chunk = _loss_chunk(vocab)
     loss = min(chunk, tokens) * vocab * 4 * 2 + tokens * hidden * 4 * 2
     token_cache = train_rows * seq_len * 5  # int32 ids + uint8 mask (upper bound: rows x max length)
     process = PROCESS_MB * 2**20 if device.type == "cpu" else 0
     kernels = KERNEL_CACHE_MB * 2**20 if device.type == "cpu" and compute == "bf16" else 0
     parts = {"process": process, "weights": weights, "optimizer": optimizer, "activations": activations * ALLOCATOR_SLACK,
-             "loss": loss * ALLOCATOR_SLACK, "tokens": token_cache, "kernels": kernels}
+             "attention": attention_saved * ALLOCATOR_SLACK, "loss": loss * ALLOCATOR_SLACK, "tokens": token_cache, "kernels": kernels}
     train_peak = sum(parts.values())  # the TRAIN_TERMS
     file_bytes, file_weight_bytes = weights_file
     converted = file_bytes if method in WEIGHT_BYTES or file_weight_bytes != base_bytes else 0  # quantising converts too
@@ -196,7 +210,7 @@ class GridCheck:
 
     def __init__(self, model_dir_or_config, batch_size: int, max_length: int, gradient_checkpointing: bool = False,
                  trust_remote_code: bool = False, precision: str = "auto", packing: bool = True, tokens_per_forward: int = 0,
-                 train_rows: int = 0, longest: int | None = None):
+                 train_rows: int = 0, longest: int | None = None, attention: str = "auto", compile="auto"):
         from loraflow.model.modeling import forward_tokens, pass_bound, pick_device
 
         self.model = meta_model(model_dir_or_config, trust_remote_code)
@@ -205,7 +219,7 @@ class GridCheck:
         # the memory estimate's view of the train job (train.precision, train.packing, train.tokens_per_forward), with
         # a forward pass bounded as the train stage bounds it: by the longest train rows (token cache meta), if known
         per_forward = forward_tokens(tokens_per_forward, packing, batch_size, max_length, pick_device())
-        self.memory_settings = {"precision": precision, "train_rows": train_rows,
+        self.memory_settings = {"precision": precision, "train_rows": train_rows, "attention": attention, "compile": compile, "longest": longest,
                                 "tokens_per_forward": pass_bound(per_forward, batch_size, max_length, longest),
                                 "weights_file": weights_file_info(model_dir_or_config)}
         self.merged = merged_model_mb(self.model)
@@ -280,7 +294,7 @@ def preflight_grid(
     model_dir: str, out_jsons: list[str], runs: dict[str, dict], batch_size: int = 8, max_length: int = 512,
     gradient_checkpointing: bool = False, trust_remote_code: bool = False, merge_runs: str = "best",
     checked_with: dict | None = None, out_csv: str | None = None, precision: str = "auto", packing: bool = True,
-    tokens_per_forward: int = 0, tokens_meta: str | None = None,
+    tokens_per_forward: int = 0, tokens_meta: str | None = None, attention: str = "auto", compile="auto",
 ) -> pd.DataFrame:
     """Pre-flight stage entry point: grid points ({run: {method, r, lora_alpha, target_modules}}) in one
     process; writes runs/<run>/preflight.json per point (matched by run name; `checked_with` recorded
@@ -299,7 +313,7 @@ def preflight_grid(
         raise ValueError(f"pre-flight outputs {sorted(paths)} do not match the grid's runs {sorted(runs)}")
     train = read_json(tokens_meta)["splits"]["train"] if tokens_meta else {}
     check = GridCheck(model_dir, batch_size, max_length, gradient_checkpointing, trust_remote_code, precision, packing, tokens_per_forward,
-                      train.get("examples", 0), train.get("longest"))
+                      train.get("examples", 0), train.get("longest"), attention, compile)
     rows, bad = [], []
     for run, point in runs.items():
         try:
