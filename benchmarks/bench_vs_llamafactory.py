@@ -272,7 +272,7 @@ def main() -> None:
                     "rerun its evaluation (and the base's where its settings changed), e.g. after a change to decoding")
     ap.add_argument("--reuse-lf-train", action="store_true", help="take LLaMA-Factory's training figures from its finished "
                     "training in --work (its predict and everything after still run)")
-    ap.add_argument("--compile", action="store_true", help="loraflow with train.compile: true")
+    ap.add_argument("--compile", action="store_true", help="loraflow with train.compile: true (default: the config's, auto)")
     ap.add_argument("--threads", type=int, default=0, help="compute threads of both tools (0 = all cores, the harness's setting; "
                     "on a machine shared with other jobs 1 avoids OpenMP threads waiting on each other)")
     ap.add_argument("--lf-venv", default=os.environ.get("LF_VENV", "~/.cache/loraflow-peers/llamafactory"))
@@ -367,10 +367,20 @@ def main() -> None:
           f"{ev['generation_s']:>12.1f}{lf['generation_s'] / ev['generation_s']:>15.2f}x faster")
     print(f"{'greedy text identical':34s}{same}/{len(ids)} rows (LLaMA-Factory predict with loraflow's adapter; "
           f"prompts identical in {same_prompt}/{len(ids)})")
-    est = ts.get("preflight_est_memory_mb") or ts.get("est_memory_mb")
-    print(f"{'memory estimate MB':34s}{est:,.0f} vs measured {ours['rss']:,.0f} ({100 * (est / ours['rss'] - 1):+.1f} %)")
+    # the train job's own estimate (its settings as it ran them); the preflight stage's can be older: Snakemake does
+    # not rerun the preflight when only runtime keys or the package change, so it is printed only next to it
+    est, pre = ts.get("est_memory_mb") or ts.get("preflight_est_memory_mb"), ts.get("preflight_est_memory_mb")
+    print(f"{'memory estimate MB (train job)':34s}{est:,.0f} vs measured {ours['rss']:,.0f} ({100 * (est / ours['rss'] - 1):+.1f} %)"
+          + (f"; preflight stage's {pre:,.0f}" if pre and round(pre) != round(est) else ""))
     print(f"loraflow train job (Snakemake benchmark): {lfl['train_job_s']:.1f} s, max_rss {lfl['train_job_max_rss']:,.0f} MB; "
           f"eval_time_s (validation, not in the loop time) {ts.get('eval_time_s', float('nan')):.1f}")
+    steps = list(csv.DictReader((lfl["results"] / "runs" / RUN / "train_log.csv").read_text(encoding="utf-8").splitlines()))
+    if len(steps) > 1:  # step 1 holds the one-off costs: compiling the layers (train.compile), building oneDNN kernels
+        first, last = steps[0], steps[-1]
+        after = (int(last["tokens_seen"]) - int(first["tokens_seen"])) / (float(last["elapsed_s"]) - float(first["elapsed_s"]))
+        print(f"loraflow after step 1 (train_log.csv): {after:.1f} real tokens/s ({after / lf['bf16']['tok_s']:.2f}x LF bf16)"
+              if lf.get("bf16", {}).get("tok_s") else f"loraflow after step 1 (train_log.csv): {after:.1f} real tokens/s",
+              f"; step 1 took {float(first['elapsed_s']):.1f} s for {int(first['tokens_seen']):,} tokens", sep="")
     if ref:
         r2 = ref["ref2 Trainer dynamic+grouped"]
         lf_ref = ref["loraflow"]
