@@ -174,7 +174,8 @@ class CausalLM:
             "best_eval_loss": (state["best"] or {}).get("eval_loss", math.inf), "supervised_tokens_seen": state["supervised_seen"],
             "quantization": {"qlora": "nf4 (double quant, bf16 compute)", "lora_8bit": "int8"}.get(self.method, "none"),
             "gradient_checkpointing": self.memory["gradient_checkpointing"], "packing": self.packing,
-            "tokens_per_forward": self.per_forward, "attention": self.attn, "compiled": self.memory["compiled"], "est_memory_mb": self.memory["estimate_mb"],
+            "tokens_per_forward": self.per_forward, "attention": self.attn, "compiled": self.memory["compiled"],
+            "est_memory_mb": self.memory["estimate_mb"],
         }
         if self.preflight:  # the pre-flight estimate next to the measurement, to keep the estimate honest
             stats["preflight_est_memory_mb"] = read_json(self.preflight)["est_peak_train_memory_mb"]

@@ -91,12 +91,12 @@ def estimate_memory_mb(model, trainable: int, total: int, batch_size: int, seq_l
     quantised for qlora / lora_8bit), `optimizer` (gradients, AdamW moments and the best-adapter copy of
     the trained parameters), `activations` (saved tensors of one forward pass: tokens per pass x layers
     x a per-token-layer size calibrated per precision, and on a CUDA GPU for bf16 by a measurement
-    there; layer inputs plus one layer under gradient
-    checkpointing), `attention` (eager attention's saved probabilities, train.attention: layers x heads x
-    tokens per pass x row width, EAGER_SCORE_BYTES each; one layer's under checkpointing), `loss` (one chunk of full-vocabulary logits and the hidden-state gradient of the
-    chunked loss, modeling.head_nll), `tokens` (the token cache), `kernels` (oneDNN's kernel cache,
-    bf16 on a CPU: KERNEL_CACHE_MB), and allocator slack on the
-    per-step part. Tokens per pass follow the train stage (modeling.forward_tokens): `seq_len` packed
+    there; layer inputs plus one layer under gradient checkpointing), `attention` (eager attention's
+    saved probabilities, train.attention: layers x heads x tokens per pass x row width,
+    EAGER_SCORE_BYTES each; one layer's under checkpointing), `loss` (one chunk of full-vocabulary
+    logits and the hidden-state gradient of the chunked loss, modeling.head_nll), `tokens` (the token
+    cache), `kernels` (oneDNN's kernel cache, bf16 on a CPU: KERNEL_CACHE_MB), and allocator slack on
+    the per-step part. Tokens per pass follow the train stage (modeling.forward_tokens): `seq_len` packed
     tokens on a CPU with packing, else `batch_size` x `seq_len` (the worst case of a padded batch).
 
     On a CPU the peak can also come while the base model loads. `weights_file` is (bytes, bytes per
@@ -219,7 +219,8 @@ class GridCheck:
         # the memory estimate's view of the train job (train.precision, train.packing, train.tokens_per_forward), with
         # a forward pass bounded as the train stage bounds it: by the longest train rows (token cache meta), if known
         per_forward = forward_tokens(tokens_per_forward, packing, batch_size, max_length, pick_device())
-        self.memory_settings = {"precision": precision, "train_rows": train_rows, "attention": attention, "compile": compile, "longest": longest,
+        self.memory_settings = {"precision": precision, "train_rows": train_rows, "attention": attention, "compile": compile,
+                                "longest": longest,
                                 "tokens_per_forward": pass_bound(per_forward, batch_size, max_length, longest),
                                 "weights_file": weights_file_info(model_dir_or_config)}
         self.merged = merged_model_mb(self.model)
