@@ -10,7 +10,7 @@ import torch
 import loraflow.ship.merge as merge_module
 from loraflow.evaluate.run import evaluate_model, load_for_eval
 from loraflow.ship.merge import merge_adapter
-from loraflow.model.modeling import model_precision, pick_dtype, precision_name, train_weight_dtype, training_precision
+from loraflow.model.modeling import attention_implementation, compile_training, model_precision, pick_dtype, precision_name, train_weight_dtype, training_precision
 from loraflow.report.table import write_comparison
 from loraflow.train.loop import train_lora
 
@@ -60,6 +60,11 @@ def test_bf16_stages_train_evaluate_merge_and_table(bf16_run, tiny_data):
     paths, npz = tiny_data
     d, stats = bf16_run
     assert stats["precision"] == "bf16" and stats["steps"] == 8
+    # train.attention / train.compile auto, as the train stage resolved them for this CPU (eager and compiled
+    # where bf16 is native and a C++ compiler is found, else SDPA and uncompiled)
+    cpu = torch.device("cpu")
+    assert stats["attention"] == attention_implementation("auto", cpu, "bf16", json.loads(paths["meta"].read_text())["max_length"])
+    assert stats["compiled"] == compile_training("auto", cpu, "bf16", "lora", False)
     model = load_for_eval(str(paths["model"]), str(d / "adapter"), precision="bf16")
     assert model_precision(model) == "bf16"
     assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}  # peft keeps the adapter in fp32

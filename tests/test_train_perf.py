@@ -17,14 +17,18 @@ ATOL_LOSS, RTOL_LOSS = 1e-5, 1e-6  # summed NLL (per example or per batch), fp32
 ATOL_GRAD = 1e-6  # LoRA gradients, fp32
 
 
-@pytest.fixture(scope="module")
-def lora_model(tiny_model):
+def nontrivial_lora(model_dir):
     torch.manual_seed(0)
-    model = trainable_model(load_causal_lm(str(tiny_model), CPU), "lora", 4, 8, ["q_proj", "v_proj"], 0.0)
+    model = trainable_model(load_causal_lm(str(model_dir), CPU), "lora", 4, 8, ["q_proj", "v_proj"], 0.0)
     for name, p in model.named_parameters():
         if "lora_B" in name:  # a non-trivial adapter (peft initialises B to zero)
             torch.nn.init.normal_(p, std=0.2)
     return model
+
+
+@pytest.fixture(scope="module")
+def lora_model(tiny_model):
+    return nontrivial_lora(tiny_model)
 
 
 def examples(lengths, seed=0, vocab=500):
@@ -115,11 +119,7 @@ def test_compiled_layers_give_the_same_loss_and_gradient(tiny_model):
     and packed rows as the auto choice runs them."""
     from loraflow.tasks.causal_lm import compile_layers
 
-    torch.manual_seed(0)
-    model = trainable_model(load_causal_lm(str(tiny_model), CPU), "lora", 4, 8, ["q_proj", "v_proj"], 0.0)
-    for name, p in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.2)
+    model = nontrivial_lora(tiny_model)  # its own copy: compiling changes the layers in place
     modeling.unwrap(model).set_attn_implementation("eager")
     sets = [examples([37, 12, 60, 25, 9, 44, 3, 18], seed=5), examples([20, 31, 7], seed=6), examples([50, 50, 14, 9, 22], seed=7)]
     expected = [(per_example_loss(model, pack(ex, 0, CPU, 64), len(ex))[0], lora_grads(model, forward_batches(ex, 0, CPU, True, 64, 64)))

@@ -6,6 +6,7 @@ vocabulary the head is a large share of the model, and the other positions contr
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import resource
@@ -227,8 +228,10 @@ def _native_cpu_bf16(device: torch.device, precision: str) -> bool:
     return device.type == "cpu" and precision == "bf16" and cpu_has_fast_bf16()
 
 
+@functools.lru_cache(maxsize=None)
 def cxx_compiler_found() -> bool:
-    """Whether torch.compile's CPU backend (inductor) finds the C++ compiler it builds kernels with."""
+    """Whether torch.compile's CPU backend (inductor) finds the C++ compiler it builds kernels with (looked
+    up once per process: the preflight asks for every grid point)."""
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
 
