@@ -17,7 +17,8 @@ from loraflow.data.tokenization import StaleCacheError, encode_example, load_spl
 COLUMNS = {"messages": "messages", "instruction": "instruction", "input": "input", "output": "output",
            "question": "question", "answer": "answer", "system": "system"}
 # What the default config.yaml switches on for the (deliberately dirty) built-in data.
-BUILTIN_CLEAN = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text(encoding="utf-8"))["clean"]
+_CONFIG = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text(encoding="utf-8"))
+BUILTIN_CLEAN = {**_CONFIG["clean"], **_CONFIG["data"]["builtin_clean"]}  # the built-in data's own fixers
 
 
 def write_lines(path, lines, encoding="utf-8"):
@@ -117,14 +118,15 @@ def test_empty_and_all_rejected_files_are_errors(tmp_path):
     with pytest.raises(DataError, match="no data rows"):
         rows_of(tmp_path, "e.jsonl", [""])
     with pytest.raises(DataError, match="all 2 rows were rejected"):
-        rows_of(tmp_path, "r.jsonl", ['{"question": "a?", "answer": ""}', '{"question": "b?", "answer": "!!!"}'])
+        rows_of(tmp_path, "r.jsonl", ['{"question": "a?", "answer": ""}', '{"question": "b?", "answer": "!!!!"}'])
 
 
 def test_non_utf8_bytes_name_the_line(tmp_path):
     path = tmp_path / "gbk.csv"
     path.write_bytes("question,answer\n你好吗,很好谢谢\n".encode("gb18030"))
-    with pytest.raises(DataError, match=r"gbk\.csv:2: bytes are not valid utf-8.*data\.encoding"):
-        list(iter_raw_rows(str(path)))
+    with pytest.raises(DataError, match=r"gbk\.csv:2: bytes are not valid utf-8 \(invalid \w+ byte\); set data\.encoding: \S+"):
+        clean_rows(iter_raw_rows(str(path)), str(path), COLUMNS)
+    assert [r.error.reason for r in iter_raw_rows(str(path))] == ["bad_encoding"]  # only that record, not the file
     rows = list(iter_raw_rows(str(path), encoding="gb18030"))
     assert rows[0].data == {"question": "你好吗", "answer": "很好谢谢"}
 
@@ -188,7 +190,7 @@ def test_split_stage_checks_conservation(tmp_path):
     stats = split_dataset(str(tmp_path / "f.jsonl"), str(tmp_path / "cs.json"), *out, str(tmp_path / "s.json"), {"train": 0.8, "val": 0.1, "test": 0.1}, 1)
     assert stats["conserved"] and stats["train"] + stats["val"] + stats["test"] == 50
     (tmp_path / "cs.json").write_text(json.dumps({"rows_in": 60, "rejected": 3}))
-    with pytest.raises(AssertionError, match="conservation"):
+    with pytest.raises(DataError, match="conservation broken: 60 rows in, 53 out"):
         split_dataset(str(tmp_path / "f.jsonl"), str(tmp_path / "cs.json"), *out, str(tmp_path / "s.json"), {"train": 0.8, "val": 0.1, "test": 0.1}, 1)
 
 

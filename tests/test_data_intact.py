@@ -112,7 +112,7 @@ def test_meta_travels_through_split(tricky_run):
 def test_default_fixers_only_nfc_line_endings_and_controls():
     text = "caf\u0065\u0301\r\nline\rtwo\x00\x1b\x85\tkept\u200d\u200c ，？² ₂ \u200b  indented"
     fixed, changes = fix_text(text, FixOptions())
-    assert fixed == "café\nline\ntwo\tkept\u200d\u200c ，？² ₂ \u200b  indented"
+    assert fixed == "café\nline\ntwo\n\tkept\u200d\u200c ，？² ₂ \u200b  indented"  # NEL (U+0085) is a line break
     assert [c.fixer for c in changes] == ["line_endings", "control_chars", "nfc"]
 
 
@@ -175,7 +175,7 @@ def test_near_duplicates_never_merge_different_letters_digits_marks_or_operators
 
 def test_content_check_keeps_emoji_and_short_answers(tmp_path):
     assert has_content("- 😌😊") and has_content("∞") and has_content("C") and has_content("是")
-    assert not has_content("……") and not has_content("~~~~~") and not has_content("?!?!")
+    assert not has_content("~~~~~") and not has_content("……", "any") and not has_content("?!?!", "any")
     path = write(tmp_path / "s.jsonl", jsonl([{"question": "Which language?", "answer": "C"}, {"question": "Feel?", "answer": "😌"},
                                                {"question": "Junk?", "answer": "#####"}]))
     c, rejected, _, _, _ = clean(path)
@@ -261,8 +261,8 @@ def test_json_and_jsonl_told_apart_by_content(tmp_path):
     assert len(c) == 3 and info.file_format == "jsonl"
     with pytest.raises(DataError, match=r"array\.jsonl:1: malformed JSON .*set data\.format: json"):
         clean(array_in_jsonl, fmt="jsonl")
-    with pytest.raises(DataError, match=r"lines\.JSON:2: malformed JSON \(Extra data.*set data\.format: jsonl"):
-        clean(lines_in_json, fmt="json")
+    c, _, _, _, info = clean(lines_in_json, fmt="json")  # JSON values one after another: each is a row
+    assert [r["messages"][1]["content"] for r in c] == ["answer 0", "answer 1", "answer 2"] and info.file_format == "json"
 
 
 def test_csv_dialects_and_case_insensitive_extensions(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from loraflow.data.split import split_dataset
 from loraflow.data.tokenization import tokenize_splits
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.is_dir()), None)
+DATA = next((Path(p) for p in (os.environ.get("LORAFLOW_DATA_DIR"), REPO.parent / "shared" / "data") if p and Path(p).is_dir()), None)
 COLUMNS = {"messages": "messages", "instruction": "instruction", "input": "input", "output": "output",
            "question": "question", "answer": "answer", "system": "system"}
 
@@ -36,7 +37,7 @@ def run_stages(tmp_path, tiny_model, path, max_tokens, tokenize=True, **kw):
         assert sum(s["truncated"] for s in meta["splits"].values()) == stats["overlong"]["truncated"]
     clean = [json.loads(line) for line in (d / "clean.jsonl").read_text(encoding="utf-8").splitlines()]
     changes = [json.loads(line) for line in (d / "changes.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert stats["conserved"] and split["conserved"] and split["rows_in"] == stats["rows_in"]
+    assert stats["conserved"] and split["conserved"] and split["rows_in"] == stats["rows_in"] == stats["source_records"]
     return stats, clean, changes
 
 
@@ -44,7 +45,7 @@ def test_gb18030_medical_csv(tmp_path, tiny_model):
     path = DATA / "zh_medical_dialogue_im_raw_gb18030.csv"
     stats, clean, changes = run_stages(tmp_path, tiny_model, path, 4096, tokenize=False, encoding="gb18030",
                                        columns={**COLUMNS, "question": "ask"})
-    assert stats["file"] == {"file_format": "csv", "encoding": "gb18030", "delimiter": ","}
+    assert stats["file"] == {"file_format": "csv", "encoding": "gb18030", "delimiter": ",", "quoting": "minimal"}
     assert stats["rows_in"] == 7644 and stats["rejected_by_reason"].get("duplicate") == 396
     assert set(stats["rejected_by_reason"]) <= {"duplicate", "prompt_too_long"}
     assert {c["fixer"] for c in changes} <= {"truncate"}  # no character of any row changed

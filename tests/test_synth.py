@@ -14,7 +14,7 @@ from loraflow.data.builtin import support_qa as synth
 from loraflow.data.builtin.support_qa import DIRTY_KINDS, generate_dataset
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
-CONTROL = re.compile("[\x00-\x08\x0b\x1b\u200b\ufeff]")
+CONTROL = re.compile("[\x00-\x08\x0e\x1b\u200b\ufeff]")
 
 
 def norm(text: str) -> str:
@@ -303,3 +303,38 @@ def test_fixable_rows_do_not_collide_with_clean_questions(dataset):
     for kind in ("html", "control", "symbol_run"):
         for r in rows_of(dataset, kind):
             assert norm(CONTROL.sub("", r["question"])) not in clean_questions
+
+
+def test_builtin_data_through_its_own_clean_settings_rejects_exactly_its_junk(tmp_path):
+    """data.builtin_clean (the built-in preset, over the lossless `clean`) fixes or rejects each dirty row
+    as its kind says, and leaves every clean row as generated."""
+    import yaml
+
+    from conftest import REPO
+    from loraflow.config import clean_settings, validate_config
+    from loraflow.data.clean import clean_rows as run_clean
+    from loraflow.data.readers import iter_raw_rows
+    from loraflow.data.textfix import FixOptions
+
+    path = tmp_path / "raw.jsonl"
+    summary = generate_dataset(str(path), n_rows=400, seed=42)
+    s = clean_settings(validate_config(yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))))
+    options = FixOptions(**{k: s[k] for k in ("mojibake", "strip_html", "nfkc", "remove_zero_width", "collapse_symbol_runs",
+                                               "collapse_whitespace", "trim", "symbol_only")})
+    columns = {"question": "question", "answer": "answer", "messages": "messages", "instruction": "instruction", "input": "input",
+               "output": "output", "system": "system", "conversations": "conversations", "history": "history"}
+    clean, rejected, _, _ = run_clean(iter_raw_rows(str(path)), str(path), columns, "error", s["min_answer_chars"], s["max_chars"],
+                                      options, s["dedup"])
+    by_reason: dict[str, set] = {}
+    for r in rejected:
+        by_reason.setdefault(r["reason"], set()).add(r["row"]["id"])
+    dirty = summary["dirty"]
+    assert by_reason == {"symbol_only": set(dirty["symbol_only"]), "empty": set(dirty["empty"]), "too_short": set(dirty["too_short"]),
+                         "too_long": set(dirty["overlong"]), "duplicate": set(dirty["exact_dup"]) | set(dirty["near_dup"])}
+    raw = {r["id"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+    for row in clean:
+        original = raw[row["meta"]["id"]]
+        if original["id"] in set(dirty["control"]):  # the sprinkled controls go, no line break comes in
+            assert row["messages"][-1]["content"] == CONTROL.sub("", original["answer"])
+        elif original["id"] not in dirty_ids(summary):
+            assert row["messages"][-1]["content"] == original["answer"]

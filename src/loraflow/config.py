@@ -6,8 +6,11 @@ Imported by the Snakefile at parse time, so it must stay light (no torch, no tra
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
+import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,28 +79,156 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return path or "<top level>"
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _allowed(schema: dict) -> str:
+    """What a schema allows, in words: its values, its type and bounds."""
+    if "enum" in schema:
+        return "one of " + ", ".join(_short(v) for v in schema["enum"])
+    if "const" in schema:
+        return _short(schema["const"])
+    if "$ref" in schema or not schema:
+        return ""
+    branches = schema.get("oneOf") or schema.get("anyOf")
+    if branches:
+        return " or ".join(filter(None, (_allowed(b) for b in branches)))
+    kinds = schema.get("type", [])
+    words = " or ".join(kinds if isinstance(kinds, list) else [kinds])
+    if words == "array" and isinstance(schema.get("items"), dict):
+        words = f"a list of {_allowed(schema['items'])}"
+    bounds = [f"{sign} {schema[k]}" for k, sign in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="),
+                                                     ("exclusiveMaximum", "<"), ("minItems", "items >=")) if k in schema]
+    return (words + (f" ({', '.join(bounds)})" if bounds else "")).strip()
+
+
+def _describe(error: jsonschema.ValidationError, coerced: dict[str, str]) -> str:
+    """One line: the key, the bad value, what is allowed (and for a typo the closest known key)."""
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        # the branch that fits the value's kind (a list for a list), not the branch of another kind
+        inner = [e for e in error.context if e.validator not in ("type", "const") or e.relative_path]
+        if not inner:
+            return f"config key {_key_path(error)}: {_short(error.instance)} is not allowed (allowed: {_allowed(error.schema)})"
+        error = jsonschema.exceptions.best_match(inner)
+    where = _key_path(error)
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         unexpected = sorted(set(error.instance) - set(allowed))
-        where = _key_path(error)
-        keys = ", ".join(f"{where}.{k}" if where != "<top level>" else k for k in unexpected)
-        return f"unknown config key {keys} (allowed here: {', '.join(allowed)})"
-    return f"config key {_key_path(error)}: {error.message}"
+        parts = []
+        for k in unexpected:
+            close = difflib.get_close_matches(k, allowed, n=1, cutoff=0.6)
+            parts.append((f"{where}.{k}" if where != "<top level>" else k) + (f" (did you mean {close[0]}?)" if close else ""))
+        return f"unknown config key {', '.join(parts)}; allowed here: {', '.join(allowed)}"
+    allowed = _allowed(error.schema)
+    line = f"config key {where}: {_short(error.instance)} is not allowed"
+    if error.validator in ("enum", "type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum") and allowed:
+        line += f" (allowed: {allowed})"
+    else:
+        line += f" ({' '.join(error.message.split())[:160]})"
+    if isinstance(error.instance, str) and error.validator == "type":
+        line += "; it is a string here (write a number without quotes)"
+    if where in coerced:
+        line += f"; {coerced[where]}"
+    elif isinstance(error.instance, str) and _YAML11_NUMBER.match(error.instance.strip()):
+        line += f"; {_yaml11_note(error.instance)}"
+    return line
 
 
-def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
+# Numbers that YAML 1.2 reads as numbers and YAML 1.1 (PyYAML, so Snakemake) as strings: an exponent
+# without a dot or without a sign ('1e-4', '5E3', '1.0e4').
+_YAML11_NUMBER = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
+
+
+def _yaml11_note(text: str) -> str:
+    return f"YAML reads {text} as a string (YAML 1.1 wants a dot and a signed exponent: {float(text):.1e})"
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    """A local `$ref` ("#/properties/clean/properties/dedup") replaced by what it points at."""
+    while isinstance(schema, dict) and "$ref" in schema:
+        target = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        schema = target
+    return schema
+
+
+def _wants_number(schema: dict) -> str:
+    """'integer', 'number' or '' for what a schema wants."""
+    kinds = schema.get("type", [])
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if "string" in kinds:
+        return ""
+    return "number" if "number" in kinds else "integer" if "integer" in kinds else ""
+
+
+def coerce_yaml_numbers(value: Any, schema: dict, root: dict, path: str = "", notes: dict | None = None) -> Any:
+    """`value` with the strings YAML 1.1 leaves unread ('1e-4') turned into numbers wherever the schema
+    wants a number (an integer only when the number is whole); nothing else changes. `notes` gets
+    {key: what was read}."""
+    notes = {} if notes is None else notes
+    schema = _resolve(schema, root)
+    if isinstance(value, dict) and isinstance(schema.get("properties"), dict):
+        for k, v in value.items():
+            if k in schema["properties"]:
+                value[k] = coerce_yaml_numbers(v, schema["properties"][k], root, f"{path}.{k}" if path else k, notes)
+        return value
+    branches = schema.get("oneOf") or schema.get("anyOf") or []
+    for branch in branches:  # a list (or mapping) under oneOf: the branch that describes one
+        branch = _resolve(branch, root)
+        if (isinstance(value, list) and "items" in branch) or (isinstance(value, dict) and "properties" in branch):
+            return coerce_yaml_numbers(value, branch, root, path, notes)
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [coerce_yaml_numbers(v, schema["items"], root, f"{path}.{i}", notes) for i, v in enumerate(value)]
+    if isinstance(value, str) and _YAML11_NUMBER.match(value.strip()):
+        want = _wants_number(schema) or next(filter(None, (_wants_number(b) for b in schema.get("oneOf", schema.get("anyOf", [])))), "")
+        number = float(value)
+        if want == "number" or (want == "integer" and number.is_integer()):
+            notes[path] = f"{_yaml11_note(value)}; read as the number {number:g}"
+            return int(number) if want == "integer" else number
+    return value
+
+
+def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH, notes: list[str] | None = None) -> dict:
     """Validate `config` in place against the schema, fill defaults, run semantic checks.
 
-    Raises ConfigError naming the key on the first problem found.
+    Numbers YAML 1.1 reads as strings ('1e-4') become numbers where the schema wants one; `notes`
+    (if given) gets one line per such key. Raises ConfigError, one line naming the key, the bad value
+    and what is allowed, on the first problem found.
     """
     schema = load_yaml(schema_path)
+    coerced: dict[str, str] = {}
+    coerce_yaml_numbers(config, schema, schema, notes=coerced)
     validator = _DefaultFillingValidator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
-        raise ConfigError(_describe(errors[0]))
+        raise ConfigError(_describe(errors[0], coerced))
     check_semantics(config)
+    if notes is not None:
+        notes += [f"config key {key}: {what}" for key, what in coerced.items()]
     return config
+
+
+def clean_settings(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """The clean.* settings the clean stage gets: `clean`, and for data.path builtin the preset
+    data.builtin_clean in place of every clean.* key left at its schema default."""
+    settings = dict(config["clean"])
+    if config["data"]["path"] != "builtin":
+        return settings
+    defaults = {k: v.get("default") for k, v in load_yaml(schema_path)["properties"]["clean"]["properties"].items()}
+    for key, value in (config["data"].get("builtin_clean") or {}).items():
+        if settings.get(key, defaults.get(key)) == defaults.get(key):
+            settings[key] = value
+    return settings
+
+
+def missing_file(path: str) -> str:
+    """Why `path` is not a data file, in words: a directory, or nothing there."""
+    if Path(path).is_dir():
+        return f"{path!r} is a directory; name one data file in it"
+    return f"data file {path!r} does not exist"
 
 
 def check_semantics(config: dict) -> None:
@@ -111,6 +242,8 @@ def check_semantics(config: dict) -> None:
         )
     for axis in ("r", "lora_alpha", "target_modules", "seeds", "method", "learning_rate"):
         values = config["grid"][axis]
+        if values == "auto":  # grid.learning_rate: auto, a ladder without duplicates
+            continue
         if len(values) != len({_freeze(v) for v in values}):
             raise ConfigError(f"config key grid.{axis}: duplicate values {values}")
     for t in config["grid"]["target_modules"]:
@@ -126,8 +259,12 @@ def check_semantics(config: dict) -> None:
         raise ConfigError(f"config key base_model.path: {bm['path']!r} is not a directory")
     data_path = config["data"]["path"]
     if data_path != "builtin" and not data_path.startswith("hf:") and not Path(data_path).is_file():
-        raise ConfigError(f"config key data.path: data file {data_path!r} does not exist")
+        raise ConfigError(f"config key data.path: {missing_file(data_path)}")
     check_combinations(config)
+    table = config["table"]  # a choice by what a run kept needs the retention set to measure it
+    if config["task"] == "causal_lm" and (table["retention_floor"] or table["select"] == "pareto") and not config["evaluate"]["retention_items"]:
+        key = "table.retention_floor" if table["retention_floor"] else "table.select"
+        raise ConfigError(f"config key {key}: choosing by retention needs the retention set; set evaluate.retention_items above 0")
     results = Path(config["results_dir"])
     if ".." in results.parts:
         raise ConfigError(f"config key results_dir: {config['results_dir']!r} must not contain '..'")
@@ -164,13 +301,18 @@ def expand_grid(config: dict) -> dict[str, dict]:
 
     `point` names the grid point without its seed, so runs that differ only by seed can be averaged.
     `target_modules` stays a preset name or a list: each job resolves it for the model's family.
-    `learning_rate` is the run's own (the `grid.learning_rate` axis, else `train.learning_rate`).
+    `learning_rate` is the run's own (the `grid.learning_rate` axis, else `train.learning_rate`;
+    `auto`: the ladder of loraflow.search.ladder, centred on 10 x `train.learning_rate_full`).
     Method `full` trains every weight, so r, alpha, targets and the learning-rate axis do not apply:
     one run per seed, at `train.learning_rate_full`."""
     grid = config["grid"]
     seeds = grid["seeds"] or [config["seed"]]
     default_lr = config.get("train", {}).get("learning_rate", 0.001)
     rates = grid.get("learning_rate") or [default_lr]
+    if rates == "auto":  # a ladder around the published LoRA rule (loraflow.search.ladder)
+        from loraflow.search.ladder import auto_rates
+
+        rates = auto_rates(float(config.get("train", {}).get("learning_rate_full", 5e-5)))
     runs: dict[str, dict] = {}
     for method, r, alpha, targets, lr, seed in itertools.product(grid["method"], grid["r"], grid["lora_alpha"], grid["target_modules"], rates, seeds):
         full = method == "full"

@@ -1,4 +1,5 @@
-"""config/README.md, generated from the config schema: every key with its type, default and meaning.
+"""config/README.md, generated from the config schema (every key with its type, default and meaning)
+and from loraflow.model.targets (the target-module presets, so the docs list exactly what the code takes).
 
     python -m loraflow.config_docs            # rewrite config/README.md
     python -m loraflow.config_docs --check    # exit 1 if it is out of date (tests/test_config_docs.py)
@@ -72,17 +73,56 @@ def _text(spec: dict) -> str:
     return " ".join(str(spec.get("description", "")).split()).replace("|", "\\|")
 
 
-def _rows(props: dict, prefix: str) -> list[str]:
+def _ref_key(spec: dict) -> str:
+    """`clean.dedup` for {"$ref": "#/properties/clean/properties/dedup"}."""
+    return ".".join(p for p in spec["$ref"].removeprefix("#/").split("/") if p != "properties")
+
+
+def _resolve(spec: dict, schema: dict) -> dict:
+    target = schema
+    for part in spec["$ref"].removeprefix("#/").split("/"):
+        target = target[part]
+    return target
+
+
+def _rows(props: dict, prefix: str, schema: dict | None = None) -> list[str]:
     rows = []
     for name, spec in props.items():
         key = f"{prefix}{name}"
-        if spec.get("type") == "object" and "properties" in spec:
+        if "$ref" in spec and schema is not None:
+            rows.append(f"| `{key}` | {_type(_resolve(spec, schema))} | | as `{_ref_key(spec)}` |")
+        elif spec.get("type") == "object" and "properties" in spec:
             if _text(spec):
-                rows.append(f"| `{key}` | section | | {_text(spec)} |")
-            rows.extend(_rows(spec["properties"], key + "."))
+                default = _default(spec) if spec.get("default") else ""
+                rows.append(f"| `{key}` | section | {default} | {_text(spec)} |")
+            rows.extend(_rows(spec["properties"], key + ".", schema))
         else:
             rows.append(f"| `{key}` | {_type(spec)} | {_default(spec)} | {_text(spec)} |")
     return rows
+
+
+# Column heads of the preset table, one per family of loraflow.model.targets.FAMILY_PRESETS.
+FAMILY_LABELS = {"llama": "Llama / Qwen / Mistral / Gemma (and unknown types)", "gpt2": "GPT-2", "bloom": "BLOOM",
+                 "bert": "BERT / RoBERTa / MiniLM"}
+
+
+def presets_table() -> str:
+    """The target-module presets as the code resolves them, one row per preset, one column per family."""
+    from loraflow.model.targets import FAMILY_PRESETS, PRESET_NAMES
+
+    families = list(FAMILY_PRESETS)
+    head = "| preset | " + " | ".join(FAMILY_LABELS.get(f, f) for f in families) + " |\n|---|" + "---|" * len(families) + "\n"
+
+    def cell(family: str, preset: str) -> str:
+        if preset == "all-linear":
+            return "every linear layer but the output head (peft `all-linear`)"
+        names = FAMILY_PRESETS[family][preset]
+        text = ", ".join(names) if isinstance(names, list) else f"regex `{names}`"
+        return text.replace("|", "\\|")
+
+    rows = [f"| `{p}` | " + " | ".join(cell(f, p) for f in families) + " |" for p in PRESET_NAMES]
+    return ("## Target-module presets\n\n`grid.target_modules` takes these presets (or an explicit list of module "
+            "names); each is resolved for the model's family when the job sees the model:\n\n" + head + "\n".join(rows) + "\n")
 
 
 def render(schema_path: Path = SCHEMA) -> str:
@@ -96,7 +136,8 @@ def render(schema_path: Path = SCHEMA) -> str:
             continue
         intro = f"{_text(spec)}\n\n" if _text(spec) else ""
         parts.append(f"## `{name}`\n\n{intro}| key | type | default | meaning |\n|---|---|---|---|\n"
-                     + "\n".join(_rows(spec["properties"], name + ".")) + "\n")
+                     + "\n".join(_rows(spec["properties"], name + ".", schema)) + "\n")
+    parts.append(presets_table())
     return "\n".join(parts)
 
 

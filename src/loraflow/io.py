@@ -57,8 +57,19 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def _encodable(text: str) -> bool:
+    """False when `text` holds a lone surrogate (from a broken \\ud800 escape in the input), which
+    UTF-8 cannot encode; such values are written \\u-escaped, which reads back as the same string."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
+    text = json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False)
+    write_text(path, (text if _encodable(text) else json.dumps(obj, ensure_ascii=True, indent=2, sort_keys=False)) + "\n")
 
 
 # Characters that str.splitlines() treats as line breaks; escaped so every tool sees one row per line.
@@ -66,7 +77,10 @@ _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": 
 
 
 def dumps_line(row: Any) -> str:
-    return json.dumps(row, ensure_ascii=False).translate(_LINE_BREAKS)
+    line = json.dumps(row, ensure_ascii=False)
+    if not _encodable(line):
+        return json.dumps(row, ensure_ascii=True)
+    return line.translate(_LINE_BREAKS)
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:

@@ -76,7 +76,8 @@ def clean_report_html(stats: dict, changes: list[dict], rejected: list[dict]) ->
         "</style></head><body>",
         "<h1>What the cleaner changed</h1>",
         f"<p>Input <code>{e(str(stats.get('input')))}</code>: {stats['rows_in']} rows in, {stats['clean']} clean, "
-        f"{stats['rejected']} rejected (rows in = clean + rejected: {'yes' if stats.get('conserved') else 'NO'}). ",
+        f"{stats['rejected']} rejected (every source record in exactly one of clean and rejected, checked by content: "
+        f"{'yes' if stats.get('conserved') else 'NO'}). ",
     ]
     file_info = stats.get("file", {})
     if file_info:

@@ -1,8 +1,11 @@
 """Clean stage: keep every legitimate character, repair only what is shown to be broken, record every
 change, reject the rest with a reason.
 
-Every input row ends in exactly one of clean.jsonl or rejected.jsonl; clean_stats.json records the
-counts, the changes per fixer and the check rows_in == clean + rejected. Every changed field is one
+Every input row ends in exactly one of clean.jsonl or rejected.jsonl, with its source location
+(`source`: file, record, lines); at the end a content check (loraflow.data.conservation) proves that
+the rows out cover the file's records exactly once, each with the content a reference reading of the
+file finds, and clean_stats.json records it as `conserved` with the counts and changes per fixer.
+Every changed field is one
 line of changes.jsonl (line, field, fixer, before, after), and clean_report.html shows examples of
 each fixer for `snakemake --report`. The fixers themselves are in loraflow.data.textfix.
 
@@ -22,8 +25,9 @@ from collections import Counter, defaultdict
 from typing import Iterable
 
 from loraflow.io import write_json, write_jsonl, write_text
+from loraflow.data.conservation import check_coverage, reference_digests
 from loraflow.data.readers import (
-    STRUCTURAL, DataError, RawRow, RowError, SourceInfo, iter_hub_rows, iter_raw_rows, role_problem, to_conversation,
+    STRUCTURAL, DataError, RawRow, RowError, SourceInfo, iter_hub_rows, iter_raw_rows, message, role_problem, to_conversation,
 )
 from loraflow.data.textfix import FixOptions, TextProblem, exact_key, fix_text, looks_like_html, near_key
 
@@ -33,14 +37,22 @@ OVERLONG_WARN_SHARE = 0.10
 DEDUP_MODES = {"exact": "exact", "near": "near", "none": "none", True: "exact", False: "none"}
 
 
-def has_content(text: str) -> bool:
+SYMBOL_RUN = 4  # repeats that make a run of one symbol (as clean.collapse_symbol_runs counts them)
+
+
+def has_content(text: str, symbol_only: str = "runs") -> bool:
     """A letter, digit or mark, an emoji or other pictographic symbol (So), or a non-ASCII maths
-    symbol (∞, ≠); not punctuation alone ('……', '?!?!') or ASCII symbol runs ('~~~~', '#####')."""
+    symbol (∞, ≠) is content. Text of punctuation and ASCII symbols alone is content as well (code
+    answers such as '&&', '::', '<>', '...', '?'), unless it is a run of one repeated symbol ('~~~~',
+    '#####': 4+ times); with symbol_only "any" (clean.symbol_only) no such text is content."""
     for ch in text:
         cat = unicodedata.category(ch)
         if cat[0] in "LNM" or cat == "So" or (cat == "Sm" and not ch.isascii()):
             return True
-    return False
+    marks = [ch for ch in text if not ch.isspace()]
+    if not marks or symbol_only == "any":
+        return False
+    return not (len(set(marks)) == 1 and len(marks) >= SYMBOL_RUN)
 
 
 def dedup_key(messages: list[dict], mode: str = "exact") -> str:
@@ -68,7 +80,7 @@ def _clean_row(raw: RawRow, where: str, columns: dict, options: FixOptions, min_
                 raise RowError(err.reason, f"{where}: field {field}: {err.detail}") from None
             changes += [(field, c) for c in field_changes]
             texts.append(fixed)
-        messages.append({"role": turn.role, "content": turn.sep.join(texts)})
+        messages.append(message(turn.role, turn.sep.join(texts), turn.weight))
     problem = role_problem(messages)
     if problem:
         raise RowError(*problem)
@@ -77,8 +89,9 @@ def _clean_row(raw: RawRow, where: str, columns: dict, options: FixOptions, min_
             continue
         if not m["content"].strip():
             raise RowError("empty", f"empty {m['role']} turn")
-        if not has_content(m["content"]):
-            raise RowError("symbol_only", f"{m['role']} turn has only symbols: {m['content'][:40]!r}")
+        if not has_content(m["content"], options.symbol_only):
+            what = "only symbols" if options.symbol_only == "any" else "only a run of one repeated symbol"
+            raise RowError("symbol_only", f"{m['role']} turn has {what}: {m['content'][:40]!r} (clean.symbol_only={options.symbol_only})")
     answer = messages[-1]["content"].strip()
     if len(answer) < min_answer_chars:
         raise RowError("too_short", f"answer has {len(answer)} characters (< clean.min_answer_chars={min_answer_chars})")
@@ -125,7 +138,7 @@ class TokenBudget:
 
 
 def _rejection(raw: RawRow, reason: str, detail: str) -> dict:
-    return {"line": raw.line, "reason": reason, "detail": detail, "row": raw.data}
+    return {"line": raw.line, "source": raw.source(), "reason": reason, "detail": detail, "row": raw.data}
 
 
 def triage_rows(rows: Iterable[RawRow], source: str, on_bad_row: str, accept, empty_hint: str = "") -> tuple[list, list[dict], int]:
@@ -152,10 +165,30 @@ def triage_rows(rows: Iterable[RawRow], source: str, on_bad_row: str, accept, em
 
 
 def check_conserved(stats: dict, rows_out: int) -> None:
-    """Sets stats["conserved"]: rows in (stats["rows_in"]) = rows out; a broken count is a bug, never skipped."""
+    """Sets stats["conserved"]: rows in (stats["rows_in"]) = rows out; a broken count is a bug, never skipped.
+    The count is the weaker check, for stages that get rows, not a file; the clean stage checks content
+    (check_content)."""
     stats["conserved"] = stats["rows_in"] == rows_out
     if not stats["conserved"]:
-        raise AssertionError(f"row conservation broken: {stats}")
+        raise DataError(f"{stats.get('input', 'data')}: row conservation broken: {stats['rows_in']} rows in, {rows_out} out "
+                        "(a loraflow bug: please report it)")
+
+
+def check_content(stats: dict, info: SourceInfo | None, records_out: list[int], read: dict[int, RawRow]) -> None:
+    """Sets stats["conserved"] (and stats["source_records"]): the source records named by the rows out
+    (every clean and rejected row) are the file's records exactly once, read with the content a
+    reference reading finds. Sources that are not files (hub datasets), or rows without a source
+    record, get the count check."""
+    reference = reference_digests(info) if info is not None and 0 not in read else None
+    if reference is None:
+        check_conserved(stats, len(records_out))
+        return
+    missing = next((r for r in records_out if r not in read), None)
+    if missing is not None:
+        raise DataError(f"{stats['input']}: conservation check failed: an output row names source record {missing}, "
+                        "which was never read (a loraflow bug: please report it)")
+    stats["source_records"] = check_coverage(stats["input"], reference, [read[r] for r in records_out])
+    stats["conserved"] = True
 
 
 def _change_record(line: int, field: str, change) -> dict:
@@ -181,7 +214,14 @@ def clean_rows(
     """Pure cleaning logic: (clean rows, rejected rows, stats, change records)."""
     options = options or FixOptions()
     mode = DEDUP_MODES[dedup]
+    info = info if info is not None else getattr(rows, "info", None)
     seen = {}
+    read: dict[int, RawRow] = {}  # by source record, for the content check
+
+    def tap(stream: Iterable[RawRow]) -> Iterable[RawRow]:
+        for raw in stream:
+            read.setdefault(raw.record, raw)
+            yield raw
 
     def accept(raw: RawRow, where: str):
         fmt, messages, meta, changes, answer_parts = _clean_row(raw, where, columns, options, min_answer_chars, max_chars)
@@ -193,7 +233,7 @@ def clean_rows(
             seen[key] = raw.line
         return fmt, (raw, messages, meta, changes, answer_parts)
 
-    accepted, rejected, rows_in = triage_rows(rows, source, on_bad_row, accept, empty_hint="; check data.path")
+    accepted, rejected, rows_in = triage_rows(tap(rows), source, on_bad_row, accept, empty_hint="; check data.path")
     formats = Counter(fmt for fmt, _ in accepted)
     kept = [item for _, item in accepted]
     html_left = 0 if options.strip_html else sum(any(looks_like_html(m["content"]) for m in item[1]) for item in kept)
@@ -254,7 +294,7 @@ def clean_rows(
                                              "the test reference keeps the whole answer"})
             per_fixer_rows["truncate"].add(raw.line)
             per_fixer_fields["truncate"] += 1
-        clean.append({"id": f"{raw.line}", "line": raw.line, "messages": messages, "meta": meta})
+        clean.append({"id": f"{raw.line}", "line": raw.line, "source": raw.source(), "messages": messages, "meta": meta})
     if not clean:
         reasons = Counter(r["reason"] for r in rejected)
         raise DataError(f"{source}: all {rows_in} rows were rejected ({dict(reasons)}); nothing to train on "
@@ -276,7 +316,7 @@ def clean_rows(
         stats["html_left_as_is"] = html_left
     if overlong_stats:
         stats["overlong"] = overlong_stats
-    check_conserved(stats, len(clean) + len(rejected))
+    check_content(stats, info, [r["source"]["record"] for r in (*clean, *rejected)], read)
     return clean, rejected, stats, change_records
 
 
@@ -311,6 +351,7 @@ def clean_dataset(
     collapse_symbol_runs: bool = False,
     collapse_whitespace: bool = False,
     trim: bool = False,
+    symbol_only: str = "runs",
     system_prompt: str = "",
 ) -> dict:
     """Clean stage entry point. Token lengths use the base model's chat template and tokenizer."""
@@ -321,7 +362,10 @@ def clean_dataset(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     ensure_chat_template(tokenizer)
     options = FixOptions(mojibake=mojibake, strip_html=strip_html, nfkc=nfkc, remove_zero_width=remove_zero_width,
-                         collapse_symbol_runs=collapse_symbol_runs, collapse_whitespace=collapse_whitespace, trim=trim)
+                         collapse_symbol_runs=collapse_symbol_runs, collapse_whitespace=collapse_whitespace, trim=trim,
+                         symbol_only=symbol_only)
+    log.info("clean settings: min_answer_chars=%s, max_chars=%s, dedup=%s, %s", min_answer_chars, max_chars, dedup,
+             ", ".join(f"{k}={v}" for k, v in options.settings().items()))
     info = SourceInfo(data_path)
     if data_path.startswith("hf:"):
         rows = iter_hub_rows(data_path, hf_split)

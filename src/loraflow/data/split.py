@@ -15,7 +15,10 @@ import logging
 import random
 from collections import defaultdict
 
+from collections import Counter
+
 from loraflow.data.clean import check_conserved
+from loraflow.data.records import DataError
 from loraflow.io import read_json, read_jsonl, write_json, write_jsonl
 from loraflow.data.textfix import near_key
 
@@ -49,11 +52,13 @@ def assign_splits(rows: list[dict], fractions: dict[str, float], seed: int) -> d
         placed += len(group)
     for name in SPLITS:
         if not out[name]:
-            raise ValueError(
-                f"split {name!r} is empty: {total} rows in {len(keys)} distinct prompts are too few "
-                f"for fractions {fractions} (config key split)"
-            )
+            raise DataError(f"too few rows to split: {total} rows in {len(keys)} distinct prompts leave split {name!r} empty "
+                            f"with fractions {_fractions(fractions)} (config key split; add rows or change the fractions)")
     return out
+
+
+def _fractions(fractions: dict[str, float]) -> str:
+    return " / ".join(f"{s} {fractions[s]:g}" for s in SPLITS if s in fractions)
 
 
 def _split_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
@@ -82,7 +87,8 @@ def stratified_split(rows: list[dict], fractions: dict[str, float], seed: int, l
             start += k
     for split in SPLITS:
         if not out[split]:
-            raise ValueError(f"split {split!r} is empty: {len(rows)} rows are too few for fractions {fractions} (config key split)")
+            raise DataError(f"too few rows to split: {len(rows)} rows leave split {split!r} empty with fractions "
+                            f"{_fractions(fractions)} (config key split; add rows or change the fractions)")
         out[split].sort(key=lambda r: r["line"])
     return out
 
@@ -91,10 +97,25 @@ def split_dataset(
     formatted_path: str, clean_stats_path: str, out_train: str, out_val: str, out_test: str, stats_path: str,
     fractions: dict, seed: int,
 ) -> dict:
-    """Split stage entry point; checks rows in = train + val + test + rejected."""
+    """Split stage entry point; checks that every row is in exactly one split (by id) and that
+    rows in = train + val + test + rejected."""
     rows = read_jsonl(formatted_path)
+    if not rows:
+        raise DataError(f"{formatted_path}: no rows to split (config key split)")
     parts = assign_splits(rows, fractions, seed)
+    check_partition(rows, parts)
     return write_splits(parts, (out_train, out_val, out_test), clean_stats_path, stats_path, seed)
+
+
+def check_partition(rows: list[dict], parts: dict[str, list[dict]]) -> None:
+    """Every row in exactly one split, by its id (its source record): a bug otherwise, never skipped."""
+    ids_in = Counter(r["id"] for r in rows)
+    ids_out = Counter(r["id"] for name in SPLITS for r in parts[name])
+    if ids_in != ids_out or max(ids_in.values(), default=1) > 1:
+        lost = sorted((ids_in - ids_out).elements())[:5]
+        extra = sorted((ids_out - ids_in).elements())[:5]
+        raise DataError(f"split: rows not placed exactly once (lost ids {lost}, extra ids {extra}, duplicate ids in "
+                        f"{[k for k, n in ids_in.items() if n > 1][:5]}; a loraflow bug: please report it)")
 
 
 def write_splits(parts: dict[str, list[dict]], paths, clean_stats_path: str, stats_path: str, seed: int, **extra) -> dict:

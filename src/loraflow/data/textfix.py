@@ -4,7 +4,8 @@ or where the user switched it on; every change is returned so that it can be rec
 Always on (lossless for legitimate text):
   - mojibake       UTF-8 that was decoded as Latin-1/cp1252, repaired with ftfy (`clean.mojibake`)
   - line_endings   CRLF and lone CR -> LF
-  - control_chars  C0/C1 control characters removed, except tab and newline
+  - control_chars  terminal escape sequences removed whole, VT/FF/FS/GS/RS/NEL -> newline, other C0/C1
+                   control characters removed (tab and newline kept)
   - nfc            Unicode NFC (canonical composition: the same characters, one encoding of them)
 
 Off unless switched on (each destroys something; see docs/data.md):
@@ -72,11 +73,7 @@ class Unrepairable(ValueError):
 
 
 _FTFY_CONFIG = None
-# A UTF-8 lead byte followed by a continuation byte, both read as Latin-1/cp1252 ('Ã©', 'å±', 'â€'):
-# checked only after a repair, to catch mojibake that ftfy fixed only in part.
-_MOJIBAKE_PAIR = re.compile(
-    "[\u00c2-\u00f4][\u0080-\u00bf\u2018-\u203a\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u20ac\u2122]"
-)
+_A0_GUESS = None
 
 
 def _ftfy_config():
@@ -95,28 +92,95 @@ def _ftfy_config():
     return _FTFY_CONFIG
 
 
+def _a0_guesses(text: str) -> str:
+    """`text` without the spots where ftfy would guess a lost 0xA0 byte ('Ã ' read as 'à', 'Â ' as a
+    no-break space): ftfy's own pattern (chardata.ALTERED_UTF8_RE), applied to the text's characters."""
+    global _A0_GUESS
+    if _A0_GUESS is None:
+        from ftfy.chardata import ALTERED_UTF8_RE
+
+        _A0_GUESS = re.compile(ALTERED_UTF8_RE.pattern.decode("latin-1"))
+    return _A0_GUESS.sub("", text)
+
+
 def repair_mojibake(text: str) -> tuple[str, str]:
     """(repaired text, ftfy's explanation) or (text, '') when there is nothing to repair.
-    Raises Unrepairable when the text is mojibake that ftfy cannot repair without loss."""
+    Raises Unrepairable when the text is mojibake that ftfy cannot repair without loss.
+
+    Whether text is broken is ftfy's own badness measure (ftfy.badness.is_bad), before and after the
+    repair (ftfy.fix_and_explain). Two readings of ftfy are not taken, because legitimate text looks
+    exactly like them: a letter such as Â or Ã before a space (text about those letters; ftfy would
+    read it as UTF-8 whose 0xA0 byte became a space), and a U+0085 that nothing else marks as cp1252
+    (it is NEL, a line break; ftfy would read it as the cp1252 ellipsis)."""
     if text.isascii():
         return text, ""
-    from ftfy import fix_encoding_and_explain
+    from ftfy import fix_and_explain
     from ftfy.badness import is_bad
 
     if not is_bad(text):  # ftfy's own first test: text without mojibake-like sequences is left alone
         return text, ""
-    fixed, plan = fix_encoding_and_explain(text, _ftfy_config())
-    if fixed != text and "\ufffd" in fixed and fixed.count("\ufffd") > text.count("\ufffd"):
+    if not is_bad(_a0_guesses(text)):
+        return text, ""
+    fixed, plan = fix_and_explain(text, _ftfy_config())
+    to_utf8 = any(step[0] == "apply" or (step[0] == "decode" and step[1].startswith("utf-8")) for step in plan or [])
+    if not to_utf8 and {ch for ch in text if "\x80" <= ch <= "\x9f"} <= {"\x85"}:
+        return text, ""  # a NEL that is no byte of a UTF-8 character and has no cp1252 neighbours
+    if fixed != text and fixed.count("\ufffd") > text.count("\ufffd"):
         raise Unrepairable("ftfy could repair it only with loss (replacement characters)")
-    # Stray C1 controls alone make ftfy call text bad; they are not mojibake (control_chars removes them).
+    # Stray C1 controls alone make ftfy call text bad; they are not mojibake (control_chars handles them).
     if is_bad(remove_controls(fixed)):
-        raise Unrepairable("looks like UTF-8 decoded as Latin-1/cp1252 and ftfy cannot repair it")
+        if fixed == text:
+            raise Unrepairable("looks like UTF-8 decoded as Latin-1/cp1252 and ftfy cannot repair it")
+        raise Unrepairable(f"ftfy repaired it only partly ({fixed[:60]!r} still looks broken to ftfy)")
     if fixed == text:
         return text, ""
-    if _MOJIBAKE_PAIR.search(fixed):
-        raise Unrepairable(f"ftfy repaired it only partly ({_MOJIBAKE_PAIR.search(fixed).group(0)!r} is left)")
-    explanation = ", ".join(f"{step[0]} {step[1]}" for step in (plan or []))
-    return fixed, explanation
+    cut = _cut_utf8_next_to_repair(text, fixed) if any(step[0] == "apply" for step in plan or []) else ""
+    if cut:
+        raise Unrepairable(f"ftfy repaired it only partly ({cut!r}, bytes of a cut UTF-8 character, is left)")
+    return fixed, ", ".join(f"{step[0]} {step[1]}" for step in (plan or []))
+
+
+def _cut_utf8_next_to_repair(text: str, fixed: str) -> str:
+    """The kept characters right next to a piece ftfy repaired that are the bytes of a UTF-8 character
+    cut short ('å±' after '洛摩家' whose last byte was lost), or ''. Only piecewise repairs
+    (ftfy's decode_inconsistent_utf8) can leave such bytes behind; a whole-text repair cannot."""
+    from difflib import SequenceMatcher
+
+    ops = SequenceMatcher(None, text, fixed, autojunk=False).get_opcodes()
+    for i, (tag, a0, a1, _, _) in enumerate(ops):
+        if tag != "equal":
+            continue
+        kept = text[a0:a1]
+        ends = []
+        if i > 0:
+            ends.append(_leading_non_ascii(kept))
+        if i + 1 < len(ops):
+            ends.append(_leading_non_ascii(kept[::-1])[::-1])
+        for run in ends:
+            raw = _single_bytes(run)
+            if raw:
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return run
+    return ""
+
+
+def _leading_non_ascii(text: str) -> str:
+    end = 0
+    while end < len(text) and not text[end].isascii():
+        end += 1
+    return text[:end]
+
+
+def _single_bytes(text: str) -> bytes:
+    """`text` as the Latin-1/cp1252 bytes it was decoded from, or b'' when it is not such text."""
+    for codec in ("latin-1", "cp1252"):
+        try:
+            return text.encode(codec)
+        except UnicodeEncodeError:
+            pass
+    return b""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -128,11 +192,21 @@ def fix_line_endings(text: str) -> str:
 
 
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # Unicode category Cc without tab (09) and newline (0a)
+# The controls that end a line (str.splitlines' boundaries: VT, FF, FS, GS, RS, NEL): removing them
+# would glue the words on either side together.
+_LINE_BREAK_CONTROLS = re.compile("[\x0b\x0c\x1c-\x1e\x85]")
+# A terminal escape sequence (ECMA-48 CSI: ESC [ parameters intermediates final), e.g. the colour code
+# ESC[31m: removed whole, so no '[31m' is left behind. ftfy's own pattern knows only digits and ';'.
+_CSI = re.compile("\x1b\\[[0-?]*[ -/]*[@-~]")
 
 
 def remove_controls(text: str) -> str:
-    """C0 (U+0000-U+001F, U+007F) and C1 (U+0080-U+009F) controls, except tab and newline."""
-    return _CONTROLS.sub("", text)
+    """Terminal escape sequences removed whole; vertical tab, form feed, FS/GS/RS and NEL (U+0085)
+    become a newline; every other C0 (U+0000-U+001F, U+007F) and C1 (U+0080-U+009F) control is
+    removed, except tab and newline."""
+    if "\x1b" in text:
+        text = _CSI.sub("", text)
+    return _CONTROLS.sub("", _LINE_BREAK_CONTROLS.sub("\n", text))
 
 
 def nfc(text: str) -> str:
@@ -310,6 +384,11 @@ class FixOptions:
     collapse_symbol_runs: bool = False
     collapse_whitespace: bool = False
     trim: bool = False
+    symbol_only: str = "runs"  # runs | any: which turns of only punctuation/symbols are rejected (clean.has_content)
+
+    def settings(self) -> dict:
+        """Every option by its clean.* name, for the one-line log of the effective settings."""
+        return dict(vars(self))
 
     def enabled(self) -> list[str]:
         out = []

@@ -357,7 +357,9 @@ _POLICY_TEMPLATES = {
 # Dirty-row vocabulary
 # ---------------------------------------------------------------------------
 
-_CONTROL_CHARS = ("\x00", "\x01", "\x02", "\x03", "\x04", "\x05", "\x06", "\x07", "\x08", "\x0b", "\x1b", "\u200b", "\ufeff")
+# Controls that mean nothing inside a word (no line-break controls such as VT/FF, which the clean stage
+# turns into line breaks): the clean stage removes them, so each dirty row cleans back to its original.
+_CONTROL_CHARS = ("\x00", "\x01", "\x02", "\x03", "\x04", "\x05", "\x06", "\x07", "\x08", "\x0e", "\x1b", "\u200b", "\ufeff")
 _SYMBOL_RUNS = ("!!!!!!!!!!", "~~~~~~~~", "？？？？？？", "########", "！！！！！！！", "........", "~~~~~~~~~~~~")
 _SYMBOL_ONLY = ("??????", "……", "----", "!!!!", "。。。。", "***", "？？？", "~~~~~", "——", "#####", "?!?!", "......")
 _EMPTY = ("", "   ", "\n\t", " \n ")
