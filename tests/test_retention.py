@@ -98,6 +98,13 @@ def test_evaluate_writes_val_test_facts_and_retention_on_the_tiny_model(fact_spl
     assert base["fact_rows"] == 6 and 0 <= base["fact_acc"] <= 100 and "answer_ok" in base
     assert base["val"]["generated_examples"] == 3 and base["val"]["examples"] == 8 and "rougeL" in base["val"]
     assert base["retention"]["items"] == 24 and base["retention"]["measured_on"] == "all items"
+    from loraflow.evaluate.retention import retention_part
+
+    # every scored item says which part it is in (val may choose a run, test is reported)
+    ret_lines = [r for r in read_jsonl(d / "base_scores.jsonl") if r["split"] == "retention"]
+    assert all(r["part"] == retention_part(r["id"]) for r in ret_lines)
+    assert base["retention"]["items_val"] + base["retention"]["items_test"] == 24
+    assert base["retention"]["items_val"] == sum(r["part"] == "val" for r in ret_lines)
     lines = read_jsonl(d / "base_scores.jsonl")
     assert Counter(r["split"] for r in lines) == {"test": 8, "val": 8, "retention": 24}
     test_lines = [r for r in lines if r["split"] == "test"]
@@ -114,3 +121,28 @@ def test_evaluate_writes_val_test_facts_and_retention_on_the_tiny_model(fact_spl
     assert {r["id"] for r in read_jsonl(d / "run_scores.jsonl") if r["split"] == "retention"} == {
         "ret-en-arithmetic-000", "ret-en-units-000", "ret-zh-facts-000"}
     assert json.loads((d / "run.json").read_text())["val"]["eval_loss"] == pytest.approx(read_json(d / "base.json")["val"]["eval_loss"])
+
+
+def test_retention_parts_are_disjoint_deterministic_and_about_half():
+    from hypothesis import given, settings, strategies as hs
+
+    from loraflow.evaluate.retention import PARTS, retention_part
+
+    items = build_items()
+    parts = {i["id"]: retention_part(i["id"]) for i in items}
+    val = {i for i, p in parts.items() if p == "val"}
+    test = {i for i, p in parts.items() if p == "test"}
+    assert val.isdisjoint(test) and val | test == set(parts) and set(parts.values()) == set(PARTS)
+    assert 0.4 < len(val) / len(items) < 0.6
+    for n in (24, 64, 200):  # the first N items asked stay split about half and half
+        assert 0.3 < sum(parts[i["id"]] == "val" for i in load_items(n)) / n < 0.7
+    # by id alone: the same in any order, for any number of items asked, in every process
+    assert {i["id"]: retention_part(i["id"]) for i in reversed(load_items(100))} == {i["id"]: parts[i["id"]] for i in load_items(100)}
+    assert retention_part("ret-en-arithmetic-000") == retention_part("ret-en-arithmetic-000")
+
+    @settings(max_examples=200, deadline=None)
+    @given(hs.text(min_size=1, max_size=40))
+    def any_id_has_one_part(item_id):
+        assert retention_part(item_id) in PARTS and retention_part(item_id) == retention_part(str(item_id))
+
+    any_id_has_one_part()

@@ -141,3 +141,62 @@ def test_main_effects_without_noise_have_zero_width():
     rows = {(r["axis"], r["level"]): r for r in st.main_effects(points, ["alpha"], reps)}
     r = rows[("alpha", 32.0)]
     assert r["effect_lo"] == pytest.approx(7.0) and r["effect_hi"] == pytest.approx(7.0) and r["p"] < 0.01
+
+
+# --- probability of being best, clustered bootstrap -------------------------------------------------
+
+
+def _mean_reps(values: np.ndarray, counts: np.ndarray) -> tuple[float, np.ndarray]:
+    return st.replicates(st.mean_metric("x"), np.c_[values, np.ones(len(values))], counts)
+
+
+def test_prob_best_is_one_for_a_clear_winner_and_shared_between_twins():
+    rng = np.random.default_rng(4)
+    difficulty = rng.uniform(0, 100, 150)
+    counts = st.resample_counts(150, 1000, seed=5)
+    a = _mean_reps(difficulty + 10 + rng.normal(0, 1, 150), counts)  # 10 points better on every row, noise 1
+    b = _mean_reps(difficulty, counts)
+    twin = _mean_reps(difficulty, counts)  # identical to b
+    p = st.prob_best(np.stack([a[1], b[1], twin[1]]))
+    assert p[0] == pytest.approx(1.0) and p[1] == p[2] == pytest.approx(0.0) and p.sum() == pytest.approx(1.0)
+    assert list(st.prob_best(np.stack([b[1], twin[1]]))) == [0.5, 0.5]  # a tie in every replicate is shared
+    # lower is better (a loss): the run with the lower values wins
+    assert st.prob_best(np.stack([a[1], b[1]]), lower_is_better=True)[1] == pytest.approx(1.0)
+
+
+def test_prob_best_of_two_runs_equal_in_truth_is_near_a_half_and_sums_to_one():
+    rng = np.random.default_rng(6)
+    n = 400
+    base = rng.uniform(0, 100, n)
+    counts = st.resample_counts(n, 2000, seed=1)
+    reps = np.stack([_mean_reps(base + rng.normal(0, 5, n), counts)[1] for _ in range(3)])
+    p = st.prob_best(reps)
+    assert p.sum() == pytest.approx(1.0) and (p > 0.02).all()  # no run is called best on noise alone
+
+
+def test_cluster_counts_resample_whole_groups_paired():
+    groups = ["a"] * 3 + ["b"] * 2 + ["c"] * 4
+    counts = st.cluster_counts(groups, 500, seed=3)
+    assert counts.shape == (500, 9)
+    for members in ([0, 1, 2], [3, 4], [5, 6, 7, 8]):  # every row of a group has its group's multiplicity
+        assert (counts[:, members] == counts[:, members[:1]]).all()
+    per_group = counts[:, [0, 3, 5]]
+    assert (per_group.sum(1) == 3).all()  # three groups drawn per replicate
+    assert np.array_equal(counts, st.cluster_counts(groups, 500, seed=3))  # seeded: every run gets the same (paired)
+    singletons = st.cluster_counts([str(i) for i in range(9)], 500, seed=3)
+    assert np.array_equal(singletons, st.resample_counts(9, 500, seed=3))  # one row per group: the row bootstrap
+
+
+def test_clustered_interval_is_wider_on_perfectly_correlated_clusters():
+    """40 groups of 10 rows that share one score: the information is 40 values, not 400. The clustered
+    interval matches the bootstrap of the 40 group values; the row-wise one is about sqrt(10) too narrow."""
+    rng = np.random.default_rng(7)
+    group_scores = rng.uniform(0, 100, 40)
+    values = np.repeat(group_scores, 10)
+    groups = np.repeat(np.arange(40), 10).tolist()
+    clustered = st.interval(_mean_reps(values, st.cluster_counts(groups, 4000, seed=2))[1])
+    rowwise = st.interval(_mean_reps(values, st.resample_counts(400, 4000, seed=2))[1])
+    truth = st.interval(_mean_reps(group_scores, st.resample_counts(40, 4000, seed=2))[1])
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(clustered) == pytest.approx(width(truth), rel=1e-9)  # the same draws of groups
+    assert 2.5 < width(clustered) / width(rowwise) < 4.0  # ~ sqrt(10) = 3.16

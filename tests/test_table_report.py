@@ -180,8 +180,15 @@ def test_intervals_tied_for_best_retention_and_main_effects(tmp_path):
     assert t.loc["r4_a32_qv", "rougeL"] == pytest.approx(rouge["r4_a32_qv"])  # each run got its own file
     assert t.loc["r4_a32_qv", "rougeL_lo"] < rouge["r4_a32_qv"] < t.loc["r4_a32_qv", "rougeL_hi"]
     assert t.loc["r4_a32_qv", "vs_base"] == pytest.approx(30.0) and t.loc["r4_a32_qv", "vs_base_p"] < 0.01
-    assert t.loc["r4_a32_qv", "retention"] == pytest.approx(75.0) and t.loc["r4_a32_qv", "retention_items"] == 40
-    assert t.loc["r4_a32_qv", "d_retention"] == pytest.approx(-25.0) and t.loc["r4_a32_qv", "d_retention_hi"] < 0
+    # retention is reported on the test part of the items, and the validation part is kept apart for choosing
+    from loraflow.evaluate.retention import retention_part
+
+    for part, column in (("test", "retention"), ("val", "val_retention")):
+        asked = [k for k, i in enumerate(items[:40]) if retention_part(i) == part]
+        kept = 100.0 * sum(k >= 10 for k in asked) / len(asked)  # alpha 32 forgot items 0-9
+        assert t.loc["r4_a32_qv", column] == pytest.approx(kept) and t.loc["r4_a32_qv", f"{column}_items"] == len(asked)
+    assert t.loc["r4_a32_qv", "retention_items"] + t.loc["r4_a32_qv", "val_retention_items"] == 40
+    assert t.loc["r4_a32_qv", "d_retention"] == pytest.approx(t.loc["r4_a32_qv", "retention"] - 100) and t.loc["r4_a32_qv", "d_retention"] < 0 and t.loc["r4_a32_qv", "d_retention_lo"] < -5
     assert t.loc["base", "retention"] == 100.0 and t.loc["r4_a32_qv", "merge_check"] == "n/a"  # merges optional
     assert t.loc["r4_a32_qv", "precision"] == "fp32" and t.loc["r16_a32_qv", "scale"] == pytest.approx(2.0)
     effects = pd.read_csv(tmp_path / "e.csv")

@@ -17,11 +17,16 @@ asked only the items the base got right, and `retention` is the share it still g
 base is 100 by construction and Δ retention is what the tuning lost). Small base models answer few
 Chinese items; the set adapts to whatever the configured base model can do.
 
+Two parts, as for the task rows: `retention_part` puts every item in `val` or `test` by a hash of its
+id (about half each, the same for every run, seed and model), so a run can be chosen on its validation
+retention (table.retention_floor) without spending the test part the table reports.
+
 `python -m loraflow.evaluate.retention` prints the set as JSONL.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import random
@@ -169,6 +174,15 @@ def build_items(seed: int = 0) -> list[dict]:
             streams.append(stream)
     items = [it for batch in itertools.zip_longest(*streams) for it in batch if it is not None]
     return [{"id": it["id"], **{k: v for k, v in it.items() if k != "id"}} for it in items]
+
+
+PARTS = ("val", "test")
+
+
+def retention_part(item_id: str) -> str:
+    """`val` or `test`: the part of the retention set an item belongs to, from a hash of its id alone
+    (deterministic, independent of the order, the number of items asked and the model)."""
+    return PARTS[hashlib.sha256(f"loraflow-retention-part:{item_id}".encode()).digest()[0] % 2]
 
 
 def load_items(n: int = 0, seed: int = 0) -> list[dict]:

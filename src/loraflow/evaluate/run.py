@@ -249,13 +249,14 @@ def base_correct_items(base_scores: str) -> set[str]:
 def evaluate_retention(model, tokenizer, n_items: int, batch_size: int, max_new_tokens: int, only: set[str] | None = None,
                        static_cache: bool = False) -> tuple[dict, list[dict]]:
     """Ask the built-in retention items (all of the first `n_items`, or those in `only`); (summary, per-item rows)."""
-    from loraflow.evaluate.retention import is_correct, load_items
+    from loraflow.evaluate.retention import is_correct, load_items, retention_part
 
     items = load_items(n_items)
     asked = [it for it in items if only is None or it["id"] in only]
     answers, speed = (generate(model, tokenizer, retention_prompts(tokenizer, asked), batch_size, max_new_tokens, static_cache=static_cache)
                       if asked else ([], {}))
-    rows = [{"split": "retention", "id": it["id"], "lang": it["lang"], "kind": it["kind"], "correct": 100.0 * is_correct(it, a), "answer": a}
+    rows = [{"split": "retention", "id": it["id"], "part": retention_part(it["id"]), "lang": it["lang"], "kind": it["kind"],
+             "correct": 100.0 * is_correct(it, a), "answer": a}
             for it, a in zip(asked, answers)]
     score = sum(r["correct"] for r in rows) / len(rows) if rows else float("nan")
     summary = {"set_size": len(items), "items": len(rows), "score": score, "generation_s": speed.get("generation_s", 0.0),
@@ -263,6 +264,9 @@ def evaluate_retention(model, tokenizer, n_items: int, batch_size: int, max_new_
     for lang in ("en", "zh"):
         sub = [r["correct"] for r in rows if r["lang"] == lang]
         summary[f"items_{lang}"] = len(sub)
+    for part in ("val", "test"):  # val: may choose a run (table.retention_floor); test: reported
+        sub = [r["correct"] for r in rows if r["part"] == part]
+        summary[f"items_{part}"], summary[f"score_{part}"] = len(sub), (sum(sub) / len(sub) if sub else float("nan"))
     return summary, rows
 
 

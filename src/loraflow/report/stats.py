@@ -18,6 +18,11 @@ replicates are exactly those of `sacrebleu.significance` with the same seed.
   seeds as well as across rows; `seed_ci` adds the classical t-interval over the seed means.
 - Main effects: the marginal mean of a metric at each level of a grid axis (the mean over all points
   at that level) and the difference between levels, with the same paired replicates.
+- Clusters: where rows come in groups (several questions on one product or about one fact), errors
+  within a group are correlated and resampling rows makes intervals too narrow; `cluster_counts`
+  resamples whole groups (a row's multiplicity is its group's), still paired across runs.
+- Probability of being best: the share of the paired replicates in which a run has the best value
+  (ties shared), `prob_best`.
 """
 
 from __future__ import annotations
@@ -83,6 +88,26 @@ def resample_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
     idx = np.random.default_rng(seed).choice(n, size=(n_resamples, n), replace=True)
     flat = (idx + n * np.arange(n_resamples)[:, None]).ravel()
     return np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n).astype(np.float64)
+
+
+def cluster_counts(groups: list, n_resamples: int, seed: int) -> np.ndarray:
+    """(B, n) multiplicities of each row under a clustered bootstrap: the distinct values of `groups`
+    (one per row) are resampled with replacement, as rows are by `resample_counts`, and every row of a
+    drawn group counts once per draw."""
+    codes: dict = {}
+    index = np.array([codes.setdefault(g, len(codes)) for g in groups], dtype=np.int64)
+    by_group = resample_counts(len(codes), n_resamples, seed)
+    return by_group[:, index] if len(index) else np.zeros((n_resamples, 0))
+
+
+def prob_best(reps: np.ndarray, lower_is_better: bool = False) -> np.ndarray:
+    """(k,) probability that each of k systems is the best, from their paired (k, B) replicates: the
+    share of replicates in which it has the best value, a tie shared equally among the tied systems."""
+    reps = np.asarray(reps, dtype=np.float64)
+    values = np.where(np.isnan(reps), -np.inf, -reps if lower_is_better else reps)  # a missing replicate wins nothing
+    top = values.max(axis=0)
+    wins = np.isfinite(values) & np.isclose(values, top[None, :], rtol=0.0, atol=1e-12)
+    return (wins / np.maximum(wins.sum(0), 1)[None, :]).mean(1)
 
 
 def replicates(metric: Metric, stats: np.ndarray, counts: np.ndarray) -> tuple[float, np.ndarray]:
