@@ -20,6 +20,10 @@ Outputs:
   …) and ``sigma_norm``: σ_i / σ_1 for i = 1 … min(r, out, in), semicolon-joined (all 0 when ΔW = 0).
 - summary JSON (keys listed in `summarise`), with a one-line ``verdict``.
 - PNG: effective rank per layer for each module type (r dashed) and the normalised spectra.
+
+With the base model's directory, every linear module also gets its intruder dimensions (singular
+vectors of the tuned weight W + ΔW unlike any of W's: loraflow.evaluate.intruders), the CSV columns
+``intruders`` and ``intruder_min_cos``, and the summary the ``intruder*`` keys.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from statistics import median
 
 import torch
 
+from loraflow.evaluate.intruders import IntruderSettings, analyse_intruders, summarise_intruders
 from loraflow.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -144,13 +149,17 @@ def summarise(cfg: dict, modules: list[dict], energies: list[float]) -> dict:
 
 
 def write_csv(path: str, modules: list[dict], energies: list[float]) -> None:
-    cols = ["layer", "module", "name", "r", "scaling", "sigma_max", "fro_norm", *(f"eff_rank_{energy_label(e)}" for e in energies), "sigma_norm"]
+    intruders = ["intruders", "intruder_min_cos"] if any("intruders" in m for m in modules) else []  # analysed with the base
+    cols = ["layer", "module", "name", "r", "scaling", "sigma_max", "fro_norm", *(f"eff_rank_{energy_label(e)}" for e in energies),
+            *intruders, "sigma_norm"]
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         writer.writeheader()
         for m in modules:
             writer.writerow({**m, "layer": "" if m["layer"] is None else m["layer"], "scaling": f"{m['scaling']:.6g}",
                              "sigma_max": f"{m['sigma_max']:.6g}", "fro_norm": f"{m['fro_norm']:.6g}",
+                             "intruders": "" if m.get("intruders") is None else m["intruders"],
+                             "intruder_min_cos": "" if m.get("intruder_min_cos") is None else f"{m['intruder_min_cos']:.4g}",
                              "sigma_norm": ";".join(f"{v:.6g}" for v in m["sigma_norm"])})
 
 
@@ -209,8 +218,10 @@ def plot(path: str, modules: list[dict], energies: list[float], summary: dict) -
     plt.close(fig)
 
 
-def analyse_adapter(adapter_dir: str, out_csv: str, out_summary: str, out_plot: str, energies: list[float] = (0.9, 0.99)) -> dict:
-    """Singular values and effective ranks of every ΔW of a peft LoRA adapter; returns the summary."""
+def analyse_adapter(adapter_dir: str, out_csv: str, out_summary: str, out_plot: str, energies: list[float] = (0.9, 0.99),
+                    model_dir: str | None = None, intruder_top_k: int = 10, intruder_threshold: float = 0.5) -> dict:
+    """Singular values and effective ranks of every ΔW of a peft LoRA adapter, and with the base model
+    (`model_dir`) the intruder dimensions of every tuned weight; returns the summary."""
     energies = sorted({float(e) for e in energies})
     if not energies or not all(0 < e <= 1 for e in energies):
         raise ValueError(f"energies must be shares in (0, 1], got {energies}")
@@ -222,6 +233,11 @@ def analyse_adapter(adapter_dir: str, out_csv: str, out_summary: str, out_plot: 
         for e in energies:
             m[f"eff_rank_{energy_label(e)}"] = effective_rank(s, e)
     summary = summarise(cfg, modules, energies)
+    if model_dir is not None:
+        intruders = IntruderSettings(top_k=intruder_top_k, threshold=intruder_threshold)
+        analyse_intruders(model_dir, adapter_dir, modules, intruders)
+        summary.update(summarise_intruders(modules, intruders))
+        log.info("%s: %s", adapter_dir, summary["intruder_note"])
     write_csv(out_csv, modules, energies)
     write_json(out_summary, summary)
     plot(out_plot, modules, energies, summary)
