@@ -99,14 +99,24 @@ class CausalLM:
     trust_remote_code: bool = False
     preflight: str | None = None
     attention: str = "auto"
+    replay_share: float = 0.0  # train.replay: share of each micro-batch taken by general rows (train/replay.py)
+    replay_tokens: str | None = None  # the replay data's token cache and its meta (data/replay.py)
+    replay_meta: str | None = None
 
     eval_fields = ["eval_loss"]
 
     def __post_init__(self):
-        self.fingerprint_files = [self.tokens_meta]
+        self.fingerprint_files = [self.tokens_meta, *([self.replay_meta] if self.replay_share else [])]
         self.tokenizer = load_tokenizer(self.model_dir)
         self.max_length = int(read_json(self.tokens_meta).get("max_length") or 512)
         self.splits: dict[str, list] = {}
+        self.replay = None
+        if self.replay_share:
+            from loraflow.train.replay import ReplayMix
+
+            if not (self.replay_tokens and self.replay_meta):
+                raise ValueError("train.replay > 0 needs the replay data (replay_tokens, replay_meta)")
+            self.replay = ReplayMix(load_split(self.replay_tokens, self.replay_meta, self.model_dir), self.replay_share)
 
     def examples(self, split: str) -> list:
         if split not in self.splits:
@@ -125,15 +135,17 @@ class CausalLM:
         base = load_base(self.model_dir, device, self.method, self.trust_remote_code, dtype=train_weight_dtype(precision, self.method))
         model = trainable_model(base, self.method, self.r, self.lora_alpha, self.target_modules, self.lora_dropout, self.gradient_checkpointing)
         trainable, total = parameter_counts(model)
-        self.per_forward = forward_tokens(self.tokens_per_forward, self.packing, self.batch_size, self.max_length, device)
+        rows = self.batch_size + (self.replay.rows_for(self.batch_size) if self.replay else 0)  # a micro-batch's rows, replay included
+        self.per_forward = forward_tokens(self.tokens_per_forward, self.packing, rows, self.max_length, device)
         asked = self.gradient_checkpointing or self.method in QUANTIZED
         # the most tokens one forward pass can hold with these rows (the pre-flight bounds it the same way, by the token cache's meta)
-        longest = max((self.length(e) for e in self.examples("train")), default=self.max_length)
-        most = pass_bound(self.per_forward, self.batch_size, self.max_length, longest)
+        longest = max((self.length(e) for e in [*self.examples("train"), *(self.replay.examples if self.replay else [])]),
+                      default=self.max_length)
+        most = pass_bound(self.per_forward, rows, self.max_length, longest)
         self.attn = attention_implementation(self.attention, device, precision, self.max_length)
         if self.attn != unwrap(model).config._attn_implementation:
             unwrap(model).set_attn_implementation(self.attn)
-        self.memory = plan_memory(model, self.method, trainable, total, self.batch_size, self.max_length, most, precision,
+        self.memory = plan_memory(model, self.method, trainable, total, rows, self.max_length, most, precision,
                                   asked, self.max_memory_mb, n_train, weights_file_info(self.model_dir), self.attn, self.compile, longest)
         if self.memory["gradient_checkpointing"] and not asked:
             enable_checkpointing(model)
@@ -175,7 +187,7 @@ class CausalLM:
             "quantization": {"qlora": "nf4 (double quant, bf16 compute)", "lora_8bit": "int8"}.get(self.method, "none"),
             "gradient_checkpointing": self.memory["gradient_checkpointing"], "packing": self.packing,
             "tokens_per_forward": self.per_forward, "attention": self.attn, "compiled": self.memory["compiled"],
-            "est_memory_mb": self.memory["estimate_mb"],
+            "est_memory_mb": self.memory["estimate_mb"], "replay": self.replay_share,
         }
         if self.preflight:  # the pre-flight estimate next to the measurement, to keep the estimate honest
             stats["preflight_est_memory_mb"] = read_json(self.preflight)["est_peak_train_memory_mb"]

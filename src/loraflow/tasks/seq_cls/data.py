@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from loraflow.data.clean import check_conserved, normalize_text, triage_rows
-from loraflow.config import ConfigError
+from loraflow.config import ConfigError, missing_file
 from loraflow.io import read_jsonl, write_json, write_jsonl
 from loraflow.data.readers import DataError, RawRow, RowError, iter_raw_rows
 from loraflow.data.split import SPLITS, stratified_split, write_splits
@@ -45,9 +45,13 @@ def check_config(config: dict) -> None:
         check_method(method)
     if config.get("combine"):  # adapter combinations are a causal_lm feature
         raise ConfigError("config key combine: combining adapters is not available with task seq_cls")
+    if config["train"].get("replay"):  # rehearsal of general chats is a causal_lm feature
+        raise ConfigError("config key train.replay: replay of general conversations is not available with task seq_cls")
+    if (config.get("reduce_intruders") or {}).get("runs"):
+        raise ConfigError("config key reduce_intruders.runs: intruder reduction is not available with task seq_cls")
     cls = config["classify"]
     if cls["data"] != "builtin" and not Path(cls["data"]).is_file():
-        raise ConfigError(f"config key classify.data: data file {cls['data']!r} does not exist")
+        raise ConfigError(f"config key classify.data: {missing_file(cls['data'])}")
     model = cls["base_model"]
     if model != "builtin" and model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().is_dir():
         raise ConfigError(f"config key classify.base_model: {model!r} is not a directory")
