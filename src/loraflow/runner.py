@@ -14,6 +14,22 @@ import sys
 import time
 
 
+# Third-party notices that are not the user's business and read like errors in a job log: the optional
+# CPU kernels bitsandbytes looks for on a hub (it falls back to its own code, results are the same),
+# and deprecations inside transformers/torch that loraflow does not call itself.
+QUIET_LOGGERS = ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub", "kernels")
+QUIET_WARNINGS = ((FutureWarning, r".*is_gradient_checkpointing.*deprecated"), (DeprecationWarning, r".*torch\.jit\.script_method.*deprecated"))
+
+
+def quiet_third_party() -> None:
+    import warnings
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for category, message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
 @contextlib.contextmanager
 def log_to(path: str | None):
     """Send stdout, stderr (file-descriptor level, so C extensions too) and logging to `path`."""
@@ -27,6 +43,7 @@ def log_to(path: str | None):
         os.dup2(fh.fileno(), 1)
         os.dup2(fh.fileno(), 2)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True, stream=sys.stderr)
+        quiet_third_party()
         try:
             yield
         except BaseException as exc:
