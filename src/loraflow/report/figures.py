@@ -9,7 +9,9 @@
   interaction plot (one line per r over alpha; parallel lines = no interaction).
 - `tradeoff.png`: task gain against retention loss per run, with the Pareto front.
 - `losses.png`, `heatmap.png`, `pareto.png` (quality vs trainable parameters), `samples.html`.
-- `captions/*.rst`: the numbers behind each figure, included by its caption (workflow/report/*.rst).
+- `comparison.html`: the comparison table, sortable by any column (the report shows a CSV only as a download).
+- `captions/*.rst`: the numbers behind each figure, included by its caption (workflow/report/*.rst);
+  `captions/headline_figure.rst` carries the headline figure itself for the report's first page.
 
 Every per-run file is matched to its run by its run directory (runs/<run>/...), never by position.
 """
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from loraflow.io import atomic_dir, atomic_path, read_jsonl, write_text
+from loraflow.report.pages import embedded_image_rst, sortable_table_html
 from loraflow.report.table import LABEL, _lvl, _p, by_run, effects_line, lower_is_better, metric_column
 
 log = logging.getLogger(__name__)
@@ -344,7 +347,8 @@ def summary(table: pd.DataFrame, effects: pd.DataFrame, metric: str) -> dict[str
     return out
 
 
-def write_captions(out_dir: str, table: pd.DataFrame, effects: pd.DataFrame, metric: str, n_runs_logged: int) -> None:
+def write_captions(out_dir: str, table: pd.DataFrame, effects: pd.DataFrame, metric: str, n_runs_logged: int,
+                   headline_png: str | None = None) -> None:
     s = summary(table, effects, metric)
     every = _rst(" ".join(v for v in (s["run"], s["sure"]) if v))
     texts = {
@@ -357,6 +361,9 @@ def write_captions(out_dir: str, table: pd.DataFrame, effects: pd.DataFrame, met
         "losses": _rst(f"{n_runs_logged} trained runs. " + s["run"]) + "\n" + _rst(s["knob"]),
         "samples": every,
     }
+    if headline_png:  # the report's first page: an image it embeds, not a path it would lose
+        texts["headline_figure"] = embedded_image_rst(Path(headline_png).read_bytes(), "Headline figure: which run and how sure, "
+                                                      "which knob mattered, what it cost", "loraflow-headline")
     with atomic_dir(out_dir) as tmp:
         for name, text in texts.items():
             (Path(tmp) / f"{name}.rst").write_text(text, encoding="utf-8")
@@ -366,7 +373,7 @@ def make_report(
     comparison: str, train_logs, samples, out_losses: str, out_heatmap: str, out_pareto: str,
     out_samples: str, run_names: list[str] | None = None, metric: str = "rougeL", n_samples: int = 8, effects: str | None = None,
     points: str | None = None, out_headline: str | None = None, out_ranking: str | None = None, out_effects: str | None = None,
-    out_tradeoff: str | None = None, out_captions: str | None = None,
+    out_tradeoff: str | None = None, out_captions: str | None = None, out_table_html: str | None = None,
 ) -> None:
     """Report stage entry point. `train_logs` and `samples` are matched to runs by their run directory."""
     table = pd.read_csv(comparison)
@@ -390,6 +397,8 @@ def make_report(
     if out_headline:
         s = summary(table, eff, column)
         plot_headline(table, eff, column, "\n".join(v for v in (s["run"], s["sure"]) if v), out_headline)
+    if out_table_html:
+        write_text(out_table_html, sortable_table_html(table, f"Comparison: one row per run; best chosen on validation by {metric}"))
     if out_captions:
-        write_captions(out_captions, table, eff, column, len(logs))
+        write_captions(out_captions, table, eff, column, len(logs), out_headline)
     log.info("report figures written; best run %s", best_run)
