@@ -436,6 +436,8 @@ def test_adapter_packages_and_serve_md_load_every_adapter(tiny_model, tmp_path):
         assert (pkg / "adapter_model.safetensors").stat().st_ino == (src / "adapter_model.safetensors").stat().st_ino  # a hard link
         assert not (pkg / ".snakemake_timestamp").exists()  # never linked: touching it would touch the train output
         assert "sha256" in (pkg / "README.md").read_text() and "Peft" not in (pkg / "README.md").read_text()[:200]
+        meta = __import__("huggingface_hub").ModelCard.load(pkg / "README.md").data
+        assert meta.library_name == "peft" and meta.license == "other" and str(tmp_path) not in (pkg / "README.md").read_text()
         packages.append(str(pkg))
     write_serve(packages, str(tiny_model), str(tmp_path / "serve.md"), system_prompt=SYSTEM, max_new_tokens=16)
     text = (tmp_path / "serve.md").read_text()
@@ -538,7 +540,9 @@ def test_default_model_runs_in_llama_cpp(smollm2, tmp_path):
     check = export_run(str(smollm2), out_dir=str(tmp_path / "export"), run="r8_a16_qv", hparams={**HP, "r": 8, "lora_alpha": 16.0},
                        types=["f16"], system_prompt=SYSTEM, max_new_tokens=16, prompts=8, logit_prompts=1, q8_0_tokens=24, llama_cpp="require", **paths)
     lc = check["llama_cpp"]
-    assert lc["ran"] and lc["passed"] and lc["prompt_tokens_same"] == 8 and all(lc["stop_tokens_are_eog"].values())
+    f16 = lc["files"]["f16"]
+    assert lc["ran"] and lc["passed"] and f16["completed"] and f16["prompt_tokens_same"] == 8 and all(f16["stop_tokens_are_eog"].values())
+    assert f16["agreeing_prompts"] == 8  # f16 in llama.cpp answers like transformers token for token
 
 
 def test_answers_that_part_at_a_near_tie_count_as_agreeing_and_both_figures_are_kept():
@@ -548,3 +552,125 @@ def test_answers_that_part_at_a_near_tie_count_as_agreeing_and_both_figures_are_
     assert agreement_outside_ties(10, 7, parted, 0.1) == 0.8  # only the 0.01 tie counts; a real difference and a cut do not
     assert agreement_outside_ties(10, 7, parted, 0.0) == 0.7  # 0 = token for token
 
+
+
+# ---------------------------------------------------------------------------------------------
+# llama.cpp: every file, each in its own process
+# ---------------------------------------------------------------------------------------------
+
+# Stand-in for the llama.cpp child: q8_0 files die of a segmentation fault, as llama.cpp's q8_0 CPU
+# path does on some machines; other files fail to load with a message on stderr.
+CRASHING_CHILD = [sys.executable, "-c", "import ctypes, json, sys\n"
+                  "job = json.load(open(sys.argv[1]))\n"
+                  "open(sys.argv[3], 'a').write('loading the model\\n')\n"
+                  "if 'q8_0' in job['gguf']:\n    ctypes.string_at(0)\n"
+                  "sys.exit('llama_model_load: error loading model: unknown tensor type')"]
+
+
+def test_a_llama_cpp_crash_is_reported_per_file_and_does_not_take_the_job_down(tiny_model, tmp_path, monkeypatch):
+    from loraflow.ship import llama_check
+    from loraflow.ship.export import failures
+
+    monkeypatch.setattr(llama_check, "available", lambda: (True, ""))
+    monkeypatch.setattr(llama_check, "CHILD", CRASHING_CHILD)
+    paths = fake_sweep(tmp_path / "sweep", tiny_model)
+    out = tmp_path / "results" / "export" / "r4_a8_qv"
+    check = export_run(str(tiny_model), out_dir=str(out), run="r4_a8_qv", hparams=HP, system_prompt=SYSTEM, max_new_tokens=16, prompts=4,
+                       logit_prompts=2, q8_0_tokens=8, llama_cpp="auto", **paths)
+    lc = read_json(out / "export_check.json")["llama_cpp"]
+    assert check["passed"] and lc["ran"] and lc["crashed"] == ["f16", "q8_0"] and lc["ollama_file_crashed"]
+    q8, f16 = lc["files"]["q8_0"]["crash"], lc["files"]["f16"]["crash"]
+    assert q8["signal"] == "SIGSEGV" and q8["exit_code"] == -11 and q8["last_step"] == "loading the model"
+    assert f16["exit_code"] == 1 and "unknown tensor type" in f16["stderr_tail"] and "signal" not in f16
+    assert lc["machine"] == llama_check.machine() and lc["runtime"].startswith("llama-cpp-python")
+    modelfile_text, card_text = (out / "Modelfile").read_text(), (out / "README.md").read_text()
+    assert parse_modelfile(modelfile_text)["FROM"] == "./model-q8_0.gguf"
+    for text in (modelfile_text, card_text):
+        assert "llama.cpp CRASHED: killed by SIGSEGV (loading the model)" in text and "CRASHED: exited with code 1" in text
+        assert f"[{' '.join(lc['machine']['cpu_flags'])}]" in text and lc["runtime"] in text
+        assert "WARNING: model-q8_0.gguf, the file this Modelfile uses, crashed" in text and "export.ollama_file" in text
+    rows = write_export_summary([str(out)], str(tmp_path / "s.csv"), str(tmp_path / "s.md"))
+    assert [r["llama_cpp"].split(" (")[0] for r in rows] == ["exited with code 1", "killed by SIGSEGV"]
+    from loraflow.ship.serve import write_serve
+
+    write_serve([], str(tiny_model), str(tmp_path / "serve.md"), exports=[str(out)])
+    serve = (tmp_path / "serve.md").read_text()
+    assert "llama.cpp CRASHED: killed by SIGSEGV" in serve and "loraflow push r4_a8_qv --gguf --repo your-name/r4_a8_qv-GGUF" in serve
+    # under export.llama_cpp: require the same crash fails the check, naming file, signal and machine
+    strict = {**check, "llama_cpp": llama_check.summarize(lc["files"], "require", "q8_0")}
+    assert not strict["llama_cpp"]["passed"]
+    assert any("model-q8_0.gguf killed by SIGSEGV" in f and lc["machine"]["cpu"] in f for f in failures(strict))
+
+
+def test_ollama_file_picks_the_modelfile_s_gguf(tiny_model, tmp_path):
+    from loraflow.ship.export import ollama_type
+
+    assert ollama_type("auto", ["f16", "q8_0"]) == "q8_0" and ollama_type("auto", ["f16"]) == "f16" and ollama_type("f16", ["f16", "q8_0"]) == "f16"
+    with pytest.raises(ExportError, match="export.ollama_file: q8_0 is not written"):
+        ollama_type("q8_0", ["f16"])
+    with pytest.raises(ExportError, match="export.ollama_file"):
+        check_export_config({"export": {"runs": "best", "types": ["f16"], "enabled": False, "ollama_file": "q8_0"}}, {})
+    paths = fake_sweep(tmp_path / "sweep", tiny_model)
+    out = tmp_path / "export" / "r4_a8_qv"
+    check = export_run(str(tiny_model), out_dir=str(out), run="r4_a8_qv", hparams=HP, system_prompt=SYSTEM, max_new_tokens=8, prompts=2,
+                       logit_prompts=1, q8_0_tokens=4, llama_cpp="skip", ollama_file="f16", **paths)
+    mf = (out / "Modelfile").read_text()
+    assert parse_modelfile(mf)["FROM"] == "./model-f16.gguf" == "./" + check["modelfile_uses"]
+    assert "model-q8_0.gguf: transformers (GGUF loader)" in mf and "llama.cpp not run (export.llama_cpp is skip)" in mf
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("llama_cpp"),
+                    reason="llama-cpp-python is not installed (optional extra gguf-run: PyPI has only an sdist that compiles llama.cpp)")
+def test_every_exported_file_runs_in_llama_cpp(tiny_model, tmp_path):
+    """Each file in llama.cpp, in its own process. f16 must agree with transformers; a file whose CPU
+    kernels crash llama.cpp on this machine (q8_0 with AMX/repacked weights in llama-cpp-python 0.3.36)
+    must come back as a report with a retry without weight repacking, and the export still finishes."""
+    paths = fake_sweep(tmp_path / "sweep", tiny_model)
+    out = tmp_path / "export" / "r4_a8_qv"
+    check = export_run(str(tiny_model), out_dir=str(out), run="r4_a8_qv", hparams=HP, system_prompt=SYSTEM, max_new_tokens=16, prompts=8,
+                       logit_prompts=2, q8_0_tokens=16, llama_cpp="auto", **paths)
+    lc = check["llama_cpp"]
+    assert sorted(lc["files"]) == ["f16", "q8_0"] and lc["runtime"] == f"llama-cpp-python {__import__('llama_cpp').__version__}"
+    f16 = lc["files"]["f16"]
+    assert f16["completed"] and f16["passed"] and f16["prompt_tokens_same"] == 8 and "CPU" in f16["system_info"]
+    for kind, e in lc["files"].items():
+        if e["completed"]:
+            assert e["passed"] and e["agreement_outside_ties"] >= 0.9
+        else:
+            assert kind in lc["crashed"] and e["crash"]["exit_code"] != 0 and e["crash"]["last_step"] and "without_repack" in e
+            assert "llama.cpp CRASHED" in (out / "README.md").read_text()
+
+
+def test_llama_cpp_answers_are_scored_with_the_near_tie_rule():
+    from loraflow.ship.llama_check import score
+
+    reference = [[5, 6, 2]] * 10
+    answers = [[5, 6, 2]] * 8 + [[5, 7, 2], [9, 9]]
+    raw = {"answers": answers, "prompt_ids": [[1]] * 10, "stop_tokens_are_eog": {"2": True}}
+    parted = [{"prompt": 8, "at": 1, "margin": 0.01}, {"prompt": 9, "at": 0, "margin": 1.5}]
+    res = score(raw, [[1]] * 10, reference, [2], parted, min_agreement=0.9, tie_margin=0.1)
+    assert res["agreeing_prompts"] == 8 and res["agreement_outside_ties"] == 0.9 and res["passed"]
+    assert res["stopped_where_transformers_stopped"] == 9
+    assert not score(raw, [[1]] * 10, reference, [2], parted, min_agreement=0.9, tie_margin=0.0)["passed"]  # token for token: 8/10
+    assert not score({**raw, "prompt_ids": [[1]] * 9 + [[3]]}, [[1]] * 10, reference, [2], parted, 0.9, 0.1)["passed"]  # tokenizer differs
+    assert not score({**raw, "stop_tokens_are_eog": {"2": False}}, [[1]] * 10, reference, [2], parted, 0.9, 0.1)["passed"]
+
+
+def test_a_crash_is_fatal_only_under_require_but_wrong_answers_always_are():
+    from loraflow.ship.export import failures
+    from loraflow.ship.llama_check import score, summarize
+
+    raw = {"answers": [[5, 2]] * 4, "prompt_ids": [[1]] * 4, "stop_tokens_are_eog": {"2": True}}
+    good = {"file": "model-f16.gguf", "completed": True, **score(raw, [[1]] * 4, [[5, 2]] * 4, [2], [], 0.9, 0.1)}
+    bad = {"file": "model-q8_0.gguf", "completed": True, **score(raw, [[1]] * 4, [[6, 2]] * 4, [2], [], 0.9, 0.1)}
+    crash = {"file": "model-q8_0.gguf", "completed": False, "passed": False,
+             "crash": {"exit_code": -11, "signal": "SIGSEGV", "what": "killed by SIGSEGV", "last_step": "loading the model", "stderr_tail": ""}}
+    base = {"types": {}, "template": {"passed": True}}
+    for files, mode, fatal in [({"f16": good, "q8_0": {**crash, "without_repack": good}}, "auto", False),
+                               ({"f16": good, "q8_0": crash}, "auto", False),
+                               ({"f16": good, "q8_0": crash}, "require", True),
+                               ({"f16": good, "q8_0": {**crash, "without_repack": bad}}, "auto", True),
+                               ({"f16": good, "q8_0": bad}, "auto", True)]:
+        lc = summarize(files, mode, "q8_0")
+        assert lc["passed"] is not fatal and bool(failures({**base, "llama_cpp": lc})) is fatal
+    assert "(run again without repacking)" in failures({**base, "llama_cpp": summarize({"q8_0": {**crash, "without_repack": bad}}, "auto", "q8_0")})[0]

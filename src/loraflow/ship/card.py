@@ -21,6 +21,8 @@ import shutil
 from pathlib import Path
 
 from loraflow.io import atomic_dir, read_json, sha256_files, write_json
+from loraflow.ship import llama_check
+from loraflow.ship.card_meta import display_path, front_matter, hub_base_model, hub_license
 
 log = logging.getLogger(__name__)
 
@@ -200,25 +202,33 @@ def _hparam_table(hparams: dict, train_config: dict, train_stats: dict) -> str:
     return "\n".join(lines)
 
 
-def _front_matter(prov: dict, library: str, tags: list[str]) -> str:
-    bm = prov["base_model"]
-    lic = bm["license_id"] if bm["license_id"] != UNKNOWN_LICENSE else "unknown"
-    return "\n".join(["---", f"license: {lic.lower() if lic in LICENSE_NAMES or lic.lower() in LICENSE_NAMES else 'other'}",
-                      f"base_model: {bm['name']}", f"library_name: {library}", "tags:", *[f"- {t}" for t in tags], "---", ""])
+def _data_spec(spec: str, results_dir: str) -> str:
+    """builtin / hf:<dataset> as they are; a file path as `display_path` prints it."""
+    return spec if spec == "builtin" or spec.startswith("hf:") else display_path(spec, results_dir)
+
+
+def _licence_note(bm: dict) -> str:
+    meta = hub_license(bm.get("license_id"))
+    if meta["license"] != "other":
+        return ""
+    return (f" The Hub metadata says `license: other` (`license_name: {meta['license_name']}`): the base model's licence "
+            "is not one of the Hub's licence ids; check it and edit the header before publishing.")
 
 
 def card(
     *, run: str, hparams: dict, train_config: dict, provenance: dict, row: dict, train_stats: dict, system_prompt: str,
     max_new_tokens: int, adapter_dir: str | None, model_dir: str | None = None, check: dict | None = None, export_dir: str | None = None,
-    results_dir: str = "results", files: list[dict] | None = None,
+    results_dir: str = "results", files: list[dict] | None = None, task: str = "causal_lm",
 ) -> str:
-    """The model card (Markdown with Hugging Face front matter)."""
+    """The model card (Markdown with Hugging Face Hub metadata). Paths are printed relative to
+    `results_dir` (see card_meta.display_path)."""
     bm, data = provenance["base_model"], provenance["data"]
     is_export = check is not None
     method = hparams.get("method", "lora")
     what = "full fine-tune" if method == "full" else f"{method.upper() if method != 'lora' else 'LoRA'} adapter"
     best = row.get("best")
-    lines = [_front_matter(provenance, "gguf" if is_export else "peft", ["loraflow", "lora", *(["gguf"] if is_export else [])])]
+    lines = [front_matter(provenance, gguf=is_export, task=task)]
+    here = lambda p: display_path(p, results_dir)  # noqa: E731
     lines.append(f"# {run}: {what} on {bm['name']}" + (" (GGUF export)" if is_export else ""))
     lines.append("")
     summary = f"Trained by loraflow on {data['rows'].get('train')} conversations"
@@ -233,14 +243,15 @@ def card(
     orig = bm.get("original") or {}
     lines += ["## Base model", "",
               f"- **{bm['name']}** ({bm.get('architecture') or '?'}, {_num(bm['parameters']) if bm.get('parameters') else '?'} parameters), source `{bm['source']}`"
-              + (f", location `{bm['location']}`" if bm.get("location") else ""),
+              + (f", location `{here(bm['location']) if bm['source'] == 'local' else bm['location']}`" if bm.get("location") and bm["source"] != "builtin" else ""),
               f"- original file: `{orig.get('file', '-')}`, sha256 `{orig.get('sha256', 'n/a')}`",
-              f"- converted weights used for training (`{bm['converted_dir']}`): sha256 `{bm.get('converted_sha256')}`",
+              f"- converted weights used for training (`{here(bm['converted_dir'])}`): sha256 `{bm.get('converted_sha256')}`",
               f"- tokenizer files sha256 `{bm.get('tokenizer_sha256')}`",
-              f"- licence: **{bm['license']}** ({bm['license_source']}); this derivative is bound by it", ""]
+              f"- licence: **{bm['license']}** ({bm['license_source']}); this derivative is bound by it." + _licence_note(bm), ""]
     rows = data["rows"]
     lines += ["## Data", "",
-              f"- data: `{data['spec']}`" + (f" (`{data['file']}`)" if data.get("file") and data["file"] != data["spec"] else "")
+              f"- data: `{_data_spec(data['spec'], results_dir)}`"
+              + (f" (`{here(data['file'])}`)" if data.get("file") and data["file"] != data["spec"] else "")
               + (f", sha256 `{data['sha256']}`" if data.get("sha256") else ""),
               f"- rows: {data.get('rows_in')} in -> train {rows.get('train')}, val {rows.get('val')}, test {rows.get('test')}, rejected {rows.get('rejected')}",
               f"- split files sha256 `{data.get('split_files_sha256')}`",
@@ -270,43 +281,45 @@ def _check_section(check: dict) -> list[str]:
     out.append(f"- chat template read back from the GGUF: identical text, renders {t['template_renders_same']}/{t['prompts']} test prompts like the "
                f"tokenizer; GGUF tokenizer gives the same ids on {t['tokenizer_ids_same']}/{t['prompts']}; Modelfile TEMPLATE renders "
                f"{t['modelfile_template_renders_same']}/{t['prompts']} the same")
-    lc = check.get("llama_cpp") or {}
-    if lc.get("ran"):
-        out.append(f"- llama.cpp (llama-cpp-python) on `{lc['file']}`: prompt tokens identical {lc['prompt_tokens_same']}/{lc['prompts']}, answers "
-                   f"identical to transformers on {lc['agreement']:.0%}, stopped where transformers stopped {lc['stopped_where_transformers_stopped']}/{lc['prompts']}")
-    else:
-        out.append(f"- llama.cpp check not run: {lc.get('reason', 'n/a')}")
+    out.append("- what was checked on each file, with which runtime:")
+    out += [f"  - {line}" for line in llama_check.describe(check, check.get("modelfile_uses"))]
     out.append(f"- stop tokens: {', '.join(f'`{k}` ({v})' for k, v in check['tokenizer']['stop_tokens'].items())}; export took {check['export_s']:.0f} s")
     return out + [""]
 
 
 def _usage(run, bm, adapter_dir, model_dir, export_dir, check, system_prompt, max_new_tokens, results_dir, method) -> list[str]:
-    base = bm["converted_dir"]
+    here = lambda p: display_path(p, results_dir)  # noqa: E731
+    hub_base = hub_base_model({"base_model": bm})
+    base = hub_base or here(bm["converted_dir"])
     sys_msg = json.dumps(system_prompt, ensure_ascii=False)
-    out = ["## How to use", "", "Paths are as the workflow wrote them (relative to the directory Snakemake ran in).", ""]
+    out = ["## How to use", "", "Paths are relative to the sweep's results directory. Once this directory is on the Hugging Face Hub "
+           f"(`loraflow push {run} --repo <id>`), use its repository id in place of the path.", ""]
     out += ["### transformers + peft", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer"]
     if method != "full" and adapter_dir:
         out += ["from peft import PeftModel", "", f'tok = AutoTokenizer.from_pretrained("{base}")',
-                f'model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base}"), "{adapter_dir}")',
-                "# or the merged model: " + (f'AutoModelForCausalLM.from_pretrained("{model_dir}")' if model_dir else f'results/runs/{run}/merged')]
+                f'model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{base}"), "{here(adapter_dir)}")',
+                "# or the merged model: " + f'AutoModelForCausalLM.from_pretrained("{here(model_dir) if model_dir else f"runs/{run}/merged"}")']
     else:
-        out += ["", f'tok = AutoTokenizer.from_pretrained("{model_dir}")', f'model = AutoModelForCausalLM.from_pretrained("{model_dir}")']
+        out += ["", f'tok = AutoTokenizer.from_pretrained("{here(model_dir)}")', f'model = AutoModelForCausalLM.from_pretrained("{here(model_dir)}")']
     out += [f"messages = [{{\"role\": \"system\", \"content\": {sys_msg}}}, {{\"role\": \"user\", \"content\": \"...\"}}]",
             "ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\", return_dict=True)",
             f"out = model.generate(**ids, max_new_tokens={max_new_tokens}, do_sample=False)",
             "print(tok.decode(out[0, ids[\"input_ids\"].shape[1]:], skip_special_tokens=True))", "```", ""]
+    if hub_base:
+        out += [f"The adapter was trained on `{here(bm['converted_dir'])}`, {hub_base} as loraflow converted it (digests above).", ""]
     if export_dir and check:
-        gguf = check["modelfile_uses"]
+        gguf, where = check["modelfile_uses"], here(export_dir)
         out += ["### llama.cpp", "", "```bash",
-                f"llama-server -m {export_dir}/{gguf} --jinja --temp 0 --repeat-penalty 1 -n {max_new_tokens}",
+                f"llama-server -m {where}/{gguf} --jinja --temp 0 --repeat-penalty 1 -n {max_new_tokens}",
                 "# the chat template and stop tokens are in the GGUF; send the training system prompt as the system message", "```", "",
-                "### Ollama", "", "```bash", f"cd {export_dir} && ollama create loraflow-{run} -f Modelfile",
+                "### Ollama", "", "```bash", f"cd {where} && ollama create loraflow-{run} -f Modelfile",
                 f"ollama run loraflow-{run} \"your question\"", "```", "",
-                "The Modelfile carries the same template, stop tokens, system prompt and greedy decoding as training and evaluation.", ""]
+                f"The Modelfile points Ollama at `{gguf}` and carries the same template, stop tokens, system prompt and greedy "
+                "decoding as training and evaluation.", ""]
     else:
         out += ["### llama.cpp and Ollama", "",
                 f"Export this run to GGUF with `snakemake export` (set `export.runs: [{run}]`, or it is the best run); "
-                f"the files and a Modelfile then appear in `{results_dir}/export/{run}/`.", ""]
+                f"the files and a Modelfile then appear in `export/{run}/` of the results directory.", ""]
     return out
 
 
@@ -332,6 +345,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def package_adapter(
     adapter_dir: str, comparison: str, train_stats: str, provenance: str, out_dir: str, run: str, hparams: dict,
     train_config: dict | None = None, system_prompt: str = "", max_new_tokens: int = 64, merged_dir: str | None = None,
+    task: str = "causal_lm",
 ) -> dict:
     """Adapter-package stage entry point: results/adapters/<run>/ = the adapter's files (hard-linked,
     copied across file systems) + the model card, loadable with PeftModel.from_pretrained."""
@@ -343,7 +357,7 @@ def package_adapter(
     row = eval_row(comparison, run)
     text = card(run=run, hparams=hparams, train_config=train_config or {}, provenance=prov, row=row, train_stats=read_json(train_stats),
                 system_prompt=system_prompt, max_new_tokens=max_new_tokens, adapter_dir=out_dir, model_dir=merged_dir,
-                results_dir=str(Path(out_dir).parent.parent),
+                results_dir=str(Path(out_dir).parent.parent), task=task,
                 files=[{"file": f, "mb": round((src / f).stat().st_size / 2**20, 2), "sha256": sha256_files([src / f])} for f in ADAPTER_FILES])
     with atomic_dir(out_dir) as tmp:
         for f in sorted(src.iterdir()):

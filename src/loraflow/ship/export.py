@@ -21,8 +21,11 @@ Checks (the job fails if one fails; figures in export_check.json):
 - template: the chat template read back from the GGUF renders every test prompt exactly like the
   tokenizer's own template (and like the prompts the run was evaluated on); the GGUF's tokenizer gives the
   same token ids; the Modelfile's Go template renders the same text.
-- llama.cpp (llama-cpp-python, optional extra `gguf-run`): same prompt tokens, answers identical to
-  transformers on the test prompts, and generation ends at the stop token.
+- llama.cpp (llama-cpp-python, optional extra `gguf-run`; ship/llama_check.py): every written file runs
+  in llama.cpp in a process of its own: same prompt tokens, greedy answers agreeing with transformers'
+  answers from the same file (near-tie rule as for q8_0), generation ending at the stop token. A file
+  that crashes llama.cpp is reported (file, signal, step, runtime version, CPU features) and fails the
+  check only under export.llama_cpp: require; the Modelfile and the card say what ran on which file.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import math
 import time
 from pathlib import Path
 
+from loraflow.ship import llama_check
 from loraflow.ship.gguf_writer import TYPES, ExportError, check_model_dir, read_vocab, model_info, stop_tokens, write_gguf
 from loraflow.io import atomic_dir, read_json, read_jsonl, write_json, write_text
 
@@ -72,6 +76,7 @@ def check_export_config(config: dict, runs: dict) -> None:
     bad = [t for t in ex["types"] if t not in TYPES]
     if bad or not ex["types"]:
         raise ExportError(f"config key export.types: {bad or ex['types']} - choose from {', '.join(TYPES)}")
+    ollama_type(ex.get("ollama_file", "auto"), ex["types"])
     if not ex["enabled"]:
         return
     bm = config["base_model"]
@@ -198,53 +203,9 @@ def check_templates(tokenizer, gguf_dir: Path, gguf_file: str, rows: list[dict],
     }
 
 
-def llama_cpp_available() -> tuple[bool, str]:
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError as err:
-        return False, f"llama-cpp-python is not installed ({err}); install the optional extra: pip install 'loraflow[gguf-run]'"
-    return True, ""
-
-
-def run_llama_cpp(gguf_path: Path, tokenizer, prompts: list[str], reference: list[list[int]], new_tokens: int, stops: list[int], threads: int | None = None) -> dict:
-    """Greedy answers of llama.cpp on `prompts` against `reference` (transformers' greedy tokens from the
-    same file). llama.cpp is fed the HF token ids (so answers compare the models) and, separately, asked to
-    tokenize the prompt text itself (so its tokenizer is compared too)."""
-    import os
-
-    import llama_cpp
-    from llama_cpp import Llama
-
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    llm = Llama(model_path=str(gguf_path), n_ctx=max(map(len, encoded)) + new_tokens + 8, n_batch=512, seed=0, verbose=False,
-                n_threads=threads or len(os.sched_getaffinity(0)))
-    vocab = llama_cpp.llama_model_get_vocab(llm.model)
-
-    def is_eog(token: int) -> bool:
-        return bool(llama_cpp.llama_vocab_is_eog(vocab, int(token)))
-
-    same_ids, answers = 0, []
-    for p, ids in zip(prompts, encoded):
-        same_ids += llm.tokenize(p.encode("utf-8"), add_bos=False, special=True) == ids
-        toks: list[int] = []
-        for t in llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
-            toks.append(int(t))
-            if is_eog(t) or len(toks) >= new_tokens:
-                break
-        answers.append(toks)
-    ended = [bool(a) and a[-1] in stops for a in answers]
-    ref_stopped = [bool(r) and r[-1] in stops for r in reference]
-    return {
-        "file": gguf_path.name, "prompts": len(prompts), "prompt_tokens_same": same_ids,
-        "agreement": agreement(answers, reference), "agreeing_prompts": sum(a == b for a, b in zip(answers, reference)),
-        "stopped_where_transformers_stopped": sum(a == b for a, b in zip(ended, ref_stopped)),
-        "transformers_stopped": sum(ref_stopped), "stop_tokens_are_eog": {str(s): bool(is_eog(s)) for s in stops},
-    }
-
-
 def verify(model_dir: str, out_dir: Path, files: dict[str, str], tokenizer, rows: list[dict], seg, q8_0_tokens: int = 32,
            q8_0_min_agreement: float = 0.9, f16_tolerance: float = 16.0, logit_prompts: int = 8, llama_cpp: str = "auto",
-           threads: int | None = None, trust_remote_code: bool = False, tie_margin: float = 0.1) -> dict:
+           threads: int | None = None, trust_remote_code: bool = False, tie_margin: float = 0.1, ollama_file: str | None = None) -> dict:
     """Load every written GGUF back and compare it with the merged model (see the module docstring)."""
     import gc
 
@@ -255,6 +216,7 @@ def verify(model_dir: str, out_dir: Path, files: dict[str, str], tokenizer, rows
     texts = [r["text"] for r in rows[:logit_prompts]]
     check: dict = {"prompts": len(rows), "logit_prompts": len(texts), "q8_0_tokens": q8_0_tokens, "stop_token_ids": stops, "types": {}}
 
+    run_llama, why_not = _llama_cpp_mode(llama_cpp)  # before the work: `require` without llama-cpp-python stops here
     ref = _load_hf(model_dir, trust_remote_code)
     ref_logits = masked_logits(ref, tokenizer, texts)
     ref_answers = greedy_tokens(ref, tokenizer, prompts, q8_0_tokens, stops)
@@ -270,7 +232,8 @@ def verify(model_dir: str, out_dir: Path, files: dict[str, str], tokenizer, rows
     check["f16_rounding_floor"] = (rounded_logits - ref_logits).abs().max().item()
     check["positions"] = int(ref_logits.shape[0])
 
-    passed, answers_by_type = True, {}
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    passed, on_llama_cpp = True, {}
     for kind, name in files.items():
         start = time.perf_counter()
         model = _load_hf(str(out_dir), gguf_file=name)
@@ -289,11 +252,16 @@ def verify(model_dir: str, out_dir: Path, files: dict[str, str], tokenizer, rows
             entry["min_agreement"], entry["tie_margin"] = q8_0_min_agreement, tie_margin
             entry["passed"] = entry["agreement_outside_ties"] >= q8_0_min_agreement
         entry["verify_s"] = round(time.perf_counter() - start, 2)
+        if run_llama:
+            # llama.cpp's quantized kernels also round the activations to 8 bits, which transformers' dequantizing loader
+            # does not: on a quantized file a flip at a margin below the file's own measured logit error counts as a tie
+            tie = tie_margin if kind == "f16" else max(tie_margin, diff)
+            on_llama_cpp[kind] = llama_cpp_file(model, tokenizer, out_dir / name, prompts, encoded, answers, stops, q8_0_tokens, threads,
+                                                q8_0_min_agreement, tie)
         del model
         gc.collect()
         passed &= entry["passed"]
         check["types"][kind] = entry
-        answers_by_type[kind] = answers
     first = next(iter(files.values()))
     check["template"] = check_templates(tokenizer, out_dir, first, rows, seg)
     t = check["template"]
@@ -303,25 +271,44 @@ def verify(model_dir: str, out_dir: Path, files: dict[str, str], tokenizer, rows
     t["passed"] = template_ok
     passed &= template_ok
 
-    available, why = llama_cpp_available()
-    if llama_cpp == "skip":
-        check["llama_cpp"] = {"ran": False, "reason": "export.llama_cpp is skip"}
-    elif not available:
-        if llama_cpp == "require":
-            raise ExportCheckError(why)
-        check["llama_cpp"] = {"ran": False, "reason": why}
+    if run_llama:
+        check["llama_cpp"] = llama_check.summarize(on_llama_cpp, llama_cpp, ollama_file)
+        passed &= check["llama_cpp"]["passed"]
+        for kind in check["llama_cpp"]["crashed"]:
+            log.warning("llama.cpp check: %s", llama_check.crash_line(on_llama_cpp[kind], check["llama_cpp"]))
     else:
-        kind = "f16" if "f16" in files else next(iter(files))
-        res = run_llama_cpp(out_dir / files[kind], tokenizer, prompts, answers_by_type[kind], q8_0_tokens, stops, threads)
-        res["ran"] = True
-        res["compared_with"] = f"transformers on the same file ({kind})"
-        res["passed"] = (res["prompt_tokens_same"] == res["prompts"] and res["agreement"] >= q8_0_min_agreement
-                         and all(res["stop_tokens_are_eog"].values())
-                         and res["stopped_where_transformers_stopped"] >= math.ceil(q8_0_min_agreement * res["prompts"]))
-        check["llama_cpp"] = res
-        passed &= res["passed"]
+        check["llama_cpp"] = {"ran": False, "reason": why_not}
     check["passed"] = bool(passed)
     return check
+
+
+def _llama_cpp_mode(mode: str) -> tuple[bool, str]:
+    """(run llama.cpp?, why not) for export.llama_cpp auto | skip | require."""
+    if mode == "skip":
+        return False, "export.llama_cpp is skip"
+    available, why = llama_check.available()
+    if not available and mode == "require":
+        raise ExportCheckError(f"export.llama_cpp is require, but {why}")
+    return available, why
+
+
+def llama_cpp_file(model, tokenizer, path: Path, prompts: list[str], encoded: list[list[int]], reference: list[list[int]],
+                   stops: list[int], new_tokens: int, threads: int | None, min_agreement: float, tie_margin: float) -> dict:
+    """One GGUF in llama.cpp (its own process) against transformers' greedy answers from the same file;
+    where they part, `model` (transformers on that file) gives the margin for the near-tie rule."""
+    def attempt(repack: bool) -> dict:
+        raw = llama_check.run_file(path, prompts, encoded, new_tokens, stops, threads, repack=repack)
+        if not raw["completed"]:
+            return {"file": path.name, "completed": False, "passed": False, "crash": raw["crash"]}
+        # the margin of transformers' own token over llama.cpp's where they part (>= 0: transformers chose greedily)
+        parted = divergences(model, tokenizer, prompts, reference, raw["answers"])
+        return {"file": path.name, "completed": True, "system_info": raw["system_info"],
+                **llama_check.score(raw, encoded, reference, stops, parted, min_agreement, tie_margin)}
+
+    entry = attempt(repack=True)
+    if not entry["completed"]:  # where is the fault? the same file without the CPU-specific repacked kernels
+        entry["without_repack"] = attempt(repack=False)
+    return entry
 
 
 def _disk_dtype(model_dir: str) -> str | None:
@@ -346,10 +333,20 @@ def failures(check: dict) -> list[str]:
         out.append(f"template: identical={t['chat_template_identical']}, renders same {t['template_renders_same']}/{t['prompts']}, "
                    f"matches the evaluated prompts {t['template_matches_eval_prompts']}/{t['prompts']}, "
                    f"token ids same {t['tokenizer_ids_same']}/{t['prompts']}, Modelfile template same {t['modelfile_template_renders_same']}/{t['prompts']}")
-    lc = check.get("llama_cpp") or {}
-    if lc.get("ran") and not lc.get("passed"):
-        out.append(f"llama.cpp: prompt tokens same {lc['prompt_tokens_same']}/{lc['prompts']}, agreement {lc['agreement']:.1%}, "
-                   f"stopped where transformers stopped {lc['stopped_where_transformers_stopped']}/{lc['prompts']}")
+    return out + _llama_cpp_failures(check.get("llama_cpp") or {})
+
+
+def _llama_cpp_failures(lc: dict) -> list[str]:
+    out = []
+    for kind, entry in (lc.get("files") or {}).items() if lc.get("ran") else ():
+        if not entry["completed"] and lc.get("mode") == "require":
+            out.append(f"llama.cpp (export.llama_cpp: require): {llama_check.crash_line(entry, lc)}")
+        if kind in lc.get("wrong", ()):
+            e = llama_check.answered(entry)
+            how = "" if e is entry else " (run again without repacking)"
+            out.append(f"llama.cpp on {e['file']}{how}: prompt tokens same {e['prompt_tokens_same']}/{e['prompts']}, answers agree on "
+                       f"{e['agreement_outside_ties']:.1%} (near ties counted; {e['agreement']:.1%} token for token), stopped where "
+                       f"transformers stopped {e['stopped_where_transformers_stopped']}/{e['prompts']}")
     return out
 
 
@@ -363,7 +360,7 @@ def export_run(
     types: list[str] = TYPES, system_prompt: str = "", max_new_tokens: int = 64,
     prompts: int = 32, logit_prompts: int = 8, q8_0_tokens: int = 32, q8_0_min_agreement: float = 0.9, f16_tolerance: float = 16.0,
     llama_cpp: str = "auto", adapters_dir: str | None = None,
-    threads: int | None = None, trust_remote_code: bool = False, tie_margin: float = 0.1,
+    threads: int | None = None, trust_remote_code: bool = False, tie_margin: float = 0.1, ollama_file: str = "auto", task: str = "causal_lm",
 ) -> dict:
     """Export stage entry point: results/export/<run>/ from the run's merged model (or, for method
     full, its fully fine-tuned model). Unsupported architectures, tokenizers and chat templates stop
@@ -384,6 +381,7 @@ def export_run(
         raise ExportError(f"{test_path} has no rows to verify the export on")
     prov = read_json(provenance)
     files = {t: f"model-{t}.gguf" for t in types}
+    modelfile_type = ollama_type(ollama_file, types)
     stops = stop_tokens(tokenizer)
     row = eval_row(comparison, run)
     with atomic_dir(out_dir) as tmp:
@@ -395,16 +393,9 @@ def export_run(
             summary["write_s"] = round(time.perf_counter() - t0, 2)
             written[t] = summary
             log.info("wrote %s (%.1f MB) in %.1fs", name, summary["bytes"] / 2**20, summary["write_s"])
-        modelfile_type = "q8_0" if "q8_0" in files else types[0]
-        header = (f"Ollama Modelfile for loraflow run {run} ({modelfile_type} GGUF).\n"
-                  f"ollama create loraflow-{run} -f Modelfile && ollama run loraflow-{run}\n"
-                  "Template, stop tokens, system prompt and greedy decoding as in training and evaluation.")
-        # stop strings: the stop tokens, and the end of an assistant turn as the template writes it
-        stop_texts = list(dict.fromkeys([*stops, *([seg.suffix["assistant"].strip()] if seg.suffix["assistant"].strip() else [])]))
-        write_text(tmp / "Modelfile", modelfile(files[modelfile_type], go_template(seg), system_prompt, stop_texts, max_new_tokens, header))
         t0 = time.perf_counter()
         check = verify(model_dir, tmp, files, tokenizer, rows, seg, q8_0_tokens, q8_0_min_agreement, f16_tolerance, logit_prompts,
-                       llama_cpp, threads, trust_remote_code, tie_margin)
+                       llama_cpp, threads, trust_remote_code, tie_margin, modelfile_type)
         check["verify_s"] = round(time.perf_counter() - t0, 2)
         check["run"] = run
         check["files"] = {t: {"file": files[t], "bytes": written[t]["bytes"], "mb": round(written[t]["bytes"] / 2**20, 1),
@@ -419,13 +410,30 @@ def export_run(
             log.error("export check failed: %s", json.dumps(check, indent=1, default=str))
             raise ExportCheckError(f"export of {run} failed its checks: " + "; ".join(problems))
         write_json(tmp / "export_check.json", check)
+        # written after the checks, so that it says which file was checked with which runtime
+        header = (f"Ollama Modelfile for loraflow run {run} ({modelfile_type} GGUF, export.ollama_file).\n"
+                  f"ollama create loraflow-{run} -f Modelfile && ollama run loraflow-{run}\n"
+                  "Template, stop tokens, system prompt and greedy decoding as in training and evaluation.\n"
+                  "Checked:\n" + "\n".join(llama_check.describe(check, files[modelfile_type])))
+        # stop strings: the stop tokens, and the end of an assistant turn as the template writes it
+        stop_texts = list(dict.fromkeys([*stops, *([seg.suffix["assistant"].strip()] if seg.suffix["assistant"].strip() else [])]))
+        write_text(tmp / "Modelfile", modelfile(files[modelfile_type], go_template(seg), system_prompt, stop_texts, max_new_tokens, header))
         card = export_card(run=run, hparams=hparams, train_config=train_config or {}, provenance=prov, row=row,
                            train_stats=read_json(train_stats), check=check, system_prompt=system_prompt,
                            max_new_tokens=max_new_tokens, export_dir=out_dir, adapter_dir=adapters_dir, model_dir=model_dir,
-                           results_dir=str(Path(out_dir).parent.parent))
+                           results_dir=str(Path(out_dir).parent.parent), task=task)
         write_text(tmp / "README.md", card)
     log.info("export of %s passed its checks in %.1fs: %s", run, check["export_s"], summary_line(check))
     return check
+
+
+def ollama_type(ollama_file: str, types: list[str]) -> str:
+    """The type the Modelfile points Ollama at: export.ollama_file, auto = q8_0 when written, else the first type."""
+    if ollama_file == "auto":
+        return "q8_0" if "q8_0" in types else types[0]
+    if ollama_file not in types:
+        raise ExportError(f"config key export.ollama_file: {ollama_file} is not written (export.types: {', '.join(types)})")
+    return ollama_file
 
 
 def _sha256(path: Path) -> str:
@@ -447,8 +455,20 @@ def summary_line(check: dict) -> str:
         else:
             parts.append(f"{kind} {size} MB greedy agreement {e['greedy_agreement']:.0%}")
     lc = check.get("llama_cpp") or {}
-    parts.append(f"llama.cpp agreement {lc['agreement']:.0%}" if lc.get("ran") else "llama.cpp not run")
+    for kind, e in (lc.get("files") or {}).items():
+        parts.append(f"llama.cpp {kind} agreement {e['agreement']:.0%}" if e["completed"] else f"llama.cpp {kind} {e['crash']['what']}")
+    if not lc.get("ran"):
+        parts.append("llama.cpp not run")
     return "; ".join(parts)
+
+
+def _llama_cell(lc: dict, kind: str) -> str:
+    e = (lc.get("files") or {}).get(kind)
+    if not lc.get("ran") or e is None:
+        return f"not run: {lc.get('reason', '')}"
+    if not e["completed"]:
+        return f"{e['crash']['what']} ({lc['runtime']}, {e['crash']['last_step']})"
+    return f"agreement {e['agreement']:.0%}, stop ok {e['stopped_where_transformers_stopped']}/{e['prompts']} ({lc['runtime']})"
 
 
 SUMMARY_COLUMNS = ["run", "type", "file", "size_mb", "max_abs_logit_diff", "tolerance", "greedy_agreement", "template_check",
@@ -465,10 +485,8 @@ def write_export_summary(checks: list[str], out_csv: str, out_md: str, serve_md:
         p = Path(path)
         c = read_json(p / "export_check.json" if p.is_dir() else p)
         t = c["template"]
-        lc = c.get("llama_cpp") or {}
-        llama = (f"agreement {lc['agreement']:.0%}, stop ok {lc['stopped_where_transformers_stopped']}/{lc['prompts']}" if lc.get("ran")
-                 else f"not run: {lc.get('reason', '')}")
         for kind, e in c["types"].items():
+            llama = _llama_cell(c.get("llama_cpp") or {}, kind)
             rows.append({
                 "run": c["run"], "type": kind, "file": e["file"], "size_mb": c["files"][kind]["mb"],
                 "max_abs_logit_diff": round(e["max_abs_logit_diff"], 5), "tolerance": round(e["tolerance"], 5) if "tolerance" in e else None,

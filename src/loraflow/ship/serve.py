@@ -3,7 +3,8 @@
 - vLLM multi-LoRA: the base model with every adapter of the sweep (`--enable-lora --lora-modules
   name=path ...`), `--max-lora-rank` the smallest value vLLM accepts that holds the largest rank;
 - llama.cpp and Ollama: each exported GGUF and its Modelfile;
-- transformers + peft: all adapters on one base in Python, switched by name.
+- transformers + peft: all adapters on one base in Python, switched by name;
+- the Hugging Face Hub: `loraflow push` for each adapter package and GGUF export.
 
 Adapters vLLM cannot serve (DoRA, or adapters that save whole modules) are listed with the reason.
 """
@@ -15,6 +16,7 @@ import re
 from pathlib import Path
 
 from loraflow.io import read_json, write_text
+from loraflow.ship import llama_check
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -44,6 +46,23 @@ def lora_modules(serve_md: str) -> dict[str, str]:
     if not block:
         return {}
     return dict(pair.split("=", 1) for pair in re.findall(r"[^\s=\\]+=[^\s\\]+", block.group(1)))
+
+
+def hub_section(adapters: list[str], exports: list[str]) -> list[str]:
+    """`loraflow push` commands: each adapter package and GGUF export is a complete Hub model repository."""
+    if not adapters and not exports:
+        return []
+    folders = [*adapters, *exports]
+    results = str(Path(folders[0]).parent.parent)
+    opt = "" if results == "results" else f" --results-dir {results}"
+    lines = ["## Hugging Face Hub", "",
+             "Each folder below is a complete Hub model repository: the model card (README.md) carries the Hub metadata "
+             "(base_model, library_name, licence, tags). `loraflow push` creates the repository (add `--private` for a private one) "
+             "and uploads the folder in one commit; the token is `HF_TOKEN` or the one `hf auth login` stored. "
+             "Replace `your-name` with your user or organisation.", "", "```bash"]
+    lines += [f"loraflow push {Path(a).name} --repo your-name/{Path(a).name}{opt}" for a in adapters]
+    lines += [f"loraflow push {Path(e).name} --gguf --repo your-name/{Path(e).name}-GGUF{opt}" for e in exports]
+    return lines + ["```", ""]
 
 
 def write_serve(
@@ -92,10 +111,12 @@ def write_serve(
                     else f"greedy agreement {t['greedy_agreement']:.0%}")
             lines.append(f"| `{e}/{f['file']}` | {f['mb']} MB | {what} |")
         gguf = check["modelfile_uses"]
+        lines += [f"- {line}" for line in llama_check.describe(check, gguf) if check.get("llama_cpp", {}).get("ran")]
         lines += ["", "```bash", "# llama.cpp server (OpenAI-compatible); chat template and stop tokens come from the GGUF",
                   f"llama-server -m {e}/{gguf} --jinja --temp 0 --repeat-penalty 1 -n {max_new_tokens} --port 8080",
                   "", "# Ollama: the Modelfile has the template, stop tokens, system prompt and greedy decoding",
                   f"(cd {e} && ollama create loraflow-{run} -f Modelfile)", f"ollama run loraflow-{run} \"...\"", "```", ""]
+    lines += hub_section(adapters, exports)
     lines += ["## transformers + peft (Python)", "", "```python", "from peft import PeftModel",
               "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
               f'tok = AutoTokenizer.from_pretrained("{base_model}")', f'base = AutoModelForCausalLM.from_pretrained("{base_model}")']
