@@ -186,7 +186,8 @@ def test_rerun_has_nothing_to_do(finished_run):
 # Rerun scope, one row per class of config key: what a dry run on the finished tiny run plans after the
 # change. With merge.runs: best the table is a checkpoint: when it reruns, the merge of the (possibly
 # new) best run is added once the table has picked it, so a dry run cannot list that merge yet.
-DOWNSTREAM_OF_TRAIN = {"train": 2, "evaluate": 2, "rank_analysis": 2, "table": 1, "report_figures": 1, "merge_summary": 1, "all": 1}
+DOWNSTREAM_OF_TRAIN = {"train": 2, "evaluate": 2, "rank_analysis": 2, "table": 1, "report_figures": 1, "choice_figure": 1, "merge_summary": 1,
+                       "all": 1}
 RERUN_SCOPE = {
     # keys that cannot change a result: read by the jobs at run time, outside params
     "neutral": ({"train": {"checkpoint_every": 3, "learning_rate_full": 1e-4}, "torch_threads": 2}, {}),
@@ -201,16 +202,22 @@ RERUN_SCOPE = {
     "grid point added + train": ({"grid": {"r": [2, 4, 8]}, "train": {"warmup_steps": 1}},
                                  {"preflight": 1, "preflight_table": 1, **DOWNSTREAM_OF_TRAIN, "train": 3, "evaluate": 3, "rank_analysis": 3}),
     "evaluate": ({"evaluate": {"max_new_tokens": 6}},
-                 {"evaluate_base": 1, "evaluate": 2, "table": 1, "report_figures": 1, "merge_summary": 1, "all": 1}),
+                 {"evaluate_base": 1, "evaluate": 2, "table": 1, "report_figures": 1, "choice_figure": 1, "merge_summary": 1, "all": 1}),
     "merge": ({"merge": {"tolerance": 0.002}}, {"merge": 1, "merge_summary": 1, "all": 1}),
     "merge policy": ({"merge": {"runs": "all"}}, {"merge": 1, "merge_summary": 1, "all": 1}),  # the other run
-    "table": ({"table": {"best_metric": "bleu"}}, {"table": 1, "report_figures": 1, "merge_summary": 1, "all": 1}),
+    "table": ({"table": {"best_metric": "bleu"}}, {"table": 1, "report_figures": 1, "choice_figure": 1, "merge_summary": 1, "all": 1}),
     "report": ({"evaluate": {"samples_in_report": 3}}, {"report_figures": 1, "all": 1}),
-    "rank analysis": ({"rank_analysis": {"energies": [0.5, 0.9]}}, {"rank_analysis": 2, "table": 1, "report_figures": 1, "merge_summary": 1, "all": 1}),
+    # the forgetting-aware choice: the table chooses again, nothing is trained or evaluated again
+    "table choice": ({"table": {"select": "pareto", "retention_floor": 50}},
+                     {"table": 1, "report_figures": 1, "choice_figure": 1, "merge_summary": 1, "all": 1}),
+    # replay: the replay data once, then every point trains again (not the data stages, not the pre-flight)
+    "replay": ({"train": {"replay": 0.25}}, {"replay_data": 1, **DOWNSTREAM_OF_TRAIN}),
+    "rank analysis": ({"rank_analysis": {"energies": [0.5, 0.9]}},
+                      {"rank_analysis": 2, "table": 1, "report_figures": 1, "choice_figure": 1, "merge_summary": 1, "all": 1}),
     # a new grid point: one pre-flight job checks it (not the finished points), only the new point trains
     "grid point added": ({"grid": {"r": [2, 4, 8]}},
                          {"preflight": 1, "preflight_table": 1, "train": 1, "evaluate": 1, "rank_analysis": 1, "table": 1,
-                          "report_figures": 1, "merge_summary": 1, "all": 1}),
+                          "report_figures": 1, "choice_figure": 1, "merge_summary": 1, "all": 1}),
     # the data: everything downstream of cleaning (not the base model, not the pre-flight)
     "data": ({"clean": {"min_answer_chars": 3}},
              {"clean": 1, "format": 1, "split": 1, "tokenize": 1, "evaluate_base": 1, **DOWNSTREAM_OF_TRAIN}),

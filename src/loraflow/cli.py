@@ -3,6 +3,7 @@
   loraflow init DATAFILE [-o config.yaml]   inspect a data file, write a config that reads it
   loraflow runs [RESULTS_DIR]               list the runs of a sweep with their status
   loraflow best [RESULTS_DIR]               the best run of results/comparison.csv and where its files are
+  loraflow push RUN --repo ID [--gguf]      upload a run's adapter package (or GGUF export) to the Hugging Face Hub
 """
 
 from __future__ import annotations
@@ -280,6 +281,15 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from loraflow.status import status_lines
+
+    if not Path(args.results_dir).is_dir():
+        raise CliError(f"{args.results_dir}: no such results directory (results_dir in the config)")
+    print("\n".join(status_lines(args.results_dir)))
+    return 0
+
+
 def best_run(results_dir: str) -> dict:
     results = Path(results_dir)
     rows = _comparison(results)
@@ -319,9 +329,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("runs", help="list the runs of a results directory with their status")
     p.add_argument("results_dir", nargs="?", default="results")
     p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("status", help="where a sweep stands: each run's state, progress and ETA (works while Snakemake runs)")
+    p.add_argument("results_dir", nargs="?", default="results")
+    p.set_defaults(func=cmd_status)
     p = sub.add_parser("best", help="the best run of results/comparison.csv")
     p.add_argument("results_dir", nargs="?", default="results")
     p.set_defaults(func=cmd_best)
+    from loraflow.ship.push import add_parser as add_push_parser
+
+    add_push_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

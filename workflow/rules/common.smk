@@ -2,7 +2,7 @@
 
 import re
 
-from loraflow.config import system_prompt
+from loraflow.config import clean_settings, system_prompt
 
 
 wildcard_constraints:
@@ -21,6 +21,8 @@ def clean_inputs(wildcards):
         inputs["data_path"] = f"{R}/data/raw.jsonl" if DATA["path"] == "builtin" else DATA["path"]
     return inputs
 
+# search.method halving: rungs of training with cuts between them (search.smk); grid: every point to the end.
+HALVING = config["search"]["method"] == "halving"
 # Runs with an adapter (to merge and to analyse); a fully fine-tuned model has none.
 ADAPTER_RUNS = [name for name, hp in ALL_RUNS.items() if hp["method"] != "full"]
 # The run wildcard of the rules that only trained runs have (not the combinations).
@@ -44,7 +46,8 @@ def train_settings(wildcards):
     full = run["method"] == "full"
     keys = [k for k in TRAIN_KEYS if not (full and k == "lora_dropout")]  # no adapter, no dropout
     lr_key = "learning_rate_full" if full else "learning_rate"
-    return settings(pick(run, GRID_KEYS), pick(config["train"], keys), {lr_key: run["learning_rate"]},
+    replay = {"replay": config["train"]["replay"]} if REPLAY else {}  # absent at 0: runs without replay keep their params
+    return settings(pick(run, GRID_KEYS), pick(config["train"], keys), {lr_key: run["learning_rate"]}, replay,
                     trust_remote_code=config["base_model"]["trust_remote_code"])
 
 
@@ -57,7 +60,7 @@ def merged_runs(wildcards=None) -> list[str]:
     if MERGE_RUNS == "none":
         return []
     if MERGE_RUNS == "all":
-        return ADAPTER_RUNS
+        return [name for name in ADAPTER_RUNS if name in finished_points()] if HALVING else ADAPTER_RUNS
     best = best_run(checkpoints.table.get().output.out_best)
     return [best] if best in ADAPTER_RUNS else []
 

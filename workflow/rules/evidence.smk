@@ -65,10 +65,9 @@ def drop_stale(outputs, evidence, reported_in: str) -> list[str]:
 
 if workflow.is_main_process:
     # under search.method halving the per-run inputs are functions of the last cut: halving_evidence (search.smk)
-    drop_stale(rules.table.output, [*rules.table.input, *halving_evidence(rules.table.input)], rules.table.output.out_csv)
+    drop_stale(rules.table.output, [*rules.table.input, *halving_evidence()], rules.table.output.out_csv)
     if CAUSAL_LM:
-        drop_stale(rules.report_figures.output, [*rules.report_figures.input, *halving_evidence(rules.report_figures.input)],
-                   rules.table.output.out_csv)
+        drop_stale(rules.report_figures.output, [*rules.report_figures.input, *halving_evidence()], rules.table.output.out_csv)
         merges_csv = rules.merge_summary.output.out_csv
         merged = reported_runs(merges_csv) or set()
         drop_stale(rules.merge_summary.output,

@@ -82,7 +82,8 @@ rule export_model:
     params:
         hp=lambda wc: settings(
             CARD_SETTINGS,
-            pick(EXPORT, ["types", "prompts", "logit_prompts", "q8_0_tokens", "q8_0_min_agreement", "tie_margin", "f16_tolerance", "llama_cpp"]),
+            pick(EXPORT, ["types", "prompts", "logit_prompts", "q8_0_tokens", "q8_0_min_agreement", "tie_margin", "f16_tolerance", "llama_cpp",
+                          "ollama_file"]),
             run=wc.run,
             hparams=ALL_RUNS[wc.run],
             adapters_dir=None if ALL_RUNS[wc.run]["method"] == "full" else f"{R}/adapters/{wc.run}",
@@ -105,7 +106,7 @@ rule export_model:
 rule serve:
     """results/serve.md: vLLM multi-LoRA, llama.cpp / Ollama and transformers + peft commands."""
     input:
-        adapters=expand(f"{R}/adapters/{{run}}", run=ADAPTER_RUNS),
+        adapters=runs_of(f"{R}/adapters/{{run}}", ADAPTER_RUNS),  # under halving: the points that finished
         exports=lambda wc: expand(f"{EXPORT_DIR}/{{run}}", run=exported_runs()),
         base_model=rules.base_model.output.out_dir,
     output:

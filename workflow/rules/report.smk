@@ -1,13 +1,14 @@
 rule report_figures:
-    """Figures and before/after samples for `snakemake --report`, also kept under results/plots/;
-    the headline figure and captions/headline.rst open the report. Per-run files are matched by
+    """Figures, the sortable comparison table and before/after samples for `snakemake --report`, also
+    kept under results/plots/; captions/headline.rst and the headline figure (captions/headline_figure.rst,
+    the image inside it) open the report. Per-run files are matched by
     their run directory, never by list position."""
     input:
         comparison=rules.table.output.out_csv,
         points=rules.table.output.out_points_csv,
         effects=rules.table.output.out_effects_csv,
-        train_logs=expand(rules.train.output.out_log, run=RUNS),
-        samples=expand(rules.evaluate.output.out_samples, run=ALL_RUNS),
+        train_logs=runs_of(rules.train.output.out_log, RUNS),  # search.smk: under halving, the points that finished
+        samples=runs_of(rules.evaluate.output.out_samples, ALL_RUNS),
     output:
         out_headline=report(f"{R}/plots/headline.png", caption="../report/headline.rst", category="Comparison"),
         out_ranking=report(f"{R}/plots/ranking.png", caption="../report/ranking.rst", category="Comparison"),
@@ -17,6 +18,8 @@ rule report_figures:
         out_heatmap=report(f"{R}/plots/heatmap.png", caption="../report/heatmap.rst", category="Comparison"),
         out_pareto=report(f"{R}/plots/pareto.png", caption="../report/pareto.rst", category="Comparison"),
         out_samples=report(f"{R}/plots/samples.html", caption="../report/samples.rst", category="Samples"),
+        # the table itself, sortable (the report offers comparison.csv only as a download)
+        out_table_html=report(f"{R}/plots/comparison.html", caption="../report/comparison_table.rst", category="Comparison"),
         out_captions=directory(f"{R}/plots/captions"),
     params:
         hp=settings(metric=config["table"]["best_metric"], n_samples=config["evaluate"]["samples_in_report"]),
@@ -28,3 +31,23 @@ rule report_figures:
         "../envs/data.yaml"
     script:
         "../scripts/report_figures.py"
+
+
+rule choice_figure:
+    """The choice the table made, as a picture: every run's validation score against its validation
+    retention, the retention floor, the learned-vs-forgotten Pareto set, the chosen run and the best one
+    rejected for forgetting (all on validation: the figures that chose)."""
+    input:
+        table=rules.table.output.out_csv,
+    output:
+        out_png=report(f"{R}/plots/learned_forgotten.png", caption="../report/learned_forgotten.rst", category="Comparison"),
+    params:
+        hp=settings(metric=config["table"]["best_metric"], floor=config["table"]["retention_floor"]),
+    log:
+        f"{R}/logs/choice_figure.log",
+    benchmark:
+        f"{R}/benchmarks/choice_figure.tsv"
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/choice_figure.py"

@@ -9,6 +9,8 @@
 
 TASK = config["task"]
 CAUSAL_LM = TASK == "causal_lm"
+# train.replay > 0: general rows in every micro-batch, from the replay_data rule (replay.smk)
+REPLAY = CAUSAL_LM and config["train"]["replay"] > 0
 
 
 def task_io(stage: str) -> dict:
@@ -23,9 +25,10 @@ def task_io(stage: str) -> dict:
 # causal_lm: instruction tuning of a decoder (the default)
 # --------------------------------------------------------------------------------------------------
 
-# clean.* settings, each passed to clean_dataset by name (all of them can change which rows are kept or how).
+# clean.* settings, each passed to clean_dataset by name (all of them can change which rows are kept or how);
+# for the built-in data with data.builtin_clean's preset (loraflow.config.clean_settings).
 CLEAN_KEYS = ["min_answer_chars", "max_chars", "mojibake", "dedup", "strip_html", "nfkc", "remove_zero_width",
-              "collapse_symbol_runs", "collapse_whitespace", "trim"]
+              "collapse_symbol_runs", "collapse_whitespace", "trim", "symbol_only"]
 
 # train.* settings that change what a run learns. Each reaches train_lora by name through params `hp`,
 # so changing one reruns every train job (and what depends on it). Add a new result-affecting train key
@@ -81,7 +84,7 @@ def causal_lm_io(stage: str) -> dict:
                 system_prompt=SYSTEM_PROMPT,
                 max_tokens=config["tokenize"]["max_length"],
                 overlong=config["tokenize"]["overlong"],
-                **pick(config["clean"], CLEAN_KEYS),
+                **pick(clean_settings(config, workflow.source_path("../schemas/config.schema.yaml")), CLEAN_KEYS),
                 **({"data_path": DATA["path"]} if HUB_DATA else {}),
             )},
         }
@@ -99,6 +102,8 @@ def causal_lm_io(stage: str) -> dict:
                 "tokens_meta": rules.tokenize.output.meta_path,
                 # training waits for its point's pre-flight check (preflight.smk: only unchecked points are checked)
                 "preflight": f"{R}/runs/{{run}}/preflight.json",
+                **({"replay_tokens": f"{R}/tokens/replay.npz", "replay_meta": f"{R}/tokens/replay_meta.json"} if REPLAY else {}),
+                **({"resume_from": lambda wc: halving_start(wc)} if HALVING else {}),  # search.smk: the last rung's checkpoint
             },
             "params": {"hp": train_settings, "runtime": TRAIN_RUNTIME},
         }
@@ -141,20 +146,25 @@ def causal_lm_io(stage: str) -> dict:
             "input": {
                 "base_metrics": rules.evaluate_base.output.out_metrics,
                 "base_scores": rules.evaluate_base.output.out_scores,
-                "scores": expand(rules.evaluate.output.out_scores, run=ALL_RUNS),
-                "train_stats": expand(rules.train.output.out_stats, run=ALL_RUNS),  # written by `combine` for combinations
-                "metrics": expand(rules.evaluate.output.out_metrics, run=ALL_RUNS),
+                # runs_of (search.smk): every run for the grid, under halving the points that trained to the end
+                "scores": runs_of(rules.evaluate.output.out_scores, ALL_RUNS),
+                "train_stats": runs_of(rules.train.output.out_stats, ALL_RUNS),  # written by `combine` for combinations
+                "metrics": runs_of(rules.evaluate.output.out_metrics, ALL_RUNS),
                 "merge_checks": [],  # merges come after the table; their checks are in results/merges.{csv,md}
-                "rank_summaries": expand(rules.rank_analysis.output.out_summary, run=ADAPTER_RUNS),
-                "lm_eval": expand(rules.lm_eval.output.out_json, run=ALL_RUNS) if EVAL["lm_eval_tasks"] else [],
+                "rank_summaries": runs_of(rules.rank_analysis.output.out_summary, ADAPTER_RUNS),
+                "lm_eval": runs_of(rules.lm_eval.output.out_json, ALL_RUNS) if EVAL["lm_eval_tasks"] else [],
+                **({"halving": LAST_SELECT} if LAST_SELECT else {}),  # who was pruned where: their rows
                 "base_lm_eval": rules.lm_eval_base.output.out_json if EVAL["lm_eval_tasks"] else [],
+                "test_rows": rules.split.output.out_test,  # row groups for the clustered bootstrap (table.cluster_by)
             },
             "output": {
                 "out_points_csv": f"{R}/comparison_by_point.csv",
                 "out_effects_csv": f"{R}/comparison_effects.csv",
                 "out_best": f"{R}/best.json",
             },
-            "params": {"hp": table_settings(ALL_RUNS, config["table"]["best_metric"])},
+            # the forgetting-aware choice and the row groups change the table: in hp, so changing them reruns it
+            "params": {"hp": settings(table_settings(ALL_RUNS, config["table"]["best_metric"]),
+                                      pick(config["table"], ["select", "retention_floor", "cluster_by"]))},
         }
     raise KeyError(stage)
 

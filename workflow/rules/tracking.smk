@@ -19,10 +19,10 @@ rule track:
     that fails is reported and the rule still succeeds."""
     localrule: True  # a login node reaches the tracking server where compute nodes may not
     input:
-        expand(rules.train.output.out_log, run=RUNS),
-        expand(rules.train.output.out_stats, run=RUNS),
+        runs_of(rules.train.output.out_log, RUNS),  # under halving: the points that finished
+        runs_of(rules.train.output.out_stats, RUNS),
         # the adapter cards, when the export builds them (they are artefacts of the runs)
-        *(expand(f"{R}/adapters/{{run}}", run=ADAPTER_RUNS) if CAUSAL_LM and config["export"]["enabled"] else []),
+        runs_of(f"{R}/adapters/{{run}}", ADAPTER_RUNS) if CAUSAL_LM and config["export"]["enabled"] else [],
         rules.table.output.out_md,
         comparison_csv=rules.table.output.out_csv,
     output:

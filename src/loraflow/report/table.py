@@ -12,7 +12,16 @@ intervals, as CSV and Markdown.
 - **Which knob mattered.** Main effects of every grid axis with two or more levels (marginal means and
   differences with intervals) and the r x alpha interaction contrast (`comparison_effects.csv`).
 - **What it cost.** Retention on the built-in general questions the base model answers correctly, and
-  its change against the base, with intervals.
+  its change against the base, with intervals: on the test part of the retention items (reported) and
+  the validation part (`val_retention`, which may choose).
+- **Forgetting-aware choice** (`table.select`, `table.retention_floor`; loraflow.report.selection): the
+  best run on validation among those that keep enough on the validation part of the retention set, the
+  learned-vs-forgotten Pareto set, and the best run rejected for forgetting named in the headline.
+- **How sure** (loraflow.report.certainty): P(best) per run (`p_best`), the smallest difference the test
+  split detects, and the rows or seeds that would separate the top two; rows in groups are resampled as
+  groups (`table.cluster_by`, loraflow.report.clusters).
+- **Methods at their best rate** (loraflow.report.methods): with several methods, each at the learning
+  rate that was best for it on validation (`method_best`).
 
 Every per-run file is matched to its run by the run directory it lies in (`runs/<run>/...`), never
 by its position in a list. `write_partial_comparison` is called by the workflow's `onerror` handler
@@ -24,12 +33,18 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from loraflow.evaluate.retention import retention_part
+from loraflow.report import certainty
 from loraflow.report import stats as st
+from loraflow.report.clusters import row_groups
+from loraflow.report.methods import methods_line, methods_markdown, methods_table
+from loraflow.report.selection import Selection, apply_selection, pareto_markdown, selection_lines
 from loraflow.io import atomic_path, read_json, read_jsonl, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -47,8 +62,8 @@ AXES = {"r": "r", "alpha": "alpha", "lr": "lr", "targets": "targets", "method": 
 
 COLUMNS = [
     "run", "best", "status", "point", "seed", "method", "r", "alpha", "lr", "alpha_over_r", "scale", "targets", "precision", "trainable_params",
-    "trainable_pct", "adapter_mb", "optimizer", "eff_rank", "suggested_r", "train_time_s", "peak_memory_mb", "final_train_loss", "val_loss",
-    "val_metric", "test_loss", "perplexity", *EVAL_KEYS, *OPTIONAL_EVAL_KEYS, "retention", "retention_base_acc", "merge_max_abs_diff", "merge_check", *SPEED_KEYS,
+    "trainable_pct", "adapter_mb", "optimizer", "eff_rank", "suggested_r", "intruders", "train_time_s", "peak_memory_mb", "final_train_loss", "val_loss",
+    "val_metric", "test_loss", "perplexity", *EVAL_KEYS, *OPTIONAL_EVAL_KEYS, "retention", "val_retention", "retention_base_acc", "merge_max_abs_diff", "merge_check", *SPEED_KEYS,
 ]
 # Columns averaged over seeds in the per-point table.
 POINT_METRICS = ["final_train_loss", "val_loss", "val_metric", "test_loss", "perplexity", *EVAL_KEYS, *OPTIONAL_EVAL_KEYS, "retention"]
@@ -73,8 +88,10 @@ def eval_columns(m: dict) -> dict:
         if ret.get("measured_on") == "all items":  # the base: what it gets right defines the set (100 by construction)
             cols["retention_base_acc"] = ret["score"]
             cols["retention"] = 100.0 if ret["score"] > 0 else math.nan
-        else:
-            cols["retention"] = ret["score"]
+        else:  # the test part is reported, the validation part may choose (table.retention_floor)
+            cols["retention"] = ret.get("score_test", ret["score"])
+            if "score_val" in ret:
+                cols["val_retention"] = ret["score_val"]
     return cols
 
 
@@ -116,12 +133,14 @@ def run_row(name: str, hp: dict, train_stats: dict, metrics: dict, merge_check: 
 
 def rank_columns(summary: dict | None) -> dict:
     """eff_rank: the largest effective rank over modules at the highest configured energy (rank_analysis);
-    suggested_r: the smallest power of two holding it."""
+    suggested_r: the smallest power of two holding it; intruders: intruder dimensions over all modules
+    (when the rank analysis had the base model's weights)."""
     if summary is None:
         return {}
     top = max(summary["energies"])
     label = f"{100 * top:g}"
-    return {"eff_rank": summary[f"eff_rank_{label}_max"], "suggested_r": summary["suggested_r"]}
+    return {"eff_rank": summary[f"eff_rank_{label}_max"], "suggested_r": summary["suggested_r"],
+            **({"intruders": summary["intruders_total"]} if summary.get("intruder_modules_analysed") else {})}
 
 
 def by_run(paths, names=None) -> dict[str, str]:
@@ -188,69 +207,101 @@ def _metric(metric: str) -> st.Metric:
 
 
 class Bootstrap:
-    """Paired replicates of every metric of every system (runs and `base`) on shared test rows."""
+    """Paired replicates of every metric of every system (runs and `base`) on shared rows of one split
+    (`test` by default; `val` for choosing on validation). `groups` ({row id: group}) switches to the
+    clustered bootstrap when every shared row has a group. Retention is measured on the items the base
+    answers correctly, per part: `retention` on the test part, `val_retention` on the validation part."""
 
-    def __init__(self, scores: dict[str, str], n_resamples: int = 1000, seed: int = 42, confidence: float = 0.95):
-        self.n, self.seed, self.confidence = n_resamples, seed, confidence
+    def __init__(self, scores: dict[str, str], n_resamples: int = 1000, seed: int = 42, confidence: float = 0.95,
+                 groups: dict[str, str] | None = None, split: str = "test"):
+        self.n, self.seed, self.confidence, self.split = n_resamples, seed, confidence, split
+        self.groups = groups or {}
+        self.group_key: str | None = None  # the row field the groups come from (for the report)
         self.lines = {name: _score_lines(p) for name, p in scores.items()}
         self.lines = {k: v for k, v in self.lines.items() if v}
-        split = lambda name, s: {r["id"]: r for r in self.lines[name] if r.get("split", "test") == s}  # noqa: E731
-        self.test = {name: split(name, "test") for name in self.lines}
-        self.retention = {name: split(name, "retention") for name in self.lines}
-        systems = list(self.test)
-        common = set.intersection(*(set(v) for v in self.test.values())) if systems else set()
+        rows = lambda name, s: {r["id"]: r for r in self.lines[name] if r.get("split", "test") == s}  # noqa: E731
+        self.test = {name: rows(name, split) for name in self.lines}
+        self.retention = {name: rows(name, "retention") for name in self.lines}
+        systems = [name for name in self.test if self.test[name]]
+        common = set.intersection(*(set(self.test[s]) for s in systems)) if systems else set()
         order = [i for i in self.test[systems[0]] if i in common] if systems else []  # stable: the first system's row order
         self.loss_ids = [i for i in order if all("loss_sum" in self.test[s][i] for s in systems)]
         self.gen_ids = [i for i in order if all("rougeL" in self.test[s][i] for s in systems)]
         self.cache: dict[tuple[str, str], tuple[float, np.ndarray]] = {}
-        self._counts: dict[int, np.ndarray] = {}
+        self._counts: dict[tuple[str, ...], np.ndarray] = {}
 
-    def counts(self, n: int) -> np.ndarray:
-        if n not in self._counts:
-            self._counts[n] = st.resample_counts(n, self.n, self.seed)
-        return self._counts[n]
+    def clustered(self, ids: list[str]) -> bool:
+        return bool(ids) and bool(self.groups) and all(i in self.groups for i in ids)
+
+    def counts(self, ids: list[str]) -> np.ndarray:
+        """(B, len(ids)) multiplicities, the same for every system (paired): whole groups resampled when clustered."""
+        key = tuple(ids)
+        if key not in self._counts:
+            self._counts[key] = (st.cluster_counts([self.groups[i] for i in ids], self.n, self.seed) if self.clustered(ids)
+                                 else st.resample_counts(len(ids), self.n, self.seed))
+        return self._counts[key]
+
+    def ids(self, metric: str) -> list[str]:
+        return self.loss_ids if metric in ("test_loss", "perplexity") else self.gen_ids
 
     def has(self, name: str, metric: str) -> bool:
-        if metric == "retention":
+        if metric in RETENTION_PARTS:
             return bool(self.retention.get(name))
-        ids = self.loss_ids if metric in ("test_loss", "perplexity") else self.gen_ids
         key = {"test_loss": "loss_sum", "perplexity": "loss_sum", "bleu": "bleu_stats"}.get(metric, metric)
-        return name in self.test and bool(ids) and any(self.test[name][i].get(key) is not None for i in ids)
+        ids = self.ids(metric)
+        return bool(self.test.get(name)) and bool(ids) and all(i in self.test[name] for i in ids) and any(self.test[name][i].get(key) is not None for i in ids)
+
+    def row_stats(self, name: str, metric: str) -> tuple[list[str], np.ndarray] | None:
+        """(row ids, (n, k) per-row sufficient statistics) of `metric` for system `name`; None without scores."""
+        if not self.has(name, metric):
+            return None
+        if metric in RETENTION_PARTS:
+            ids = self.retention_ids(name, RETENTION_PARTS[metric])
+            return (ids, _stats_matrix(self.retention[name], ids, "retention")) if ids else None
+        ids = self.ids(metric)
+        stats = _stats_matrix(self.test[name], ids, metric)
+        if metric != "bleu" and stats[:, -1].sum() == 0:
+            return None
+        return ids, stats
 
     def reps(self, name: str, metric: str) -> tuple[float, np.ndarray] | None:
         """(point estimate, replicates) of `metric` for system `name`; None when it has no such scores."""
         key = (name, metric)
         if key not in self.cache:
-            if not self.has(name, metric):
+            found = self.row_stats(name, metric)
+            if found is None:
                 return None
-            if metric == "retention":
-                ids = self.retention_ids(name)
-                if not ids:
-                    return None
-                lines = self.retention[name]
+            ids, stats = found
+            if metric in RETENTION_PARTS:  # each run is asked its own items: its own (seeded) resample of them
+                counts = st.resample_counts(len(ids), self.n, self.seed)
+                self.cache[key] = st.replicates(st.mean_metric("retention"), stats, counts)
             else:
-                ids = self.loss_ids if metric in ("test_loss", "perplexity") else self.gen_ids
-                lines = self.test[name]
-            stats = _stats_matrix(lines, ids, metric)
-            if metric not in ("retention", "bleu") and stats[:, -1].sum() == 0:
-                return None
-            self.cache[key] = st.replicates(_metric(metric), stats, self.counts(len(ids)) if metric != "retention" else st.resample_counts(len(ids), self.n, self.seed))
+                self.cache[key] = st.replicates(_metric(metric), stats, self.counts(ids))
         return self.cache[key]
 
-    def retention_ids(self, name: str) -> list[str]:
-        """The items a run was asked: those the base answered correctly (all the base's correct items)."""
+    def retention_ids(self, name: str, part: str | None = "test") -> list[str]:
+        """The items a run was asked: those the base answered correctly, in `part` (val, test; None = both)."""
         base = self.retention.get("base", {})
         correct = [i for i, r in base.items() if r.get("correct")]
-        if name == "base":
-            return correct
-        own = self.retention.get(name, {})
-        return [i for i in correct if i in own] if base else list(own)
+        if name != "base":
+            own = self.retention.get(name, {})
+            correct = [i for i in correct if i in own] if base else list(own)
+        lines = {**base, **self.retention.get(name, {})}
+        return [i for i in correct if part is None or item_part(lines[i]) == part]
 
     def compare(self, a: str, b: str, metric: str) -> st.Comparison | None:
         ra, rb = self.reps(a, metric), self.reps(b, metric)
         if ra is None or rb is None:
             return None
         return st.compare(ra, rb, self.confidence)
+
+
+RETENTION_PARTS = {"retention": "test", "val_retention": "val"}
+
+
+def item_part(line: dict) -> str:
+    """The part (val, test) of a retention line: as the evaluate stage wrote it, else from its id."""
+    return line.get("part") or retention_part(line["id"])
 
 
 def add_intervals(df: pd.DataFrame, boot: Bootstrap, best_metric: str) -> pd.DataFrame:
@@ -281,19 +332,28 @@ def add_intervals(df: pd.DataFrame, boot: Bootstrap, best_metric: str) -> pd.Dat
         if c is not None:
             df.loc[idx, ["vs_best", "vs_best_lo", "vs_best_hi", "vs_best_p"]] = [c.diff, c.lo, c.hi, c.p]
             worse = c.hi < 0 if not lower else c.lo > 0
-            if not worse:
+            if not worse and df.get("floor", pd.Series("", index=df.index)).get(idx) != "below floor":  # rejected for forgetting
                 df.loc[idx, "tied"] = "tied for best"
-    if boot.reps("base", "retention") is not None:
-        for idx in df.index[ok]:
+    add_retention(df, boot)
+    return df
+
+
+def add_retention(df: pd.DataFrame, boot: Bootstrap) -> pd.DataFrame:
+    """Retention of every finished run with intervals and its change against the base: `retention` on
+    the test part of the retention set (reported), `val_retention` on the validation part (may choose)."""
+    for metric, part in RETENTION_PARTS.items():
+        base = boot.reps("base", metric)
+        if base is None:
+            continue
+        for idx in df.index[df["status"] == "ok"]:
             name = df.at[idx, "run"]
-            r = boot.reps(name, "retention")
+            r = boot.reps(name, metric)
             if r is None:
                 continue
             lo, hi = st.interval(r[1], boot.confidence)
-            base_point = boot.reps("base", "retention")[0]
-            df.loc[idx, ["retention", "retention_lo", "retention_hi", "retention_items"]] = [r[0], lo, hi, len(boot.retention_ids(name))]
-            if name != "base":
-                c = st.compare(r, (base_point, np.full(boot.n, base_point)), boot.confidence)
+            df.loc[idx, [metric, f"{metric}_lo", f"{metric}_hi", f"{metric}_items"]] = [r[0], lo, hi, len(boot.retention_ids(name, part))]
+            if name != "base" and part == "test":
+                c = st.compare(r, (base[0], np.full(boot.n, base[0])), boot.confidence)
                 df.loc[idx, ["d_retention", "d_retention_lo", "d_retention_hi", "d_retention_p"]] = [c.diff, c.lo, c.hi, c.p]
     return df
 
@@ -302,8 +362,11 @@ def add_intervals(df: pd.DataFrame, boot: Bootstrap, best_metric: str) -> pd.Dat
 
 
 def point_axes(df: pd.DataFrame) -> dict[str, dict]:
-    """Grid point -> {axis: level} for finished runs (levels as in the table)."""
+    """Grid point -> {axis: level} for finished runs (levels as in the table); runs derived from another
+    run's adapter (`<run>_ri`, method `...+ri`) are not grid points."""
     runs = df[(df["run"] != "base") & (df["status"] == "ok")]
+    if "method" in runs:
+        runs = runs[~runs["method"].fillna("").astype(str).str.endswith("+ri")]
     out = {}
     for point, g in runs.groupby("point" if "point" in runs else "run", sort=False):
         first = g.iloc[0]
@@ -434,7 +497,7 @@ def _fmt(value, column: str) -> str:
         return ""
     if column == "trainable_params":
         return f"{int(value):,}"
-    if column in ("r", "seed", "suggested_r", "retention_items"):
+    if column in ("r", "seed", "suggested_r", "retention_items", "val_retention_items"):
         return str(int(value))
     if column in ("alpha", "lr"):
         return f"{value:g}"
@@ -515,19 +578,29 @@ def comparisons_markdown(df: pd.DataFrame, best_metric: str) -> str:
     cols = [list(runs["run"]), marks(runs), [_fmt(v, "val_loss" if lower_is_better(metric) else "x") for v in runs.get("val_metric", [None] * len(runs))],
             [_fmt(v, "val_loss") for v in runs.get("val_loss", [None] * len(runs))], with_ci(runs, metric, dec),
             diff_cells(runs, "vs_base", dec), diff_cells(runs, "vs_best", dec)]
+    if "val_retention" in runs and runs["val_retention"].notna().any():
+        head.insert(4, "val retention")
+        cols.insert(4, [_fmt(v, "x") for v in runs["val_retention"]])
+    if "p_best" in runs and runs["p_best"].notna().any():
+        head.append("P(best), test")
+        cols.append([_fmt(v, "x") for v in runs["p_best"]])
     if best_metric == "eval_loss":  # the selection metric is the validation loss: one column
         del head[3], cols[3]
     return cells_markdown(head, cols, 2)
 
 
 def retention_markdown(df: pd.DataFrame) -> str:
-    head = ["run", "retention", "Δ retention vs base", "items"]
+    """Retention on the test part (reported) and on the validation part (may choose, table.retention_floor)."""
+    head = ["run", "retention (test part)", "Δ retention vs base", "items"]
     cols = [list(df["run"]), with_ci(df, "retention", 1), diff_cells(df, "d_retention", 1),
             [_fmt(v, "retention_items") for v in df.get("retention_items", [None] * len(df))]]
+    if "val_retention" in df and df["val_retention"].notna().any():
+        head += ["val retention (chooses)", "val items"]
+        cols += [with_ci(df, "val_retention", 1), [_fmt(v, "retention_items") for v in df.get("val_retention_items", [None] * len(df))]]
     return cells_markdown(head, cols, 1)
 
 
-COST = ["run", "trainable_params", "trainable_pct", "adapter_mb", "optimizer", "r", "eff_rank", "suggested_r", "train_time_s", "peak_memory_mb", "final_train_loss",
+COST = ["run", "trainable_params", "trainable_pct", "adapter_mb", "optimizer", "r", "eff_rank", "suggested_r", "intruders", "train_time_s", "peak_memory_mb", "final_train_loss",
         "merge_max_abs_diff", "merge_check", *SPEED_KEYS]
 
 
@@ -547,13 +620,17 @@ def points_markdown(points: pd.DataFrame, best_metric: str = "rougeL") -> str:
     return "\n".join(lines) + "\n"
 
 
-def headline(df: pd.DataFrame, best_metric: str, boot: Bootstrap | None, effects: pd.DataFrame, points: pd.DataFrame | None) -> str:
-    """The answer first: the chosen run and how sure we are, the tied set, which knob mattered, what it cost."""
+def headline(df: pd.DataFrame, best_metric: str, boot: Bootstrap | None, effects: pd.DataFrame, points: pd.DataFrame | None,
+             notes: dict[str, list[str]] | None = None) -> str:
+    """The answer first: the chosen run and how sure we are, the tied set, which knob mattered, what it cost.
+    `notes`: sentences on the forgetting-aware choice (`choice`) and on certainty (`sure`)."""
+    notes = notes or {}
     metric = metric_column(best_metric)
     lower = lower_is_better(metric)
     dec = 4 if lower else 2
     best = df[df["best"].fillna("").str.startswith("best")]
-    failed = df[df["status"] != "ok"]
+    pruned = df[df["status"].fillna("").str.startswith("pruned")]
+    failed = df[(df["status"] != "ok") & ~df.index.isin(pruned.index)]
     lines = []
     if not len(best):
         lines.append("No run finished.")
@@ -572,10 +649,13 @@ def headline(df: pd.DataFrame, best_metric: str, boot: Bootstrap | None, effects
                 text += (f"; it states the right facts in {b[extra]:.1f} %{ci_x} of its answers" if extra == "fact_acc"
                          else f"; answer check {b[extra]:.1f} %{ci_x}") + (f" (base {base_x.iloc[0]:.1f} %)" if len(base_x) and not pd.isna(base_x.iloc[0]) else "")
         lines.append(text + ".")
+        lines += notes.get("choice", [])
         if boot is not None:
             tied = df[df.get("tied", pd.Series("", index=df.index)) == "tied for best"]
-            n = len(boot.loss_ids if lower else boot.gen_ids)
-            desc = (f"paired bootstrap over the {n} test rows, {boot.n:,} resamples, {100 * boot.confidence:g} % intervals, seed {boot.seed}")
+            ids = boot.loss_ids if lower else boot.gen_ids
+            rows = (f"clustered paired bootstrap over the {len(ids)} test rows in {len({boot.groups[i] for i in ids})} groups "
+                    f"(table.cluster_by: {boot.group_key})" if boot.clustered(ids) else f"paired bootstrap over the {len(ids)} test rows")
+            desc = f"{rows}, {boot.n:,} resamples, {100 * boot.confidence:g} % intervals, seed {boot.seed}"
             if len(tied):
                 items = ", ".join(f"{r.run} ({r.vs_best:+.{dec}f} [{r.vs_best_lo:.{dec}f}, {r.vs_best_hi:.{dec}f}], {_p(r.vs_best_p)})" for r in tied.itertuples())
                 lines.append(f"**Tied for best** (not significantly worse than {b['run']} on the test rows; {desc}): {items}. "
@@ -586,6 +666,7 @@ def headline(df: pd.DataFrame, best_metric: str, boot: Bootstrap | None, effects
                       if "vs_best_lo" in df else df.iloc[0:0])  # one finished run: nothing to compare it with
             if len(better):
                 lines.append(f"Note: {', '.join(better['run'])} did significantly better on test than the run validation chose.")
+    lines += [line for line in notes.get("sure", []) if line]
     if points is not None and len(points):
         bp = points[points["best"].str.startswith("best")]
         if len(bp):
@@ -610,11 +691,15 @@ def headline(df: pd.DataFrame, best_metric: str, boot: Bootstrap | None, effects
                 r = best_row.iloc[0]
                 cost = f"the best run keeps {r['retention']:.1f} % ({r['d_retention']:+.1f} [{r['d_retention_lo']:.1f}, {r['d_retention_hi']:.1f}]); "
             lines.append(f"**What it cost**: retention on the {items if items is not None else ''} built-in general questions the base "
-                         f"model answers correctly: {cost}the largest loss is {worst['run']} ({worst['d_retention']:+.1f} "
+                         f"model answers correctly (test part of the set): {cost}the largest loss is {worst['run']} ({worst['d_retention']:+.1f} "
                          f"[{worst['d_retention_lo']:.1f}, {worst['d_retention_hi']:.1f}]).")
         line = effects_line(effects, "retention")
         if line:
             lines.append(f"Main effects on retention: {line}.")
+    if len(pruned):
+        lines.append(f"**Successive halving** stopped {len(pruned)} of {len(df) - 1} runs early on their validation loss "
+                     f"(status `pruned at step N`, validation figures at that step, no test figures): {', '.join(pruned['run'])}. "
+                     "The best was chosen among the runs that trained to the end.")
     if len(failed):
         lines.append(f"{len(failed)} run(s) did not finish: " + ", ".join(failed["run"]) + ".")
     return "\n\n".join(lines)
@@ -637,9 +722,16 @@ def lr_note(df: pd.DataFrame) -> str:
 
 def write_tables(df: pd.DataFrame, out_csv: str, out_md: str, best_metric: str, out_points_csv: str | None = None,
                  boot: Bootstrap | None = None, out_effects_csv: str | None = None) -> str:
+    methods = methods_table(df, best_metric, boot)  # flags each method's best-rate run (column method_best)
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)
     points = by_point(df, best_metric, boot)
+    metric = metric_column(best_metric)
+    power = certainty.power_summary(df, boot, metric) if boot is not None else None
+    said = {"choice": selection_lines(df, best_metric),
+             "sure": certainty.certainty_lines(df, power, LABEL.get(metric, metric), boot.n if boot is not None else 0)}
+    if len(methods):
+        said["sure"].append(methods_line(methods))
     if out_points_csv:
         with atomic_path(out_points_csv) as tmp:
             (points if points is not None else pd.DataFrame()).to_csv(tmp, index=False)
@@ -655,11 +747,15 @@ def write_tables(df: pd.DataFrame, out_csv: str, out_md: str, best_metric: str, 
         smaller = df[(df["run"] != "base") & df["suggested_r"].notna() & (df["suggested_r"] < df["r"])]
         if len(smaller):
             notes += "A smaller r would have sufficed for: " + ", ".join(f"{r.run} (r={int(r.r)} → {int(r.suggested_r)})" for r in smaller.itertuples()) + ".\n"
+    if "intruders" in df:
+        notes += ("`intruders`: singular vectors among the top ones of each tuned weight W + ΔW that resemble none of the base "
+                  "weight's (intruder dimensions, which go with forgetting; per module in `runs/<run>/rank_analysis.csv`); "
+                  "`<run>_ri` rows are the same adapters after peft's reduce_intruder_dimension (config `reduce_intruders`).\n")
     ci_note = ("Test figures are held out: they choose nothing. Brackets are 95 % paired-bootstrap intervals over test rows; "
                "`vs base` / `vs best` are paired differences with their interval and two-sided bootstrap p-value; "
                "`tied for best` = not significantly worse than the best run (differences are not corrected for multiple comparisons).\n"
                if boot is not None else "Test figures are held out: they choose nothing. (No per-row scores: no intervals.)\n")
-    md = (f"# LoRA comparison\n\n{headline(df, best_metric, boot, effects, points)}\n\n"
+    md = (f"# LoRA comparison\n\n{headline(df, best_metric, boot, effects, points, said)}\n\n"
           f"The `base` row is the untouched base model. Every column is in `comparison.csv`.\n\n"
           f"## Selection (validation) and differences (test)\n\n{comparisons_markdown(df, best_metric)}"
           f"\n## Quality (test split, held out)\n\n{ci_note}\n{quality_markdown(df, best_metric)}")
@@ -668,6 +764,11 @@ def write_tables(df: pd.DataFrame, out_csv: str, out_md: str, best_metric: str, 
         md += ("\n## Retention (what tuning cost)\n\nShare of the built-in general questions (arithmetic, unit conversion, world "
                "facts, simple instructions; English and Chinese) that the base model answers correctly which the run still answers "
                f"correctly. The base is 100 by construction (it answers {acc:.1f} % of all the items it was asked).\n\n" + retention_markdown(df))
+    pareto = pareto_markdown(df, best_metric)
+    if pareto:
+        md += "\n## Learned vs forgotten (Pareto set, validation)\n\n" + pareto
+    if len(methods):
+        md += "\n## Methods at their best rate\n\n" + methods_markdown(methods, best_metric)
     if len(effects):
         md += "\n## Which knob mattered (main effects, test)\n\n" + effects_markdown(effects)
     lm = [c for c in df.columns if c.startswith("lm_") and not c.endswith("_vs_base")]
@@ -718,7 +819,7 @@ def add_lm_eval(df: pd.DataFrame, files: dict[str, str]) -> pd.DataFrame:
 
 
 def build_table(base_metrics: str, train_stats, metrics, merge_checks=(), runs: dict[str, dict] | None = None,
-                best_metric: str = "rougeL", rank_summaries=()) -> pd.DataFrame:
+                best_metric: str = "rougeL", rank_summaries=(), pruned: list[dict] = ()) -> pd.DataFrame:
     """One row per run of `runs` (run name -> grid hyperparameters) plus the base row, best run marked.
     Per-run files are matched by run name (see `by_run`); merge checks and rank summaries are optional
     (runs without one get `merge_check` n/a)."""
@@ -731,14 +832,14 @@ def build_table(base_metrics: str, train_stats, metrics, merge_checks=(), runs: 
             raise ValueError(f"run {name}: no train_stats.json / eval.json among the inputs")
         row = run_row(name, hp, read_json(stats[name]), read_json(evals[name]), read_json(merged[name]) if name in merged else None, best_metric)
         rows.append({**row, **rank_columns(read_json(ranks[name]) if name in ranks else None)})
-    return finish(rows, best_metric)
+    return finish([*rows, *pruned], best_metric)  # pruned: rows of points successive halving stopped (report/halving.py)
 
 
 def finish(rows: list[dict], best_metric: str) -> pd.DataFrame:
     """Columns in order; optional columns nobody filled are dropped; the best run marked."""
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     runs = df[df["run"] != "base"]
-    drop = [c for c in (*OPTIONAL_EVAL_KEYS, "eff_rank", "suggested_r", "precision", "retention", "retention_base_acc", "val_metric", "lr", "scale") if df[c].isna().all()]
+    drop = [c for c in (*OPTIONAL_EVAL_KEYS, "eff_rank", "suggested_r", "intruders", "precision", "retention", "val_retention", "retention_base_acc", "val_metric", "lr", "scale") if df[c].isna().all()]
     if (runs["point"].isna() | (runs["point"] == runs["run"])).all():
         drop.append("point")  # no seeds axis: the point is the run
     if runs["seed"].nunique() <= 1:
@@ -752,22 +853,58 @@ def write_comparison(
     base_metrics: str, train_stats, metrics, merge_checks=(), out_csv: str = "", out_md: str = "", runs: dict[str, dict] | None = None,
     best_metric: str = "rougeL", out_points_csv: str | None = None, rank_summaries=(), scores=(), base_scores: str | None = None,
     out_effects_csv: str | None = None, bootstrap_samples: int = 1000, confidence: float = 0.95, seed: int = 42,
-    lm_eval=(), base_lm_eval: str | None = None, out_best: str | None = None,
+    lm_eval=(), base_lm_eval: str | None = None, out_best: str | None = None, select: str = "best",
+    retention_floor: float | None = None, cluster_by: str = "auto", test_rows: str | None = None, halving: str | None = None,
 ) -> pd.DataFrame:
     """Table stage entry point. `scores` (runs/<run>/scores.jsonl) and `base_scores` enable the intervals;
-    `lm_eval` / `base_lm_eval` (lm_eval.json of the optional lm-eval-harness rule) add its columns."""
-    df = build_table(base_metrics, train_stats, metrics, merge_checks, runs, best_metric, rank_summaries)
+    `lm_eval` / `base_lm_eval` (lm_eval.json of the optional lm-eval-harness rule) add its columns.
+    `select` / `retention_floor`: the forgetting-aware choice (loraflow.report.selection); `cluster_by`
+    with `test_rows` (the test split): the clustered bootstrap (loraflow.report.clusters). `halving`: the last
+    cut of successive halving (search/select<k>.json); the points it stopped get a `pruned at step N` row."""
+    pruned = []
+    if halving:
+        from loraflow.report.halving import pruned_rows
+
+        pruned = pruned_rows(halving, runs)
+        runs = {name: hp for name, hp in runs.items() if name not in {row["run"] for row in pruned}}
+    df = build_table(base_metrics, train_stats, metrics, merge_checks, runs, best_metric, rank_summaries, pruned)
     if lm_eval and base_lm_eval:
         df = add_lm_eval(df, {"base": base_lm_eval, **by_run(lm_eval, list(runs))})
-    boot = None
-    if base_scores and scores:
-        paths = {"base": base_scores, **by_run(scores, list(runs))}
-        boot = Bootstrap(paths, bootstrap_samples, seed, confidence)
-        df = add_intervals(df, boot, best_metric)
+    groups, key = row_groups(test_rows, cluster_by)
+    scoring = Scoring(bootstrap_samples, confidence, seed, Selection(select, retention_floor), groups, key)
+    paths = {"base": base_scores, **by_run(scores, list(runs))} if base_scores and scores else None
+    df, boot = select_and_score(df, best_metric, paths, scoring)
     write_tables(df, out_csv, out_md, best_metric, out_points_csv, boot, out_effects_csv)
     if out_best:
         write_best(df, best_metric, out_best, split="val" if df.attrs.get("best_source", "").startswith("validation") else "test")
     return df
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How the table scores and chooses: the bootstrap, the forgetting-aware choice, the row groups."""
+
+    n_resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 42
+    selection: Selection = Selection()
+    groups: dict = field(default_factory=dict)
+    group_key: str | None = None
+
+
+def select_and_score(df: pd.DataFrame, best_metric: str, paths: dict[str, str] | None, scoring: Scoring) -> tuple[pd.DataFrame, Bootstrap | None]:
+    """Retention by part, the choice (on validation only), then the test intervals and P(best)."""
+    boot = val_boot = None
+    if paths:
+        boot = Bootstrap(paths, scoring.n_resamples, scoring.seed, scoring.confidence, scoring.groups)
+        boot.group_key = scoring.group_key
+        val_boot = Bootstrap(paths, scoring.n_resamples, scoring.seed, scoring.confidence, split="val")
+        add_retention(df, boot)
+    apply_selection(df, best_metric, scoring.selection, val_boot)
+    if boot is not None:
+        df = add_intervals(df, boot, best_metric)
+        certainty.add_prob_best(df, boot, metric_column(best_metric))
+    return df, boot
 
 
 def write_best(df: pd.DataFrame, best_metric: str, out_best: str, split: str = "test") -> dict:
@@ -795,14 +932,23 @@ def _preflight_error(log_path: Path, run: str) -> str:
 
 
 def write_partial_comparison(results_dir: str, runs: dict[str, dict], best_metric: str = "rougeL", bootstrap_samples: int = 1000,
-                             confidence: float = 0.95, seed: int = 42, merged: list[str] | None = None) -> pd.DataFrame | None:
-    """After a failed workflow: rows for finished runs, a FAILED row (stage + error) for the rest.
-    `merged`: the runs whose merge is part of the run (merge.runs; None = every run with an adapter)."""
+                             confidence: float = 0.95, seed: int = 42, merged: list[str] | None = None,
+                             scoring: Scoring | None = None, halving: bool = False) -> pd.DataFrame | None:
+    """After a failed workflow: rows for finished runs, a FAILED row (stage + error) for the rest; with `halving`
+    (search.method halving) a `pruned at step N` row for the points the latest cut so far (search/select<k>.json) stopped.
+    `merged`: the runs whose merge is part of the run (merge.runs; None = every run with an adapter).
+    `scoring`: the choice and row groups (bootstrap_samples, confidence and seed are used without it)."""
     res = Path(results_dir)
     if not (res / "base" / "eval.json").is_file():
         return None
     rows = [{"run": "base", "status": "ok", **eval_columns(read_json(res / "base" / "eval.json"))}]
     scores = {}
+    cuts = sorted(res.glob("search/select*.json"), key=lambda p: int(p.stem.removeprefix("select") or 0)) if halving else []
+    if cuts:
+        from loraflow.report.halving import pruned_rows
+
+        rows += pruned_rows(str(cuts[-1]), runs)
+        runs = {name: hp for name, hp in runs.items() if name not in {row["run"] for row in rows}}
     for name, hp in runs.items():
         d = res / "runs" / name
         files = {"preflight": d / "preflight.json", "train": d / "train_stats.json", "evaluate": d / "eval.json", "merge": d / "merge_check.json"}
@@ -823,9 +969,8 @@ def write_partial_comparison(results_dir: str, runs: dict[str, dict], best_metri
         error = _preflight_error(res / "logs" / "preflight.log", name) if stage == "preflight" else _last_error(res / "logs" / stage / f"{name}.log")
         rows.append({**grid_columns(name, hp), "status": f"FAILED in {stage}: {error}"})
     df = finish(rows, best_metric)
-    boot = None
-    if scores and (res / "base" / "scores.jsonl").is_file():
-        boot = Bootstrap({"base": str(res / "base" / "scores.jsonl"), **scores}, bootstrap_samples, seed, confidence)
-        df = add_intervals(df, boot, best_metric)
+    scoring = scoring or Scoring(bootstrap_samples, confidence, seed)
+    paths = {"base": str(res / "base" / "scores.jsonl"), **scores} if scores and (res / "base" / "scores.jsonl").is_file() else None
+    df, boot = select_and_score(df, best_metric, paths, scoring)
     write_tables(df, str(res / "comparison.csv"), str(res / "comparison.md"), best_metric, boot=boot)
     return df

@@ -33,6 +33,7 @@ import torch
 
 from loraflow.train import distributed
 from loraflow.train.checkpoint import Checkpointer
+from loraflow.train.progress import Progress
 from loraflow.io import atomic_dir, atomic_path, read_json, write_json
 from loraflow.model.methods import make_optimizer
 from loraflow.model.modeling import (
@@ -130,20 +131,28 @@ class Fitted:
     learning_rate: float
     seed: int
     checkpoint: Checkpointer | None
+    stopped: dict | None = None  # stop_at: the step it stopped at and its validation figures
 
 
 def fit(
     task: Task, *, learning_rate: float, weight_decay: float = 0.0, epochs: float = 1, max_steps: int = 0, batch_size: int = 8,
     grad_accum: int = 1, warmup_steps: int = 0, lr_scheduler: str = "linear", max_grad_norm: float = 1.0, eval_every: int = 20,
     early_stopping_patience: int = 0, precision: str = "fp32", checkpoint_every: int = 0, checkpoint_dir: str | None = None,
-    hparams: dict | None = None, seed: int = 42, threads: int | None = None,
+    hparams: dict | None = None, seed: int = 42, threads: int | None = None, progress_path: str | None = None,
+    resume_from: str | None = None, stop_at: int = 0, stop_dir: str | None = None,
 ) -> Fitted:
     """Train `task`'s model: `max_steps` optimizer steps, or exactly `epochs` epochs (step_stream); a step
     sums the gradients of grad_accum x processes micro-batches of `batch_size` examples, the loss divided
     by the step's target count; validation every `eval_every` steps and at the end, the best-ranked step
     kept (early stopping after `early_stopping_patience` evaluations without improvement); a checkpoint
     every `checkpoint_every` steps in `checkpoint_dir`, resumed when its fingerprint (`hparams` and the
-    task's data files) matches. Under torchrun each rank takes its share of every step's micro-batches."""
+    task's data files) matches. Under torchrun each rank takes its share of every step's micro-batches.
+    A progress line (and `progress_path`, for `loraflow status`) at a fixed interval: train/progress.py.
+
+    Successive halving (search/halving.py) trains a run in pieces of the same schedule: `stop_at` ends
+    the loop after that step (validated there, its checkpoint written to `stop_dir`, the weights of that
+    step kept), and `resume_from` starts from such a checkpoint, which must carry this run's fingerprint.
+    The piece's own validation is not logged and chooses nothing, so the pieces end as a straight run."""
     from transformers import get_scheduler
 
     rank, world = distributed.world()
@@ -163,7 +172,8 @@ def fit(
     optimizer = make_optimizer(task.method, params, learning_rate, weight_decay, device)
     scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
     state = {"step": 0, "micro_batches": 0, "rows": [], "best": None, "best_step": 0, "bad_evals": 0,
-             "tokens_seen": 0, "supervised_seen": 0, "elapsed_s": 0.0, "eval_s": 0.0}
+             "tokens_seen": 0, "supervised_seen": 0, "elapsed_s": 0.0, "eval_s": 0.0, "replay_rows_seen": 0, "replay_tokens_seen": 0}
+    replay = getattr(task, "replay", None)  # train.replay: general rows mixed into every micro-batch (train/replay.py)
     best_state = None
     ckpt = Checkpointer(checkpoint_dir, hparams, *task.fingerprint_files) if checkpoint_every and checkpoint_dir else None
     if ckpt and (resumed := ckpt.load(model, optimizer, scheduler)):
@@ -172,14 +182,25 @@ def fit(
             loss = state.pop("best_loss")
             state["best"] = {"eval_loss": loss} if math.isfinite(loss) else None
         log.info("resumed from checkpoint at step %d of %d", state["step"], total_steps)
+    elif resume_from and (resumed := start_from(resume_from, hparams, task, model, optimizer, scheduler)):
+        state, best_state = {**state, **resumed[0]}, resumed[1]
+        log.info("resumed from %s at step %d of %d", resume_from, state["step"], total_steps)
 
+    progress = Progress(progress_path if rank == 0 else None, total_steps)
     stream = step_stream(lengths, batch_size, per_step, seed, epochs, max_steps, start=state["step"])
     model.train()
-    while state["step"] < total_steps:
+    last = min(total_steps, stop_at) if stop_at > 0 else total_steps
+    patience_out = bool(early_stopping_patience and state["bad_evals"] >= early_stopping_patience)  # stopped in an earlier piece
+    while state["step"] < last and not patience_out:
         tick = time.perf_counter()
         step = state["step"] + 1
         epoch, drawn = next(stream)
         parts = [[train_set[i] for i in batch] for batch in drawn]
+        if replay is not None:
+            extra = [replay.draw(seed, step, j, len(ex)) for j, ex in enumerate(parts)]
+            state["replay_rows_seen"] += sum(map(len, extra))
+            state["replay_tokens_seen"] += sum(task.length(x) for ex in extra for x in ex)
+            parts = [ex + more for ex, more in zip(parts, extra)]
         n_target = sum(task.targets(ex) for ex in parts)  # over all ranks' micro-batches
         step_loss = 0.0
         for ex in parts[rank::world]:
@@ -221,11 +242,17 @@ def fit(
         log.info("step %d/%d train_loss %.4f%s lr %.2e %.0f tok/s", step, total_steps, step_loss,
                  "".join(f" {k} {row[k]:.4f}" for k in task.eval_fields if row[k] != ""), row["lr"],
                  state["tokens_seen"] / max(state["elapsed_s"], 1e-9))
+        if rank == 0 and (line := progress.update(step, state["tokens_seen"], state["elapsed_s"], state["eval_s"])):
+            log.info("%s", line)
         if early_stopping_patience and state["bad_evals"] >= early_stopping_patience:
             log.info("early stopping at step %d: no validation improvement in %d evaluations", step, state["bad_evals"])
             break
         if ckpt and rank == 0 and step % checkpoint_every == 0 and step < total_steps:
             ckpt.save(model, optimizer, scheduler, state, best_state)
+    if stop_at > 0:
+        stopped = stop_piece(task, model, state, Checkpointer(stop_dir, hparams, *task.fingerprint_files), (optimizer, scheduler, best_state))
+        return Fitted(model, state, total_steps, n_batches, trainable, total, device, amp, world, rank, type(optimizer).__name__,
+                      learning_rate, seed, ckpt, stopped)
     if best_state is not None and state["best_step"] != state["step"]:
         log.info("restoring the weights of step %d (validation %s)", state["best_step"], state["best"])
         load_trainable_state(model, best_state)
@@ -234,9 +261,31 @@ def fit(
                   learning_rate, seed, ckpt)
 
 
+def start_from(path: str, hparams: dict | None, task: Task, model, optimizer, scheduler) -> tuple[dict, dict | None]:
+    """Load the checkpoint in `path` (another job's output, so never discarded here): one of other settings or
+    data is an error, as resuming it would end as a run nobody asked for."""
+    source = Checkpointer(path, hparams, *task.fingerprint_files)
+    saved = read_json(Path(path) / "state.json").get("fingerprint")
+    if saved != source.fingerprint:
+        raise ValueError(f"{path}: this checkpoint was written with other settings or data than this run's; "
+                         "remove it so that the run is trained from its first step")
+    return source.load(model, optimizer, scheduler)
+
+
+def stop_piece(task: Task, model, state: dict, out: Checkpointer, rest: tuple) -> dict:
+    """End of a piece (fit's stop_at): the validation figures of the step reached (the log's, where that step
+    was validated anyway) and its checkpoint in `out`, so the next piece resumes exactly there."""
+    optimizer, scheduler, best_state = rest
+    row = state["rows"][-1] if state["rows"] else {}
+    metrics = {k: row[k] for k in task.eval_fields if row.get(k, "") != ""} or task.validate(model)
+    out.save(model, optimizer, scheduler, state, best_state)
+    return {"step": state["step"], **metrics}
+
+
 def train(task: Task, out_adapter: str, out_log: str, out_stats: str, **loop) -> dict:
-    """The train stage of any task: `fit` (settings as named there), then `save_run`."""
-    return save_run(task, fit(task, **loop), out_adapter, out_log, out_stats)
+    """The train stage of any task: `fit` (settings as named there, progress.json beside train_stats.json),
+    then `save_run`."""
+    return save_run(task, fit(task, progress_path=str(Path(out_stats).with_name("progress.json")), **loop), out_adapter, out_log, out_stats)
 
 
 def save_run(task: Task, run: Fitted, out_adapter: str, out_log: str, out_stats: str) -> dict:
@@ -257,6 +306,7 @@ def save_run(task: Task, run: Fitted, out_adapter: str, out_log: str, out_stats:
         "steps": state["step"], "planned_steps": run.total_steps, "best_step": state["best_step"],
         "epochs_seen": state["micro_batches"] / run.n_batches, "final_train_loss": sum(last) / len(last),
         "train_time_s": wall, "eval_time_s": state["eval_s"], "tokens_seen": state["tokens_seen"],
+        "replay_rows_seen": state["replay_rows_seen"], "replay_tokens_seen": state["replay_tokens_seen"],
         "tokens_per_s": state["tokens_seen"] / max(wall, 1e-9), "peak_memory_mb": peak_memory_mb(run.device),
         "device": str(run.device), "precision": run.precision, "processes": run.world, "seed": run.seed,
         "optimizer": run.optimizer, **saved,
@@ -286,7 +336,8 @@ LOOP_KEYS = ["learning_rate", "weight_decay", "epochs", "max_steps", "batch_size
 
 def run_hparams(args: dict) -> dict:
     """A stage's result-affecting arguments (what a checkpoint must match): all but outputs and neutral settings."""
-    return {k: v for k, v in args.items() if k not in ("out_adapter", "out_log", "out_stats", "threads", "checkpoint_dir", "preflight")}
+    neutral = ("out_adapter", "out_log", "out_stats", "threads", "checkpoint_dir", "checkpoint_every", "preflight", "resume_from")
+    return {k: v for k, v in args.items() if k not in neutral}
 
 
 def train_lora(
@@ -300,19 +351,30 @@ def train_lora(
     max_eval_batches: int = 0, checkpoint_every: int = 0, checkpoint_dir: str | None = None, nproc_per_node: int = 1,
     seed: int = 42, threads: int | None = None, trust_remote_code: bool = False, preflight: str | None = None,
     packing: bool = True, tokens_per_forward: int = 0, compile: bool | str = "auto", max_memory_mb: int = 0, attention: str = "auto",
+    replay: float = 0.0, replay_tokens: str | None = None, replay_meta: str | None = None, resume_from: str | None = None,
 ) -> dict:
-    """Train stage of task causal_lm: the shared loop on loraflow.tasks.causal_lm.CausalLM."""
+    """Train stage of task causal_lm: the shared loop on loraflow.tasks.causal_lm.CausalLM. `resume_from`: a
+    checkpoint of this run's first steps to go on from (successive halving's last rung)."""
     args = dict(locals())
     if (stats := relaunch(train_lora, args)) is not None:
         return stats
-    from loraflow.tasks.causal_lm import CausalLM
-
-    task = CausalLM(model_dir, train_path, val_path, tokens_meta, method, r, lora_alpha, target_modules, lora_dropout,
-                    gradient_checkpointing, batch_size, max_eval_batches, packing, tokens_per_forward, compile, max_memory_mb,
-                    trust_remote_code, preflight, attention)
+    task = causal_lm_task(args)
     loop = {k: args[k] for k in LOOP_KEYS}
     loop["learning_rate"] = learning_rate_full if method == "full" else learning_rate
-    return train(task, out_adapter, out_log, out_stats, hparams=run_hparams(args), **loop)
+    return train(task, out_adapter, out_log, out_stats, hparams=run_hparams(args), resume_from=resume_from or None, **loop)
+
+
+# train_lora's arguments that build its task (CausalLM takes train.replay as replay_share).
+TASK_KEYS = ["model_dir", "train_path", "val_path", "tokens_meta", "method", "r", "lora_alpha", "target_modules", "lora_dropout",
+             "gradient_checkpointing", "batch_size", "max_eval_batches", "packing", "tokens_per_forward", "compile", "max_memory_mb",
+             "trust_remote_code", "preflight", "attention", "replay_tokens", "replay_meta"]
+
+
+def causal_lm_task(args: dict) -> Task:
+    """The causal-LM task of a train stage's arguments (those of train_lora)."""
+    from loraflow.tasks.causal_lm import CausalLM
+
+    return CausalLM(**{k: args[k] for k in TASK_KEYS}, replay_share=args["replay"])
 
 
 if __name__ == "__main__":  # one rank of a torchrun launch: python -m loraflow.train.loop spec.json (see distributed.launch)

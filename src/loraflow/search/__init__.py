@@ -1,0 +1,1 @@
+"""Search over the grid: the learning-rate ladder."""
