@@ -87,3 +87,16 @@ def test_status_command(tmp_path, capsys):
     assert len(out) == 7 and out[-1].startswith("sweep: 1 done")
     assert main(["status", str(tmp_path / "nowhere")]) == 1
     assert "no such results directory" in capsys.readouterr().err
+
+
+def test_a_run_logging_steps_between_progress_updates_is_training_and_an_old_error_is_not_its_state(tmp_path):
+    """The train log is newer than progress.json between two updates: still training. An error of an
+    earlier attempt of the job (before its latest `job started`) does not make the new attempt failed."""
+    now = time.time()
+    res = sweep(tmp_path, now)
+    log = res / "logs" / "train" / "c_train.log"
+    log.write_text("INFO job started\nloraflow error: CUDA out of memory\nINFO job started\nINFO step 4/10 train_loss 1.0\n")
+    os.utime(res / "runs" / "c_train" / "progress.json", (now - 20, now - 20))
+    os.utime(log, (now, now))
+    line = next(line for line in status_lines(str(res), now=now) if line.startswith("c_train"))
+    assert "training 30 % (step 3/10" in line

@@ -43,11 +43,14 @@ def _mtime(path: Path) -> float:
 
 
 def last_error(log: Path) -> str | None:
-    """The last line of a job log that reports an error (None when the log reports none)."""
+    """The last line of a job log that reports an error, in its latest attempt (a job log is appended to
+    by every attempt, each opening with `job started`); None when it reports none."""
     try:
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return None
+    starts = [i for i, line in enumerate(lines) if "job started" in line]
+    lines = lines[starts[-1]:] if starts else lines
     hits = [line.strip() for line in lines if any(m in line for m in ERROR_MARKERS)]
     return hits[-1][:200] if hits else None
 
@@ -77,7 +80,7 @@ def run_state(results: Path, run: str, now: float) -> RunState:
     log, progress = logs / "train" / f"{run}.log", _json(d / "progress.json")
     if _mtime(log) and (error := last_error(log)):
         return RunState(run, "failed", f"in train: {error}")
-    if progress and _mtime(d / "progress.json") >= _mtime(log) - 1:
+    if progress:  # (the train log is written at every step, progress.json every INTERVAL_S seconds)
         age = now - progress.get("updated", now)
         stale = f", no update for {duration(age)}" if age > 3 * INTERVAL_S else ""
         detail = (f"{progress['percent']:.0f} % (step {progress['step']}/{progress['total_steps']}, "

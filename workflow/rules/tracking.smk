@@ -32,6 +32,8 @@ rule track:
         tracking=TRACKING,
     log:
         f"{R}/logs/track.log",
+    benchmark:
+        f"{R}/benchmarks/track.tsv"
     conda:
         "../envs/tracking.yaml"
     script:
