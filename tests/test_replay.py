@@ -50,22 +50,43 @@ def test_mix_takes_its_share_of_each_micro_batch_and_draws_deterministically():
         ReplayMix([], 0.3)
 
 
-def test_builtin_replay_data_is_the_base_models_own_answers(tiny_model, tmp_path):
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    """SmolLM2-135M-Instruct from the built-in GGUF: a base model that answers general prompts."""
+    from loraflow.model.base_model import prepare_base_model
+
+    out = tmp_path_factory.mktemp("smollm2") / "base_model"
+    prepare_base_model(str(out), source="builtin")
+    return out
+
+
+@pytest.mark.slow
+def test_builtin_replay_data_is_the_base_models_own_answers(smollm2, tmp_path):
     from loraflow.evaluate.run import generate, load_for_eval
     from loraflow.model.modeling import load_tokenizer
 
     out = {k: str(tmp_path / f"replay.{k}") for k in ("rows", "tokens", "meta")}
-    meta = build_replay(str(tiny_model), out["rows"], out["tokens"], out["meta"], max_length=64, generation={"replay_prompts": 6, "replay_max_new_tokens": 8})
+    meta = build_replay(str(smollm2), out["rows"], out["tokens"], out["meta"], max_length=128,
+                        generation={"replay_prompts": 6, "replay_max_new_tokens": 24})
     rows = [json.loads(line) for line in open(out["rows"], encoding="utf-8")]
     asked = build_prompts()[:6]
-    assert [r["messages"][0]["content"] for r in rows] == [p["prompt"] for p in asked[: len(rows)]]
-    tok = load_tokenizer(str(tiny_model))
+    tok = load_tokenizer(str(smollm2))
     prompts = [tok.apply_chat_template([{"role": "user", "content": p["prompt"]}], tokenize=False, add_generation_prompt=True) for p in asked]
-    answers, _ = generate(load_for_eval(str(tiny_model), None), tok, prompts, 16, 8)
-    assert [r["messages"][1]["content"] for r in rows] == [a for a in answers if a]
-    examples = load_split(out["tokens"], out["meta"], str(tiny_model))
-    assert len(examples) == meta["examples"] == len(rows) and meta["source"] == "builtin"
+    answers, _ = generate(load_for_eval(str(smollm2), None), tok, prompts, 16, 24)
+    assert len(rows) == 6 and all(answers)  # the real model answers every prompt
+    assert [r["messages"][0]["content"] for r in rows] == [p["prompt"] for p in asked]
+    assert [r["messages"][1]["content"] for r in rows] == answers
+    examples = load_split(out["tokens"], out["meta"], str(smollm2))
+    assert len(examples) == meta["examples"] == 6 and meta["source"] == "builtin"
     assert all(mask.sum() > 0 for _, mask in examples) and meta["supervised_tokens"] == sum(int(m.sum()) for _, m in examples)
+
+
+def test_a_base_model_that_answers_nothing_has_nothing_to_replay(tiny_model, tmp_path):
+    """The tiny random model answers every prompt with nothing: one clear error naming the key, before training."""
+    out = {k: str(tmp_path / f"replay.{k}") for k in ("rows", "tokens", "meta")}
+    with pytest.raises(DataError, match="train.replay_source: the base model answered none"):
+        build_replay(str(tiny_model), out["rows"], out["tokens"], out["meta"], max_length=64,
+                     generation={"replay_prompts": 4, "replay_max_new_tokens": 8})
 
 
 def test_a_users_replay_file_is_read_and_bad_rows_are_counted(tiny_model, tmp_path):
@@ -167,14 +188,18 @@ def test_replay_in_the_workflow_retrains_and_stays_out_of_evaluation(finished_ru
     first, _ = finished_run
     shutil.copytree(first, tmp_path, dirs_exist_ok=True)
     cfg = tiny_config(tiny_model)
-    cfg["train"] = {**cfg.get("train", {}), "replay": 0.25, "replay_prompts": 8, "replay_max_new_tokens": 8}
+    # the tiny random model answers nothing, so this sweep replays a file (the built-in source: the SmolLM2 test above)
+    source = tmp_path / "general.jsonl"
+    source.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Tip {i}?"},
+                                                       {"role": "assistant", "content": f"Rest well, {i}."}]}) + "\n" for i in range(10)))
+    cfg["train"] = {**cfg.get("train", {}), "replay": 0.25, "replay_source": str(source)}
     write_config(tmp_path, cfg)
     jobs = planned_jobs(tmp_path)
     assert jobs["replay_data"] == 1 and jobs["train"] == 2 and "clean" not in jobs and "tokenize" not in jobs
     snakemake(tmp_path, "--cores", "1", "--resources", "gpu=1")
     res = tmp_path / "results"
     replay_ids = {json.loads(line)["id"] for line in (res / "data" / "replay.jsonl").read_text().splitlines()}
-    assert replay_ids and all(i.startswith("gen-") for i in replay_ids)
+    assert len(replay_ids) == 10 and all(i.startswith("replay-") for i in replay_ids)
     test_ids = {json.loads(line)["id"] for line in (res / "data" / "test.jsonl").read_text().splitlines()}
     for run in ("r2_a8_qv", "r4_a8_qv"):
         stats = json.loads((res / "runs" / run / "train_stats.json").read_text())

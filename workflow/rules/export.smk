@@ -106,7 +106,7 @@ rule export_model:
 rule serve:
     """results/serve.md: vLLM multi-LoRA, llama.cpp / Ollama and transformers + peft commands."""
     input:
-        adapters=runs_of(f"{R}/adapters/{{run}}", ADAPTER_RUNS),  # under halving: the points that finished
+        adapters=runs_of(f"{R}/adapters/{{run}}", ADAPTER_RUNS, evidence=False),  # under halving: the points that finished
         exports=lambda wc: expand(f"{EXPORT_DIR}/{{run}}", run=exported_runs()),
         base_model=rules.base_model.output.out_dir,
     output:

@@ -38,12 +38,15 @@ def finished_points(wildcards=None) -> list[str]:
     return live_points(len(RUNG_STEPS))
 
 
-def runs_of(pattern, runs) -> list[str] | object:
+def runs_of(pattern, runs, evidence: bool = True) -> list[str] | object:
     """A per-run input over `runs`: the expanded list for the grid; under halving a function of the last cut,
-    restricted to the points that finish (recorded in HALVING_PER_RUN, so evidence.smk can expand it: halving_evidence)."""
+    restricted to the points that finish. With `evidence` (an input of the table or the report's figures) it
+    is recorded in HALVING_PER_RUN, so evidence.smk can expand it (halving_evidence); the export's and the
+    tracker's inputs are not evidence of the table."""
     if not RUNG_STEPS:
         return expand(pattern, run=runs)
-    HALVING_PER_RUN.append((pattern, list(runs)))
+    if evidence:
+        HALVING_PER_RUN.append((pattern, list(runs)))
     return lambda wc: expand(pattern, run=[r for r in runs if r in finished_points()])
 
 

@@ -19,10 +19,10 @@ rule track:
     that fails is reported and the rule still succeeds."""
     localrule: True  # a login node reaches the tracking server where compute nodes may not
     input:
-        runs_of(rules.train.output.out_log, RUNS),  # under halving: the points that finished
-        runs_of(rules.train.output.out_stats, RUNS),
+        runs_of(rules.train.output.out_log, RUNS, evidence=False),  # under halving: the points that finished
+        runs_of(rules.train.output.out_stats, RUNS, evidence=False),
         # the adapter cards, when the export builds them (they are artefacts of the runs)
-        runs_of(f"{R}/adapters/{{run}}", ADAPTER_RUNS) if CAUSAL_LM and config["export"]["enabled"] else [],
+        runs_of(f"{R}/adapters/{{run}}", ADAPTER_RUNS, evidence=False) if CAUSAL_LM and config["export"]["enabled"] else [],
         rules.table.output.out_md,
         comparison_csv=rules.table.output.out_csv,
     output:

@@ -99,6 +99,11 @@ def build_replay(model_dir: str, out_rows: str, out_tokens: str, out_meta: str, 
     if source == BUILTIN:
         conversations = builtin_conversations(model_dir, generation["replay_prompts"], generation["replay_max_new_tokens"])
         skipped = 0
+        if not conversations:
+            from loraflow.data.readers import DataError
+
+            raise DataError("config key train.replay_source: the base model answered none of the built-in general prompts "
+                            "(every answer empty), so it has nothing to replay; name a chat file of your own")
     else:
         conversations, skipped = file_conversations(source)
     tokenizer = load_tokenizer(model_dir)
