@@ -34,7 +34,7 @@ from loraflow.data.dialect import DELIMITERS, iter_csv, pick_delimiter, pick_quo
 from loraflow.data.jsonfiles import iter_json, iter_jsonl, sniff_json_kind
 from loraflow.data.records import DataError, RawRow, RowError, SourceInfo, digest, one_line
 from loraflow.data.sources import (
-    SAMPLE, ascii_compatible, choose_encoding, decode_bytes, encoding_hint, read_source, sniff_bom, strip_compression_suffix,
+    SAMPLE, ascii_compatible, candidate_encodings, choose_encoding, decode_bytes, encoding_hint, read_source, sniff_bom, strip_compression_suffix,
 )
 
 __all__ = ["DataError", "RowError", "RawRow", "SourceInfo", "sniff_bom", "suggest_encoding", "suggest_encodings",
@@ -66,16 +66,7 @@ _DELIMITERS = DELIMITERS
 
 def suggest_encodings(raw: bytes, limit: int = 3) -> list[str]:
     """The encodings charset-normalizer finds most plausible for (the first 256 kB of) `raw`, best first."""
-    from charset_normalizer import from_bytes
-
-    sample = raw[: 1 << 18]
-    if len(raw) > len(sample) and b"\n" in sample:  # never cut a multi-byte character in two
-        sample = sample[: sample.rfind(b"\n") + 1]
-    results = from_bytes(sample)
-    best = results.best()
-    names = [best.encoding] if best else []
-    names += [r.encoding for r in results if r.encoding not in names]
-    return names[:limit]
+    return candidate_encodings(raw)[:limit]
 
 
 def suggest_encoding(raw: bytes) -> str | None:

@@ -182,7 +182,8 @@ def choose_encoding(path: str, raw: bytes, encoding: str, info: SourceInfo) -> t
     return encoding, raw
 
 
-def _candidates(raw: bytes) -> list[str]:
+def candidate_encodings(raw: bytes) -> list[str]:
+    """The encodings charset-normalizer finds plausible for (the first 256 kB of) `raw`, best first."""
     from charset_normalizer import from_bytes
 
     sample = raw[: 1 << 18]
@@ -220,7 +221,7 @@ def safe_encodings(raw: bytes, encoding: str) -> list[str]:
             valid.append((line, line.decode(encoding)))
         except UnicodeDecodeError:
             pass
-    detected = _candidates(raw)
+    detected = candidate_encodings(raw)
     safe = _safe(raw, valid, own, detected) or _safe(raw, valid, own, [n for n in _FALLBACKS if n not in detected])
     if safe and safe[0] in _SUPERSETS and _SUPERSETS[safe[0]] not in safe[:1]:
         better = _safe(raw, valid, own, [_SUPERSETS[safe[0]]])  # the common superset, when it reads the file too

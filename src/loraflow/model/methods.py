@@ -138,3 +138,17 @@ def make_optimizer(method: str, params: list, lr: float, weight_decay: float, de
 def save_trained(model, method: str, out_dir: str) -> None:
     """The adapter (LoRA methods) or the complete model (full), safetensors only."""
     model.save_pretrained(out_dir, safe_serialization=True)
+
+
+def save_adapter(model, adapter_name: str, out_dir: str) -> None:
+    """One named adapter of a peft model as a standalone adapter directory, written atomically (peft
+    writes an adapter other than `default` into a subdirectory of its name: its files are moved up)."""
+    from loraflow.io import atomic_dir
+
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, selected_adapters=[adapter_name], safe_serialization=True)
+        sub = tmp / adapter_name
+        if sub.is_dir():
+            for f in sub.iterdir():
+                f.rename(tmp / f.name)
+            sub.rmdir()

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from loraflow.config import COMBINATION_TYPES, NEEDS_DENSITY
-from loraflow.io import atomic_dir, read_jsonl, write_json
+from loraflow.io import read_jsonl, write_json
+from loraflow.model.methods import save_adapter
 from loraflow.model.modeling import load_causal_lm, load_tokenizer, peak_memory_mb, pick_device, pick_dtype, precision_name, set_threads
 
 log = logging.getLogger(__name__)
@@ -104,12 +105,7 @@ def combine_adapters(
     model.set_adapter(COMBINED)
     model.eval()  # the new adapter's layers (dropout included) are created in training mode
     combined = masked_logits(model, batch)
-    with atomic_dir(out_adapter) as tmp:
-        model.save_pretrained(tmp, selected_adapters=[COMBINED], safe_serialization=True)
-        sub = tmp / COMBINED  # peft writes a non-default adapter into a subdirectory of its name
-        for f in sub.iterdir():
-            f.rename(tmp / f.name)
-        sub.rmdir()
+    save_adapter(model, COMBINED, out_adapter)
     reloaded = masked_logits(load_with_adapter(model_dir, out_adapter, device, trust_remote_code, dtype=torch.float32), batch)
     reload_diff = (reloaded - combined).abs().max().item()
     if reload_diff > tolerance:

@@ -40,7 +40,8 @@ def reduce_intruders(model_dir: str, adapter_dir: str, parent_stats: str, out_ad
     from peft import PeftModel
     from peft.tuners.lora.intruders import reduce_intruder_dimension
 
-    from loraflow.io import atomic_dir, read_json, write_json
+    from loraflow.io import read_json, write_json
+    from loraflow.model.methods import save_adapter
     from loraflow.model.modeling import load_causal_lm, peak_memory_mb, set_threads
 
     set_threads(threads)
@@ -60,12 +61,7 @@ def reduce_intruders(model_dir: str, adapter_dir: str, parent_stats: str, out_ad
 
     reduce_intruder_dimension(model, new_adapter_name=REDUCED, top_k=settings.top_k, threshold_epsilon=settings.threshold,
                               mitigation_lambda=settings.mitigation_lambda, logging_sink=sink)
-    with atomic_dir(out_adapter) as tmp:
-        model.save_pretrained(tmp, selected_adapters=[REDUCED], safe_serialization=True)
-        sub = tmp / REDUCED  # peft writes a non-default adapter into a subdirectory of its name
-        for f in sub.iterdir():
-            f.rename(tmp / f.name)
-        sub.rmdir()
+    save_adapter(model, REDUCED, out_adapter)
     stats = {**read_json(parent_stats), "reduced_from": Path(adapter_dir).parent.name, "intruder_reduction": vars(settings),
              "intruders_reduced": sum(counts.values()), "modules_with_intruders": len(counts),
              "adapter_mb": (Path(out_adapter) / "adapter_model.safetensors").stat().st_size / 2**20,
