@@ -27,8 +27,9 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
 def dry_run(workdir: Path, *extra: str) -> tuple[float, int]:
     start = time.perf_counter()
-    proc = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), "-n", "--quiet", "rules", *extra],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), "-n", "--quiet", "rules", *extra], capture_output=True, text=True
+    )
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
@@ -56,11 +57,15 @@ def main() -> None:
         print("no finished default run (results/comparison.csv): timing the big grid only")
     with tempfile.TemporaryDirectory() as tmp:
         config = yaml.safe_load((REPO / "config.yaml").read_text())
-        config["grid"] = {"r": [i + 1 for i in range(n)], "lora_alpha": [4 * (i + 1) for i in range(n)],
-                          "target_modules": ["qv"], "seeds": list(range(n))}
+        config["grid"] = {
+            "r": [i + 1 for i in range(n)],
+            "lora_alpha": [4 * (i + 1) for i in range(n)],
+            "target_modules": ["qv"],
+            "seeds": list(range(n)),
+        }
         (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(config))
         seconds, jobs = dry_run(Path(tmp))
-    print(f"snakemake -n on a {n}x{n}x{n} = {n ** 3}-point grid: {seconds:.2f} s, {jobs} jobs planned")
+    print(f"snakemake -n on a {n}x{n}x{n} = {n**3}-point grid: {seconds:.2f} s, {jobs} jobs planned")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Export figures (issue 15) of a finished sweep: GGUF sizes, export time, f16 max |Δlogit|, q8_0
+"""Export figures of a finished sweep: GGUF sizes, export time, f16 max |Δlogit|, q8_0
 agreement and the llama.cpp check, read from results/export/<run>/export_check.json as the export
 stage measured them (and its Snakemake benchmark file).
 
@@ -22,19 +22,33 @@ def main(results: str) -> None:
             print(f"  {f['file']}: {f['bytes']:,} bytes ({f['mb']} MiB), written in {f['write_s']} s")
         f16 = c["types"].get("f16")
         if f16:
-            print(f"  f16  max |Δlogit| vs merged model: {f16['max_abs_logit_diff']:.4g} (tolerance {f16['tolerance']:.4g} = "
-                  f"{f16['tolerance_rule']}; f16 rounding floor {c['f16_rounding_floor']:.4g}; vs rounded weights "
-                  f"{f16['vs_f16_rounded_max_abs_diff']:.4g}) over {c['positions']} positions")
+            print(
+                f"  f16  max |Δlogit| vs merged model: {f16['max_abs_logit_diff']:.4g} (tolerance "
+                f"{f16['tolerance']:.4g} = {f16['tolerance_rule']}; f16 rounding floor {c['f16_rounding_floor']:.4g}; "
+                f"vs rounded weights {f16['vs_f16_rounded_max_abs_diff']:.4g}) over {c['positions']} positions"
+            )
         for kind, e in c["types"].items():
-            print(f"  {kind:<4} greedy agreement (first {c['q8_0_tokens']} tokens): {e['agreeing_prompts']}/{c['prompts']} = "
-                  f"{e['greedy_agreement']:.1%}; divergences {e.get('divergences')}")
+            print(
+                f"  {kind:<4} greedy agreement (first {c['q8_0_tokens']} tokens): "
+                f"{e['agreeing_prompts']}/{c['prompts']} = {e['greedy_agreement']:.1%}; divergences "
+                f"{e.get('divergences')}"
+            )
         t = c["template"]
-        print(f"  template: identical {t['chat_template_identical']}, renders same {t['template_renders_same']}/{t['prompts']}, "
-              f"token ids same {t['tokenizer_ids_same']}/{t['prompts']}, Modelfile template same {t['modelfile_template_renders_same']}/{t['prompts']}")
+        print(
+            f"  template: identical {t['chat_template_identical']}, renders same "
+            f"{t['template_renders_same']}/{t['prompts']}, token ids same {t['tokenizer_ids_same']}/{t['prompts']}, "
+            f"Modelfile template same {t['modelfile_template_renders_same']}/{t['prompts']}"
+        )
         lc = c.get("llama_cpp") or {}
-        print("  llama.cpp: " + (f"agreement {lc['agreement']:.1%}, prompt tokens same {lc['prompt_tokens_same']}/{lc['prompts']}, "
-                                 f"stopped where transformers stopped {lc['stopped_where_transformers_stopped']}/{lc['prompts']}"
-                                 if lc.get("ran") else f"not run: {lc.get('reason')}"))
+        print(
+            "  llama.cpp: "
+            + (
+                f"agreement {lc['agreement']:.1%}, prompt tokens same {lc['prompt_tokens_same']}/{lc['prompts']}, "
+                f"stopped where transformers stopped {lc['stopped_where_transformers_stopped']}/{lc['prompts']}"
+                if lc.get("ran")
+                else f"not run: {lc.get('reason')}"
+            )
+        )
         print(f"  export stage: {c['export_s']} s (verification {c['verify_s']} s)", end="")
         bench = root / "benchmarks" / "export" / f"{run}.tsv"
         if bench.is_file():

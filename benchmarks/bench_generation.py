@@ -5,13 +5,15 @@ model and test split of a finished default run (results/), or converts/generates
 
 With --decoders: the decoding loops side by side at one batch size, in interleaved rounds (same
 prompts, same model, optionally base + --adapter): transformers' generate (greedy, dynamic KV cache:
-evaluate.generate before issue 16), loraflow's greedy_decode with a dynamic cache, with a static cache,
-and as evaluation runs it on a CPU (evaluate.cpu_kernels: auto: linears prepacked for oneDNN and a
-static cache), the last also with stopped rows kept in the batch (greedy_decode's drop_finished=False). Prints
-seconds per round, the ratios, and whether the texts are identical.
+the reference loraflow's own decoding is measured against), loraflow's greedy_decode with a dynamic
+cache, with a static cache, and as evaluation runs it on a CPU (evaluate.cpu_kernels: auto: linears
+prepacked for oneDNN and a static cache), the last also with stopped rows kept in the batch
+(greedy_decode's drop_finished=False). Prints seconds per round, the ratios, and whether the texts are
+identical.
 
     .venv/bin/python benchmarks/bench_generation.py [--prompts 64] [--batch-size 32] [--max-new-tokens 64]
-    .venv/bin/python benchmarks/bench_generation.py --decoders --results R --adapter R/runs/X/adapter --batch-size 8 --rounds 2
+    .venv/bin/python benchmarks/bench_generation.py --decoders --results R --adapter R/runs/X/adapter \\
+        --batch-size 8 --rounds 2
 """
 
 from __future__ import annotations
@@ -51,8 +53,10 @@ def main() -> None:
     if args.decoders:
         return compare_decoders(args)
 
-    from loraflow.evaluate.run import generate, load_for_eval
-    from loraflow.model.modeling import load_tokenizer, set_threads
+    from loraflow.evaluate.generation import generate
+    from loraflow.evaluate.loading import load_for_eval
+    from loraflow.model.device import set_threads
+    from loraflow.model.loading import load_tokenizer
 
     threads = set_threads(args.threads)
     model_dir, prompts = ensure_inputs(Path(args.results))
@@ -70,8 +74,14 @@ def main() -> None:
 
     same = sum(a == b for a, b in zip(batched, single))
     print(f"model: {model_dir} | prompts: {len(prompts)} | max_new_tokens: {args.max_new_tokens} | threads: {threads}")
-    print(f"one at a time : {t_single:8.1f} s  {s_stats['generated_tokens']:6d} tokens  {s_stats['generation_tokens_per_s']:7.1f} tok/s")
-    print(f"batched (bs={args.batch_size:<3}): {t_batched:6.1f} s  {b_stats['generated_tokens']:6d} tokens  {b_stats['generation_tokens_per_s']:7.1f} tok/s")
+    print(
+        f"one at a time : {t_single:8.1f} s  {s_stats['generated_tokens']:6d} tokens  "
+        f"{s_stats['generation_tokens_per_s']:7.1f} tok/s"
+    )
+    print(
+        f"batched (bs={args.batch_size:<3}): {t_batched:6.1f} s  {b_stats['generated_tokens']:6d} tokens  "
+        f"{b_stats['generation_tokens_per_s']:7.1f} tok/s"
+    )
     print(f"speed-up: {t_single / t_batched:.2f}x")
     print(f"identical answers: {same}/{len(prompts)}")
     for i, (a, b) in enumerate(zip(batched, single)):
@@ -80,10 +90,10 @@ def main() -> None:
 
 
 def hf_generate(model, tokenizer, prompts, batch_size, max_new_tokens):
-    """evaluate.generate's greedy path before issue 16: transformers' generate, dynamic cache."""
+    """The reference decoder: transformers' generate, greedy, dynamic cache."""
     import torch
 
-    from loraflow.evaluate.run import stop_token_ids
+    from loraflow.evaluate.generation import stop_token_ids
 
     tokenizer.padding_side = "left"
     stops = stop_token_ids(tokenizer)
@@ -93,10 +103,19 @@ def hf_generate(model, tokenizer, prompts, batch_size, max_new_tokens):
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
-                                 use_cache=True, do_sample=False, top_p=None, top_k=None, temperature=None)
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=stops,
+                pad_token_id=tokenizer.pad_token_id,
+                use_cache=True,
+                do_sample=False,
+                top_p=None,
+                top_k=None,
+                temperature=None,
+            )
             for row, i in enumerate(idx):
-                gen = out[row, enc["input_ids"].shape[1]:].tolist()
+                gen = out[row, enc["input_ids"].shape[1] :].tolist()
                 cut = next((k for k, t in enumerate(gen) if t in stops), len(gen))
                 answers[i] = tokenizer.decode(gen[:cut], skip_special_tokens=True).strip()
     return answers
@@ -104,19 +123,21 @@ def hf_generate(model, tokenizer, prompts, batch_size, max_new_tokens):
 
 def keeping_stopped_rows(fn):
     """Run fn with greedy_decode keeping stopped rows in the batch to the end (drop_finished=False, as before)."""
-    import loraflow.evaluate.run as run
+    import loraflow.evaluate.generation as generation
 
-    original = run.greedy_decode
-    run.greedy_decode = lambda *a, **k: original(*a, **{**k, "drop_finished": False})
+    original = generation.greedy_decode
+    generation.greedy_decode = lambda *a, **k: original(*a, **{**k, "drop_finished": False})
     try:
         return fn()
     finally:
-        run.greedy_decode = original
+        generation.greedy_decode = original
 
 
 def compare_decoders(args) -> None:
-    from loraflow.evaluate.run import cpu_decoding, generate, load_for_eval
-    from loraflow.model.modeling import load_tokenizer, set_threads
+    from loraflow.evaluate.generation import cpu_decoding, generate
+    from loraflow.evaluate.loading import load_for_eval
+    from loraflow.model.device import set_threads
+    from loraflow.model.loading import load_tokenizer
 
     threads = set_threads(args.threads)
     model_dir, prompts = ensure_inputs(Path(args.results))
@@ -126,13 +147,23 @@ def compare_decoders(args) -> None:
     fast = load_for_eval(str(model_dir), args.adapter)
     fast_static = cpu_decoding(fast, "auto", args.batch_size)
     plan = {
-        "transformers generate (before)": lambda: hf_generate(model, tokenizer, prompts, args.batch_size, args.max_new_tokens),
-        "greedy_decode, dynamic cache": lambda: generate(model, tokenizer, prompts, args.batch_size, args.max_new_tokens)[0],
-        "greedy_decode, static cache": lambda: generate(model, tokenizer, prompts, args.batch_size, args.max_new_tokens, static_cache=True)[0],
-        "cpu_kernels auto (prepacked + static)": lambda: generate(fast, tokenizer, prompts, args.batch_size, args.max_new_tokens,
-                                                                  static_cache=fast_static)[0],
+        "transformers generate (before)": lambda: hf_generate(
+            model, tokenizer, prompts, args.batch_size, args.max_new_tokens
+        ),
+        "greedy_decode, dynamic cache": lambda: generate(
+            model, tokenizer, prompts, args.batch_size, args.max_new_tokens
+        )[0],
+        "greedy_decode, static cache": lambda: generate(
+            model, tokenizer, prompts, args.batch_size, args.max_new_tokens, static_cache=True
+        )[0],
+        "cpu_kernels auto (prepacked + static)": lambda: generate(
+            fast, tokenizer, prompts, args.batch_size, args.max_new_tokens, static_cache=fast_static
+        )[0],
         "the same, stopped rows kept in the batch": lambda: keeping_stopped_rows(
-            lambda: generate(fast, tokenizer, prompts, args.batch_size, args.max_new_tokens, static_cache=fast_static)[0]),
+            lambda: generate(fast, tokenizer, prompts, args.batch_size, args.max_new_tokens, static_cache=fast_static)[
+                0
+            ]
+        ),
     }
     generate(model, tokenizer, prompts[:2], 2, 4)  # warm-up
     generate(fast, tokenizer, prompts[:2], 2, 4)
@@ -144,14 +175,19 @@ def compare_decoders(args) -> None:
             texts[name] = fn()
             times[name].append(time.perf_counter() - t0)
             print(f"[round {r + 1}] {name:42s} {times[name][-1]:7.1f} s", flush=True)
-    print(f"model: {model_dir} + {args.adapter or 'no adapter'} | prompts: {len(prompts)} | batch {args.batch_size} | "
-          f"max_new_tokens: {args.max_new_tokens} | threads: {threads}")
+    print(
+        f"model: {model_dir} + {args.adapter or 'no adapter'} | prompts: {len(prompts)} | batch {args.batch_size} | "
+        f"max_new_tokens: {args.max_new_tokens} | threads: {threads}"
+    )
     ref = texts["transformers generate (before)"]
     base = min(times["transformers generate (before)"])
     for name in plan:
         # the old loop kept a trailing incomplete character at the token cap; compare without it
         same = sum(a.rstrip("\ufffd").strip() == b for a, b in zip(ref, texts[name]))
-        print(f"{name:42s} best {min(times[name]):7.1f} s  speed-up {base / min(times[name]):.2f}x  identical text {same}/{len(prompts)}")
+        print(
+            f"{name:42s} best {min(times[name]):7.1f} s  speed-up {base / min(times[name]):.2f}x  identical text "
+            f"{same}/{len(prompts)}"
+        )
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def build(config, device, dtype, random_weights: bool, model_dir: str | None):
 def bench(name, config, args, model_dir=None) -> dict:
     import torch
 
-    from loraflow.model.modeling import supervised_loss
+    from loraflow.model.loss import supervised_loss
 
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -74,35 +74,46 @@ def bench(name, config, args, model_dir=None) -> dict:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, config.vocab_size, (args.batch, args.seq), generator=g).to(device)
     labels = torch.zeros_like(ids, dtype=torch.bool)
-    labels[:, int(args.seq * (1 - args.supervised)):] = True
+    labels[:, int(args.seq * (1 - args.supervised)) :] = True
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels_mask": labels}
     model.train()
 
-    def step():
-        loss, n = supervised_loss(model, batch)
+    def step(net, opt) -> None:  # arguments, not the closure, so that `del` below frees them
+        loss, n = supervised_loss(net, batch)
         (loss / n).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(args.warmup):
-        step()
+        step(model, optimizer)
     sync()
     start = time.perf_counter()
     for _ in range(args.steps):
-        step()
+        step(model, optimizer)
     sync()
     seconds = time.perf_counter() - start
     tokens = args.steps * args.batch * args.seq
     tok_s = tokens / seconds
     achieved = 2 * flops_per_token(config, args.seq, args.supervised) * tok_s  # forward + activation backward
     peak = args.peak_tflops or (device_peak(torch.cuda.get_device_name()) if device.type == "cuda" else None)
-    out = {"model": name, "params": sum(p.numel() for p in model.parameters()), "device": str(device),
-           "dtype": str(dtype), "tokens_per_s": tok_s, "achieved_tflops": achieved / 1e12,
-           "peak_tflops": peak, "mfu_pct": 100 * achieved / (peak * 1e12) if peak else None,
-           "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
+    out = {
+        "model": name,
+        "params": sum(p.numel() for p in model.parameters()),
+        "device": str(device),
+        "dtype": str(dtype),
+        "tokens_per_s": tok_s,
+        "achieved_tflops": achieved / 1e12,
+        "peak_tflops": peak,
+        "mfu_pct": 100 * achieved / (peak * 1e12) if peak else None,
+        "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+    }
     mfu = f"{out['mfu_pct']:.1f} %" if peak else "n/a (no peak figure for this device)"
-    print(f"{name:28s} {out['params'] / 1e6:8.0f} M params  {tok_s:10.0f} tokens/s  {achieved / 1e12:7.1f} TFLOP/s  MFU {mfu}", flush=True)
+    print(
+        f"{name:28s} {out['params'] / 1e6:8.0f} M params  {tok_s:10.0f} tokens/s  {achieved / 1e12:7.1f} TFLOP/s  MFU "
+        f"{mfu}",
+        flush=True,
+    )
     del model, optimizer
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -114,7 +125,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--model-dir", default=str(REPO / "results" / "base_model"))
-    ap.add_argument("--random-weights", action="store_true", help="build the default model from its config (no weights needed)")
+    ap.add_argument(
+        "--random-weights", action="store_true", help="build the default model from its config (no weights needed)"
+    )
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=1024)
     ap.add_argument("--supervised", type=float, default=0.5, help="share of positions with a loss (assistant tokens)")
@@ -133,12 +146,33 @@ def main() -> None:
     if args.device == "cuda":
         print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     model_dir = args.model_dir if Path(args.model_dir, "config.json").is_file() else None
-    small = AutoConfig.from_pretrained(model_dir) if model_dir else LlamaConfig(
-        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-        num_key_value_heads=3, tie_word_embeddings=True, max_position_embeddings=8192)  # SmolLM2-135M's shape
-    big = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=args.big_layers,
-                      num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=4096)
-    results = [bench("SmolLM2-135M (default)", small, args, model_dir), bench(f"Llama {args.big_layers}x2048 (config)", big, args)]
+    small = (
+        AutoConfig.from_pretrained(model_dir)
+        if model_dir
+        else LlamaConfig(
+            vocab_size=49152,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            tie_word_embeddings=True,
+            max_position_embeddings=8192,
+        )
+    )  # SmolLM2-135M's shape
+    big = LlamaConfig(
+        vocab_size=32000,
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=args.big_layers,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        max_position_embeddings=4096,
+    )
+    results = [
+        bench("SmolLM2-135M (default)", small, args, model_dir),
+        bench(f"Llama {args.big_layers}x2048 (config)", big, args),
+    ]
     print(json.dumps(results, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2) + "\n")

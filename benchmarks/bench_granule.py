@@ -9,7 +9,8 @@ steps. With --rounds N the granules run in N interleaved rounds and the median i
 Prints per granule: real tokens/s (padding never counts), the share of padding in the forward passes,
 RSS after the warm-up and at the end, peak RSS, and tokens/s as a ratio of the first granule's.
 
-    .venv/bin/python benchmarks/bench_granule.py --results results [--batch 8] [--steps 60] [--warm 5] [--granules 64,16,1]
+    .venv/bin/python benchmarks/bench_granule.py --results results [--batch 8] [--steps 60] [--warm 5] \\
+        [--granules 64,16,1]
 """
 
 from __future__ import annotations
@@ -35,17 +36,25 @@ def one(results: str, batch: int, steps: int, warm: int, granule: int) -> dict:
     import numpy as np
     import torch
 
-    from loraflow.model import modeling
-    from loraflow.model.modeling import autocast, length_grouped_batches, set_threads, training_precision
-    from loraflow.tasks.causal_lm import CausalLM
+    from loraflow.model import kernels
+    from loraflow.model.batching import length_grouped_batches
+    from loraflow.model.device import autocast, set_threads, training_precision
+    from loraflow.tasks.causal_lm.settings import LMInputs, LMTrainSettings
+    from loraflow.tasks.causal_lm.train import CausalLM
+    from loraflow.train.settings import GridPoint
 
-    modeling.ONEDNN_GRANULE = granule
+    kernels.ONEDNN_GRANULE = granule
     set_threads(None)
     device = torch.device("cpu")
     precision = training_precision("auto", device)
     r = Path(results)
-    task = CausalLM(str(r / "base_model"), str(r / "tokens/train.npz"), str(r / "tokens/val.npz"), str(r / "tokens/meta.json"),
-                    "lora", 8, 16, ["q_proj", "v_proj"], 0.0, batch_size=batch)
+    task = CausalLM(
+        inputs=LMInputs(
+            str(r / "base_model"), str(r / "tokens/train.npz"), str(r / "tokens/val.npz"), str(r / "tokens/meta.json")
+        ),
+        point=GridPoint(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], method="lora"),
+        train=LMTrainSettings(lora_dropout=0.0, batch_size=batch),
+    )
     model = task.build(device, precision)
     model.train()
     examples = task.examples("train")
@@ -67,9 +76,15 @@ def one(results: str, batch: int, steps: int, warm: int, granule: int) -> dict:
         optimizer.step()
         optimizer.zero_grad()
     seconds = time.perf_counter() - start
-    return {"granule": granule, "precision": precision, "tokens_per_s": tokens / seconds, "padding_pct": 100 * (slots - real) / slots,
-            "rss_after_warmup_mb": after_warm, "rss_end_mb": rss_mb(),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "granule": granule,
+        "precision": precision,
+        "tokens_per_s": tokens / seconds,
+        "padding_pct": 100 * (slots - real) / slots,
+        "rss_after_warmup_mb": after_warm,
+        "rss_end_mb": rss_mb(),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -89,20 +104,44 @@ def main() -> None:
     runs: dict[int, list[dict]] = {g: [] for g in granules}
     for r in range(a.rounds):
         for g in granules:
-            out = subprocess.run([sys.executable, __file__, "--results", a.results, "--batch", str(a.batch), "--steps", str(a.steps),
-                                  "--warm", str(a.warm), "--one", str(g)], capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--results",
+                    a.results,
+                    "--batch",
+                    str(a.batch),
+                    "--steps",
+                    str(a.steps),
+                    "--warm",
+                    str(a.warm),
+                    "--one",
+                    str(g),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             runs[g].append(json.loads(out.strip().splitlines()[-1]))
             x = runs[g][-1]
             print(f"round {r} granule {g:3d}: {x['tokens_per_s']:6.1f} real tokens/s", flush=True)
     first = statistics.median(x["tokens_per_s"] for x in runs[granules[0]])
-    print(f"\n{a.results}: {a.steps} steps of {a.batch} conversations, timed after {a.warm}, precision {runs[granules[0]][0]['precision']}, "
-          f"median of {a.rounds} round(s)")
-    print(f"{'granule':>7} {'tokens/s':>9} {'ratio':>6} {'padding %':>9} {'RSS warm':>9} {'RSS end':>8} {'peak RSS':>9}")
+    print(
+        f"\n{a.results}: {a.steps} steps of {a.batch} conversations, timed after {a.warm}, precision "
+        f"{runs[granules[0]][0]['precision']}, median of {a.rounds} round(s)"
+    )
+    print(
+        f"{'granule':>7} {'tokens/s':>9} {'ratio':>6} {'padding %':>9} {'RSS warm':>9} {'RSS end':>8} {'peak RSS':>9}"
+    )
     for g in granules:
         xs = runs[g]
         tps = statistics.median(x["tokens_per_s"] for x in xs)
-        print(f"{g:7d} {tps:9.1f} {tps / first:6.2f} {statistics.median(x['padding_pct'] for x in xs):9.1f} "
-              f"{max(x['rss_after_warmup_mb'] for x in xs):9.0f} {max(x['rss_end_mb'] for x in xs):8.0f} {max(x['peak_rss_mb'] for x in xs):9.0f}")
+        print(
+            f"{g:7d} {tps:9.1f} {tps / first:6.2f} {statistics.median(x['padding_pct'] for x in xs):9.1f} "
+            f"{max(x['rss_after_warmup_mb'] for x in xs):9.0f} {max(x['rss_end_mb'] for x in xs):8.0f} "
+            f"{max(x['peak_rss_mb'] for x in xs):9.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,22 @@ def run_sweep(config: dict, workdir: Path, cores: int) -> float:
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), f"{config['results_dir']}/comparison.md",
-           "--directory", str(workdir), "--configfile", str(path), "--cores", str(cores), "--resources", "gpu=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        f"{config['results_dir']}/comparison.md",
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(path),
+        "--cores",
+        str(cores),
+        "--resources",
+        "gpu=1",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     if proc.returncode != 0:
         raise SystemExit(f"{config['search']['method']} sweep failed:\n{proc.stderr[-4000:]}")
@@ -60,12 +74,19 @@ def training_tokens(results: Path) -> int:
     return tokens
 
 
-def tied(grid_res: Path, grid_best: str, halving_res: Path, halving_best: str, table: dict, metric: str) -> tuple[bool, object]:
-    """Whether halving's winner is not significantly worse than the grid's on test (the table's rule), and the comparison."""
-    from loraflow.report.table import Bootstrap, lower_is_better, metric_column
+def tied(
+    grid_res: Path, grid_best: str, halving_res: Path, halving_best: str, table: dict, metric: str
+) -> tuple[bool, object]:
+    """Whether halving's winner is not significantly worse than the grid's on test (the table's rule), and the
+    comparison."""
+    from loraflow.report.bootstrap import Bootstrap
+    from loraflow.report.rows import lower_is_better, metric_column
 
     column = metric_column(metric)
-    paths = {"grid": str(grid_res / "runs" / grid_best / "scores.jsonl"), "halving": str(halving_res / "runs" / halving_best / "scores.jsonl")}
+    paths = {
+        "grid": str(grid_res / "runs" / grid_best / "scores.jsonl"),
+        "halving": str(halving_res / "runs" / halving_best / "scores.jsonl"),
+    }
     boot = Bootstrap(paths, table["bootstrap_samples"], 42, table["confidence"])
     c = boot.compare("halving", "grid", column)
     if c is None:
@@ -77,7 +98,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configfile", default=str(REPO / "config.yaml"))
     ap.add_argument("--out", required=True, help="a directory for both sweeps (grid/, halving/)")
-    ap.add_argument("--grid", default='{"r": [4, 8, 16, 32], "learning_rate": "auto"}', help="JSON: keys that replace the config's grid")
+    ap.add_argument(
+        "--grid",
+        default='{"r": [4, 8, 16, 32], "learning_rate": "auto"}',
+        help="JSON: keys that replace the config's grid",
+    )
     ap.add_argument("--eta", type=int, default=3)
     ap.add_argument("--min-steps", type=int, default=20)
     ap.add_argument("--cores", type=int, default=1)
@@ -94,11 +119,19 @@ def main() -> None:
         res = Path(config["results_dir"])
         best = json.loads((res / "best.json").read_text())["run"]
         found[method] = (res, best)
-        print(f"{method:8s} {points} points: winner {best}, training tokens {training_tokens(res):,}, wall {seconds:.0f} s", flush=True)
+        print(
+            f"{method:8s} {points} points: winner {best}, training tokens {training_tokens(res):,}, wall {seconds:.0f} "
+            "s",
+            flush=True,
+        )
     validated = validate_config(json.loads(json.dumps(base)))
     metric = validated["table"]["best_metric"]
     is_tied, c = tied(*found["grid"], *found["halving"], validated["table"], metric)
-    detail = f" (halving - grid on test {metric}: {c.diff:+.4f} [{c.lo:.4f}, {c.hi:.4f}], p = {c.p:.2f})" if c else " (no paired scores)"
+    detail = (
+        f" (halving - grid on test {metric}: {c.diff:+.4f} [{c.lo:.4f}, {c.hi:.4f}], p = {c.p:.2f})"
+        if c
+        else " (no paired scores)"
+    )
     print(f"halving's winner tied for best with the grid's on test: {'yes' if is_tied else 'no'}{detail}")
 
 

@@ -23,8 +23,13 @@ from bench_dryrun import REPO, dry_run  # noqa: E402
 
 def halving_config(eta: int, min_steps: int) -> dict:
     config = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
-    config["grid"] = {"r": [2, 4, 8, 16, 32], "lora_alpha": [8, 16, 32, 64, 128], "target_modules": ["qv", "attn"],
-                      "learning_rate": [0.0001, 0.0003, 0.001, 0.003], "seeds": [1, 2, 3, 4, 5]}
+    config["grid"] = {
+        "r": [2, 4, 8, 16, 32],
+        "lora_alpha": [8, 16, 32, 64, 128],
+        "target_modules": ["qv", "attn"],
+        "learning_rate": [0.0001, 0.0003, 0.001, 0.003],
+        "seeds": [1, 2, 3, 4, 5],
+    }
     config["train"]["max_steps"] = 0
     config["search"] = {"method": "halving", "eta": eta, "min_steps": min_steps}
     return config
@@ -44,8 +49,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
         seconds, jobs = dry_run(Path(tmp))
-    print(f"snakemake -n on a {points}-point halving sweep (eta {args.eta}, rungs at steps "
-          f"{rung_budgets(points, args.eta, args.min_steps)}): {seconds:.2f} s, {jobs} jobs planned before the first cut")
+    print(
+        f"snakemake -n on a {points}-point halving sweep (eta {args.eta}, rungs at steps "
+        f"{rung_budgets(points, args.eta, args.min_steps)}): {seconds:.2f} s, {jobs} jobs planned before the first cut"
+    )
 
 
 if __name__ == "__main__":

@@ -25,10 +25,13 @@ def measure(variant: str, results: str, steps: int, batch_size: int) -> dict:
     """Runs in the child process."""
     import numpy as np
 
-    from loraflow.io import write_jsonl, read_jsonl
-    from loraflow.model.modeling import collate, load_tokenizer, peak_memory_mb, pick_device, set_seed, set_threads, supervised_loss
-    from loraflow.model.methods import load_base, make_optimizer, trainable_model
     from loraflow.data.tokenization import encode_example
+    from loraflow.io import read_jsonl
+    from loraflow.model.batching import collate
+    from loraflow.model.device import peak_memory_mb, pick_device, set_seed, set_threads
+    from loraflow.model.loading import load_tokenizer
+    from loraflow.model.loss import supervised_loss
+    from loraflow.model.methods import load_base, make_optimizer, trainable_model
 
     set_threads(0)
     set_seed(0)
@@ -38,8 +41,15 @@ def measure(variant: str, results: str, steps: int, batch_size: int) -> dict:
     rows = read_jsonl(f"{results}/data/train.jsonl")[: steps * batch_size]
     examples = [tuple(np.asarray(a) for a in encode_example(tok, r["text"], r["assistant_spans"], 512)) for r in rows]
     method = {"lora+gc": "lora"}.get(variant, variant)  # full | lora | qlora: as the train stage loads and wraps them
-    model = trainable_model(load_base(model_dir, device, method), method, 8, 16, ["q_proj", "v_proj"], 0.05,
-                            gradient_checkpointing=variant == "lora+gc")
+    model = trainable_model(
+        load_base(model_dir, device, method),
+        method,
+        8,
+        16,
+        ["q_proj", "v_proj"],
+        0.05,
+        gradient_checkpointing=variant == "lora+gc",
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(method, params, 1e-4, 0.0, device)
     model.train()
@@ -49,8 +59,13 @@ def measure(variant: str, results: str, steps: int, batch_size: int) -> dict:
         (loss / n).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return {"variant": variant, "trainable_params": sum(p.numel() for p in params), "peak_memory_mb": peak_memory_mb(device), "device": str(device),
-            "optimizer": type(optimizer).__name__}
+    return {
+        "variant": variant,
+        "trainable_params": sum(p.numel() for p in params),
+        "peak_memory_mb": peak_memory_mb(device),
+        "device": str(device),
+        "optimizer": type(optimizer).__name__,
+    }
 
 
 def main() -> None:
@@ -65,14 +80,31 @@ def main() -> None:
         return
     rows = []
     for variant in VARIANTS:
-        cmd = [sys.executable, __file__, "--child", variant, "--results", args.results, "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            variant,
+            "--results",
+            args.results,
+            "--steps",
+            str(args.steps),
+            "--batch-size",
+            str(args.batch_size),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out))
-        print(f"{variant:8s} trainable {rows[-1]['trainable_params']:>12,}  peak {rows[-1]['peak_memory_mb']:8.0f} MB "
-              f"({rows[-1]['device']}, {rows[-1]['optimizer']})", flush=True)
+        print(
+            f"{variant:8s} trainable {rows[-1]['trainable_params']:>12,}  peak {rows[-1]['peak_memory_mb']:8.0f} MB "
+            f"({rows[-1]['device']}, {rows[-1]['optimizer']})",
+            flush=True,
+        )
     full = rows[0]["peak_memory_mb"]
     for r in rows[1:]:
-        print(f"{r['variant']:8s} uses {100 * (1 - r['peak_memory_mb'] / full):5.1f} % less peak memory than full fine-tuning")
+        print(
+            f"{r['variant']:8s} uses {100 * (1 - r['peak_memory_mb'] / full):5.1f} % less peak memory than full "
+            "fine-tuning"
+        )
 
 
 if __name__ == "__main__":

@@ -27,11 +27,14 @@ sys.path.insert(0, str(REPO / "src"))
 
 def full_width_forwards(examples, pad_id, device, max_length, tokens_per_forward):
     """The forward passes as before: rows packed up to max_length, grouped up to the token budget."""
-    from loraflow.model.modeling import pack, pack_rows
+    from loraflow.model.batching import pack, pack_rows
 
     lengths = [len(ids) for ids, _ in examples]
     rows = sorted(pack_rows(lengths, max_length), key=lambda r: sum(lengths[i] for i in r), reverse=True)
-    fill = lambda row: sum(lengths[i] for i in row)
+
+    def fill(row: list[int]) -> int:
+        return sum(lengths[i] for i in row)
+
     groups: list = []
     for row in rows:
         if groups and (len(groups[-1]) + 1) * fill(groups[-1][0]) <= tokens_per_forward:
@@ -53,19 +56,31 @@ def main(argv=None) -> None:
     import numpy as np
     import torch
 
-    from loraflow.model.modeling import forward_batches, length_grouped_batches
-    from loraflow.tasks.causal_lm import CausalLM
+    from loraflow.model.batching import forward_batches, length_grouped_batches
+    from loraflow.tasks.causal_lm.settings import LMInputs, LMTrainSettings
+    from loraflow.tasks.causal_lm.train import CausalLM
+    from loraflow.train.settings import GridPoint
 
     res = Path(args.results)
-    task = CausalLM(str(res / "base_model"), str(res / "tokens/train.npz"), str(res / "tokens/val.npz"), str(res / "tokens/meta.json"),
-                    "lora", 8, 16, ["q_proj", "v_proj"], 0.0, batch_size=args.batch_size)
+    task = CausalLM(
+        inputs=LMInputs(
+            str(res / "base_model"),
+            str(res / "tokens/train.npz"),
+            str(res / "tokens/val.npz"),
+            str(res / "tokens/meta.json"),
+        ),
+        point=GridPoint(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], method="lora"),
+        train=LMTrainSettings(lora_dropout=0.0, batch_size=args.batch_size),
+    )
     device = torch.device("cpu")
     model = task.build(device, "fp32")
     model.train()
     train = task.examples("train")
     pad, max_length = task.tokenizer.pad_token_id, task.max_length
     budget = args.tokens_per_forward or max_length
-    batches = length_grouped_batches([len(e[0]) for e in train], args.batch_size, np.random.default_rng(0))[: args.batches + 1]
+    batches = length_grouped_batches([len(e[0]) for e in train], args.batch_size, np.random.default_rng(0))[
+        : args.batches + 1
+    ]
     variants = {
         f"rows of {max_length}": lambda ex: full_width_forwards(ex, pad, device, max_length, budget),
         "rows as wide as the longest": lambda ex: forward_batches(ex, pad, device, True, max_length, budget),
@@ -86,8 +101,11 @@ def main(argv=None) -> None:
         for batch in make([train[i] for i in batches[0]]):
             task.loss_sum(model, batch).backward()
     lengths = [len(e[0]) for e in train]
-    print(f"{len(train)} train conversations, tokens mean {np.mean(lengths):.0f}, max {max(lengths)}; max_length {max_length}; "
-          f"micro-batch {args.batch_size}; {budget} tokens per forward pass; {torch.get_num_threads()} threads")
+    print(
+        f"{len(train)} train conversations, tokens mean {np.mean(lengths):.0f}, max {max(lengths)}; max_length "
+        f"{max_length}; micro-batch {args.batch_size}; {budget} tokens per forward pass; {torch.get_num_threads()} "
+        "threads"
+    )
     speeds: dict[str, list[float]] = {k: [] for k in variants}
     for r in range(args.rounds):
         for name, make in variants.items():

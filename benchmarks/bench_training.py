@@ -6,7 +6,7 @@ same effective batch (16 conversations per optimizer step) and learning rate (2e
 
   ref1  the tutorials' recipe: Trainer, every example padded to 512 tokens, batch 4 x grad-accum 4
   ref2  a well-tuned Trainer: the same with dynamic padding and group_by_length=True
-  loraflow  loraflow.train.loop.train_lora (length-grouped dynamic padding, LM head and loss only on
+  loraflow  loraflow.tasks.causal_lm.train.train_lora (length-grouped dynamic padding, LM head and loss only on
             assistant positions, precision auto = bf16 mixed precision where the CPU has native bf16
             units (AMX / AVX512-BF16), else fp32), batch 8 x grad-accum 2 (its own choice of
             micro-batch: on these CPUs 8 runs faster than 16)
@@ -45,7 +45,7 @@ def trainer_run(model_dir, examples, pad_to_max: bool, max_length: int = 512, bf
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    from loraflow.model.modeling import load_causal_lm, load_tokenizer
+    from loraflow.model.loading import load_causal_lm, load_tokenizer
     from loraflow.model.methods import trainable_model
 
     tok = load_tokenizer(model_dir)
@@ -55,7 +55,13 @@ def trainer_run(model_dir, examples, pad_to_max: bool, max_length: int = 512, bf
         labels = [i if m else -100 for i, m in zip(ids, mask)]
         if pad_to_max:
             pad = max_length - len(ids)
-            rows.append({"input_ids": ids + [tok.pad_token_id] * pad, "attention_mask": [1] * len(ids) + [0] * pad, "labels": labels + [-100] * pad})
+            rows.append(
+                {
+                    "input_ids": ids + [tok.pad_token_id] * pad,
+                    "attention_mask": [1] * len(ids) + [0] * pad,
+                    "labels": labels + [-100] * pad,
+                }
+            )
         else:
             rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
     torch.manual_seed(SEED)
@@ -68,9 +74,22 @@ def trainer_run(model_dir, examples, pad_to_max: bool, max_length: int = 512, bf
     else:
         grouping = {"group_by_length": not pad_to_max}
     args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=4, gradient_accumulation_steps=4, learning_rate=LR,
-        num_train_epochs=1, lr_scheduler_type="linear", warmup_steps=0, logging_steps=1, save_strategy="no", report_to=[],
-        seed=SEED, dataloader_num_workers=0, use_cpu=True, disable_tqdm=True, bf16=bf16, **grouping,
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=4,
+        learning_rate=LR,
+        num_train_epochs=1,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=SEED,
+        dataloader_num_workers=0,
+        use_cpu=True,
+        disable_tqdm=True,
+        bf16=bf16,
+        **grouping,
     )
     collator = None if pad_to_max else DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=collator)
@@ -81,19 +100,39 @@ def trainer_run(model_dir, examples, pad_to_max: bool, max_length: int = 512, bf
 
 
 def loraflow_run(model_dir, tokens_dir: Path, threads: int, max_steps: int = 0, precision: str = "auto"):
-    from loraflow.train.loop import train_lora
+    from loraflow.binding import bind
+    from loraflow.tasks.causal_lm.train import train_lora
 
     out = Path(tempfile.mkdtemp())
     stats = train_lora(
-        model_dir, str(tokens_dir / "train.npz"), str(tokens_dir / "val.npz"), str(tokens_dir / "meta.json"),
-        str(out / "adapter"), str(out / "log.csv"), str(out / "stats.json"), **LORA, learning_rate=LR,
-        epochs=1, max_steps=max_steps, batch_size=8, grad_accum=2, eval_every=0, max_eval_batches=1, seed=SEED, threads=threads,
-        precision=precision,
+        **bind(
+            train_lora,
+            dict(
+                model_dir=model_dir,
+                train_path=str(tokens_dir / "train.npz"),
+                val_path=str(tokens_dir / "val.npz"),
+                tokens_meta=str(tokens_dir / "meta.json"),
+                out_adapter=str(out / "adapter"),
+                out_log=str(out / "log.csv"),
+                out_stats=str(out / "stats.json"),
+                **LORA,
+                learning_rate=LR,
+                epochs=1,
+                max_steps=max_steps,
+                batch_size=8,
+                grad_accum=2,
+                eval_every=0,
+                max_eval_batches=1,
+                seed=SEED,
+                threads=threads,
+                precision=precision,
+            ),
+        )
     )
-    from peft import PeftModel
     import torch
+    from peft import PeftModel
 
-    from loraflow.model.modeling import load_causal_lm
+    from loraflow.model.loading import load_causal_lm
 
     model = PeftModel.from_pretrained(load_causal_lm(model_dir, torch.device("cpu")), str(out / "adapter"))
     # train_time_s is the training loop only (the final validation batch is timed apart)
@@ -115,9 +154,12 @@ def main() -> None:
 
     import torch
 
-    from loraflow.io import read_jsonl, write_jsonl
-    from loraflow.model.modeling import load_tokenizer, mean_loss, set_threads
+    from loraflow.data.settings import SplitFiles, TokenFiles
     from loraflow.data.tokenization import load_split, tokenize_splits
+    from loraflow.io import read_jsonl, write_jsonl
+    from loraflow.model.device import set_threads
+    from loraflow.model.loading import load_tokenizer
+    from loraflow.model.loss import mean_loss
 
     threads = set_threads(args.threads)
     res = Path(args.results)
@@ -129,21 +171,33 @@ def main() -> None:
     val_rows = read_jsonl(res / "data" / "val.jsonl")[: args.val_examples]
     write_jsonl(tokens / "train.jsonl", train_rows)
     write_jsonl(tokens / "val.jsonl", val_rows)
-    tokenize_splits(model_dir, str(tokens / "train.jsonl"), str(tokens / "val.jsonl"), str(tokens / "val.jsonl"),
-                    str(tokens / "train.npz"), str(tokens / "val.npz"), str(tokens / "test.npz"), str(tokens / "meta.json"), 512)
+    tokenize_splits(
+        model_dir,
+        SplitFiles(str(tokens / "train.jsonl"), str(tokens / "val.jsonl"), str(tokens / "val.jsonl")),
+        TokenFiles(
+            str(tokens / "train.npz"), str(tokens / "val.npz"), str(tokens / "test.npz"), str(tokens / "meta.json")
+        ),
+        512,
+    )
     train = load_split(str(tokens / "train.npz"), str(tokens / "meta.json"), model_dir)
     val = load_split(str(tokens / "val.npz"), str(tokens / "meta.json"), model_dir)
     pad_id = load_tokenizer(model_dir).pad_token_id
     real = sum(len(i) for i, _ in train)
-    from loraflow.model.modeling import cpu_has_fast_bf16
+    from loraflow.model.device import cpu_has_fast_bf16
 
-    print(f"{len(train)} conversations, {real} real tokens ({real / len(train):.0f} per example), {threads} threads, torch {torch.__version__}, "
-          f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_has_fast_bf16()}", flush=True)
+    print(
+        f"{len(train)} conversations, {real} real tokens ({real / len(train):.0f} per example), {threads} threads, "
+        f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: "
+        f"{cpu_has_fast_bf16()}",
+        flush=True,
+    )
 
     loraflow_run(model_dir, tokens, threads, max_steps=1, precision=args.precision)  # warm-up, untimed
     results = {}
-    plan = [("loraflow", lambda: loraflow_run(model_dir, tokens, threads, precision=args.precision)),
-            ("ref2 Trainer dynamic+grouped", lambda: trainer_run(model_dir, train, pad_to_max=False))]
+    plan = [
+        ("loraflow", lambda: loraflow_run(model_dir, tokens, threads, precision=args.precision)),
+        ("ref2 Trainer dynamic+grouped", lambda: trainer_run(model_dir, train, pad_to_max=False)),
+    ]
     if not args.skip_ref1:
         plan.append(("ref1 Trainer padded-512", lambda: trainer_run(model_dir, train, pad_to_max=True)))
     if not args.skip_extra:
@@ -154,11 +208,16 @@ def main() -> None:
         for name, fn in plan:
             model, seconds, n_tokens, precision = fn()
             val_loss = mean_loss(model, val, 16, pad_id, torch.device("cpu"))
-            entry = results.setdefault(name, {"real_tokens": n_tokens, "rounds_tokens_per_s": [], "val_loss": val_loss, "precision": precision})
+            entry = results.setdefault(
+                name, {"real_tokens": n_tokens, "rounds_tokens_per_s": [], "val_loss": val_loss, "precision": precision}
+            )
             entry["rounds_tokens_per_s"].append(n_tokens / seconds)
             entry["tokens_per_s"] = statistics.median(entry["rounds_tokens_per_s"])
-            print(f"[round {round_ + 1}/{args.repeats}] {name:30s} {seconds:8.1f} s  {n_tokens / seconds:8.1f} real tokens/s  "
-                  f"val loss {val_loss:.4f}  ({precision})", flush=True)
+            print(
+                f"[round {round_ + 1}/{args.repeats}] {name:30s} {seconds:8.1f} s  {n_tokens / seconds:8.1f} real "
+                f"tokens/s  val loss {val_loss:.4f}  ({precision})",
+                flush=True,
+            )
             del model
     if args.repeats > 1:
         for name, entry in results.items():
@@ -167,7 +226,10 @@ def main() -> None:
     lf = results["loraflow"]["tokens_per_s"]
     for name in results:
         if name != "loraflow":
-            print(f"loraflow / {name}: {lf / results[name]['tokens_per_s']:.2f}x   (val loss {results['loraflow']['val_loss']:.4f} vs {results[name]['val_loss']:.4f})")
+            print(
+                f"loraflow / {name}: {lf / results[name]['tokens_per_s']:.2f}x   (val loss "
+                f"{results['loraflow']['val_loss']:.4f} vs {results[name]['val_loss']:.4f})"
+            )
     print(json.dumps(results, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")

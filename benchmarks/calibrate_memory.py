@@ -1,6 +1,6 @@
 """Calibrate and check preflight.estimate_memory_mb against the measured peak of real train jobs.
 
-Each job runs the train stage (loraflow.train.loop.train_lora, the code Snakemake runs) in a fresh process
+Each job runs the train stage (loraflow.tasks.causal_lm.train.train_lora, the code Snakemake runs) in a fresh process
 for a few optimizer steps with a final validation pass, and reports the process's peak RSS (CPU) or
 max allocated memory (GPU) next to the estimate and its terms. Jobs:
 
@@ -33,8 +33,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-QWEN = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, intermediate_size=4864,
-            vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=4096)
+QWEN = dict(
+    hidden_size=896,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    intermediate_size=4864,
+    vocab_size=151936,
+    tie_word_embeddings=True,
+    max_position_embeddings=4096,
+)
 
 
 def build_qwen(out: Path, tokenizer_from: Path) -> Path:
@@ -61,12 +69,17 @@ def synthetic_cache(model_dir: Path, out: Path, rows: int, length: int, seed: in
     """A token cache (npz + meta.json, as the tokenize stage writes it) of random rows of about `length` tokens."""
     import numpy as np
 
-    from loraflow.io import write_json
     from loraflow.data.tokenization import tokenizer_digest
+    from loraflow.io import write_json
 
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"tokenizer_sha256": tokenizer_digest(str(model_dir)), "data_sha256": "synthetic", "max_length": length, "splits": {}}
+    meta = {
+        "tokenizer_sha256": tokenizer_digest(str(model_dir)),
+        "data_sha256": "synthetic",
+        "max_length": length,
+        "splits": {},
+    }
     for split, n in (("train", rows), ("val", max(4, rows // 8)), ("test", max(4, rows // 8))):
         lengths = rng.integers(int(0.7 * length), length + 1, size=n)
         ids = rng.integers(10, 40000, size=int(lengths.sum())).astype(np.int32)
@@ -83,46 +96,69 @@ def synthetic_cache(model_dir: Path, out: Path, rows: int, length: int, seed: in
 
 CHILD = r"""
 import json, sys
-from loraflow.train.loop import train_lora
+from loraflow.binding import bind
+from loraflow.tasks.causal_lm.train import train_lora
 kw = json.loads(sys.argv[1])
-stats = train_lora(**kw)
-print("RESULT " + json.dumps({k: stats[k] for k in ("peak_memory_mb", "est_memory_mb", "precision", "tokens_per_forward",
-      "packing", "gradient_checkpointing", "train_time_s", "tokens_seen")}))
+stats = train_lora(**bind(train_lora, kw))
+keys = ("peak_memory_mb", "est_memory_mb", "precision", "tokens_per_forward", "packing", "gradient_checkpointing",
+        "train_time_s", "tokens_seen")
+print("RESULT " + json.dumps({k: stats[k] for k in keys}))
 """
 
 
 def measure(model_dir: Path, tokens: Path, steps: int, **train) -> dict:
     out = Path(tempfile.mkdtemp(prefix="loraflow-calib-"))
-    kw = dict(model_dir=str(model_dir), train_path=str(tokens / "train.npz"), val_path=str(tokens / "val.npz"),
-              tokens_meta=str(tokens / "meta.json"), out_adapter=str(out / "adapter"), out_log=str(out / "log.csv"),
-              out_stats=str(out / "stats.json"), r=8, lora_alpha=16, target_modules="qv", max_steps=steps, eval_every=0,
-              checkpoint_every=0, **train)
+    kw = dict(
+        model_dir=str(model_dir),
+        train_path=str(tokens / "train.npz"),
+        val_path=str(tokens / "val.npz"),
+        tokens_meta=str(tokens / "meta.json"),
+        out_adapter=str(out / "adapter"),
+        out_log=str(out / "log.csv"),
+        out_stats=str(out / "stats.json"),
+        r=8,
+        lora_alpha=16,
+        target_modules="qv",
+        max_steps=steps,
+        eval_every=0,
+        checkpoint_every=0,
+        **train,
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(kw)], capture_output=True, text=True, env=env)
     shutil.rmtree(out, ignore_errors=True)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if proc.returncode or line is None:
         raise SystemExit(f"calibration job failed:\n{proc.stderr[-3000:]}")
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def terms_of(model_dir: Path, tokens: Path, **train) -> dict:
     """The estimate's terms for these settings, computed here exactly as the train stage does (a forward pass
     bounded by the longest train rows, modeling.pass_bound)."""
     from loraflow.io import read_json
-    from loraflow.model.modeling import forward_tokens, pass_bound, pick_device
-    from loraflow.train.preflight import estimate_memory_mb, lora_counts, meta_model, weights_file_info
+    from loraflow.model.batching import forward_tokens, pass_bound
+    from loraflow.model.device import pick_device
+    from loraflow.model.memory import TrainJob, estimate_memory_mb, weights_file_info
+    from loraflow.train.grid_check import lora_counts, meta_model
 
     model = meta_model(str(model_dir))
     trainable, total = lora_counts(model, 8, 16, "qv")
     meta = read_json(tokens / "meta.json")
     batch, max_length = train["batch_size"], meta["max_length"]
-    per = forward_tokens(train.get("tokens_per_forward", 0), train.get("packing", True), batch, max_length, pick_device())
+    per = forward_tokens(
+        train.get("tokens_per_forward", 0), train.get("packing", True), batch, max_length, pick_device()
+    )
     terms: dict = {}
-    est = estimate_memory_mb(model, trainable, total, batch, max_length, precision=train.get("precision", "auto"),
-                             tokens_per_forward=pass_bound(per, batch, max_length, meta["splits"]["train"].get("longest")),
-                             train_rows=meta["splits"]["train"]["examples"], weights_file=weights_file_info(model_dir),
-                             terms=terms)
+    job = TrainJob(
+        batch,
+        max_length,
+        precision=train.get("precision", "auto"),
+        tokens_per_forward=pass_bound(per, batch, max_length, meta["splits"]["train"].get("longest")),
+        train_rows=meta["splits"]["train"]["examples"],
+        weights_file=weights_file_info(model_dir),
+    )
+    est = estimate_memory_mb(model, trainable, total, job, terms=terms)
     return {"estimate": est, "terms": terms}
 
 
@@ -135,7 +171,9 @@ def main() -> None:
     ap.add_argument("--qwen-max-length", type=int, default=128)
     ap.add_argument("--qwen-batch-size", type=int, default=2)
     ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--extra", default="", help="JSON of extra train_lora arguments for every job (e.g. '{\"packing\": false}')")
+    ap.add_argument(
+        "--extra", default="", help="JSON of extra train_lora arguments for every job (e.g. '{\"packing\": false}')"
+    )
     args = ap.parse_args()
     extra = json.loads(args.extra) if args.extra else {}
 
@@ -150,11 +188,22 @@ def main() -> None:
             model_dir, tokens = res / "base_model", res / "tokens"
             train = dict(batch_size=4, grad_accum=4, learning_rate=2e-4, lora_dropout=0.0, precision="auto")
         elif job.startswith("qwen05b-"):
-            donor = next(p for p in (Path(args.default_results) / "base_model", Path(args.medical_results) / "base_model") if p.is_dir())
+            donor = next(
+                p
+                for p in (Path(args.default_results) / "base_model", Path(args.medical_results) / "base_model")
+                if p.is_dir()
+            )
             model_dir = build_qwen(Path(args.qwen_dir), donor)
-            tokens = synthetic_cache(model_dir, Path(args.qwen_dir + f"-tokens-{args.qwen_max_length}"), 32, args.qwen_max_length)
-            train = dict(batch_size=args.qwen_batch_size, grad_accum=1, learning_rate=1e-4, lora_dropout=0.0,
-                         precision=job.split("-", 1)[1])
+            tokens = synthetic_cache(
+                model_dir, Path(args.qwen_dir + f"-tokens-{args.qwen_max_length}"), 32, args.qwen_max_length
+            )
+            train = dict(
+                batch_size=args.qwen_batch_size,
+                grad_accum=1,
+                learning_rate=1e-4,
+                lora_dropout=0.0,
+                precision=job.split("-", 1)[1],
+            )
         else:
             raise SystemExit(f"unknown job {job}")
         if not (tokens / "meta.json").is_file():
@@ -165,9 +214,12 @@ def main() -> None:
         est = terms_of(model_dir, tokens, **train)
         err = 100 * (est["estimate"] / got["peak_memory_mb"] - 1)
         rows.append({"job": job, **got, "estimate_mb": est["estimate"], "error_pct": err, "terms": est["terms"]})
-        print(f"{job:14s} measured {got['peak_memory_mb']:8,.0f} MB  estimate {est['estimate']:8,.0f} MB  ({err:+.1f} %)  "
-              f"{got['precision']}, {got['tokens_per_forward'] or 'micro-batch'} tokens/pass  terms "
-              + " ".join(f"{k}={v:,.0f}" if isinstance(v, float) else f"{k}={v}" for k, v in est["terms"].items()), flush=True)
+        print(
+            f"{job:14s} measured {got['peak_memory_mb']:8,.0f} MB  estimate {est['estimate']:8,.0f} MB  ({err:+.1f} %) "
+            f" {got['precision']}, {got['tokens_per_forward'] or 'micro-batch'} tokens/pass  terms "
+            + " ".join(f"{k}={v:,.0f}" if isinstance(v, float) else f"{k}={v}" for k, v in est["terms"].items()),
+            flush=True,
+        )
     print(json.dumps(rows, indent=1))
 
 

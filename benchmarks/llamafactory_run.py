@@ -25,7 +25,10 @@ def main() -> None:
     finally:
         import torch
 
-        out = {"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cuda": torch.cuda.is_available()}
+        out = {
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "cuda": torch.cuda.is_available(),
+        }
         if torch.cuda.is_available():
             out.update(peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20, gpu=torch.cuda.get_device_name())
         with open(stats, "w", encoding="utf-8") as fh:

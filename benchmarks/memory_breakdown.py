@@ -21,6 +21,7 @@ import os
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,12 +76,19 @@ def main() -> None:
     import numpy as np
     import torch
 
-    try:
-        from loraflow.model import modeling
-    except ImportError:  # an older checkout (--src): the flat package
-        from loraflow import modeling
-    from loraflow.model.methods import load_base, make_optimizer, trainable_model
+    try:  # the model plumbing as one namespace, whatever modules it is split into
+        from loraflow.model import batching, loading
+        from loraflow.model import device as devices
+        from loraflow.model import loss as losses
+
+        modeling = types.SimpleNamespace(**{**vars(batching), **vars(devices), **vars(loading), **vars(losses)})
+    except ImportError:  # an older checkout (--src): one modeling module
+        try:
+            from loraflow.model import modeling
+        except ImportError:  # older still: the flat package
+            from loraflow import modeling
     from loraflow.data.tokenization import load_split
+    from loraflow.model.methods import load_base, make_optimizer, trainable_model
 
     new = hasattr(modeling, "forward_batches")
     sampler.phase("python + torch/transformers/peft imports")
@@ -93,7 +101,9 @@ def main() -> None:
     device = torch.device("cpu")
     amp = modeling.training_precision(args.precision, device)
     dtype = modeling.train_weight_dtype(amp) if hasattr(modeling, "train_weight_dtype") else None
-    model = load_base(model_dir, device, "lora", dtype=dtype) if dtype is not None else load_base(model_dir, device, "lora")
+    model = (
+        load_base(model_dir, device, "lora", dtype=dtype) if dtype is not None else load_base(model_dir, device, "lora")
+    )
     gc.collect()
     sampler.phase("base weights (load)")
     model = trainable_model(model, "lora", 8, 16, "qv", 0.0)
@@ -101,7 +111,9 @@ def main() -> None:
     optimizer = make_optimizer("lora", params, 2e-4, 0.0, device)
     model.train()
     sampler.phase("LoRA wrap + optimizer")
-    batches = modeling.length_grouped_batches([len(i) for i, _ in train], args.batch_size, np.random.default_rng([42, 0]))
+    batches = modeling.length_grouped_batches(
+        [len(i) for i, _ in train], args.batch_size, np.random.default_rng([42, 0])
+    )
     # the micro-batches of one step, longest first (the worst step)
     step = sorted(batches[: 4 * args.grad_accum], key=lambda b: -max(len(train[i][0]) for i in b))[: args.grad_accum]
     n_target = sum(int(train[i][1][1:].sum()) for b in step for i in b)
@@ -109,9 +121,16 @@ def main() -> None:
     for b in step:
         ex = [train[i] for i in b]
         if new:
-            passes = modeling.forward_batches(ex, tok.pad_token_id, device, bool(args.packing), max_length,
-                                              modeling.forward_tokens(args.tokens_per_forward, bool(args.packing), args.batch_size,
-                                                                      max_length, device))
+            passes = modeling.forward_batches(
+                ex,
+                tok.pad_token_id,
+                device,
+                bool(args.packing),
+                max_length,
+                modeling.forward_tokens(
+                    args.tokens_per_forward, bool(args.packing), args.batch_size, max_length, device
+                ),
+            )
         else:
             passes = [modeling.collate(ex, tok.pad_token_id, device)]
         for batch in passes:
@@ -129,12 +148,16 @@ def main() -> None:
     sampler.phase("validation pass")
     gc.collect()
     live = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    live += sum(s.numel() * s.element_size() for st in optimizer.state.values() for s in st.values() if torch.is_tensor(s))
+    live += sum(
+        s.numel() * s.element_size() for st in optimizer.state.values() for s in st.values() if torch.is_tensor(s)
+    )
     sampler.phase("after gc")
     sampler.report()
     now = rss_mb()
-    print(f"live tensors (weights, buffers, optimizer states): {live / 2**20:,.0f} MB; resident now {now:,.0f} MB; "
-          f"peak RSS (ru_maxrss) {modeling.peak_memory_mb(device):,.0f} MB")
+    print(
+        f"live tensors (weights, buffers, optimizer states): {live / 2**20:,.0f} MB; resident now {now:,.0f} MB; "
+        f"peak RSS (ru_maxrss) {modeling.peak_memory_mb(device):,.0f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -24,10 +24,10 @@ RULE_VALUED = {"forcerun", "until", "omit_from", "allowed_rules", "prioritize", 
 
 @dataclass(frozen=True)
 class DocCommand:
-    text: str                    # as written: continuations joined, comments dropped
-    source: str                  # file:line
+    text: str  # as written: continuations joined, comments dropped
+    source: str  # file:line
     fenced: bool
-    env: tuple[str, ...] = ()    # `export NAME=...` lines before it in its block, which a reader has run
+    env: tuple[str, ...] = ()  # `export NAME=...` lines before it in its block, which a reader has run
 
     @property
     def key(self) -> str:
@@ -76,8 +76,13 @@ def fenced_blocks(text: str) -> list[tuple[str, int, list[str]]]:
         j = start
         while j < len(lines) and not lines[j].strip().startswith(fence):
             j += 1
-        blocks.append((m.group("info").lower(), start + 1, [line[indent:] if not line[:indent].strip() else line.lstrip()
-                                                             for line in lines[start:j]]))
+        blocks.append(
+            (
+                m.group("info").lower(),
+                start + 1,
+                [line[indent:] if not line[:indent].strip() else line.lstrip() for line in lines[start:j]],
+            )
+        )
         i = j + 1
     return blocks
 
@@ -144,7 +149,7 @@ def snakemake_args(text: str) -> list[str] | None:
     words = shlex.split(text)
     for i, word in enumerate(words):
         if re.fullmatch(r"(\S*/)?snakemake", word):
-            return words[i + 1:]
+            return words[i + 1 :]
         if "=" not in word:  # leading NAME=value assignments only
             return None
     return None
@@ -153,7 +158,11 @@ def snakemake_args(text: str) -> list[str] | None:
 def workflow_rules(repo: Path) -> set[str]:
     """The names of the workflow's rules (what a snakemake command's targets name)."""
     files = [repo / "workflow" / "Snakefile", *sorted((repo / "workflow" / "rules").glob("*.smk"))]
-    return {m for f in files for m in re.findall(r"^\s*(?:rule|checkpoint)\s+(\w+)\s*:", f.read_text(encoding="utf-8"), re.M)}
+    return {
+        m
+        for f in files
+        for m in re.findall(r"^\s*(?:rule|checkpoint)\s+(\w+)\s*:", f.read_text(encoding="utf-8"), re.M)
+    }
 
 
 def is_target(word: str, rules: set[str]) -> bool:

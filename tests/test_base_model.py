@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from loraflow.model.base_model import prepare_base_model
 from loraflow.config import ConfigError
+from loraflow.model.base_model import prepare_base_model
 
 
 def test_a_pickle_only_model_directory_is_refused(tmp_path, tiny_model):
@@ -23,7 +23,11 @@ def test_a_pickle_only_model_directory_is_refused(tmp_path, tiny_model):
     with pytest.raises(ConfigError) as err:
         prepare_base_model(str(tmp_path / "out"), source="local", path=str(pickled))
     msg = str(err.value)
-    assert msg.startswith("config key base_model.path:") and "only pickle weights (pytorch_model.bin)" in msg and "safetensors" in msg
+    assert (
+        msg.startswith("config key base_model.path:")
+        and "only pickle weights (pytorch_model.bin)" in msg
+        and "safetensors" in msg
+    )
     assert not (tmp_path / "out").exists()
 
 

@@ -53,7 +53,9 @@ def test_a_weight_0_turn_is_context_with_no_labels(tokenizer):
     # without weights both turns are trained on: the weight alone makes the difference
     plain = format_example(tokenizer, [{k: v for k, v in m.items() if k != "weight"} for m in CONVERSATION], "")
     assert plain["text"] == text and len(plain["assistant_spans"]) == 2 and len(example["assistant_spans"]) == 1
-    assert np.count_nonzero(np.array(labels_of(tokenizer, plain)[1]) != -100) > np.count_nonzero(np.array(labels) != -100)
+    assert np.count_nonzero(np.array(labels_of(tokenizer, plain)[1]) != -100) > np.count_nonzero(
+        np.array(labels) != -100
+    )
 
 
 def test_a_templates_default_system_prompt_is_found_and_reported(tokenizer, tmp_path):
@@ -62,22 +64,27 @@ def test_a_templates_default_system_prompt_is_found_and_reported(tokenizer, tmp_
     rendered = format_example(tokenizer, no_system, "")["text"]  # exactly what the tokenise stage encodes
     assert rendered.startswith(f"<|im_start|>system\n{SMOLLM2_DEFAULT}<|im_end|>\n<|im_start|>user\nHi")
     assert template_system_prompt(tokenizer) == SMOLLM2_DEFAULT
-    assert SMOLLM2_DEFAULT not in format_example(tokenizer, no_system, "Be brief.")["text"]  # data.system_prompt replaces it
+    assert (
+        SMOLLM2_DEFAULT not in format_example(tokenizer, no_system, "Be brief.")["text"]
+    )  # data.system_prompt replaces it
 
     model_dir = tmp_path / "tok"
     tokenizer.save_pretrained(model_dir)
     clean = tmp_path / "clean.jsonl"
-    clean.write_text("\n".join(json.dumps({"id": str(i), "messages": m}) for i, m in enumerate([no_system, CONVERSATION])) + "\n",
-                     encoding="utf-8")
+    clean.write_text(
+        "\n".join(json.dumps({"id": str(i), "messages": m}) for i, m in enumerate([no_system, CONVERSATION])) + "\n",
+        encoding="utf-8",
+    )
     stats = format_dataset(str(clean), str(model_dir), str(tmp_path / "f.jsonl"), str(tmp_path / "s.json"), "")
     assert stats["template_system_prompt"] == SMOLLM2_DEFAULT and stats["rows_with_template_system_prompt"] == 2
     assert stats["untrained_turns"] == 1
 
 
 def test_a_chatml_template_adds_no_system_prompt(tokenizer):
-    from conftest import CHATML
+    from helpers import CHATML
 
     tokenizer.chat_template = CHATML
     assert template_system_prompt(tokenizer) == ""
-    assert format_example(tokenizer, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}], "")["text"] \
-        .startswith("<|im_start|>user\nHi")
+    assert format_example(
+        tokenizer, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}], ""
+    )["text"].startswith("<|im_start|>user\nHi")

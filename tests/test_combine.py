@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 
-from loraflow.train.combine import combine_adapters
+from loraflow.binding import bind
 from loraflow.ship.merge import merge_adapter
-from loraflow.train.loop import train_lora
+from loraflow.ship.settings import MergeSettings
+from loraflow.tasks.causal_lm.train import train_lora
+from loraflow.train.combine import combine_adapters
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +21,31 @@ def parts(tiny_data, tiny_model, tmp_path_factory):
     out = {}
     for name, r, seed in (("r2_a8_qv", 2, 1), ("r4_a8_qv", 4, 2)):
         d = root / name
-        train_lora(str(tiny_model), npz[0], npz[1], str(paths["meta"]), str(d / "adapter"), str(d / "log.csv"), str(d / "stats.json"),
-                   r=r, lora_alpha=8, target_modules="qv", max_steps=6, batch_size=4, eval_every=0, learning_rate=0.05,
-                   lora_dropout=0.1, threads=1, seed=seed, precision="fp32")
+        train_lora(
+            **bind(
+                train_lora,
+                dict(
+                    model_dir=str(tiny_model),
+                    train_path=npz[0],
+                    val_path=npz[1],
+                    tokens_meta=str(paths["meta"]),
+                    out_adapter=str(d / "adapter"),
+                    out_log=str(d / "log.csv"),
+                    out_stats=str(d / "stats.json"),
+                    r=r,
+                    lora_alpha=8,
+                    target_modules="qv",
+                    max_steps=6,
+                    batch_size=4,
+                    eval_every=0,
+                    learning_rate=0.05,
+                    lora_dropout=0.1,
+                    threads=1,
+                    seed=seed,
+                    precision="fp32",
+                ),
+            )
+        )
         out[name] = str(d / "adapter")
     return out
 
@@ -31,8 +55,20 @@ def combine(tiny_model, tiny_data, parts, tmp_path, name="mix", **kw):
     args = dict(adapter_names=list(parts), weights=[0.7, 0.3], combination_type="cat", threads=1)
     args.update(kw)
     d = tmp_path / name
-    stats = combine_adapters(str(tiny_model), list(parts.values()), str(paths["dir"] / "test.jsonl"), str(d / "adapter"),
-                             str(d / "train_stats.json"), str(d / "switch_check.json"), **args)
+    stats = combine_adapters(
+        **bind(
+            combine_adapters,
+            dict(
+                model_dir=str(tiny_model),
+                adapter_dirs=list(parts.values()),
+                test_path=str(paths["dir"] / "test.jsonl"),
+                out_adapter=str(d / "adapter"),
+                out_stats=str(d / "train_stats.json"),
+                out_check=str(d / "switch_check.json"),
+                **args,
+            ),
+        )
+    )
     return d, stats
 
 
@@ -42,7 +78,11 @@ def delta_weights(model_dir, adapter_dir) -> dict[str, torch.Tensor]:
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
-    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter_dir).merge_and_unload().state_dict()
+    merged = (
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter_dir)
+        .merge_and_unload()
+        .state_dict()
+    )
     return {k: merged[k] - base[k] for k in base if not torch.equal(merged[k], base[k])}
 
 
@@ -71,17 +111,26 @@ def test_switching_is_verified_and_cat_is_the_weighted_sum(tiny_model, tiny_data
 def test_the_combination_merges_like_any_adapter(tiny_model, tiny_data, parts, tmp_path):
     paths, _ = tiny_data
     d, _ = combine(tiny_model, tiny_data, parts, tmp_path, combination_type="svd", weights=[1.0, 1.0])
-    check = merge_adapter(str(tiny_model), str(d / "adapter"), str(paths["dir"] / "test.jsonl"), str(d / "merged"),
-                          str(d / "merge_check.json"), threads=1, speed_tokens=2)
+    check = merge_adapter(
+        str(tiny_model),
+        str(d / "adapter"),
+        str(paths["dir"] / "test.jsonl"),
+        str(d / "merged"),
+        str(d / "merge_check.json"),
+        MergeSettings(threads=1, speed_tokens=2),
+    )
     assert check["passed"]
 
 
-@pytest.mark.parametrize("kw, fragment", [
-    (dict(weights=[1.0]), "combine.mix.weights: 1 weights for 2 adapters"),
-    (dict(combination_type="linear"), "combine.mix.combination_type: linear needs adapters of equal r"),
-    (dict(combination_type="ties"), "combine.mix.density: combination_type ties needs a density"),
-    (dict(combination_type="avg"), "combine.mix.combination_type: 'avg' is not one of"),
-])
+@pytest.mark.parametrize(
+    "kw, fragment",
+    [
+        (dict(weights=[1.0]), "combine.mix.weights: 1 weights for 2 adapters"),
+        (dict(combination_type="linear"), "combine.mix.combination_type: linear needs adapters of equal r"),
+        (dict(combination_type="ties"), "combine.mix.density: combination_type ties needs a density"),
+        (dict(combination_type="avg"), "combine.mix.combination_type: 'avg' is not one of"),
+    ],
+)
 def test_bad_combinations_are_refused_before_loading(tiny_model, tiny_data, parts, tmp_path, kw, fragment):
     with pytest.raises(ValueError) as err:
         combine(tiny_model, tiny_data, parts, tmp_path, **kw)

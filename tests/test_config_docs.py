@@ -23,7 +23,11 @@ def test_every_key_has_a_description():
 
     schema = yaml.safe_load(config_docs.SCHEMA.read_text(encoding="utf-8"))
     # a key that refers to another ($ref: data.builtin_clean.* -> clean.*) is described there
-    undocumented = [key for key, spec in leaves(schema["properties"]) if "$ref" not in spec and not str(spec.get("description", "")).strip()]
+    undocumented = [
+        key
+        for key, spec in leaves(schema["properties"])
+        if "$ref" not in spec and not str(spec.get("description", "")).strip()
+    ]
     assert undocumented == []
     text = config_docs.render()
     for key, _ in leaves(schema["properties"]):
@@ -32,7 +36,7 @@ def test_every_key_has_a_description():
 
 def test_documented_target_presets_are_the_codes_presets():
     text = config_docs.render()
-    table = text[text.index("## Target-module presets"):]
+    table = text[text.index("## Target-module presets") :]
     assert re.findall(r"^\| `([^`]+)` \|", table, re.M) == list(PRESET_NAMES)
     schema = yaml.safe_load(config_docs.SCHEMA.read_text(encoding="utf-8"))
     described = schema["properties"]["grid"]["properties"]["target_modules"]["description"]

@@ -1,7 +1,6 @@
 """Config problems are one line naming the key, the bad value and what is allowed, in Snakemake runs too;
 numbers YAML 1.1 reads as strings are numbers; the built-in data's fixers stay with the built-in data."""
 
-import copy
 import os
 import subprocess
 import sys
@@ -9,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 from loraflow.config import SCHEMA_PATH, ConfigError, clean_settings, validate_config
 
 
@@ -23,16 +22,28 @@ def error_of(config: dict) -> str:
     return str(err.value)
 
 
-@pytest.mark.parametrize("mutate, fragments", [
-    (lambda c: c.update(sed=1), ["unknown config key sed (did you mean seed?)", "allowed here: base_model"]),
-    (lambda c: c["train"].update(learnig_rate=0.1), ["unknown config key train.learnig_rate (did you mean learning_rate?)"]),
-    (lambda c: c["clean"].update(dedp="near"), ["clean.dedp (did you mean dedup?)"]),
-    (lambda c: c["grid"].update(method=["qlora4"]), ["grid.method.0", "'qlora4'", "one of 'lora', 'dora'"]),
-    (lambda c: c["train"].update(precision="bf32"), ["train.precision", "'bf32'", "one of 'auto', 'fp32', 'bf16'"]),
-    (lambda c: c["grid"].update(learning_rate="fast"), ["grid.learning_rate", "'fast'", "a list of number (> 0) or 'auto'"]),
-    (lambda c: c["train"].update(batch_size="8"), ["train.batch_size", "'8'", "integer (>= 1)", "it is a string"]),
-    (lambda c: c["train"].update(lora_dropout="2e0"), ["train.lora_dropout", "2.0", "< 1", "YAML reads 2e0 as a string"]),
-])
+@pytest.mark.parametrize(
+    "mutate, fragments",
+    [
+        (lambda c: c.update(sed=1), ["unknown config key sed (did you mean seed?)", "allowed here: base_model"]),
+        (
+            lambda c: c["train"].update(learnig_rate=0.1),
+            ["unknown config key train.learnig_rate (did you mean learning_rate?)"],
+        ),
+        (lambda c: c["clean"].update(dedp="near"), ["clean.dedp (did you mean dedup?)"]),
+        (lambda c: c["grid"].update(method=["qlora4"]), ["grid.method.0", "'qlora4'", "one of 'lora', 'dora'"]),
+        (lambda c: c["train"].update(precision="bf32"), ["train.precision", "'bf32'", "one of 'auto', 'fp32', 'bf16'"]),
+        (
+            lambda c: c["grid"].update(learning_rate="fast"),
+            ["grid.learning_rate", "'fast'", "a list of number (> 0) or 'auto'"],
+        ),
+        (lambda c: c["train"].update(batch_size="8"), ["train.batch_size", "'8'", "integer (>= 1)", "it is a string"]),
+        (
+            lambda c: c["train"].update(lora_dropout="2e0"),
+            ["train.lora_dropout", "2.0", "< 1", "YAML reads 2e0 as a string"],
+        ),
+    ],
+)
 def test_a_config_error_is_one_line_with_key_value_and_what_is_allowed(mutate, fragments):
     config = default_config()
     mutate(config)
@@ -43,8 +54,10 @@ def test_a_config_error_is_one_line_with_key_value_and_what_is_allowed(mutate, f
 
 
 def test_yaml_1_1_strings_that_are_numbers_are_read_as_numbers_where_the_schema_wants_one():
-    config = yaml.safe_load("train: {learning_rate: 1e-4, max_steps: 1e2}\ngrid: {learning_rate: [3e-4, 1.0e-3]}\n"
-                            "data: {system_prompt: 1e-4}\n")
+    config = yaml.safe_load(
+        "train: {learning_rate: 1e-4, max_steps: 1e2}\ngrid: {learning_rate: [3e-4, 1.0e-3]}\n"
+        "data: {system_prompt: 1e-4}\n"
+    )
     assert config["train"]["learning_rate"] == "1e-4"  # what PyYAML (YAML 1.1) makes of it
     notes = []
     validate_config(config, notes=notes)
@@ -76,8 +89,16 @@ def test_a_user_config_with_only_data_path_gets_the_lossless_defaults(tmp_path):
 
 def test_the_builtin_data_keeps_its_own_fixers_and_a_users_clean_key_wins():
     builtin = clean_settings(validate_config(default_config()))
-    assert builtin == {**lossless_clean_defaults(), "min_answer_chars": 2, "max_chars": 4000, "dedup": "near", "strip_html": True,
-                       "remove_zero_width": True, "collapse_symbol_runs": True, "symbol_only": "any"}
+    assert builtin == {
+        **lossless_clean_defaults(),
+        "min_answer_chars": 2,
+        "max_chars": 4000,
+        "dedup": "near",
+        "strip_html": True,
+        "remove_zero_width": True,
+        "collapse_symbol_runs": True,
+        "symbol_only": "any",
+    }
     assert clean_settings(validate_config({})) == builtin  # the preset is the schema default, not config.yaml's
     config = default_config()
     config["clean"]["min_answer_chars"] = 3
@@ -86,15 +107,29 @@ def test_the_builtin_data_keeps_its_own_fixers_and_a_users_clean_key_wins():
 
 def dry_run(tmp_path, config_text: str) -> subprocess.CompletedProcess:
     (tmp_path / "user.yaml").write_text(config_text, encoding="utf-8")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "-n",
-           "--configfile", str(REPO / ".test" / "config" / "config.yaml"), str(tmp_path / "user.yaml")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "-n",
+        "--configfile",
+        str(REPO / ".test" / "config" / "config.yaml"),
+        str(tmp_path / "user.yaml"),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
 
 
-@pytest.mark.parametrize("config_text, key, fragment", [
-    ("sed: 1\n", "sed", "did you mean seed?"),
-    ("train:\n  learning_rate: 1e-4\n  lora_dropout: 2e0\n", "train.lora_dropout", "YAML reads 2e0 as a string"),
-])
+@pytest.mark.parametrize(
+    "config_text, key, fragment",
+    [
+        ("sed: 1\n", "sed", "did you mean seed?"),
+        ("train:\n  learning_rate: 1e-4\n  lora_dropout: 2e0\n", "train.lora_dropout", "YAML reads 2e0 as a string"),
+    ],
+)
 def test_snakemake_reports_a_config_error_in_one_line(tmp_path, config_text, key, fragment):
     proc = dry_run(tmp_path, config_text)
     assert proc.returncode != 0
@@ -108,6 +143,7 @@ def test_the_clean_log_names_the_effective_settings_in_one_line(tmp_path, tiny_m
     import logging
 
     from loraflow.data.clean import clean_dataset
+    from loraflow.data.settings import CleanOutputs, CleanSettings, ReaderSettings
 
     data = tmp_path / "mine.jsonl"
     data.write_text('{"question": "Which operator?", "answer": "&&"}\n', encoding="utf-8")
@@ -115,7 +151,9 @@ def test_the_clean_log_names_the_effective_settings_in_one_line(tmp_path, tiny_m
     settings, columns = clean_settings(config), config["data"]["columns"]
     out = {name: str(tmp_path / f"{name}.out") for name in ("out_clean", "out_rejected", "out_stats")}
     with caplog.at_level(logging.INFO, logger="loraflow"):
-        stats = clean_dataset(str(data), str(tiny_model), columns=columns, **out, **settings)
+        stats = clean_dataset(
+            str(data), str(tiny_model), CleanOutputs(**out), ReaderSettings(columns), CleanSettings(**settings)
+        )
     assert stats["clean"] == 1  # an operator answer is content under the defaults
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("clean settings:")]
     assert len(lines) == 1 and "\n" not in lines[0]

@@ -1,4 +1,5 @@
-"""The real data sets of ../shared/data through the data stages (skipped where they are absent):
+"""The real data sets through the data stages (their directory: $LORAFLOW_DATA_DIR, else shared/data beside
+the checkout; skipped where there is none):
 the raw GB18030 medical CSV and a JSONL set come out with every legitimate row kept byte for byte."""
 
 from __future__ import annotations
@@ -6,34 +7,49 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-from pathlib import Path
 
 import pytest
 
+from helpers import COLUMNS, DATA_DIR_ENV, real_data_dir
 from loraflow.data.chatml import format_dataset
 from loraflow.data.clean import clean_dataset
+from loraflow.data.settings import CleanOutputs, LengthSettings, ReaderSettings, SplitFiles, TokenFiles
 from loraflow.data.split import split_dataset
 from loraflow.data.tokenization import tokenize_splits
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = next((Path(p) for p in (os.environ.get("LORAFLOW_DATA_DIR"), REPO.parent / "shared" / "data") if p and Path(p).is_dir()), None)
-COLUMNS = {"messages": "messages", "instruction": "instruction", "input": "input", "output": "output",
-           "question": "question", "answer": "answer", "system": "system"}
+DATA = real_data_dir()
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(DATA is None, reason="../shared/data (real data sets) is not available")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(DATA is None, reason=f"no real data sets: set {DATA_DIR_ENV} to their directory"),
+]
 
 
 def run_stages(tmp_path, tiny_model, path, max_tokens, tokenize=True, **kw):
     d = tmp_path
-    stats = clean_dataset(str(path), str(tiny_model), str(d / "clean.jsonl"), str(d / "rejected.jsonl"), str(d / "stats.json"),
-                          kw.pop("columns", COLUMNS), str(d / "changes.jsonl"), max_tokens=max_tokens, system_prompt="", **kw)
+    out = CleanOutputs(
+        str(d / "clean.jsonl"), str(d / "rejected.jsonl"), str(d / "stats.json"), str(d / "changes.jsonl")
+    )
+    stats = clean_dataset(
+        str(path),
+        str(tiny_model),
+        out,
+        ReaderSettings(kw.pop("columns", COLUMNS), **kw),
+        lengths=LengthSettings(max_tokens=max_tokens),
+    )
     format_dataset(str(d / "clean.jsonl"), str(tiny_model), str(d / "formatted.jsonl"), str(d / "fstats.json"), "")
     splits = [str(d / f"{s}.jsonl") for s in ("train", "val", "test")]
-    split = split_dataset(str(d / "formatted.jsonl"), str(d / "stats.json"), *splits, str(d / "split.json"),
-                          {"train": 0.8, "val": 0.1, "test": 0.1}, 42)
+    split = split_dataset(
+        str(d / "formatted.jsonl"),
+        str(d / "stats.json"),
+        *splits,
+        str(d / "split.json"),
+        {"train": 0.8, "val": 0.1, "test": 0.1},
+        42,
+    )
     if tokenize:  # the truncations the clean stage recorded are the ones the tokenise stage makes
-        meta = tokenize_splits(str(tiny_model), *splits, *(str(d / f"{s}.npz") for s in ("train", "val", "test")), str(d / "meta.json"), max_tokens)
+        npz = [str(d / f"{s}.npz") for s in ("train", "val", "test")]
+        meta = tokenize_splits(str(tiny_model), SplitFiles(*splits), TokenFiles(*npz, str(d / "meta.json")), max_tokens)
         assert sum(s["truncated"] for s in meta["splits"].values()) == stats["overlong"]["truncated"]
     clean = [json.loads(line) for line in (d / "clean.jsonl").read_text(encoding="utf-8").splitlines()]
     changes = [json.loads(line) for line in (d / "changes.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -43,8 +59,9 @@ def run_stages(tmp_path, tiny_model, path, max_tokens, tokenize=True, **kw):
 
 def test_gb18030_medical_csv(tmp_path, tiny_model):
     path = DATA / "zh_medical_dialogue_im_raw_gb18030.csv"
-    stats, clean, changes = run_stages(tmp_path, tiny_model, path, 4096, tokenize=False, encoding="gb18030",
-                                       columns={**COLUMNS, "question": "ask"})
+    stats, clean, changes = run_stages(
+        tmp_path, tiny_model, path, 4096, tokenize=False, encoding="gb18030", columns={**COLUMNS, "question": "ask"}
+    )
     assert stats["file"] == {"file_format": "csv", "encoding": "gb18030", "delimiter": ",", "quoting": "minimal"}
     assert stats["rows_in"] == 7644 and stats["rejected_by_reason"].get("duplicate") == 396
     assert set(stats["rejected_by_reason"]) <= {"duplicate", "prompt_too_long"}
@@ -56,7 +73,10 @@ def test_gb18030_medical_csv(tmp_path, tiny_model):
         start = reader.line_num + 1
     for row in clean:  # every kept row: exactly the file's cells, department and title carried as meta
         rec = records[row["line"]]
-        assert row["messages"] == [{"role": "user", "content": rec["ask"]}, {"role": "assistant", "content": rec["answer"]}]
+        assert row["messages"] == [
+            {"role": "user", "content": rec["ask"]},
+            {"role": "assistant", "content": rec["answer"]},
+        ]
         assert row["meta"] == {"department": rec["department"], "title": rec["title"]}
     assert sum("，" in r["messages"][1]["content"] for r in clean) > 0.9 * len(clean)  # full-width punctuation kept
 

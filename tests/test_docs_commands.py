@@ -38,13 +38,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import example, given, settings, strategies as st
+from doc_commands import (
+    doc_commands,
+    fenced_code,
+    snakemake_args,
+    split_and,
+    swallowed_targets,
+    with_dry_run,
+    workflow_rules,
+)
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from packaging.requirements import Requirement
 
-from conftest import REPO
-from doc_commands import (doc_commands, fenced_code, snakemake_args, split_and, swallowed_targets, with_dry_run,
-                          workflow_rules)
-from test_workflow import tiny_config, write_config
+from helpers import REPO, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -54,13 +61,14 @@ WORKFLOW_RULES = workflow_rules(REPO)
 V = r"(?:\.venv/bin/)?"
 EXCLUDED = {
     rf"^{V}python -m pytest\b": "the test suite itself: CI runs it; running it from inside the suite would recurse",
-    rf"^{V}python benchmarks/": "benchmarks read a finished default run on the real base model and take minutes to hours",
     r"\bollama (create|run)\b": "needs Ollama and an exported run (`<run>` stands for a run name)",
-    r"^loraflow init$": "names the subcommand in prose; the full command `loraflow init mydata.csv -o mydata.yaml` is covered",
+    r"^loraflow init$": (
+        "names the subcommand in prose; the full command `loraflow init mydata.csv -o mydata.yaml` is covered"
+    ),
 }
 KINDS = [  # (pattern, kind) on one part of a command (`a && b` has two), first match wins
     (r"^(\w+=\S+ )*bash scripts/setup_env\.sh$", "setup"),
-    (r"^bash scripts/gpu_check\.sh$", "script"),  # a GPU job beside LLaMA-Factory: tests/test_gpu_check.py
+    (r"^bash scripts/gpu_check\.sh$", "script"),  # needs a CUDA GPU; its CPU smoke run: tests/test_gpu_check.py
     (rf"^{V}(python -m )?pip install ", "pip"),
     (rf"^{V}snakemake .*--report\b", "finished"),
     (rf"^{V}loraflow (status|runs|best)\b", "finished"),
@@ -71,13 +79,24 @@ KINDS = [  # (pattern, kind) on one part of a command (`a && b` has two), first 
     (r"^export \w+=", "env"),
 ]
 REQUIRED = {  # the commands the docs must show and this test must run
-    "set-up": (r"bash scripts/setup_env\.sh", "setup"), "default run": (r"^snakemake --cores 1 --resources gpu=1$", "dry"),
-    "export": (r"^snakemake export\b", "dry"), "report": (r"^snakemake --report report\.html$", "finished"),
-    "status": (r"^loraflow status\b", "finished"), "runs": (r"^loraflow runs\b", "finished"),
-    "best": (r"^loraflow best\b", "finished"), "module": (r"^snakemake lf_all\b", "dry"),
+    "set-up": (r"bash scripts/setup_env\.sh", "setup"),
+    "default run": (r"^snakemake --cores 1 --resources gpu=1$", "dry"),
+    "export": (r"^snakemake export\b", "dry"),
+    "report": (r"^snakemake --report report\.html$", "finished"),
+    "status": (r"^loraflow status\b", "finished"),
+    "runs": (r"^loraflow runs\b", "finished"),
+    "best": (r"^loraflow best\b", "finished"),
+    "module": (r"^snakemake lf_all\b", "dry"),
     "Slurm profile": (r"^snakemake --profile profiles/slurm$", "dry"),
 }
-LINKED = ("Snakefile", "workflow", "profiles", "config", "scripts", ".venv")  # what a command run at the repository root sees
+LINKED = (
+    "Snakefile",
+    "workflow",
+    "profiles",
+    "config",
+    "scripts",
+    ".venv",
+)  # what a command run at the repository root sees
 
 
 def pyproject() -> dict:
@@ -137,8 +156,12 @@ def link_repo(d: Path) -> Path:
 
 
 def write_csv(path: Path) -> None:
-    rows = [("What does the X1 cost?", "The X1 costs $129."), ("How long is the warranty?", "Two years."),
-            ("Which colours?", "Red and blue."), ("Return window?", "30 days.")] * 5
+    rows = [
+        ("What does the X1 cost?", "The X1 costs $129."),
+        ("How long is the warranty?", "Two years."),
+        ("Which colours?", "Red and blue."),
+        ("Return window?", "30 days."),
+    ] * 5
     path.write_text("question,answer\n" + "".join(f'"{q}","{a}"\n' for q, a in rows), encoding="utf-8")
 
 
@@ -180,8 +203,11 @@ def test_every_docs_command_is_covered_or_excluded():
     gone = [pattern for pattern in EXCLUDED if not any(re.search(pattern, c.text) for c in COMMANDS)]
     assert not gone, f"EXCLUDED entries that match no docs command any more (remove them): {gone}"
     covered = {(p, k) for c in COMMANDS for p, k in parts(c)}
-    missing = [what for what, (pattern, k) in REQUIRED.items()
-               if not any(k == got and re.search(pattern, re.sub(r"(^|\s)\.venv/bin/", r"\1", p)) for p, got in covered)]
+    missing = [
+        what
+        for what, (pattern, k) in REQUIRED.items()
+        if not any(k == got and re.search(pattern, re.sub(r"(^|\s)\.venv/bin/", r"\1", p)) for p, got in covered)
+    ]
     assert not missing, f"the docs no longer show (or this test no longer runs) the {missing} command"
     for c in COMMANDS:
         if c.text.startswith("export "):
@@ -209,11 +235,21 @@ def test_no_docs_command_puts_a_target_after_a_name_value_option():
 
 
 RULES = st.sampled_from(sorted(WORKFLOW_RULES | {"lf_all", "results/comparison.md"}))
-SEVERAL = st.sampled_from([["--resources", "gpu=1"], ["--resources", "gpu=1", "mem_mb=100"], ["--config", "seed=1"],
-                           ["--set-threads", "train=2"], ["--default-resources", "mem_mb=100"], ["--configfile", "c.yaml"],
-                           ["--quiet", "rules"], ["--forcerun", "track"]])
-SINGLE = st.sampled_from([["--cores", "1"], ["-n"], ["-p"], ["--report", "r.html"], ["--profile", "profiles/slurm"],
-                         ["--directory", "d"]])
+SEVERAL = st.sampled_from(
+    [
+        ["--resources", "gpu=1"],
+        ["--resources", "gpu=1", "mem_mb=100"],
+        ["--config", "seed=1"],
+        ["--set-threads", "train=2"],
+        ["--default-resources", "mem_mb=100"],
+        ["--configfile", "c.yaml"],
+        ["--quiet", "rules"],
+        ["--forcerun", "track"],
+    ]
+)
+SINGLE = st.sampled_from(
+    [["--cores", "1"], ["-n"], ["-p"], ["--report", "r.html"], ["--profile", "profiles/slurm"], ["--directory", "d"]]
+)
 OPTIONS = st.lists(st.one_of(SEVERAL, SINGLE), max_size=3)
 
 
@@ -246,11 +282,16 @@ def test_the_setup_script_is_valid_and_names_only_what_exists():
     for cmd in COMMANDS:  # every variable the docs set for the script is one it reads
         for part, k in parts(cmd):
             for name in re.findall(r"(\w+)=\S+ (?=.*setup_env)", part) if k == "setup" else []:
-                assert f"${{{name}" in script or f"${name}" in script, f"{cmd.source}: setup_env.sh does not read {name}"
+                assert f"${{{name}" in script or f"${name}" in script, (
+                    f"{cmd.source}: setup_env.sh does not read {name}"
+                )
 
 
 def requirements() -> dict[str, Requirement]:
-    reqs = [*pyproject()["project"]["dependencies"], *(r for rs in pyproject()["project"]["optional-dependencies"].values() for r in rs)]
+    reqs = [
+        *pyproject()["project"]["dependencies"],
+        *(r for rs in pyproject()["project"]["optional-dependencies"].values() for r in rs),
+    ]
     return {Requirement(r).name.lower(): Requirement(r) for r in reqs}
 
 
@@ -260,27 +301,41 @@ def test_pip_commands_name_extras_and_packages_that_exist(part, cmd):
 
     script = SETUP_SCRIPT.read_text(encoding="utf-8")
     torch_pin = Requirement(re.search(r"TORCH_SPEC:-([^}]+)\}", script).group(1))
-    no_deps = {w for line in script.splitlines() if "--no-deps" in line for w in line.split() if re.fullmatch(r"[a-z][\w.-]+", w)}
+    no_deps = {
+        w
+        for line in script.splitlines()
+        if "--no-deps" in line
+        for w in line.split()
+        if re.fullmatch(r"[a-z][\w.-]+", w)
+    }
     words = shlex.split(part)
     skip_next = False
-    for word in words[words.index("install") + 1:]:
+    for word in words[words.index("install") + 1 :]:
         if skip_next or word.startswith("-"):
             skip_next = word in ("--index-url", "-i", "--extra-index-url")
             continue
         req = Requirement(re.sub(r"^\.(?=\[)", "loraflow", word))  # `.[test]`: this project with extras
         if req.name == "loraflow":
-            assert req.extras <= set(pyproject()["project"]["optional-dependencies"]), f"{cmd.source}: extras {req.extras}"
+            assert req.extras <= set(pyproject()["project"]["optional-dependencies"]), (
+                f"{cmd.source}: extras {req.extras}"
+            )
         elif req.name.lower() in requirements():
             if req.specifier:  # a pin: the set-up's, and one loraflow's own requirement allows
                 assert str(req) == str(torch_pin), f"{cmd.source}: {word} but setup_env.sh installs {torch_pin}"
                 pinned = next(iter(req.specifier)).version
-                assert requirements()[req.name.lower()].specifier.contains(pinned), f"{cmd.source}: {word} vs pyproject.toml"
+                assert requirements()[req.name.lower()].specifier.contains(pinned), (
+                    f"{cmd.source}: {word} vs pyproject.toml"
+                )
         else:
-            assert req.name in no_deps and version(req.name), f"{cmd.source}: {word} is neither a requirement nor a set-up wheel"
+            assert req.name in no_deps and version(req.name), (
+                f"{cmd.source}: {word} is neither a requirement nor a set-up wheel"
+            )
 
 
 def planned(out: str) -> dict[str, int]:
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, flags=re.M) if m.group(1) != "total"}
+    return {
+        m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, flags=re.M) if m.group(1) != "total"
+    }
 
 
 @pytest.mark.parametrize("part, cmd", unique({"dry"}))
@@ -321,7 +376,9 @@ def test_commands_on_a_finished_sweep(part, cmd, finished):
         assert html.lstrip().lower().startswith("<!doctype html") and "comparison" in html.lower(), name
     elif command[1] == "status":
         lines = out.strip().splitlines()
-        assert {line.split()[0]: line.split()[1] for line in lines[:-1]} == {"r2_a8_qv": "done", "r4_a8_qv": "done"}, out
+        assert {line.split()[0]: line.split()[1] for line in lines[:-1]} == {"r2_a8_qv": "done", "r4_a8_qv": "done"}, (
+            out
+        )
         assert lines[-1].startswith("sweep: 2 done"), out
     elif command[1] == "runs":
         rows = {line.split()[0]: line for line in out.splitlines()[1:]}
@@ -340,7 +397,9 @@ def test_commands_that_run_as_written(part, cmd, project, tmp_path):
     else:  # the retention set, one JSON item a line, as many as the README says
         proc = shell(project, part)
         items = [json.loads(line) for line in ok(proc, part) and proc.stdout.splitlines()]
-        stated = re.search(r"([\d,]+) generated\s+general\s+questions", (REPO / "README.md").read_text(encoding="utf-8"))
+        stated = re.search(
+            r"([\d,]+) generated\s+general\s+questions", (REPO / "README.md").read_text(encoding="utf-8")
+        )
         assert len(items) == int(stated.group(1).replace(",", "")) and all(item["prompt"] for item in items)
 
 

@@ -10,15 +10,26 @@ import bz2
 import csv
 import gzip
 import json
-from pathlib import Path
 
 from hypothesis import event, given, seed, settings
 from hypothesis import strategies as st
 
+from helpers import (
+    COLUMNS,
+    PROPS,
+    RECORDS,
+    SEED,
+    write_delimited,
+    write_json,
+    write_plain_tsv,
+)
+from helpers import (
+    write_jsonl as jsonl_text,
+)
 from loraflow.data.clean import clean_rows
 from loraflow.data.readers import DataError, iter_raw_rows
+from loraflow.data.settings import CleanSettings
 from loraflow.io import read_jsonl, write_jsonl
-from test_readers_props import COLUMNS, PROPS, RECORDS, SEED, write_delimited, write_json, write_jsonl as jsonl_text, write_plain_tsv
 
 FORMATS = ["jsonl", "json", "csv", "tsv", "plain.tsv", "parquet", "jsonl.gz", "csv.bz2"]
 
@@ -59,27 +70,52 @@ def mutation(draw, data: bytes, other: bytes) -> bytes:
     if kind == "truncate":
         return data[:at]
     if kind == "flip" and n:
-        return data[:at] + bytes([data[at] ^ (1 << draw(st.integers(0, 7)))]) + data[at + 1:]
+        return data[:at] + bytes([data[at] ^ (1 << draw(st.integers(0, 7)))]) + data[at + 1 :]
     if kind == "insert":
-        piece = draw(st.sampled_from([b'"', b"\t", b",", b"\n", b"\r", b"\x00", b"\xff", b"\xc3", b"{", b"]", b"\\", b"\xef\xbb\xbf",
-                                      b"\xed\xa0\x80", b'\\ud800', b"PAR1"]) | st.binary(min_size=1, max_size=4))
+        piece = draw(
+            st.sampled_from(
+                [
+                    b'"',
+                    b"\t",
+                    b",",
+                    b"\n",
+                    b"\r",
+                    b"\x00",
+                    b"\xff",
+                    b"\xc3",
+                    b"{",
+                    b"]",
+                    b"\\",
+                    b"\xef\xbb\xbf",
+                    b"\xed\xa0\x80",
+                    b"\\ud800",
+                    b"PAR1",
+                ]
+            )
+            | st.binary(min_size=1, max_size=4)
+        )
         return data[:at] + piece + data[at:]
     if kind == "delete":
-        return data[:at] + data[at + draw(st.integers(1, 8)):]
+        return data[:at] + data[at + draw(st.integers(1, 8)) :]
     if kind == "double_line":
         lines = data.split(b"\n")
         i = draw(st.integers(0, len(lines) - 1))
         return b"\n".join(lines[: i + 1] + lines[i:])
     if kind == "splice":
-        return data[:at] + other[draw(st.integers(0, max(len(other) - 1, 0))):]
+        return data[:at] + other[draw(st.integers(0, max(len(other) - 1, 0))) :]
     return data
 
 
 @seed(SEED)
 @settings(PROPS, max_examples=1000)
-@given(records=RECORDS, fmt=st.sampled_from(FORMATS), other_fmt=st.sampled_from(FORMATS),
-       encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "gb18030"]), on_bad_row=st.sampled_from(["error", "reject"]),
-       data=st.data())
+@given(
+    records=RECORDS,
+    fmt=st.sampled_from(FORMATS),
+    other_fmt=st.sampled_from(FORMATS),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "gb18030"]),
+    on_bad_row=st.sampled_from(["error", "reject"]),
+    data=st.data(),
+)
 def test_mutated_files_never_crash_or_lose_rows(tmp_path_factory, records, fmt, other_fmt, encoding, on_bad_row, data):
     d = tmp_path_factory.mktemp("fuzz")
     raw = data.draw(mutation(base_file(records, fmt, encoding), base_file(records[::-1], other_fmt, "utf-8")))
@@ -92,7 +128,9 @@ def test_mutated_files_never_crash_or_lose_rows(tmp_path_factory, records, fmt, 
             expected = [r for r in expected if any(v.strip() for v in r.values())]
         assert [r.data for r in iter_raw_rows(str(path), **kw)] == expected
     try:
-        clean, rejected, stats, _ = clean_rows(iter_raw_rows(str(path), **kw), str(path), COLUMNS, on_bad_row=on_bad_row, dedup="none")
+        clean, rejected, stats, _ = clean_rows(
+            iter_raw_rows(str(path), **kw), str(path), COLUMNS, on_bad_row, CleanSettings(dedup="none")
+        )
     except DataError as err:
         event(f"{fmt}: DataError {str(err).split(': ', 2)[1][:30]}")
         message = str(err)

@@ -21,8 +21,13 @@ def test_builtin_gguf_converts_to_a_working_safetensors_model(tmp_path):
     assert json.loads((out / "loraflow_source.json").read_text())["gguf_file"].endswith(".gguf")
     tok = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out, use_safetensors=True)
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.no_grad():
         gen = model.generate(**ids, max_new_tokens=12, do_sample=False)
-    answer = tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tok.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer  # a real pretrained instruct model, not random weights

@@ -1,15 +1,20 @@
-"""scripts/gpu_check.sh is meant for a GPU machine; its --cpu-smoke path runs the same three steps
-(default pipeline in bf16, a 2-point sweep of a Qwen2.5-shaped model, the MFU benchmark) with 2-layer
-models on the CPU, so the script cannot rot unnoticed."""
+"""scripts/gpu_check.{sh,py}, the GPU check a user runs on a CUDA machine: the default pipeline in bf16, a
+2-point sweep of a Qwen2.5-shaped model and the MFU benchmark. On a CPU its logic is tested directly and its
+--cpu-smoke path runs the steps end to end with 2-layer models, so the script cannot rot unnoticed; on a
+CUDA machine the MFU step runs for real."""
 
 import importlib.util
 import json
 import os
 import subprocess
+import sys
 
 import pytest
+import torch
 
-from conftest import REPO
+from helpers import REPO
+
+CUDA = torch.cuda.is_available()
 
 
 def gpu_check_module():
@@ -19,23 +24,34 @@ def gpu_check_module():
     return module
 
 
+def run_wrapper(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    python = os.environ.get("PYTHON", str(REPO / ".venv" / "bin" / "python"))
+    env = {**os.environ, "PYTHON": python if os.path.exists(python) else sys.executable}
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu_check.sh"), "--out", str(tmp_path / "out"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+
+
 @pytest.mark.slow
 def test_gpu_check_cpu_smoke_runs_the_default_pipeline_and_mfu(tmp_path):
     """The shell wrapper, step 1 (a real Snakemake run in bf16) and step 3, end to end."""
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": os.environ.get("PYTHON", str(REPO / ".venv" / "bin" / "python"))}
-    if not os.path.exists(env["PYTHON"]):
-        import sys
-
-        env["PYTHON"] = sys.executable
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--cpu-smoke", "--steps", "default,mfu", "--work", str(tmp_path / "work"),
-                           "--budget-s", "900"], capture_output=True, text=True, env=env)
+    proc = run_wrapper(
+        tmp_path, "--cpu-smoke", "--steps", "default,mfu", "--work", str(tmp_path / "work"), "--budget-s", "1800"
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert report["smoke"] and {report[s]["status"] for s in ("default", "mfu")} == {"ok"} and "sweep" not in report
     for step, runs in (("default", {"r4_a16_qv"}),):
         assert set(report[step]["runs"]) == runs and report[step]["base_eval_precision"] == "bf16"
         for run in report[step]["runs"].values():
-            assert run["train_precision"] == run["eval_precision"] == "bf16" and run["tokens_per_s"] > 0 and run["peak_memory_mb"] > 0
+            assert (
+                run["train_precision"] == run["eval_precision"] == "bf16"
+                and run["tokens_per_s"] > 0
+                and run["peak_memory_mb"] > 0
+            )
             assert run["preflight_est_memory_mb"] > 0
         merged = [r for r in report[step]["runs"].values() if "merge_passed" in r]
         assert merged and all(r["merge_passed"] and r["merge_precision"] == "bf16" for r in merged)
@@ -45,80 +61,126 @@ def test_gpu_check_cpu_smoke_runs_the_default_pipeline_and_mfu(tmp_path):
     assert (tmp_path / "out" / "default_comparison.md").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not CUDA, reason="no CUDA device: the MFU step is run on a GPU")
+def test_gpu_check_mfu_step_on_the_gpu(tmp_path):
+    proc = run_wrapper(tmp_path, "--steps", "mfu", "--budget-s", "300")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert report["environment"]["gpu"] == torch.cuda.get_device_name() and report["mfu"]["status"] == "ok"
+    for m in report["mfu"]["results"]:
+        assert (
+            m["device"].startswith("cuda")
+            and m["dtype"] == "torch.bfloat16"
+            and m["tokens_per_s"] > 0
+            and m["peak_memory_gb"] > 0
+        )
+
+
+@pytest.mark.skipif(CUDA, reason="checks what happens where there is no CUDA device")
+def test_gpu_check_without_a_gpu_stops_and_says_how_to_try_it(tmp_path):
+    proc = run_wrapper(tmp_path, "--steps", "mfu")
+    assert proc.returncode != 0
+    assert "no CUDA device visible to torch (use --cpu-smoke" in proc.stdout + proc.stderr
+    assert not (tmp_path / "out" / "gpu_check.json").exists()  # nothing ran
+
+
+def test_gpu_check_shares_its_budget_among_the_steps_asked_for():
+    gc = gpu_check_module()
+    ends = gc.deadlines(["default", "sweep", "mfu"], 100.0, 1000.0)
+    assert list(ends) == ["default", "sweep", "mfu"] and ends["mfu"] == pytest.approx(1100.0)
+    assert ends["default"] == pytest.approx(100 + 1000 * gc.SHARE["default"])
+    ends = gc.deadlines(["mfu", "default"], 0.0, 900.0)  # run in the fixed order; the shares are renormalised
+    assert list(ends) == ["default", "mfu"] and ends["mfu"] == pytest.approx(900.0)
+    assert ends["default"] == pytest.approx(900 * gc.SHARE["default"] / (gc.SHARE["default"] + gc.SHARE["mfu"]))
+    for bad in (["peer"], [""], []):
+        with pytest.raises(SystemExit, match="--steps takes"):
+            gc.deadlines(bad, 0.0, 60.0)
+
+
+def test_gpu_check_fails_on_a_failed_step_or_merge_check():
+    gc = gpu_check_module()
+    ok_run = {"merge_passed": True}
+    report = {"default": {"status": "ok", "runs": {"r4": ok_run, "r8": {}}}, "mfu": {"status": "ok"}}
+    assert gc.failures(report) == []
+    report["sweep"] = {"status": "timed out", "runs": {"r8": {"merge_passed": False}}}
+    report["mfu"] = {"status": "exit 1: CUDA out of memory"}
+    assert gc.failures(report) == ["sweep", "mfu", "sweep/r8 merge"]
+
+
+def test_gpu_check_collects_the_figures_of_a_finished_run(tmp_path):
+    run = tmp_path / "runs" / "r8_a16_qv"
+    run.mkdir(parents=True)
+    (run / "train_stats.json").write_text(
+        json.dumps(
+            {
+                "precision": "bf16",
+                "tokens_per_s": 1234.56,
+                "train_time_s": 12.34,
+                "peak_memory_mb": 900.4,
+                "preflight_est_memory_mb": 950.0,
+            }
+        )
+    )
+    (run / "eval.json").write_text(
+        json.dumps({"precision": "bf16", "eval_loss": 1.23456, "rougeL": 30.123, "generation_tokens_per_s": 88.88})
+    )
+    (run / "merge_check.json").write_text(json.dumps({"passed": False, "precision": "bf16", "max_abs_logit_diff": 0.5}))
+    (tmp_path / "runs" / "r16_a16_qv").mkdir()  # not trained (yet)
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "eval.json").write_text(json.dumps({"precision": "bf16"}))
+    got = gpu_check_module().collect(tmp_path)
+    assert got["base_eval_precision"] == "bf16" and got["runs"]["r16_a16_qv"] == {}
+    row = got["runs"]["r8_a16_qv"]
+    assert (row["tokens_per_s"], row["peak_memory_mb"], row["test_loss"], row["rougeL"]) == (1234.6, 900, 1.2346, 30.12)
+    assert (
+        row["merge_passed"] is False and row["merge_fp32_max_abs_diff"] == 0.5 and row["merge_deploy_tolerance"] is None
+    )
+
+
+def test_gpu_check_default_step_runs_config_yaml_in_bf16(tmp_path, monkeypatch):
+    """Step 1 without running Snakemake: config.yaml with train.precision bf16 on the model it built."""
+    import yaml
+
+    gc = gpu_check_module()
+    seen = {}
+    monkeypatch.setattr(
+        gc,
+        "run_pipeline",
+        lambda name, config, work, out, deadline: seen.update(name=name, config=config) or {"status": "ok"},
+    )
+    result = gc.step_default(tmp_path / "work", tmp_path, True, 0.0)
+    assert seen["name"] == "default" and result["status"] == "ok" and "random weights" in result["model"]
+    config, default = seen["config"], yaml.safe_load((REPO / "config.yaml").read_text())
+    assert config["train"]["precision"] == "bf16" and config["base_model"]["path"] == str(
+        tmp_path / "work" / "smollm2-random"
+    )
+    assert config["grid"]["r"] == [4] and config["grid"]["target_modules"] == default["grid"]["target_modules"]
+    assert json.loads((tmp_path / "work" / "smollm2-random" / "config.json").read_text())["num_hidden_layers"] == 2
+    from loraflow.config import validate_config
+
+    validate_config(json.loads(json.dumps(config)))
+
+
 def test_gpu_check_sweep_step_builds_a_qwen_model_and_a_2_point_bf16_grid(tmp_path, monkeypatch):
     """Step 2 without running Snakemake: the model it builds and the config it runs."""
     gc = gpu_check_module()
     seen = {}
-    monkeypatch.setattr(gc, "run_pipeline", lambda name, config, work, out, deadline: seen.update(name=name, config=config) or {"status": "ok"})
+    monkeypatch.setattr(
+        gc,
+        "run_pipeline",
+        lambda name, config, work, out, deadline: seen.update(name=name, config=config) or {"status": "ok"},
+    )
     assert gc.step_sweep(tmp_path / "work", tmp_path, True, "qwen2.5-0.5b", 0.0)["model"] == "qwen2.5-0.5b"
     config = seen["config"]
     model_config = json.loads((tmp_path / "work" / "qwen2.5-0.5b-random" / "config.json").read_text())
     assert model_config["architectures"] == ["Qwen2ForCausalLM"] and model_config["num_key_value_heads"] == 2
     assert config["base_model"] == {"source": "local", "path": str(tmp_path / "work" / "qwen2.5-0.5b-random")}
-    assert config["grid"]["r"] == [8, 16] and len(config["grid"]["lora_alpha"]) == len(config["grid"]["target_modules"]) == 1
+    assert (
+        config["grid"]["r"] == [8, 16]
+        and len(config["grid"]["lora_alpha"]) == len(config["grid"]["target_modules"]) == 1
+    )
     assert config["train"]["precision"] == "bf16"
     from loraflow.config import validate_config
 
     validate_config(json.loads(json.dumps(config)))  # a valid workflow config (unknown keys are errors)
-
-
-def test_gpu_check_prepare_carries_what_the_gpu_image_lacks():
-    missing = gpu_check_module().missing_packages()
-    assert {"snakemake", "jsonschema", "rouge-score", "nltk"} <= set(missing)
-    assert not {"torch", "transformers", "peft", "pandas", "numpy"} & set(missing)  # in the image already
-    assert not {"datasets", "gguf", "bitsandbytes"} & set(missing)  # optional inputs only
-
-
-def test_gpu_check_peer_pins_llamafactory_at_the_harness_lock(tmp_path):
-    """The peer step's wheels: LLaMA-Factory 0.9.5 and the versions of the harness's lock, not the image's."""
-    lock = tmp_path / "requirements-lock.txt"
-    lock.write_text("# a comment\ntransformers==5.6.0\npeft==0.18.1\naccelerate==1.11.0\ntrl==0.24.0\ndatasets==4.0.0\ndill==0.3.8\n"
-                    "multiprocess==0.70.16\nfire==0.7.1\ntokenizers==0.22.2\nhuggingface_hub==1.33.0\nregex==2026.11.15\nfsspec==2025.3.0\ntermcolor==3.3.0\nomegaconf==2.4.0\nrouge-chinese==1.0.3\njieba==0.42.1\n"
-                    "gradio==5.1.0\n")
-    pins = gpu_check_module().peer_pins(tmp_path)
-    assert pins["llamafactory"] == "0.9.5" and pins["transformers"] == "5.6.0" and pins["rouge-chinese"] == "1.0.3"
-    assert "gradio" not in pins  # the web UI is not carried
-    (tmp_path / "requirements-lock.txt").write_text("transformers==5.6.0\n")
-    with pytest.raises(KeyError):
-        gpu_check_module().peer_pins(tmp_path)  # a package the lock does not pin is an error, not a guess
-
-
-def test_gpu_check_slims_the_pulp_wheel_to_the_linux_x86_64_solver(tmp_path):
-    import zipfile
-
-    whl = tmp_path / "pulp-3.3.2-py3-none-any.whl"
-    names = ["pulp/__init__.py", "pulp/solverdir/cbc/linux/i64/cbc", "pulp/solverdir/cbc/linux/arm64/cbc", "pulp/solverdir/cbc/win/i64/cbc.exe",
-             "pulp/solverdir/cbc/osx/i64/cbc", "pulp-3.3.2.dist-info/RECORD"]
-    with zipfile.ZipFile(whl, "w") as z:
-        for n in names:
-            z.writestr(n, n * 100)
-    gpu_check_module().slim_pulp(tmp_path)
-    with zipfile.ZipFile(whl) as z:
-        assert sorted(z.namelist()) == sorted(["pulp/__init__.py", "pulp/solverdir/cbc/linux/i64/cbc", "pulp-3.3.2.dist-info/RECORD"])
-        assert z.read("pulp/solverdir/cbc/linux/i64/cbc") == b"pulp/solverdir/cbc/linux/i64/cbc" * 100
-
-
-def test_gpu_check_peer_step_runs_the_side_by_side_with_the_carried_llamafactory(tmp_path, monkeypatch):
-    """Step 4 without LLaMA-Factory: skipped where nothing was carried; else the benchmark's command line."""
-    import sys
-
-    gc = gpu_check_module()
-    monkeypatch.setattr(gc, "BUNDLE", tmp_path / "bundle")
-    assert gc.step_peer(tmp_path / "work", tmp_path, True, 0.0)["status"].startswith("skipped")
-    (tmp_path / "bundle" / "peer" / "wheels").mkdir(parents=True)
-    (tmp_path / "work" / "llamafactory-site" / "llamafactory").mkdir(parents=True)  # installed already: no pip
-    monkeypatch.setattr(gc, "default_model", lambda work, smoke: ({"source": "local", "path": "/m/smollm2-random"}, "random SmolLM2"))
-    seen = []
-
-    class Done:
-        returncode, stdout, stderr = 1, "", "boom"
-
-    monkeypatch.setattr(gc.subprocess, "run", lambda cmd, **kw: seen.append(cmd) or Done())
-    result = gc.step_peer(tmp_path / "work", tmp_path, False, 0.0)
-    assert result["status"].startswith("exit 1") and (tmp_path / "peer.log").read_text() == "boom"
-    cmd = seen[0]
-    assert cmd[:2] == [sys.executable, str(REPO / "benchmarks" / "bench_vs_llamafactory.py")]
-    opt = {k: v for k, v in zip(cmd[2:], cmd[3:]) if k.startswith("--")}
-    assert opt["--lf-python"] == sys.executable and opt["--lf-pythonpath"].split(os.pathsep)[0] == str(tmp_path / "work" / "llamafactory-site")
-    assert opt["--base-model-dir"] == "/m/smollm2-random" and opt["--eval-precision"] == "fp32" and opt["--trainer-ref"] == "0"
-    assert opt["--harness"] == str(tmp_path / "bundle" / "peer" / "harness") and opt["--rows"] == "400"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 JOB = """
 import json, os, sys, time
@@ -23,7 +23,12 @@ print(json.dumps({"device": got, "visible": os.environ["CUDA_VISIBLE_DEVICES"], 
 
 
 def spawn(tmp_path, seconds, gpus="2"):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "LORAFLOW_GPU_COUNT": gpus, "LORAFLOW_GPU_LOCK_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "src"),
+        "LORAFLOW_GPU_COUNT": gpus,
+        "LORAFLOW_GPU_LOCK_DIR": str(tmp_path),
+    }
     env.pop("SLURM_JOB_ID", None)
     return subprocess.Popen([sys.executable, "-c", JOB, str(seconds)], env=env, stdout=subprocess.PIPE, text=True)
 
@@ -33,7 +38,7 @@ def test_concurrent_jobs_never_share_a_gpu(tmp_path):
     results = [result(p) for p in procs]
     assert all(r["device"] == [r["visible"]] and r["visible"] in ("0", "1") for r in results)
     for i, a in enumerate(results):
-        for b in results[i + 1:]:
+        for b in results[i + 1 :]:
             overlap = a["start"] < b["end"] and b["start"] < a["end"]
             assert not (overlap and a["device"] == b["device"]), (a, b)
     # with five jobs and two devices, both devices were used
@@ -70,8 +75,8 @@ MULTI = """
 import json, os, subprocess, sys
 from loraflow.train.gpu_slots import claim_gpu
 got = claim_gpu(2, timeout_s=30)
-subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "loraflow.train.distributed",
-                sys.argv[1]], check=True, capture_output=True)
+subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                "-m", "loraflow.train.distributed", sys.argv[1]], check=True, capture_output=True)
 print(json.dumps(got))
 """
 
@@ -82,11 +87,18 @@ def test_a_two_gpu_job_gets_two_free_devices_and_its_ranks_use_one_each(tmp_path
     holder = spawn(tmp_path, 600, gpus="4")
     try:
         assert holder.stdout.readline().strip() == "claimed"
-        env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "LORAFLOW_GPU_COUNT": "4", "LORAFLOW_GPU_LOCK_DIR": str(tmp_path)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO / "src"),
+            "LORAFLOW_GPU_COUNT": "4",
+            "LORAFLOW_GPU_LOCK_DIR": str(tmp_path),
+        }
         env.pop("SLURM_JOB_ID", None)
         out = tmp_path / "ranks"
         out.mkdir()
-        proc = subprocess.run([sys.executable, "-c", MULTI, str(out)], env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", MULTI, str(out)], env=env, capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         claimed = json.loads(proc.stdout.splitlines()[-1])
     finally:

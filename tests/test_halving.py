@@ -9,9 +9,12 @@ import math
 import pandas as pd
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
+from helpers import cut_history, halving_config
+from loraflow.binding import bind
 from loraflow.search.halving import cuts, keep_count, pruned_points, rung_budgets, select, survivors
 
 names = st.text("abcdefgh_0123456789", min_size=1, max_size=8)
@@ -78,8 +81,19 @@ def test_select_history_names_every_pruned_point_once(tmp_path_factory, values, 
 
 # --- a promoted point ends as a straight run ----------------------------------------------------------
 
-ARGS = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], max_steps=12, batch_size=2, eval_every=4,
-            learning_rate=0.01, lora_dropout=0.1, threads=1, seed=5, checkpoint_every=0)
+ARGS = dict(
+    r=4,
+    lora_alpha=8,
+    target_modules=["q_proj", "v_proj"],
+    max_steps=12,
+    batch_size=2,
+    eval_every=4,
+    learning_rate=0.01,
+    lora_dropout=0.1,
+    threads=1,
+    seed=5,
+    checkpoint_every=0,
+)
 
 
 def data_args(tiny_data) -> dict:
@@ -93,17 +107,24 @@ def outputs(out) -> dict:
 
 def test_promoted_point_ends_bit_identical_to_a_straight_run(tiny_data, tmp_path):
     from loraflow.search.halving import train_rung
-    from loraflow.train.loop import train_lora
+    from loraflow.tasks.causal_lm.train import train_lora
 
     args = data_args(tiny_data)
-    straight = train_lora(**args, **outputs(tmp_path / "straight"))
+    straight = train_lora(**bind(train_lora, dict(**args, **outputs(tmp_path / "straight"))))
     # rungs at steps 3 and 6: neither is a validation step of the run, so each piece validates on its own
     r0 = train_rung(3, str(tmp_path / "rung0" / "p"), str(tmp_path / "rung0" / "p.json"), **args)
-    r1 = train_rung(6, str(tmp_path / "rung1" / "p"), str(tmp_path / "rung1" / "p.json"), resume_from=str(tmp_path / "rung0" / "p"),
-                    **{**args, "checkpoint_every": 2, "checkpoint_dir": str(tmp_path / "own")})  # own checkpoints change nothing
+    r1 = train_rung(
+        6,
+        str(tmp_path / "rung1" / "p"),
+        str(tmp_path / "rung1" / "p.json"),
+        resume_from=str(tmp_path / "rung0" / "p"),
+        **{**args, "checkpoint_every": 2, "checkpoint_dir": str(tmp_path / "own")},
+    )  # own checkpoints change nothing
     assert (r0["step"], r1["step"]) == (3, 6) and r0["planned_steps"] == r1["planned_steps"] == 12
     assert r0["tokens_seen"] < r1["tokens_seen"] and math.isfinite(r1["eval_loss"])
-    promoted = train_lora(**args, **outputs(tmp_path / "promoted"), resume_from=str(tmp_path / "rung1" / "p"))
+    promoted = train_lora(
+        **bind(train_lora, dict(**args, **outputs(tmp_path / "promoted"), resume_from=str(tmp_path / "rung1" / "p")))
+    )
 
     a = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "promoted" / "adapter" / "adapter_model.safetensors")
@@ -111,38 +132,39 @@ def test_promoted_point_ends_bit_identical_to_a_straight_run(tiny_data, tmp_path
     log_a = pd.read_csv(tmp_path / "straight" / "log.csv").drop(columns="elapsed_s")
     log_b = pd.read_csv(tmp_path / "promoted" / "log.csv").drop(columns="elapsed_s")
     pd.testing.assert_frame_equal(log_a, log_b)  # the pieces' own validations are not in the log
-    assert promoted["best_eval_loss"] == straight["best_eval_loss"] and promoted["tokens_seen"] == straight["tokens_seen"]
+    assert (
+        promoted["best_eval_loss"] == straight["best_eval_loss"] and promoted["tokens_seen"] == straight["tokens_seen"]
+    )
     assert not (tmp_path / "own").exists()
 
 
 def test_a_checkpoint_of_other_settings_is_refused(tiny_data, tmp_path):
     from loraflow.search.halving import train_rung
-    from loraflow.train.loop import train_lora
+    from loraflow.tasks.causal_lm.train import train_lora
 
     args = data_args(tiny_data)
     train_rung(2, str(tmp_path / "rung0"), str(tmp_path / "rung0.json"), **args)
     with pytest.raises(ValueError, match="other settings or data"):
-        train_lora(**{**args, "learning_rate": 0.02}, **outputs(tmp_path / "other"), resume_from=str(tmp_path / "rung0"))
+        train_lora(
+            **bind(
+                train_lora,
+                dict(
+                    **{**args, "learning_rate": 0.02},
+                    **outputs(tmp_path / "other"),
+                    resume_from=str(tmp_path / "rung0"),
+                ),
+            )
+        )
     assert (tmp_path / "rung0" / "state.json").is_file()  # another job's output: never removed here
 
 
 # --- the workflow -------------------------------------------------------------------------------------
 
 
-def halving_config(model_dir) -> dict:
-    from test_workflow import tiny_config
-
-    config = tiny_config(model_dir)
-    config["grid"]["lora_alpha"] = [8, 16]  # 4 points: cut to 2 at step 2, to 1 at step 4, trained to step 8
-    config["train"].update(max_steps=8, compile=False)
-    config["search"] = {"method": "halving", "eta": 2, "min_steps": 2}
-    return config
-
-
 @pytest.fixture(scope="module")
 def halving_runs(tmp_path_factory, tiny_model):
     """The 4-point halving sweep run to its table with --cores 1 and with --cores 2: {cores: workdir}."""
-    from test_workflow import snakemake, write_config
+    from helpers import snakemake, write_config
 
     dirs = {}
     for cores in (1, 2):
@@ -157,24 +179,19 @@ def table_jobs(workdir) -> dict[str, int]:
     """{rule: count} that a dry run for the table would execute."""
     import re
 
-    from test_workflow import snakemake
+    from helpers import snakemake
 
     out = snakemake(workdir, "results/comparison.md", "-n", "--quiet", "rules").stdout
-    return {m.group(1): int(m.group(2)) for line in out.splitlines()
-            if (m := re.match(r"^(\w+)\s+(\d+)$", line.strip())) and m.group(1) != "total"}
-
-
-def cut_history(workdir) -> dict:
-    history = json.loads((workdir / "results" / "search" / "select1.json").read_text())
-    for rung in history["rungs"]:
-        for result in rung["points"].values():
-            del result["train_time_s"]  # a timing: the only figure allowed to differ
-    return history
+    return {
+        m.group(1): int(m.group(2))
+        for line in out.splitlines()
+        if (m := re.match(r"^(\w+)\s+(\d+)$", line.strip())) and m.group(1) != "total"
+    }
 
 
 @pytest.mark.slow
 def test_plan_before_the_first_cut(tmp_path, tiny_model):
-    from test_workflow import planned_jobs, write_config
+    from helpers import planned_jobs, write_config
 
     write_config(tmp_path, halving_config(tiny_model))
     jobs = planned_jobs(tmp_path)
@@ -188,7 +205,9 @@ def test_cores_1_and_2_keep_the_same_points_and_adapters(halving_runs):
     kept = cut_history(one)["survivors"]
     assert len(kept) == 1
     for workdir in (one, two):
-        trained = sorted(p.parent.parent.name for p in (workdir / "results" / "runs").glob("*/adapter/adapter_model.safetensors"))
+        trained = sorted(
+            p.parent.parent.name for p in (workdir / "results" / "runs").glob("*/adapter/adapter_model.safetensors")
+        )
         assert trained == kept  # pruned points are never trained to the end
     a = load_file(one / "results" / "runs" / kept[0] / "adapter" / "adapter_model.safetensors")
     b = load_file(two / "results" / "runs" / kept[0] / "adapter" / "adapter_model.safetensors")
@@ -219,7 +238,11 @@ def test_halving_figure(halving_runs, tmp_path):
     res = halving_runs[1] / "results"
     history = cut_history(halving_runs[1])
     kept = history["survivors"][0]
-    plot_halving(str(res / "search" / "select1.json"), str(tmp_path / "halving.png"), [str(res / "runs" / kept / "train_stats.json")])
+    plot_halving(
+        str(res / "search" / "select1.json"),
+        str(tmp_path / "halving.png"),
+        [str(res / "runs" / kept / "train_stats.json")],
+    )
     assert (tmp_path / "halving.png").read_bytes()[:4] == b"\x89PNG"
     steps = {name: [s for s, _ in points] for name, points in curves(history).items()}
     assert steps[kept] == [2, 4] and sorted(len(s) for s in steps.values()) == [1, 1, 2, 2]
@@ -229,7 +252,7 @@ def test_halving_figure(halving_runs, tmp_path):
 def test_rerun_and_lost_evidence(halving_runs):
     """Nothing to do on a rerun; a survivor's lost evaluation makes the plan rebuild it and the table, which
     ends as it was."""
-    from test_workflow import snakemake
+    from helpers import snakemake
 
     workdir = halving_runs[2]
     res = workdir / "results"

@@ -12,8 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO
-from test_workflow import SNAKEMAKE, TIMING, planned_jobs, snakemake, tiny_config, write_config
+from helpers import REPO, SNAKEMAKE, TIMING, planned_jobs, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 RUNS = ("r2_a8_qv", "r4_a8_qv")
@@ -24,7 +23,11 @@ NOTHING = "Nothing to be done"
 def table_evidence(res: Path) -> list[Path]:
     """The files the table is built from (its inputs on the tiny sweep)."""
     per_run = ("eval.json", "scores.jsonl", "train_stats.json", "rank_summary.json")
-    return [res / "base/eval.json", res / "base/scores.jsonl", *(res / "runs" / run / name for run in RUNS for name in per_run)]
+    return [
+        res / "base/eval.json",
+        res / "base/scores.jsonl",
+        *(res / "runs" / run / name for run in RUNS for name in per_run),
+    ]
 
 
 def fast_config(model_dir: Path) -> dict:
@@ -98,8 +101,14 @@ def test_a_killed_rerun_is_planned_again_and_ends_in_the_uninterrupted_table(fin
 
 
 # the rule that writes each kind of the table's evidence
-PRODUCER = {"base/eval.json": "evaluate_base", "base/scores.jsonl": "evaluate_base", "eval.json": "evaluate",
-            "scores.jsonl": "evaluate", "train_stats.json": "train", "rank_summary.json": "rank_analysis"}
+PRODUCER = {
+    "base/eval.json": "evaluate_base",
+    "base/scores.jsonl": "evaluate_base",
+    "eval.json": "evaluate",
+    "scores.jsonl": "evaluate",
+    "train_stats.json": "train",
+    "rank_summary.json": "rank_analysis",
+}
 
 
 def test_any_missing_input_of_the_table_is_planned_again(finished, tmp_path):

@@ -38,8 +38,11 @@ def test_updates_along_base_directions_or_small_ones_have_no_intruder(delta):
     """Amplifying an existing direction, a small random update, or none: every top singular vector of
     the tuned weight stays close to one of the base's."""
     w, u, v = base_weight()
-    d = {"aligned": 40 * torch.outer(u[:, 3], v[:, 3]), "small": 1e-3 * torch.randn(16, 16, dtype=torch.float64),
-         "zero": torch.zeros(16, 16, dtype=torch.float64)}[delta]
+    d = {
+        "aligned": 40 * torch.outer(u[:, 3], v[:, 3]),
+        "small": 1e-3 * torch.randn(16, 16, dtype=torch.float64),
+        "zero": torch.zeros(16, 16, dtype=torch.float64),
+    }[delta]
     count, min_cos = count_intruders(w, d, IntruderSettings(top_k=10, threshold=0.5))
     assert count == 0 and min_cos > 0.9
 
@@ -50,8 +53,10 @@ def intruder_adapter(tiny_model, out_dir, scale: float = 100.0) -> str:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
-                           LoraConfig(r=2, lora_alpha=2, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+        LoraConfig(r=2, lora_alpha=2, target_modules=["q_proj", "v_proj"], lora_dropout=0.0),
+    )
     layer = model.base_model.model.model.layers[0].self_attn.q_proj
     u = torch.linalg.svd(layer.base_layer.weight.detach().double()).U
     x = (u[:, :8].sum(dim=1) / 8**0.5).float()
@@ -83,7 +88,9 @@ def test_rank_analysis_counts_the_intruder_where_it_was_put(tiny_model, tmp_path
     assert summary["intruder_modules_analysed"] == len(rows)
     assert "1 intruder dimensions in 1 of" in summary["intruder_note"]
     summary, rows = analyse(str(tmp_path / "adapter"), tiny_model, tmp_path, intruder_top_k=0)
-    assert summary["intruder_note"] == "intruder dimensions not analysed" and all("intruders" not in r for r in rows.values())
+    assert summary["intruder_note"] == "intruder dimensions not analysed" and all(
+        "intruders" not in r for r in rows.values()
+    )
 
 
 def delta(adapter_dir, name: str) -> torch.Tensor:
@@ -103,10 +110,19 @@ def test_reduction_removes_the_intruder_and_lambda_one_keeps_the_update(tiny_mod
     intruder_adapter(tiny_model, parent / "adapter")
     (parent / "train_stats.json").write_text(json.dumps({"r": 2, "steps": 4, "train_time_s": 1.0}))
     out = tmp_path / "runs" / "r2_a2_qv_ri"
-    stats = reduce_intruders(str(tiny_model), str(parent / "adapter"), str(parent / "train_stats.json"), str(out / "adapter"),
-                             str(out / "train_stats.json"), {"top_k": 10, "threshold": 0.5, "mitigation_lambda": mitigation_lambda})
+    stats = reduce_intruders(
+        str(tiny_model),
+        str(parent / "adapter"),
+        str(parent / "train_stats.json"),
+        str(out / "adapter"),
+        str(out / "train_stats.json"),
+        {"top_k": 10, "threshold": 0.5, "mitigation_lambda": mitigation_lambda},
+    )
     assert stats["reduced_from"] == "r2_a2_qv" and stats["intruders_reduced"] == 1 and stats["steps"] == 4
-    assert json.loads((out / "train_stats.json").read_text())["intruder_reduction"]["mitigation_lambda"] == mitigation_lambda
+    assert (
+        json.loads((out / "train_stats.json").read_text())["intruder_reduction"]["mitigation_lambda"]
+        == mitigation_lambda
+    )
     summary, _ = analyse(str(out / "adapter"), tiny_model, tmp_path)
     assert summary["intruders_total"] == left
     name = "model.layers.0.self_attn.q_proj"
@@ -118,7 +134,10 @@ def test_reduction_removes_the_intruder_and_lambda_one_keeps_the_update(tiny_mod
 
 
 def test_reductions_are_runs_of_their_own_named_after_the_parent():
-    runs = {"r4_a8_qv": {"point": "r4_a8_qv", "method": "lora", "r": 4}, "r4_a8_qv_dora": {"point": "r4_a8_qv_dora", "method": "dora", "r": 4}}
+    runs = {
+        "r4_a8_qv": {"point": "r4_a8_qv", "method": "lora", "r": 4},
+        "r4_a8_qv_dora": {"point": "r4_a8_qv_dora", "method": "dora", "r": 4},
+    }
     assert expand_reductions({}, runs) == {}
     out = expand_reductions({"reduce_intruders": {"runs": "all"}}, runs)
     assert out == {"r4_a8_qv_ri": {"point": "r4_a8_qv_ri", "method": "lora+ri", "r": 4, "reduced_from": "r4_a8_qv"}}
@@ -137,7 +156,8 @@ def test_a_reduced_run_reuses_the_trained_adapter_and_gets_a_row(finished_run, t
     import shutil
 
     import pandas as pd
-    from test_workflow import planned_jobs, snakemake, tiny_config, write_config
+
+    from helpers import planned_jobs, snakemake, tiny_config, write_config
 
     first, _ = finished_run
     shutil.copytree(first, tmp_path, dirs_exist_ok=True)
@@ -147,7 +167,8 @@ def test_a_reduced_run_reuses_the_trained_adapter_and_gets_a_row(finished_run, t
     jobs = planned_jobs(tmp_path)
     assert "train" not in jobs and "preflight" not in jobs
     assert {k: jobs.get(k) for k in ("reduce_intruders", "evaluate", "rank_analysis", "table")} == dict.fromkeys(
-        ("reduce_intruders", "evaluate", "rank_analysis", "table"), 1)
+        ("reduce_intruders", "evaluate", "rank_analysis", "table"), 1
+    )
     snakemake(tmp_path, "--cores", "1", "--resources", "gpu=1")
     table = pd.read_csv(tmp_path / "results/comparison.csv").set_index("run")
     assert list(table.index) == ["base", "r2_a8_qv", "r4_a8_qv", "r4_a8_qv_ri"]
@@ -162,9 +183,10 @@ def test_a_reduced_run_reuses_the_trained_adapter_and_gets_a_row(finished_run, t
 def test_the_table_counts_intruders_and_keeps_reductions_out_of_the_grid_effects(tiny_model, tmp_path):
     """The comparison table shows each run's intruder count (from its rank summary); a `<run>_ri` row is
     a row of its own, not a level of the grid's method axis."""
-    from test_table_report import hp, stage_files
-
-    from loraflow.report.table import point_axes, write_comparison
+    from helpers import hp, stage_files
+    from loraflow.report.effects import point_axes
+    from loraflow.report.settings import TableInputs, TableOutputs, TableSettings
+    from loraflow.report.table import write_comparison
 
     runs = {"r2_a2_qv": hp(2, 2.0, 42), "r2_a2_qv_ri": {**hp(2, 2.0, 42, point="r2_a2_qv_ri"), "method": "lora+ri"}}
     files = stage_files(tmp_path, runs, {"r2_a2_qv": 30.0, "r2_a2_qv_ri": 29.0})
@@ -172,10 +194,20 @@ def test_the_table_counts_intruders_and_keeps_reductions_out_of_the_grid_effects
     for name in runs:
         d = tmp_path / "runs" / name
         intruder_adapter(tiny_model, d / "adapter", scale=100.0 if name == "r2_a2_qv" else 0.0)
-        analyse_adapter(str(d / "adapter"), str(d / "rank.csv"), str(d / "rank_summary.json"), str(d / "rank.png"), model_dir=str(tiny_model))
+        analyse_adapter(
+            str(d / "adapter"),
+            str(d / "rank.csv"),
+            str(d / "rank_summary.json"),
+            str(d / "rank.png"),
+            model_dir=str(tiny_model),
+        )
         summaries.append(str(d / "rank_summary.json"))
-    df = write_comparison(str(tmp_path / "base/eval.json"), *files, str(tmp_path / "c.csv"), str(tmp_path / "c.md"), runs,
-                          "rougeL", rank_summaries=summaries)
+    df = write_comparison(
+        TableInputs(str(tmp_path / "base/eval.json"), *files, rank_summaries=summaries),
+        TableOutputs(str(tmp_path / "c.csv"), str(tmp_path / "c.md")),
+        runs,
+        TableSettings("rougeL"),
+    )
     assert df.set_index("run").loc[["r2_a2_qv", "r2_a2_qv_ri"], "intruders"].tolist() == [1, 0]
     assert "`intruders`: singular vectors" in (tmp_path / "c.md").read_text()
     assert set(point_axes(df)) == {"r2_a2_qv"}

@@ -2,7 +2,8 @@
 
 import math
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loraflow.config import expand_grid, validate_config
 from loraflow.search.ladder import LORA_OVER_FULL, RUNGS, auto_rates, ladder, series_value
@@ -19,7 +20,9 @@ def test_auto_makes_the_documented_ladder_with_the_default_full_rate():
 
 
 def test_auto_follows_the_full_fine_tuning_rate_and_skips_method_full():
-    cfg = validate_config({"train": {"learning_rate_full": 1e-4}, "grid": {"method": ["lora", "full"], "learning_rate": "auto"}})
+    cfg = validate_config(
+        {"train": {"learning_rate_full": 1e-4}, "grid": {"method": ["lora", "full"], "learning_rate": "auto"}}
+    )
     runs = expand_grid(cfg)
     assert sorted(hp["learning_rate"] for hp in runs.values() if hp["method"] == "lora") == [0.0003, 0.001, 0.003, 0.01]
     assert [n for n, hp in runs.items() if hp["method"] == "full"] == ["full"]
@@ -55,38 +58,97 @@ def test_each_method_is_compared_at_its_own_best_rate(tmp_path):
     import numpy as np
     import pandas as pd
 
+    from loraflow.report.settings import BootstrapSettings, TableInputs, TableOutputs, TableSettings
     from loraflow.report.table import write_comparison
 
     cfg = validate_config({"grid": {"r": [8], "method": ["lora", "dora"], "learning_rate": [0.0001, 0.001]}})
     runs = expand_grid(cfg)
     val = {"r8_a16_qv_lr0.0001": 30.0, "r8_a16_qv": 45.0, "r8_a16_qv_dora_lr0.0001": 47.0, "r8_a16_qv_dora": 20.0}
     assert set(runs) == set(val)
-    base = {"eval_loss": 2.0, "perplexity": 7.39, "bleu": 5.0, "rouge1": 20.0, "rouge2": 5.0, "rougeL": 18.0, "exact_match": 0.0, "consistency": 40.0}
+    base = {
+        "eval_loss": 2.0,
+        "perplexity": 7.39,
+        "bleu": 5.0,
+        "rouge1": 20.0,
+        "rouge2": 5.0,
+        "rougeL": 18.0,
+        "exact_match": 0.0,
+        "consistency": 40.0,
+    }
     (tmp_path / "base").mkdir()
     (tmp_path / "base/eval.json").write_text(json.dumps(base))
     rows = np.random.default_rng(0).uniform(0, 60, 50)
 
     def scores(shift):
-        return "".join(json.dumps({"split": "test", "id": f"t{i}", "loss_sum": 10.0, "tokens": 10, "rouge1": v, "rouge2": v, "rougeL": v,
-                                   "exact_match": 0.0, "bleu_stats": [10, 10, 5, 3, 2, 1, 10, 9, 8, 7]}) + "\n" for i, v in enumerate(rows + shift))
+        return "".join(
+            json.dumps(
+                {
+                    "split": "test",
+                    "id": f"t{i}",
+                    "loss_sum": 10.0,
+                    "tokens": 10,
+                    "rouge1": v,
+                    "rouge2": v,
+                    "rougeL": v,
+                    "exact_match": 0.0,
+                    "bleu_stats": [10, 10, 5, 3, 2, 1, 10, 9, 8, 7],
+                }
+            )
+            + "\n"
+            for i, v in enumerate(rows + shift)
+        )
 
     (tmp_path / "base/scores.jsonl").write_text(scores(0))
     files = ([], [], [])
     for name, v in val.items():
         d = tmp_path / "runs" / name
         d.mkdir(parents=True)
-        (d / "train_stats.json").write_text(json.dumps({"trainable_params": 1, "trainable_pct": 0.1, "adapter_mb": 0.1, "train_time_s": 1.0,
-                                                        "peak_memory_mb": 1.0, "final_train_loss": 1.0, "best_eval_loss": 1.0}))
-        (d / "eval.json").write_text(json.dumps({**base, "rougeL": float(rows.mean() + v / 10), "val": {**base, "rougeL": v}}))
+        (d / "train_stats.json").write_text(
+            json.dumps(
+                {
+                    "trainable_params": 1,
+                    "trainable_pct": 0.1,
+                    "adapter_mb": 0.1,
+                    "train_time_s": 1.0,
+                    "peak_memory_mb": 1.0,
+                    "final_train_loss": 1.0,
+                    "best_eval_loss": 1.0,
+                }
+            )
+        )
+        (d / "eval.json").write_text(
+            json.dumps({**base, "rougeL": float(rows.mean() + v / 10), "val": {**base, "rougeL": v}})
+        )
         (d / "scores.jsonl").write_text(scores(v / 10))
         for lst, f in zip(files, ("train_stats.json", "eval.json", "scores.jsonl")):
             lst.append(str(d / f))
-    write_comparison(str(tmp_path / "base/eval.json"), files[0], files[1], [], str(tmp_path / "c.csv"), str(tmp_path / "c.md"), runs, "rougeL",
-                     scores=files[2], base_scores=str(tmp_path / "base/scores.jsonl"), bootstrap_samples=300)
+    write_comparison(
+        TableInputs(
+            str(tmp_path / "base/eval.json"),
+            files[0],
+            files[1],
+            scores=files[2],
+            base_scores=str(tmp_path / "base/scores.jsonl"),
+        ),
+        TableOutputs(str(tmp_path / "c.csv"), str(tmp_path / "c.md")),
+        runs,
+        TableSettings("rougeL", BootstrapSettings(bootstrap_samples=300)),
+    )
     table = pd.read_csv(tmp_path / "c.csv").set_index("run")
-    assert table["method_best"].fillna("").to_dict() == {"base": "", "r8_a16_qv_lr0.0001": "", "r8_a16_qv": "best rate for lora",
-                                                         "r8_a16_qv_dora_lr0.0001": "best rate for dora", "r8_a16_qv_dora": ""}
+    assert table["method_best"].fillna("").to_dict() == {
+        "base": "",
+        "r8_a16_qv_lr0.0001": "",
+        "r8_a16_qv": "best rate for lora",
+        "r8_a16_qv_dora_lr0.0001": "best rate for dora",
+        "r8_a16_qv_dora": "",
+    }
     md = (tmp_path / "c.md").read_text()
     section = md.split("## Methods at their best rate")[1].split("\n## ")[0]
-    assert "| lora | r8_a16_qv | 0.001 | 45.00 |" in section and "| dora | r8_a16_qv_dora_lr0.0001 | 0.0001 | 47.00 |" in section
-    assert "**Methods at their best rate** (on validation): lora at lr 0.001 (r8_a16_qv); dora at lr 0.0001 (r8_a16_qv_dora_lr0.0001)." in md
+    assert (
+        "| lora | r8_a16_qv | 0.001 | 45.00 |" in section
+        and "| dora | r8_a16_qv_dora_lr0.0001 | 0.0001 | 47.00 |" in section
+    )
+    assert (
+        "**Methods at their best rate** (on validation): lora at lr 0.001 (r8_a16_qv); dora at lr 0.0001 "
+        "(r8_a16_qv_dora_lr0.0001)." in md
+    )

@@ -7,11 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
-from loraflow.evaluate.run import evaluate_model, load_for_eval
-from loraflow.ship.merge import merge_adapter
-from loraflow.train.preflight import lora_counts, meta_model, preflight_run
+from loraflow.binding import bind
+from loraflow.evaluate.loading import load_for_eval
+from loraflow.evaluate.run import evaluate_model
+from loraflow.evaluate.settings import EvalPaths, EvalSettings
+from loraflow.report.settings import TableInputs, TableOutputs, TableSettings
 from loraflow.report.table import write_comparison
-from loraflow.train.loop import train_lora
+from loraflow.ship.merge import merge_adapter
+from loraflow.ship.settings import MergeSettings
+from loraflow.tasks.causal_lm.train import train_lora
+from loraflow.train.grid_check import PreflightSettings, lora_counts, meta_model
+from loraflow.train.preflight import preflight_run
 
 bnb = pytest.importorskip("bitsandbytes")
 
@@ -20,11 +26,24 @@ bnb = pytest.importorskip("bitsandbytes")
 def model64(tmp_path_factory):
     """The tiny Llama with 64-wide layers: bitsandbytes quantises in blocks of 64 (same tokenizer as
     the session's tiny model, so the tokenised fixture data fits it)."""
-    from conftest import build_tiny_model, synth_corpus
+    from helpers import build_tiny_model, synth_corpus
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny64") / "model", synth_corpus(), hidden_size=64)
-BASE_ARGS = dict(r=4, lora_alpha=8, target_modules="qv", max_steps=12, batch_size=4, eval_every=1,
-                 learning_rate=0.02, learning_rate_full=0.003, lora_dropout=0.0, threads=1, seed=3)
+
+
+BASE_ARGS = dict(
+    r=4,
+    lora_alpha=8,
+    target_modules="qv",
+    max_steps=12,
+    batch_size=4,
+    eval_every=1,
+    learning_rate=0.02,
+    learning_rate_full=0.003,
+    lora_dropout=0.0,
+    threads=1,
+    seed=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +54,22 @@ def trained(tiny_data, model64, tmp_path_factory):
     out = {}
     for method in ("lora", "dora", "rslora", "qlora", "lora_8bit", "full"):
         d = root / method
-        stats = train_lora(str(model64), npz[0], npz[1], str(paths["meta"]), str(d / "adapter"), str(d / "train_log.csv"),
-                           str(d / "train_stats.json"), method=method, **BASE_ARGS)
+        stats = train_lora(
+            **bind(
+                train_lora,
+                dict(
+                    model_dir=str(model64),
+                    train_path=npz[0],
+                    val_path=npz[1],
+                    tokens_meta=str(paths["meta"]),
+                    out_adapter=str(d / "adapter"),
+                    out_log=str(d / "train_log.csv"),
+                    out_stats=str(d / "train_stats.json"),
+                    method=method,
+                    **BASE_ARGS,
+                ),
+            )
+        )
         out[method] = (d, stats)
     return out
 
@@ -65,8 +98,12 @@ def test_dora_trains_magnitude_vectors_and_counts_them(trained, model64):
     weights = load_file(trained["dora"][0] / "adapter" / "adapter_model.safetensors")
     assert any("lora_magnitude_vector" in k for k in weights)
     stats = trained["dora"][1]
-    assert stats["trainable_params"] == trained["lora"][1]["trainable_params"] + 2 * (64 + 32)  # + |W| per output row of q, v
-    assert (stats["trainable_params"], stats["total_params"]) == lora_counts(meta_model(str(model64)), 4, 8, "qv", "dora")
+    assert stats["trainable_params"] == trained["lora"][1]["trainable_params"] + 2 * (
+        64 + 32
+    )  # + |W| per output row of q, v
+    assert (stats["trainable_params"], stats["total_params"]) == lora_counts(
+        meta_model(str(model64)), 4, 8, "qv", "dora"
+    )
 
 
 def test_qlora_quantises_the_base_and_records_the_optimiser(trained, model64):
@@ -94,7 +131,16 @@ def test_full_fine_tuning_saves_a_whole_model_and_trains_every_weight(trained, m
 
 def test_preflight_counts_match_training_for_every_method(trained, model64, tmp_path):
     for method, (_, stats) in trained.items():
-        info = preflight_run(str(model64), str(tmp_path / f"{method}.json"), method, 4, 8.0, "qv", method=method, batch_size=4, max_length=64)
+        info = preflight_run(
+            str(model64),
+            str(tmp_path / f"{method}.json"),
+            method,
+            4,
+            8.0,
+            "qv",
+            method=method,
+            settings=PreflightSettings(batch_size=4, max_length=64),
+        )
         assert info["trainable_params"] == stats["trainable_params"], method
     est = {m: json.loads((tmp_path / f"{m}.json").read_text())["est_peak_train_memory_mb"] for m in trained}
     assert est["qlora"] < est["lora_8bit"] < est["lora"] < est["full"]
@@ -105,22 +151,61 @@ def test_methods_evaluate_merge_and_share_one_table(trained, tiny_data, model64,
     runs, stats, metrics, checks = {}, [], [], []
     for method, (d, _) in trained.items():
         name = "full" if method == "full" else f"r4_a8_qv_{method}"
-        runs[name] = {"point": name, "method": method, "r": None if method == "full" else 4, "lora_alpha": None if method == "full" else 8.0,
-                      "targets": "all" if method == "full" else "qv", "seed": 3}
-        m = evaluate_model(str(model64), str(paths["dir"] / "test.jsonl"), npz[2], str(paths["meta"]), str(d / "eval.json"),
-                           str(d / "gen.jsonl"), adapter_dir=str(d / "adapter"), max_new_tokens=8, consistency_questions=0, threads=1, method=method)
+        runs[name] = {
+            "point": name,
+            "method": method,
+            "r": None if method == "full" else 4,
+            "lora_alpha": None if method == "full" else 8.0,
+            "targets": "all" if method == "full" else "qv",
+            "seed": 3,
+        }
+        m = evaluate_model(
+            EvalPaths(
+                str(model64),
+                str(paths["dir"] / "test.jsonl"),
+                npz[2],
+                str(paths["meta"]),
+                str(d / "eval.json"),
+                str(d / "gen.jsonl"),
+            ),
+            EvalSettings(max_new_tokens=8, consistency_questions=0),
+            adapter_dir=str(d / "adapter"),
+            threads=1,
+            method=method,
+        )
         assert m["method"] == method and m["eval_loss"] > 0
         stats.append(str(d / "train_stats.json"))
         metrics.append(str(d / "eval.json"))
         if method != "full":  # adapters trained on a quantised base merge into the full-precision base
-            check = merge_adapter(str(model64), str(d / "adapter"), str(paths["dir"] / "test.jsonl"), str(tmp_path / name / "merged"),
-                                  str(tmp_path / name / "merge_check.json"), threads=1, speed_tokens=2, method=method)
+            check = merge_adapter(
+                str(model64),
+                str(d / "adapter"),
+                str(paths["dir"] / "test.jsonl"),
+                str(tmp_path / name / "merged"),
+                str(tmp_path / name / "merge_check.json"),
+                MergeSettings(threads=1, speed_tokens=2, method=method),
+            )
             assert check["passed"], (method, check["max_abs_logit_diff"])
             checks.append(str(tmp_path / name / "merge_check.json"))
-    base = evaluate_model(str(model64), str(paths["dir"] / "test.jsonl"), npz[2], str(paths["meta"]), str(tmp_path / "base.json"),
-                          str(tmp_path / "base_gen.jsonl"), max_new_tokens=8, consistency_questions=0, threads=1)
+    base = evaluate_model(
+        EvalPaths(
+            str(model64),
+            str(paths["dir"] / "test.jsonl"),
+            npz[2],
+            str(paths["meta"]),
+            str(tmp_path / "base.json"),
+            str(tmp_path / "base_gen.jsonl"),
+        ),
+        EvalSettings(max_new_tokens=8, consistency_questions=0),
+        threads=1,
+    )
     assert base["method"] is None
-    df = write_comparison(str(tmp_path / "base.json"), stats, metrics, checks, str(tmp_path / "c.csv"), str(tmp_path / "c.md"), runs, "eval_loss")
+    df = write_comparison(
+        TableInputs(str(tmp_path / "base.json"), stats, metrics, checks),
+        TableOutputs(str(tmp_path / "c.csv"), str(tmp_path / "c.md")),
+        runs,
+        TableSettings("eval_loss"),
+    )
     assert list(df["method"].iloc[1:]) == list(trained)
     full = df[df["run"] == "full"].iloc[0]
     assert full["merge_check"] == "n/a" and full["trainable_pct"] == 100 and pd.isna(full["r"])
@@ -130,14 +215,28 @@ def test_methods_evaluate_merge_and_share_one_table(trained, tiny_data, model64,
 
 
 def test_bf16_mixed_precision_trains_close_to_fp32(tiny_data, model64, tmp_path):
-    from loraflow.model.modeling import training_precision
+    from loraflow.model.device import training_precision
 
     paths, npz = tiny_data
     losses = {}
     for precision in ("fp32", "bf16"):
         d = tmp_path / precision
-        stats = train_lora(str(model64), npz[0], npz[1], str(paths["meta"]), str(d / "adapter"), str(d / "log.csv"), str(d / "stats.json"),
-                           precision=precision, **BASE_ARGS)
+        stats = train_lora(
+            **bind(
+                train_lora,
+                dict(
+                    model_dir=str(model64),
+                    train_path=npz[0],
+                    val_path=npz[1],
+                    tokens_meta=str(paths["meta"]),
+                    out_adapter=str(d / "adapter"),
+                    out_log=str(d / "log.csv"),
+                    out_stats=str(d / "stats.json"),
+                    precision=precision,
+                    **BASE_ARGS,
+                ),
+            )
+        )
         assert stats["precision"] == precision
         losses[precision] = stats["best_eval_loss"]
     assert losses["bf16"] == pytest.approx(losses["fp32"], abs=0.05)
@@ -148,14 +247,26 @@ def test_bf16_mixed_precision_trains_close_to_fp32(tiny_data, model64, tmp_path)
 def test_one_lora_config_builder_for_train_preflight_and_classifier(tiny_model, monkeypatch):
     """Training, preflight and the classification task all build their LoraConfig with
     methods.lora_config, where the method flags live."""
-    import loraflow.model.methods as methods
-    from loraflow.tasks.seq_cls.train import lora_classifier
     from transformers import BertConfig, BertForSequenceClassification
 
+    import loraflow.model.methods as methods
+    from loraflow.tasks.seq_cls.train import lora_classifier
+
     model = meta_model(str(tiny_model))
-    for method, flags in (("lora", {}), ("dora", {"use_dora": True}), ("rslora", {"use_rslora": True}), ("qlora", {}), ("lora_8bit", {})):
+    for method, flags in (
+        ("lora", {}),
+        ("dora", {"use_dora": True}),
+        ("rslora", {"use_rslora": True}),
+        ("qlora", {}),
+        ("lora_8bit", {}),
+    ):
         cfg = methods.lora_config(method, 4, 8, "qv", 0.1, model=model)
-        assert cfg.target_modules == {"q_proj", "v_proj"} and cfg.r == 4 and cfg.lora_alpha == 8 and cfg.lora_dropout == 0.1
+        assert (
+            cfg.target_modules == {"q_proj", "v_proj"}
+            and cfg.r == 4
+            and cfg.lora_alpha == 8
+            and cfg.lora_dropout == 0.1
+        )
         assert (cfg.use_dora, cfg.use_rslora) == (flags.get("use_dora", False), flags.get("use_rslora", False))
         assert cfg.bias == "none" and cfg.task_type == "CAUSAL_LM"
     with pytest.raises(ValueError, match="grid.method 'full' trains no adapter"):
@@ -163,10 +274,20 @@ def test_one_lora_config_builder_for_train_preflight_and_classifier(tiny_model, 
 
     built = []
     real = methods.lora_config
-    monkeypatch.setattr(methods, "lora_config", lambda *a, **k: built.append((a[0], k.get("task_type", "CAUSAL_LM"))) or real(*a, **k))
+    monkeypatch.setattr(
+        methods, "lora_config", lambda *a, **k: built.append((a[0], k.get("task_type", "CAUSAL_LM"))) or real(*a, **k)
+    )
     lora_counts(meta_model(str(tiny_model)), 4, 8, "qv", "dora")
     methods.trainable_model(load_for_eval(str(tiny_model), None), "rslora", 4, 8, "qv", 0.0)
-    bert = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                                    intermediate_size=64, num_labels=2))
+    bert = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=50,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=64,
+            num_labels=2,
+        )
+    )
     lora_classifier(bert, 2, 4, "qv", method="dora")
     assert built == [("dora", "CAUSAL_LM"), ("rslora", "CAUSAL_LM"), ("dora", "SEQ_CLS")]

@@ -106,14 +106,14 @@ def test_exact_match_normalisation():
     assert normalize_answer("  The   Answer. ") == "the answer"
     assert normalize_answer("北京。") == "北京"
     pairs = [
-        ("Paris.", "paris"),           # case + trailing period
-        ("ＡＢＣ１２３", "abc123"),     # full-width -> ASCII
-        ("北京。", "北京"),             # trailing Chinese full stop
-        ("是的！", "是的"),             # trailing full-width ! (NFKC -> !)
+        ("Paris.", "paris"),  # case + trailing period
+        ("ＡＢＣ１２３", "abc123"),  # full-width -> ASCII
+        ("北京。", "北京"),  # trailing Chinese full stop
+        ("是的！", "是的"),  # trailing full-width ! (NFKC -> !)
         (" the  answer ", "the answer"),  # whitespace
-        ("Paris", "London"),           # genuinely different
-        ("北京", "南京"),               # genuinely different
-        ("straße", "STRASSE"),         # casefold
+        ("Paris", "London"),  # genuinely different
+        ("北京", "南京"),  # genuinely different
+        ("straße", "STRASSE"),  # casefold
     ]
     hyps, refs = zip(*pairs)
     assert exact_match(list(hyps), list(refs)) == pytest.approx(100 * 6 / 8)

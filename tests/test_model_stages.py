@@ -7,11 +7,20 @@ import pandas as pd
 import pytest
 import torch
 
-from loraflow.evaluate.run import evaluate_model, generate, load_for_eval
-from loraflow.ship.merge import merge_adapter
-from loraflow.model.modeling import collate, length_grouped_batches, load_causal_lm, supervised_loss
+from loraflow.binding import bind
+from loraflow.evaluate.generation import generate
+from loraflow.evaluate.loading import load_for_eval
+from loraflow.evaluate.run import evaluate_model
+from loraflow.evaluate.settings import EvalPaths, EvalSettings
+from loraflow.model.batching import collate, length_grouped_batches
+from loraflow.model.loading import load_causal_lm
+from loraflow.model.loss import supervised_loss
+from loraflow.report.settings import TableInputs, TableOutputs, TableSettings
 from loraflow.report.table import write_comparison
-from loraflow.train.loop import train_lora
+from loraflow.ship.merge import merge_adapter
+from loraflow.ship.settings import MergeSettings
+from loraflow.tasks.causal_lm.train import train_lora
+
 
 @pytest.fixture(scope="module")
 def prepared(tiny_data):
@@ -20,12 +29,35 @@ def prepared(tiny_data):
 
 
 def train(d, npz, tiny_model, name, **kw):
-    args = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], max_steps=12, batch_size=4, eval_every=4,
-                learning_rate=0.02, lora_dropout=0.0, threads=1, seed=3)
+    args = dict(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj"],
+        max_steps=12,
+        batch_size=4,
+        eval_every=4,
+        learning_rate=0.02,
+        lora_dropout=0.0,
+        threads=1,
+        seed=3,
+    )
     args.update(kw)
     out = d / name
-    stats = train_lora(str(tiny_model), npz[0], npz[1], str(d / "meta.json"), str(out / "adapter"),
-                       str(out / "train_log.csv"), str(out / "train_stats.json"), **args)
+    stats = train_lora(
+        **bind(
+            train_lora,
+            dict(
+                model_dir=str(tiny_model),
+                train_path=npz[0],
+                val_path=npz[1],
+                tokens_meta=str(d / "meta.json"),
+                out_adapter=str(out / "adapter"),
+                out_log=str(out / "train_log.csv"),
+                out_stats=str(out / "train_stats.json"),
+                **args,
+            ),
+        )
+    )
     return out, stats
 
 
@@ -42,7 +74,9 @@ def test_training_learns_and_writes_a_peft_adapter(prepared, tiny_model):
     assert cfg["bias"] == "none" and cfg["task_type"] == "CAUSAL_LM"
     model = PeftModel.from_pretrained(load_causal_lm(str(tiny_model), torch.device("cpu")), out / "adapter")
     trainable = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
-    assert trainable == stats["trainable_params"] == 2 * (4 * 32 + 32 * 4 + 4 * 32 + 16 * 4)  # 2 layers x (q: A 4x32, B 32x4; v: A 4x32, B 16x4)
+    assert (
+        trainable == stats["trainable_params"] == 2 * (4 * 32 + 32 * 4 + 4 * 32 + 16 * 4)
+    )  # 2 layers x (q: A 4x32, B 32x4; v: A 4x32, B 16x4)
     assert stats["supervised_tokens_seen"] > 0 and stats["tokens_per_s"] > 0 and stats["peak_memory_mb"] > 0
 
 
@@ -52,13 +86,18 @@ def test_same_seed_same_adapter(prepared, tiny_model):
     d, npz = prepared
     a, _ = train(d, npz, tiny_model, "seed_a", max_steps=3)
     b, _ = train(d, npz, tiny_model, "seed_b", max_steps=3)
-    wa, wb = load_file(a / "adapter" / "adapter_model.safetensors"), load_file(b / "adapter" / "adapter_model.safetensors")
+    wa, wb = (
+        load_file(a / "adapter" / "adapter_model.safetensors"),
+        load_file(b / "adapter" / "adapter_model.safetensors"),
+    )
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_early_stopping_keeps_the_best_adapter(prepared, tiny_model):
     d, npz = prepared
-    _, stats = train(d, npz, tiny_model, "early", learning_rate=2.0, max_steps=40, eval_every=1, early_stopping_patience=2)
+    _, stats = train(
+        d, npz, tiny_model, "early", learning_rate=2.0, max_steps=40, eval_every=1, early_stopping_patience=2
+    )
     assert stats["steps"] < 40
     assert stats["best_step"] <= stats["steps"] - 2
 
@@ -67,8 +106,10 @@ def test_supervised_loss_matches_transformers_loss(tiny_model):
     model = load_causal_lm(str(tiny_model), torch.device("cpu"))
     import numpy as np
 
-    ex = [(np.arange(3, 15, dtype=np.int32), np.array([0] * 6 + [1] * 6, dtype=np.uint8)),
-          (np.arange(5, 13, dtype=np.int32), np.array([0] * 4 + [1] * 4, dtype=np.uint8))]
+    ex = [
+        (np.arange(3, 15, dtype=np.int32), np.array([0] * 6 + [1] * 6, dtype=np.uint8)),
+        (np.arange(5, 13, dtype=np.int32), np.array([0] * 4 + [1] * 4, dtype=np.uint8)),
+    ]
     batch = collate(ex, pad_id=0, device=torch.device("cpu"))
     total, n = supervised_loss(model, batch)
     labels = batch["input_ids"].masked_fill(~batch["labels_mask"], -100)
@@ -84,7 +125,10 @@ def test_length_grouped_batches_cover_every_example_once():
     batches = length_grouped_batches(lengths, 8, np.random.default_rng(1), group=4)
     flat = sorted(i for b in batches for i in b)
     assert flat == list(range(103))
-    spread = lambda bs: np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in bs])
+
+    def spread(bs):
+        return np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in bs])
+
     random_batches = [list(range(i, min(i + 8, 103))) for i in range(0, 103, 8)]
     assert spread(batches) < 0.5 * spread(random_batches)  # sorted within windows: much less padding
 
@@ -92,21 +136,57 @@ def test_length_grouped_batches_cover_every_example_once():
 def test_evaluate_base_and_adapter_and_merge(prepared, tiny_model):
     d, npz = prepared
     out, _ = train(d, npz, tiny_model, "evalrun", max_steps=30, learning_rate=0.03)
-    base = evaluate_model(str(tiny_model), str(d / "test.jsonl"), npz[2], str(d / "meta.json"), str(d / "base.json"),
-                          str(d / "base_gen.jsonl"), max_new_tokens=12, batch_size=3, threads=1)
-    tuned = evaluate_model(str(tiny_model), str(d / "test.jsonl"), npz[2], str(d / "meta.json"), str(d / "tuned.json"),
-                           str(d / "tuned_gen.jsonl"), adapter_dir=str(out / "adapter"), max_new_tokens=12, batch_size=3, threads=1)
+    base = evaluate_model(
+        EvalPaths(
+            str(tiny_model),
+            str(d / "test.jsonl"),
+            npz[2],
+            str(d / "meta.json"),
+            str(d / "base.json"),
+            str(d / "base_gen.jsonl"),
+        ),
+        EvalSettings(max_new_tokens=12, batch_size=3),
+        threads=1,
+    )
+    tuned = evaluate_model(
+        EvalPaths(
+            str(tiny_model),
+            str(d / "test.jsonl"),
+            npz[2],
+            str(d / "meta.json"),
+            str(d / "tuned.json"),
+            str(d / "tuned_gen.jsonl"),
+        ),
+        EvalSettings(max_new_tokens=12, batch_size=3),
+        adapter_dir=str(out / "adapter"),
+        threads=1,
+    )
     assert tuned["eval_loss"] < base["eval_loss"]
     assert tuned["perplexity"] == pytest.approx(2.718281828 ** tuned["eval_loss"], rel=1e-6)
     assert {"bleu", "rouge1", "rouge2", "rougeL", "exact_match"} <= set(tuned)
-    check = merge_adapter(str(tiny_model), str(out / "adapter"), str(d / "test.jsonl"), str(out / "merged"),
-                          str(out / "merge_check.json"), tolerance=1e-4, threads=1)
+    check = merge_adapter(
+        str(tiny_model),
+        str(out / "adapter"),
+        str(d / "test.jsonl"),
+        str(out / "merged"),
+        str(out / "merge_check.json"),
+        MergeSettings(tolerance=1e-4, threads=1),
+    )
     assert check["passed"] and check["max_abs_logit_diff"] <= 1e-4
     assert not any("lora" in k for k in json.dumps(json.loads((out / "merged" / "config.json").read_text())))
     run_stats = json.loads((out / "train_stats.json").read_text())
     runs = {"r4_a8_qv": {"r": 4, "lora_alpha": 8.0, "targets": "qv"}}
-    df = write_comparison(str(d / "base.json"), [str(out / "train_stats.json")], [str(d / "tuned.json")],
-                          [str(out / "merge_check.json")], str(d / "cmp.csv"), str(d / "cmp.md"), runs, best_metric="eval_loss")
+    df = write_comparison(
+        TableInputs(
+            str(d / "base.json"),
+            [str(out / "train_stats.json")],
+            [str(d / "tuned.json")],
+            [str(out / "merge_check.json")],
+        ),
+        TableOutputs(str(d / "cmp.csv"), str(d / "cmp.md")),
+        runs,
+        TableSettings(best_metric="eval_loss"),
+    )
     assert list(df["run"]) == ["base", "r4_a8_qv"] and df.loc[1, "best"] == "best (eval_loss)"
     assert df.loc[1, "alpha_over_r"] == 2 and df.loc[1, "trainable_params"] == run_stats["trainable_params"]
 
@@ -127,8 +207,14 @@ def test_merge_check_fails_loudly_when_above_tolerance(prepared, tiny_model):
     d, npz = prepared
     out, _ = train(d, npz, tiny_model, "tol", max_steps=5, learning_rate=0.05)
     with pytest.raises(RuntimeError, match="merged model differs"):
-        merge_adapter(str(tiny_model), str(out / "adapter"), str(d / "test.jsonl"), str(out / "merged"),
-                      str(out / "merge_check.json"), tolerance=1e-30, threads=1)
+        merge_adapter(
+            str(tiny_model),
+            str(out / "adapter"),
+            str(d / "test.jsonl"),
+            str(out / "merged"),
+            str(out / "merge_check.json"),
+            MergeSettings(tolerance=1e-30, threads=1),
+        )
     assert not (out / "merged").exists() and not (out / "merge_check.json").exists()
 
 
@@ -137,7 +223,7 @@ def test_prepacked_linears_compute_what_the_plain_ones_do(tiny_model, tmp_path):
 
     from peft import LoraConfig, get_peft_model
 
-    from loraflow.model.modeling import prepack_cpu_linears
+    from loraflow.model.kernels import prepack_cpu_linears
 
     torch.manual_seed(0)
     model_dir = shutil.copytree(tiny_model, tmp_path / "model")  # a file path no other test maps
@@ -146,8 +232,10 @@ def test_prepacked_linears_compute_what_the_plain_ones_do(tiny_model, tmp_path):
         maps = Path("/proc/self/maps")
         return maps.is_file() and str(model_dir / "model.safetensors") in maps.read_text()
 
-    model = get_peft_model(load_causal_lm(str(model_dir), torch.device("cpu"), dtype=torch.float32),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)).eval()
+    model = get_peft_model(
+        load_causal_lm(str(model_dir), torch.device("cpu"), dtype=torch.float32),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0),
+    ).eval()
     for name, p in model.named_parameters():
         if "lora_B" in name:  # a trained-looking adapter: B is zero at initialisation
             torch.nn.init.normal_(p, std=0.05)
@@ -158,7 +246,9 @@ def test_prepacked_linears_compute_what_the_plain_ones_do(tiny_model, tmp_path):
         frozen = [n for n, m in model.named_modules() if type(m) is torch.nn.Linear and "lora_" not in n]
         assert prepack_cpu_linears(model, batch_hint=3) == len(frozen) > 0
         assert not any(type(m) is torch.nn.Linear for n, m in model.named_modules() if "lora_" not in n)
-        assert sum(type(m) is torch.nn.Linear for m in model.modules()) == 2 * 2 * model.config.num_hidden_layers  # lora_A, lora_B kept
+        assert (
+            sum(type(m) is torch.nn.Linear for m in model.modules()) == 2 * 2 * model.config.num_hidden_layers
+        )  # lora_A, lora_B kept
         packed = model(input_ids=ids).logits
     assert packed.shape == plain.shape
     if was_mapped:  # the checkpoint's memory map is released with the weights
@@ -186,7 +276,7 @@ def varied_model_and_batch(prepared, tiny_model):
 def test_cpu_decoding_gives_the_tokens_of_plain_decoding(prepared, tiny_model):
     import copy
 
-    from loraflow.evaluate.run import cpu_decoding, greedy_decode
+    from loraflow.evaluate.generation import cpu_decoding, greedy_decode
 
     tok, enc, plain_model = varied_model_and_batch(prepared, tiny_model)
     fast_model = copy.deepcopy(plain_model)
@@ -196,7 +286,9 @@ def test_cpu_decoding_gives_the_tokens_of_plain_decoding(prepared, tiny_model):
     assert static is True and any(type(m).__name__ == "_PrepackedLinear" for m in fast_model.modules())
     with torch.no_grad():  # no stop tokens: all 16 steps decoded
         plain = greedy_decode(plain_model, enc["input_ids"], enc["attention_mask"], 16, [], tok.pad_token_id)
-        fast = greedy_decode(fast_model, enc["input_ids"], enc["attention_mask"], 16, [], tok.pad_token_id, static_cache=static)
+        fast = greedy_decode(
+            fast_model, enc["input_ids"], enc["attention_mask"], 16, [], tok.pad_token_id, static_cache=static
+        )
     assert plain.shape == (8, 16) and len(set(plain.flatten().tolist())) > 8
     assert torch.equal(fast, plain)
 
@@ -204,19 +296,33 @@ def test_cpu_decoding_gives_the_tokens_of_plain_decoding(prepared, tiny_model):
 def test_stopped_rows_leave_the_batch_with_the_same_tokens(prepared, tiny_model):
     """greedy_decode(drop_finished=True) decodes without the rows that have stopped (batch and KV cache
     shrink); every row's tokens equal those of decoding the full batch to the end, for both caches."""
-    from loraflow.evaluate.run import greedy_decode
+    from loraflow.evaluate.generation import greedy_decode
 
     tok, enc, model = varied_model_and_batch(prepared, tiny_model)
     with torch.no_grad():
         free = greedy_decode(model, enc["input_ids"], enc["attention_mask"], 16, [], tok.pad_token_id).tolist()
-    end = lambda row, t: next((k for k, x in enumerate(row) if x == t), 16)  # the step a row emits t (16: never)
+
+    def end(row, t):  # the step a row emits t (16: never)
+        return next((k for k, x in enumerate(row) if x == t), 16)
+
     stop = max({t for row in free for t in row}, key=lambda t: len({end(row, t) for row in free}))
     ends = [end(row, stop) for row in free]
     assert len(set(ends)) >= 3  # the stop token ends rows at different steps
     for static in (False, True):
         with torch.no_grad():
-            kept, dropped = (greedy_decode(model, enc["input_ids"], enc["attention_mask"], 16, [stop], tok.pad_token_id, static,
-                                           drop_finished=drop).tolist() for drop in (False, True))
+            kept, dropped = (
+                greedy_decode(
+                    model,
+                    enc["input_ids"],
+                    enc["attention_mask"],
+                    16,
+                    [stop],
+                    tok.pad_token_id,
+                    static,
+                    drop_finished=drop,
+                ).tolist()
+                for drop in (False, True)
+            )
         assert dropped == kept
         for row, full, e in zip(dropped, free, ends):  # each row: its free-running tokens up to the stop, then padding
             assert row[: e + 1] == full[: e + 1] and all(t == tok.pad_token_id for t in row[e + 1 :])

@@ -6,7 +6,7 @@ import sys
 
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_another_project_uses_loraflow_as_a_module(tmp_path):
@@ -24,10 +24,30 @@ use rule * from loraflow as lf_*
     config["grid"]["r"] = [2, 4, 8]  # the project's own sweep: three grid points, not .test's two
     config["results_dir"] = "lf_results"
     (tmp_path / "project.yaml").write_text(yaml.safe_dump(config))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(tmp_path / "Snakefile"), "--directory", str(tmp_path),
-                           "-n", "--cores", "1", "--resources", "gpu=1", "--", "lf_all"],
-                          capture_output=True, text=True, env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(tmp_path / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "-n",
+            "--cores",
+            "1",
+            "--resources",
+            "gpu=1",
+            "--",
+            "lf_all",
+        ],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     jobs = dict(re.findall(r"^(lf_\w+)\s+(\d+)$", proc.stdout, flags=re.M))
     assert jobs["lf_train"] == "3" and jobs["lf_evaluate"] == "3" and jobs["lf_table"] == "1" and jobs["lf_all"] == "1"
-    assert "lf_results/runs/r8_a8_qv/adapter" in proc.stdout and "results/runs/" not in proc.stdout.replace("lf_results/runs/", "")
+    assert "lf_results/runs/r8_a8_qv/adapter" in proc.stdout and "results/runs/" not in proc.stdout.replace(
+        "lf_results/runs/", ""
+    )

@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as hs
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from loraflow.report import power as pw
-from loraflow.report import stats as st
 
 Z80 = 1.959963984540054 + 0.8416212335729143  # z_{0.975} + z_{0.80}
 
@@ -21,7 +21,9 @@ def test_mde_is_the_closed_form():
     se = pw.standard_error(d)
     assert se == pytest.approx(np.std(d, ddof=1) / math.sqrt(250))
     assert pw.mde(se) == pytest.approx(Z80 * np.std(d, ddof=1) / math.sqrt(250))
-    assert pw.mde(1.0, pw.PowerSettings(alpha=0.01, power=0.9)) == pytest.approx(2.5758293035489 + 1.2815515655446, abs=1e-9)
+    assert pw.mde(1.0, pw.PowerSettings(alpha=0.01, power=0.9)) == pytest.approx(
+        2.5758293035489 + 1.2815515655446, abs=1e-9
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -64,25 +66,49 @@ def test_influence_of_a_mean_and_of_the_token_weighted_loss():
     a = np.c_[np.array([10.0, 20.0, 60.0]), np.ones(3)]
     assert np.allclose(pw.influence(a), [-20.0, -10.0, 30.0])
     loss = np.c_[np.array([4.0, 2.0]), np.array([2.0, 2.0])]  # NLL sums over 2 tokens each: loss 1.5
-    assert np.allclose(pw.influence(loss), [0.5, -0.5])  # (2 - 1.5) x 2 tokens / 2 tokens a row and pw.influence(loss).mean() == pytest.approx(0.0)
+    assert np.allclose(
+        pw.influence(loss), [0.5, -0.5]
+    )  # (2 - 1.5) x 2 tokens / 2 tokens a row and pw.influence(loss).mean() == pytest.approx(0.0)
 
 
 def test_seeds_needed():
-    assert pw.seeds_needed(1.0, 1.0, 1.0) == math.ceil(Z80 ** 2 * 2)
+    assert pw.seeds_needed(1.0, 1.0, 1.0) == math.ceil(Z80**2 * 2)
     assert pw.seeds_needed(1.0, 1.0, 100.0) == 2 and pw.seeds_needed(math.nan, 1.0, 1.0) is None
 
 
 def _write_scores(path, rows: dict[str, float], groups: dict[str, str] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [{"split": "test", "id": i, "loss_sum": 10.0, "tokens": 10, "rouge1": v, "rouge2": v, "rougeL": v, "exact_match": 0.0,
-              "bleu_stats": [10, 10, 5, 3, 2, 1, 10, 9, 8, 7]} for i, v in rows.items()]
+    lines = [
+        {
+            "split": "test",
+            "id": i,
+            "loss_sum": 10.0,
+            "tokens": 10,
+            "rouge1": v,
+            "rouge2": v,
+            "rougeL": v,
+            "exact_match": 0.0,
+            "bleu_stats": [10, 10, 5, 3, 2, 1, 10, 9, 8, 7],
+        }
+        for i, v in rows.items()
+    ]
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
 
 
 def _table(tmp_path, per_row: dict[str, np.ndarray], test_rows: list[dict] | None = None, **kw):
+    from loraflow.report.settings import BootstrapSettings, TableInputs, TableOutputs, TableSettings
     from loraflow.report.table import write_comparison
 
-    base = {"eval_loss": 2.0, "perplexity": 7.39, "bleu": 5.0, "rouge1": 20.0, "rouge2": 5.0, "rougeL": 18.0, "exact_match": 0.0, "consistency": 40.0}
+    base = {
+        "eval_loss": 2.0,
+        "perplexity": 7.39,
+        "bleu": 5.0,
+        "rouge1": 20.0,
+        "rouge2": 5.0,
+        "rougeL": 18.0,
+        "exact_match": 0.0,
+        "consistency": 40.0,
+    }
     (tmp_path / "base").mkdir(parents=True, exist_ok=True)
     (tmp_path / "base/eval.json").write_text(json.dumps(base))
     n = len(next(iter(per_row.values())))
@@ -91,10 +117,30 @@ def _table(tmp_path, per_row: dict[str, np.ndarray], test_rows: list[dict] | Non
     for k, (name, vals) in enumerate(per_row.items()):
         d = tmp_path / "runs" / name
         _write_scores(d / "scores.jsonl", {f"t{i}": float(v) for i, v in enumerate(vals)})
-        (d / "train_stats.json").write_text(json.dumps({"trainable_params": 1, "trainable_pct": 0.1, "adapter_mb": 0.1, "train_time_s": 1.0,
-                                                        "peak_memory_mb": 1.0, "final_train_loss": 1.0, "best_eval_loss": 1.0}))
-        (d / "eval.json").write_text(json.dumps({**base, "rougeL": float(np.mean(vals)), "val": {**base, "rougeL": 50.0 - k}}))
-        runs[name] = {"r": 4 * (k + 1), "lora_alpha": 8.0, "targets": "qv", "seed": 42, "point": name, "learning_rate": None}
+        (d / "train_stats.json").write_text(
+            json.dumps(
+                {
+                    "trainable_params": 1,
+                    "trainable_pct": 0.1,
+                    "adapter_mb": 0.1,
+                    "train_time_s": 1.0,
+                    "peak_memory_mb": 1.0,
+                    "final_train_loss": 1.0,
+                    "best_eval_loss": 1.0,
+                }
+            )
+        )
+        (d / "eval.json").write_text(
+            json.dumps({**base, "rougeL": float(np.mean(vals)), "val": {**base, "rougeL": 50.0 - k}})
+        )
+        runs[name] = {
+            "r": 4 * (k + 1),
+            "lora_alpha": 8.0,
+            "targets": "qv",
+            "seed": 42,
+            "point": name,
+            "learning_rate": None,
+        }
         files[0].append(str(d / "train_stats.json"))
         files[1].append(str(d / "eval.json"))
         files[2].append(str(d / "scores.jsonl"))
@@ -102,9 +148,20 @@ def _table(tmp_path, per_row: dict[str, np.ndarray], test_rows: list[dict] | Non
     if test_rows is not None:
         rows_path = tmp_path / "test.jsonl"
         rows_path.write_text("".join(json.dumps(r) + "\n" for r in test_rows))
-    return write_comparison(str(tmp_path / "base/eval.json"), files[0], files[1], [], str(tmp_path / "c.csv"), str(tmp_path / "c.md"), runs,
-                            "rougeL", scores=files[2], base_scores=str(tmp_path / "base/scores.jsonl"), bootstrap_samples=1000, seed=3,
-                            test_rows=None if rows_path is None else str(rows_path), **kw)
+    inputs = TableInputs(
+        str(tmp_path / "base/eval.json"),
+        files[0],
+        files[1],
+        scores=files[2],
+        base_scores=str(tmp_path / "base/scores.jsonl"),
+        test_rows=None if rows_path is None else str(rows_path),
+    )
+    return write_comparison(
+        inputs,
+        TableOutputs(str(tmp_path / "c.csv"), str(tmp_path / "c.md")),
+        runs,
+        TableSettings("rougeL", BootstrapSettings(bootstrap_samples=1000, seed=3), **kw),
+    )
 
 
 def test_table_reports_p_best_mde_and_rows_needed(tmp_path):
@@ -141,26 +198,57 @@ def test_table_clusters_rows_that_share_a_group(tmp_path):
 def test_seeds_needed_comes_from_the_spread_across_seeds(tmp_path):
     """Two grid points, two seeds each, close on test: the headline compares the points (mean over
     seeds) and gives the seeds per point that the spread of each point across its seeds calls for."""
+    from loraflow.report.settings import BootstrapSettings, TableInputs, TableOutputs, TableSettings
     from loraflow.report.table import write_comparison
 
     rng = np.random.default_rng(8)
     n = 100
     base = rng.uniform(0, 80, n)
-    per_row = {"r4_a8_qv": base + 1.0, "r4_a8_qv_s1": base + 3.0, "r8_a8_qv": base + 1.5 + rng.normal(0, 3, n), "r8_a8_qv_s1": base + 2.0}
+    per_row = {
+        "r4_a8_qv": base + 1.0,
+        "r4_a8_qv_s1": base + 3.0,
+        "r8_a8_qv": base + 1.5 + rng.normal(0, 3, n),
+        "r8_a8_qv_s1": base + 2.0,
+    }
     _table(tmp_path, per_row)  # the stage files
-    runs = {name: {"r": 4 if name.startswith("r4") else 8, "lora_alpha": 8.0, "targets": "qv", "seed": 1 if name.endswith("_s1") else 42,
-                   "point": name.removesuffix("_s1"), "learning_rate": None} for name in per_row}
-    files = [[str(tmp_path / "runs" / r / f) for r in per_row] for f in ("train_stats.json", "eval.json", "scores.jsonl")]
-    df = write_comparison(str(tmp_path / "base/eval.json"), files[0], files[1], [], str(tmp_path / "c.csv"), str(tmp_path / "c.md"), runs,
-                          "rougeL", str(tmp_path / "p.csv"), scores=files[2], base_scores=str(tmp_path / "base/scores.jsonl"), bootstrap_samples=500)
+    runs = {
+        name: {
+            "r": 4 if name.startswith("r4") else 8,
+            "lora_alpha": 8.0,
+            "targets": "qv",
+            "seed": 1 if name.endswith("_s1") else 42,
+            "point": name.removesuffix("_s1"),
+            "learning_rate": None,
+        }
+        for name in per_row
+    }
+    files = [
+        [str(tmp_path / "runs" / r / f) for r in per_row] for f in ("train_stats.json", "eval.json", "scores.jsonl")
+    ]
+    df = write_comparison(
+        TableInputs(
+            str(tmp_path / "base/eval.json"),
+            files[0],
+            files[1],
+            scores=files[2],
+            base_scores=str(tmp_path / "base/scores.jsonl"),
+        ),
+        TableOutputs(str(tmp_path / "c.csv"), str(tmp_path / "c.md"), str(tmp_path / "p.csv")),
+        runs,
+        TableSettings("rougeL", BootstrapSettings(bootstrap_samples=500)),
+    )
     test = df.set_index("run")["rougeL"]
     mean = {p: test[[p, f"{p}_s1"]].mean() for p in ("r4_a8_qv", "r8_a8_qv")}
     sd = {p: test[[p, f"{p}_s1"]].std(ddof=1) for p in ("r4_a8_qv", "r8_a8_qv")}
     delta = mean["r4_a8_qv"] - mean["r8_a8_qv"]
     md = (tmp_path / "c.md").read_text()
     assert "the top two grid points (mean over seeds) on test, r4_a8_qv and r8_a8_qv" in md and "not separated" in md
-    assert math.ceil(Z80 ** 2 * (sd["r4_a8_qv"] ** 2 + sd["r8_a8_qv"] ** 2) / delta ** 2) == pw.seeds_needed(sd["r4_a8_qv"], sd["r8_a8_qv"], delta)
-    assert f"{pw.seeds_needed(sd['r4_a8_qv'], sd['r8_a8_qv'], delta)} seeds per point from the spread across seeds" in md
+    assert math.ceil(Z80**2 * (sd["r4_a8_qv"] ** 2 + sd["r8_a8_qv"] ** 2) / delta**2) == pw.seeds_needed(
+        sd["r4_a8_qv"], sd["r8_a8_qv"], delta
+    )
+    assert (
+        f"{pw.seeds_needed(sd['r4_a8_qv'], sd['r8_a8_qv'], delta)} seeds per point from the spread across seeds" in md
+    )
     # the row-to-row part: per-row values of a point are the mean over its seeds
     d = (per_row["r4_a8_qv"] + per_row["r4_a8_qv_s1"]) / 2 - (per_row["r8_a8_qv"] + per_row["r8_a8_qv_s1"]) / 2
     assert f"is {Z80 * np.std(d, ddof=1) / math.sqrt(n):.2f} ROUGE-L" in md
@@ -175,15 +263,25 @@ def test_row_groups_from_the_split_rows(tmp_path):
         return str(path)
 
     # the built-in data: rows carry their facts (in meta after the data stages); the same answer is one group
-    builtin = [{"id": "1", "prompt": "What does the X2 cost?", "reference": "The X2 costs $129.", "meta": {"facts": ["129"]}},
-               {"id": "2", "prompt": "How much is the X2?", "reference": "The X2 costs $129.", "meta": {"facts": ["129"]}},
-               {"id": "3", "prompt": "Is the Y1 available in red?", "reference": "The Y1 comes in red.", "meta": {"facts": ["red"]}}]
+    builtin = [
+        {"id": "1", "prompt": "What does the X2 cost?", "reference": "The X2 costs $129.", "meta": {"facts": ["129"]}},
+        {"id": "2", "prompt": "How much is the X2?", "reference": "The X2 costs $129.", "meta": {"facts": ["129"]}},
+        {
+            "id": "3",
+            "prompt": "Is the Y1 available in red?",
+            "reference": "The Y1 comes in red.",
+            "meta": {"facts": ["red"]},
+        },
+    ]
     groups, key = row_groups(split(builtin))
     assert key == "reference" and groups["1"] == groups["2"] != groups["3"]
     assert row_groups(split(builtin), "none") == ({}, None)
     # a user's own group id wins; rows without the named field are groups of their own
-    own = [{"id": "a", "reference": "x", "meta": {"group": "p1", "facts": ["1"]}}, {"id": "b", "reference": "y", "group": "p1"},
-           {"id": "c", "reference": "x"}]
+    own = [
+        {"id": "a", "reference": "x", "meta": {"group": "p1", "facts": ["1"]}},
+        {"id": "b", "reference": "y", "group": "p1"},
+        {"id": "c", "reference": "x"},
+    ]
     groups, key = row_groups(split(own))
     assert key == "group" and groups["a"] == groups["b"] and groups["c"] == "row:c"
     # plain rows: no clusters; a missing file: none either

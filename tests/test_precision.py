@@ -8,11 +8,17 @@ import pytest
 import torch
 
 import loraflow.ship.merge as merge_module
-from loraflow.evaluate.run import evaluate_model, load_for_eval
-from loraflow.ship.merge import merge_adapter
-from loraflow.model.modeling import attention_implementation, compile_training, model_precision, pick_dtype, precision_name, train_weight_dtype, training_precision
+from loraflow.binding import bind
+from loraflow.evaluate.loading import load_for_eval
+from loraflow.evaluate.run import evaluate_model
+from loraflow.evaluate.settings import EvalPaths, EvalSettings
+from loraflow.model.device import model_precision, pick_dtype, precision_name, train_weight_dtype, training_precision
+from loraflow.model.kernels import attention_implementation, compile_training
+from loraflow.report.settings import TableInputs, TableOutputs, TableSettings
 from loraflow.report.table import write_comparison
-from loraflow.train.loop import train_lora
+from loraflow.ship.merge import merge_adapter
+from loraflow.ship.settings import MergeSettings
+from loraflow.tasks.causal_lm.train import train_lora
 
 ARGS = dict(r=4, lora_alpha=8, target_modules="qv", batch_size=4, eval_every=0, lora_dropout=0.0, threads=1, seed=3)
 
@@ -22,15 +28,37 @@ def bf16_run(tiny_data, tmp_path_factory):
     """One adapter trained in bf16 mixed precision (frozen base in bf16), big enough to matter."""
     paths, npz = tiny_data
     d = tmp_path_factory.mktemp("bf16")
-    stats = train_lora(str(paths["model"]), npz[0], npz[1], str(paths["meta"]), str(d / "adapter"), str(d / "train_log.csv"),
-                       str(d / "train_stats.json"), precision="bf16", max_steps=8, learning_rate=0.05, **ARGS)
+    stats = train_lora(
+        **bind(
+            train_lora,
+            dict(
+                model_dir=str(paths["model"]),
+                train_path=npz[0],
+                val_path=npz[1],
+                tokens_meta=str(paths["meta"]),
+                out_adapter=str(d / "adapter"),
+                out_log=str(d / "train_log.csv"),
+                out_stats=str(d / "train_stats.json"),
+                precision="bf16",
+                max_steps=8,
+                learning_rate=0.05,
+                **ARGS,
+            ),
+        )
+    )
     return d, stats
 
 
 def merge(paths, d, name, precision, **kw):
     out = d / name
-    return merge_adapter(str(paths["model"]), str(d / "adapter"), str(paths["dir"] / "test.jsonl"), str(out / "merged"),
-                         str(out / "merge_check.json"), threads=1, speed_tokens=2, precision=precision, **kw), out
+    return merge_adapter(
+        str(paths["model"]),
+        str(d / "adapter"),
+        str(paths["dir"] / "test.jsonl"),
+        str(out / "merged"),
+        str(out / "merge_check.json"),
+        MergeSettings(threads=1, speed_tokens=2, precision=precision, **kw),
+    ), out
 
 
 def test_precision_names_and_dtypes():
@@ -48,8 +76,14 @@ def test_bf16_training_keeps_the_base_in_bf16_and_trains_fp32_weights(tiny_model
     from loraflow.model.methods import load_base, trainable_model
 
     for method in ("lora", "dora", "full"):
-        model = trainable_model(load_base(str(tiny_model), torch.device("cpu"), method, dtype=train_weight_dtype("bf16", method)),
-                                method, 4, 8, "qv", 0.0)
+        model = trainable_model(
+            load_base(str(tiny_model), torch.device("cpu"), method, dtype=train_weight_dtype("bf16", method)),
+            method,
+            4,
+            8,
+            "qv",
+            0.0,
+        )
         trained = {p.dtype for p in model.parameters() if p.requires_grad}
         frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
         assert trained == {torch.float32}, method  # AdamW updates fp32 weights
@@ -63,17 +97,30 @@ def test_bf16_stages_train_evaluate_merge_and_table(bf16_run, tiny_data):
     # train.attention / train.compile auto, as the train stage resolved them for this CPU (eager and compiled
     # where bf16 is native and a C++ compiler is found, else SDPA and uncompiled)
     cpu = torch.device("cpu")
-    assert stats["attention"] == attention_implementation("auto", cpu, "bf16", json.loads(paths["meta"].read_text())["max_length"])
+    assert stats["attention"] == attention_implementation(
+        "auto", cpu, "bf16", json.loads(paths["meta"].read_text())["max_length"]
+    )
     assert stats["compiled"] == compile_training("auto", cpu, "bf16", "lora", False)
     model = load_for_eval(str(paths["model"]), str(d / "adapter"), precision="bf16")
     assert model_precision(model) == "bf16"
-    assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}  # peft keeps the adapter in fp32
+    assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {
+        torch.float32
+    }  # peft keeps the adapter in fp32
     metrics = {}
     for precision in ("bf16", "fp32"):
         metrics[precision] = evaluate_model(
-            str(paths["model"]), str(paths["dir"] / "test.jsonl"), npz[2], str(paths["meta"]), str(d / f"eval_{precision}.json"),
-            str(d / f"gen_{precision}.jsonl"), adapter_dir=str(d / "adapter"), max_new_tokens=6, consistency_questions=0, threads=1,
-            precision=precision)
+            EvalPaths(
+                str(paths["model"]),
+                str(paths["dir"] / "test.jsonl"),
+                npz[2],
+                str(paths["meta"]),
+                str(d / f"eval_{precision}.json"),
+                str(d / f"gen_{precision}.jsonl"),
+            ),
+            EvalSettings(max_new_tokens=6, consistency_questions=0, precision=precision),
+            adapter_dir=str(d / "adapter"),
+            threads=1,
+        )
         assert json.loads((d / f"eval_{precision}.json").read_text())["precision"] == precision
     assert metrics["bf16"]["eval_loss"] == pytest.approx(metrics["fp32"]["eval_loss"], abs=0.05)  # same model, rounded
 
@@ -90,11 +137,30 @@ def test_bf16_stages_train_evaluate_merge_and_table(bf16_run, tiny_data):
     with safe_open(str(out / "merged" / "model.safetensors"), "pt") as fh:
         assert {fh.get_slice(k).get_dtype() for k in fh.keys()} == {"BF16"}
     runs = {"r4_a8_qv": {"r": 4, "lora_alpha": 8.0, "targets": "qv"}}
-    base = evaluate_model(str(paths["model"]), str(paths["dir"] / "test.jsonl"), npz[2], str(paths["meta"]), str(d / "base.json"),
-                          str(d / "base_gen.jsonl"), max_new_tokens=6, consistency_questions=0, threads=1, precision="bf16")
+    base = evaluate_model(
+        EvalPaths(
+            str(paths["model"]),
+            str(paths["dir"] / "test.jsonl"),
+            npz[2],
+            str(paths["meta"]),
+            str(d / "base.json"),
+            str(d / "base_gen.jsonl"),
+        ),
+        EvalSettings(max_new_tokens=6, consistency_questions=0, precision="bf16"),
+        threads=1,
+    )
     assert base["precision"] == "bf16"
-    df = write_comparison(str(d / "base.json"), [str(d / "train_stats.json")], [str(d / "eval_bf16.json")], [str(out / "merge_check.json")],
-                          str(d / "cmp.csv"), str(d / "cmp.md"), runs, best_metric="eval_loss")
+    df = write_comparison(
+        TableInputs(
+            str(d / "base.json"),
+            [str(d / "train_stats.json")],
+            [str(d / "eval_bf16.json")],
+            [str(out / "merge_check.json")],
+        ),
+        TableOutputs(str(d / "cmp.csv"), str(d / "cmp.md")),
+        runs,
+        TableSettings(best_metric="eval_loss"),
+    )
     assert df.loc[1, "merge_check"] == "pass" and df.loc[1, "merge_max_abs_diff"] == check["max_abs_logit_diff"]
 
 
@@ -112,7 +178,9 @@ def test_bf16_merge_compared_in_bf16_would_fail_the_tolerance(bf16_run, tiny_dat
     batch = tok([r["text"] for r in rows], return_tensors="pt", padding=True, add_special_tokens=False)
     diffs = {}
     for dtype in (torch.float32, torch.bfloat16):
-        model = PeftModel.from_pretrained(load_for_eval(str(paths["model"]), None, precision=precision_name(dtype)), d / "adapter").eval()
+        model = PeftModel.from_pretrained(
+            load_for_eval(str(paths["model"]), None, precision=precision_name(dtype)), d / "adapter"
+        ).eval()
         with torch.no_grad():
             before = model(**batch).logits.float()
             after = model.merge_and_unload()(**batch).logits.float()
@@ -148,7 +216,9 @@ def test_merge_check_catches_a_wrong_merge(bf16_run, tiny_data, monkeypatch, pre
     fault(monkeypatch)
     with pytest.raises(RuntimeError, match="merged model differs from base \\+ adapter: .* in fp32"):
         merge(paths, d, f"bad_{precision}", precision)
-    assert not (d / f"bad_{precision}" / "merged").exists() and not (d / f"bad_{precision}" / "merge_check.json").exists()
+    assert (
+        not (d / f"bad_{precision}" / "merged").exists() and not (d / f"bad_{precision}" / "merge_check.json").exists()
+    )
 
 
 def test_deploy_check_catches_a_saved_model_that_is_off(bf16_run, tiny_data, monkeypatch):

@@ -17,19 +17,38 @@ import pytest
 from loraflow.cli import main
 from loraflow.ship.card import card
 from loraflow.ship.serve import write_serve
+from loraflow.ship.settings import CardInfo, CardLocations
 
 RUN = "r8_a16_qv"
 TOKEN = "hf_test_token_not_real"
 
 
 def provenance(tmp: Path) -> dict:
-    return {"base_model": {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "source": "builtin", "location": str(tmp / "pkg" / "data"),
-                           "gguf_file": "smollm2.gguf", "original": {"file": "smollm2.gguf", "sha256": "a" * 64},
-                           "converted_dir": str(tmp / "results" / "base_model"), "converted_sha256": "b" * 64, "architecture": "LlamaForCausalLM",
-                           "parameters": 134515008, "license_id": "apache-2.0", "license": "Apache-2.0", "license_source": "SmolLM2 model card",
-                           "tokenizer_sha256": "c" * 64},
-            "data": {"spec": str(tmp / "home" / "me" / "faq.csv"), "file": str(tmp / "home" / "me" / "faq.csv"), "sha256": "d" * 64,
-                     "rows_in": 10, "rows": {"train": 6, "val": 2, "test": 2, "rejected": 0}, "split_files_sha256": "e" * 64}}
+    return {
+        "base_model": {
+            "name": "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "source": "builtin",
+            "location": str(tmp / "pkg" / "data"),
+            "gguf_file": "smollm2.gguf",
+            "original": {"file": "smollm2.gguf", "sha256": "a" * 64},
+            "converted_dir": str(tmp / "results" / "base_model"),
+            "converted_sha256": "b" * 64,
+            "architecture": "LlamaForCausalLM",
+            "parameters": 134515008,
+            "license_id": "apache-2.0",
+            "license": "Apache-2.0",
+            "license_source": "SmolLM2 model card",
+            "tokenizer_sha256": "c" * 64,
+        },
+        "data": {
+            "spec": str(tmp / "home" / "me" / "faq.csv"),
+            "file": str(tmp / "home" / "me" / "faq.csv"),
+            "sha256": "d" * 64,
+            "rows_in": 10,
+            "rows": {"train": 6, "val": 2, "test": 2, "rejected": 0},
+            "split_files_sha256": "e" * 64,
+        },
+    }
 
 
 def adapter_package(tmp: Path) -> Path:
@@ -39,13 +58,27 @@ def adapter_package(tmp: Path) -> Path:
     results = tmp / "results"
     pkg = results / "adapters" / RUN
     pkg.mkdir(parents=True)
-    (pkg / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}))
+    (pkg / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]})
+    )
     rng = np.random.default_rng(0)
-    save_file({"base_model.model.layers.0.self_attn.q_proj.lora_A.weight": rng.standard_normal((8, 64)).astype(np.float32)},
-              str(pkg / "adapter_model.safetensors"))
-    text = card(run=RUN, hparams={"method": "lora", "r": 8, "lora_alpha": 16.0, "targets": "qv"}, train_config={}, provenance=provenance(tmp),
-                row={"run": RUN, "rougeL": 30.0}, train_stats={}, system_prompt="Be brief.", max_new_tokens=16, adapter_dir=str(pkg),
-                model_dir=str(results / "runs" / RUN / "merged"), results_dir=str(results))
+    save_file(
+        {"base_model.model.layers.0.self_attn.q_proj.lora_A.weight": rng.standard_normal((8, 64)).astype(np.float32)},
+        str(pkg / "adapter_model.safetensors"),
+    )
+    text = card(
+        CardInfo(
+            RUN,
+            {"method": "lora", "r": 8, "lora_alpha": 16.0, "targets": "qv"},
+            train_config={},
+            system_prompt="Be brief.",
+            max_new_tokens=16,
+        ),
+        provenance(tmp),
+        {"run": RUN, "rougeL": 30.0},
+        {},
+        CardLocations(adapter_dir=str(pkg), model_dir=str(results / "runs" / RUN / "merged"), results_dir=str(results)),
+    )
     (pkg / "README.md").write_text(text, encoding="utf-8")
     (pkg / ".snakemake_timestamp").touch()
     return pkg
@@ -83,20 +116,43 @@ class StandInHub:
             return httpx2.Response(200, json={"url": f"https://huggingface.co/{name['organization']}/{name['name']}"})
         if path == "/api/validate-yaml":  # the Hub checks the card's metadata before anything is uploaded
             errors = metadata_errors(json.loads(body)["content"])
-            return httpx2.Response(400 if errors else 200, json={"errors": [{"message": e} for e in errors], "warnings": []})
+            return httpx2.Response(
+                400 if errors else 200, json={"errors": [{"message": e} for e in errors], "warnings": []}
+            )
         if "/preupload/" in path:
             files = json.loads(body)["files"]
-            return httpx2.Response(200, json={"files": [{"path": f["path"], "shouldIgnore": False,
-                                                         "uploadMode": "lfs" if f["path"].endswith(".safetensors") else "regular"} for f in files]})
+            return httpx2.Response(
+                200,
+                json={
+                    "files": [
+                        {
+                            "path": f["path"],
+                            "shouldIgnore": False,
+                            "uploadMode": "lfs" if f["path"].endswith(".safetensors") else "regular",
+                        }
+                        for f in files
+                    ]
+                },
+            )
         if path.endswith(".git/info/lfs/objects/batch"):
             objs = json.loads(body)["objects"]
-            return httpx2.Response(200, json={"transfer": "basic", "objects": [
-                {**o, "actions": {"upload": {"href": f"https://lfs.stand-in.test/upload/{o['oid']}"}}} for o in objs]})
+            return httpx2.Response(
+                200,
+                json={
+                    "transfer": "basic",
+                    "objects": [
+                        {**o, "actions": {"upload": {"href": f"https://lfs.stand-in.test/upload/{o['oid']}"}}}
+                        for o in objs
+                    ],
+                },
+            )
         if request.url.host == "lfs.stand-in.test":
             self.lfs[path.rsplit("/", 1)[1]] = body
             return httpx2.Response(200)
         if "/commit/" in path:
-            return httpx2.Response(200, json={"commitUrl": "https://huggingface.co/me/bot/commit/0123abcd", "commitOid": "0123abcd"})
+            return httpx2.Response(
+                200, json={"commitUrl": "https://huggingface.co/me/bot/commit/0123abcd", "commitOid": "0123abcd"}
+            )
         return httpx2.Response(404, json={"error": f"the stand-in Hub does not serve {request.method} {path}"})
 
     def commit(self) -> list[dict]:
@@ -114,10 +170,19 @@ def hub(monkeypatch):
 
     stand_in = StandInHub()
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the tests' offline guard; every request goes to the stand-in
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # the Xet protocol's transfer is native code, not HTTP through this client
-    _http.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(stand_in),
-                                                   event_hooks={"request": [_http.hf_request_event_hook]}, follow_redirects=True))
+    monkeypatch.setattr(
+        constants, "HF_HUB_OFFLINE", False
+    )  # the tests' offline guard; every request goes to the stand-in
+    monkeypatch.setattr(
+        constants, "HF_HUB_DISABLE_XET", True
+    )  # the Xet protocol's transfer is native code, not HTTP through this client
+    _http.set_client_factory(
+        lambda: httpx2.Client(
+            transport=httpx2.MockTransport(stand_in),
+            event_hooks={"request": [_http.hf_request_event_hook]},
+            follow_redirects=True,
+        )
+    )
     yield stand_in
     _http.set_client_factory(_http.default_client_factory)
 
@@ -138,7 +203,9 @@ def test_push_creates_the_repo_and_sends_every_file_of_the_package_in_one_commit
     validated = {json.loads(r[3])["content"] for r in hub.requests if r[1] == "/api/validate-yaml"}
     assert validated == {(pkg / "README.md").read_text()}
     assert json.loads(body) == {"name": RUN, "organization": "your-name", "visibility": "private", "type": "model"}
-    assert all(h.get("authorization") == f"Bearer {TOKEN}" for m, p, h, _ in hub.requests if m == "POST")  # the LFS PUT goes to storage
+    assert all(
+        h.get("authorization") == f"Bearer {TOKEN}" for m, p, h, _ in hub.requests if m == "POST"
+    )  # the LFS PUT goes to storage
 
     on_disk = {p.name: p.read_bytes() for p in pkg.iterdir() if not p.name.startswith(".")}
     lines = hub.commit()
@@ -151,7 +218,11 @@ def test_push_creates_the_repo_and_sends_every_file_of_the_package_in_one_commit
     assert lfs == {"adapter_model.safetensors": oid} and hub.lfs[oid] == on_disk["adapter_model.safetensors"]
 
     meta = ModelCard(regular["README.md"].decode()).data.to_dict()
-    assert meta["library_name"] == "peft" and meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["license"] == "apache-2.0"
+    assert (
+        meta["library_name"] == "peft"
+        and meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+        and meta["license"] == "apache-2.0"
+    )
     assert str(tmp_path) not in regular["README.md"].decode()
     assert f"https://huggingface.co/your-name/{RUN}" in capsys.readouterr().out
 

@@ -12,6 +12,10 @@ def test_model_job_logs_have_no_warning_lines(finished_run):
     workdir, _ = finished_run
     logs = sorted((workdir / "results" / "logs").glob("**/*.log"))
     assert any("train" in str(p) for p in logs) and any("evaluate" in str(p) for p in logs)
-    noisy = [f"{p.name}: {line}" for p in logs for line in p.read_text(encoding="utf-8", errors="replace").splitlines()
-             if re.search(r"\bWARNING\b|Warning:|warnings\.warn", line)]
+    noisy = [
+        f"{p.name}: {line}"
+        for p in logs
+        for line in p.read_text(encoding="utf-8", errors="replace").splitlines()
+        if re.search(r"\bWARNING\b|Warning:|warnings\.warn", line)
+    ]
     assert not noisy, "\n".join(noisy[:10])

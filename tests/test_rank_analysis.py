@@ -12,7 +12,7 @@ import re
 import pytest
 import torch
 
-from conftest import REPO
+from helpers import REPO
 from loraflow.evaluate.rank_analysis import analyse_adapter, effective_rank, energy_label, lora_singular_values
 
 # Designed singular values of ΔW per (layer, module). Energy shares (σ² cumulative):
@@ -20,7 +20,12 @@ from loraflow.evaluate.rank_analysis import analyse_adapter, effective_rank, ene
 #   (5, 4, 3, 2, 1): 25, 41, 50, 54, 55 of 55    -> 0.455, 0.745, 0.909, 0.982, 1 -> 90: 3, 99: 5
 #   (2,):            rank 1                      -> 1, 1
 #   (1, 1, 1):       1/3, 2/3, 1                 -> 3, 3
-DESIGN = {(0, "q_proj"): [4.0, 1.0], (0, "v_proj"): [5.0, 4.0, 3.0, 2.0, 1.0], (1, "q_proj"): [2.0], (1, "v_proj"): [1.0, 1.0, 1.0]}
+DESIGN = {
+    (0, "q_proj"): [4.0, 1.0],
+    (0, "v_proj"): [5.0, 4.0, 3.0, 2.0, 1.0],
+    (1, "q_proj"): [2.0],
+    (1, "v_proj"): [1.0, 1.0, 1.0],
+}
 EXPECTED = {(0, "q_proj"): (1, 2), (0, "v_proj"): (3, 5), (1, "q_proj"): (1, 1), (1, "v_proj"): (3, 3)}
 
 
@@ -34,8 +39,11 @@ def peft_model(tiny_model, **lora):
 
 def lora_layers(model):
     """{(layer, short name): peft LoRA layer}."""
-    return {(int(re.search(r"layers\.(\d+)\.", n)[1]), n.rsplit(".", 1)[-1]): m
-            for n, m in model.named_modules() if hasattr(m, "lora_A") and "default" in m.lora_A}
+    return {
+        (int(re.search(r"layers\.(\d+)\.", n)[1]), n.rsplit(".", 1)[-1]): m
+        for n, m in model.named_modules()
+        if hasattr(m, "lora_A") and "default" in m.lora_A
+    }
 
 
 def set_spectrum(layer, sigma: list[float], seed: int) -> None:
@@ -76,12 +84,20 @@ def by_key(rows):
 
 def test_qr_route_matches_explicit_svd():
     gen = torch.Generator().manual_seed(0)
-    for out_f, in_f, r, s in [(32, 24, 8, 2.0), (4, 40, 8, 0.5), (40, 3, 8, 1.0), (16, 16, 16, 4.0)]:  # incl. out < r, in < r
+    for out_f, in_f, r, s in [
+        (32, 24, 8, 2.0),
+        (4, 40, 8, 0.5),
+        (40, 3, 8, 1.0),
+        (16, 16, 16, 4.0),
+    ]:  # incl. out < r, in < r
         A = torch.randn(r, in_f, generator=gen, dtype=torch.float64)
         B = torch.randn(out_f, r, generator=gen, dtype=torch.float64)
         expected = torch.linalg.svdvals(s * B @ A)[: min(out_f, in_f, r)]
         torch.testing.assert_close(lora_singular_values(A, B, s), expected, rtol=1e-10, atol=1e-10)
-    A32, B32 = torch.randn(8, 24, generator=gen), torch.randn(32, 8, generator=gen)  # float32 input is computed in float64
+    A32, B32 = (
+        torch.randn(8, 24, generator=gen),
+        torch.randn(32, 8, generator=gen),
+    )  # float32 input is computed in float64
     assert lora_singular_values(A32, B32, 1.0).dtype == torch.float64
 
 
@@ -99,9 +115,24 @@ def test_designed_adapter(tiny_model, tmp_path, r):
     model = designed_adapter(tiny_model, tmp_path / "adapter", r=r)
     summary, rows, paths = run(tmp_path / "adapter", tmp_path)
 
-    assert [c for c in rows[0]] == ["layer", "module", "name", "r", "scaling", "sigma_max", "fro_norm",
-                                    "eff_rank_90", "eff_rank_99", "sigma_norm"]
-    assert [(row["layer"], row["module"]) for row in rows] == [("0", "q_proj"), ("0", "v_proj"), ("1", "q_proj"), ("1", "v_proj")]
+    assert [c for c in rows[0]] == [
+        "layer",
+        "module",
+        "name",
+        "r",
+        "scaling",
+        "sigma_max",
+        "fro_norm",
+        "eff_rank_90",
+        "eff_rank_99",
+        "sigma_norm",
+    ]
+    assert [(row["layer"], row["module"]) for row in rows] == [
+        ("0", "q_proj"),
+        ("0", "v_proj"),
+        ("1", "q_proj"),
+        ("1", "v_proj"),
+    ]
     assert rows[0]["name"] == "model.layers.0.self_attn.q_proj"
     layers = lora_layers(model)
     for key, row in by_key(rows).items():
@@ -113,7 +144,7 @@ def test_designed_adapter(tiny_model, tmp_path, r):
         norm = [float(x) for x in row["sigma_norm"].split(";")]
         assert len(norm) == r  # min(r, out, in); the tiny v_proj has out = 16 >= r
         assert norm[: len(sigma)] == pytest.approx([x / sigma[0] for x in sigma], rel=1e-5)
-        assert max(norm[len(sigma):], default=0.0) < 1e-6  # exact low rank: the rest is rounding noise
+        assert max(norm[len(sigma) :], default=0.0) < 1e-6  # exact low rank: the rest is rounding noise
         # the QR route against peft's own ΔW (its scaling convention included), made explicit
         explicit = torch.linalg.svdvals(layers[key].get_delta_weight("default").detach().double())[:r]
         assert [x * explicit[0].item() for x in norm] == pytest.approx(explicit.tolist(), abs=1e-5)
@@ -125,7 +156,10 @@ def test_designed_adapter(tiny_model, tmp_path, r):
     assert summary["suggested_r"] == 8
     assert summary["smaller_r_would_suffice"] is (r == 16)
     if r == 16:
-        assert summary["verdict"] == "r=16: 99% of the update energy fits in rank ≤ 5 in every module; r=8 would have sufficed"
+        assert (
+            summary["verdict"]
+            == "r=16: 99% of the update energy fits in rank ≤ 5 in every module; r=8 would have sufficed"
+        )
     else:
         assert summary["verdict"].startswith("r=8: 99% of the update energy needs rank 5 in some module (median 2.5)")
     assert json.loads((tmp_path / "out.out_summary").read_text(encoding="utf-8")) == summary
@@ -144,7 +178,9 @@ def test_rslora_scaling_and_energies(tiny_model, tmp_path):
         assert float(row["scaling"]) == pytest.approx(16 / math.sqrt(16))
         assert float(row["sigma_max"]) == pytest.approx(DESIGN[key][0], rel=1e-5)
     assert by_key(rows)[(0, "v_proj")]["eff_rank_50"] == "2" and by_key(rows)[(0, "v_proj")]["eff_rank_99.5"] == "5"
-    assert summary["eff_rank_99.5_max"] == 5 and summary["suggested_r"] == 8 and summary["smaller_r_would_suffice"] is True
+    assert (
+        summary["eff_rank_99.5_max"] == 5 and summary["suggested_r"] == 8 and summary["smaller_r_would_suffice"] is True
+    )
     assert summary["verdict"].startswith("r=16: 99.5% of the update energy fits in rank ≤ 5")
 
 
@@ -167,8 +203,14 @@ def test_fresh_adapter_is_zero_not_nan(tiny_model, tmp_path):
 def test_dora_rank_and_alpha_patterns(tiny_model, tmp_path):
     """Per-module r/alpha (peft rank_pattern/alpha_pattern) and DoRA magnitude vectors, checked
     against the scaling and ΔW of peft's own layers."""
-    model = peft_model(tiny_model, r=8, lora_alpha=16, use_dora=True, rank_pattern={"v_proj": 4},
-                       alpha_pattern={"layers.1.self_attn.q_proj": 64})
+    model = peft_model(
+        tiny_model,
+        r=8,
+        lora_alpha=16,
+        use_dora=True,
+        rank_pattern={"v_proj": 4},
+        alpha_pattern={"layers.1.self_attn.q_proj": 64},
+    )
     gen = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for layer in lora_layers(model).values():
@@ -210,10 +252,17 @@ def test_hand_written_adapter_other_keys(tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     save_file({k: v.to(torch.bfloat16) for k, v in tensors.items()}, str(adapter / "adapter_model.safetensors"))
-    (adapter / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "alpha_pattern": {"down_proj": 2}, "use_rslora": False}))
+    (adapter / "adapter_config.json").write_text(
+        json.dumps(
+            {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "alpha_pattern": {"down_proj": 2}, "use_rslora": False}
+        )
+    )
     summary, rows, _ = run(adapter, tmp_path)
-    assert [(row["layer"], row["module"]) for row in rows] == [("", "embed_tokens"), ("", "lm_head"), ("3", "down_proj")]
+    assert [(row["layer"], row["module"]) for row in rows] == [
+        ("", "embed_tokens"),
+        ("", "lm_head"),
+        ("3", "down_proj"),
+    ]
     down = rows[2]
     assert float(down["scaling"]) == 0.5
     a = tensors[f"{p}model.layers.3.mlp.down_proj.lora_A.weight"].to(torch.bfloat16).double()
@@ -232,7 +281,8 @@ def test_hand_written_adapter_other_keys(tmp_path):
 def test_rule_matches_stage_signature():
     """The rule names its input/output/params exactly like analyse_adapter's arguments."""
     rule = (REPO / "workflow" / "rules" / "rank_analysis.smk").read_text(encoding="utf-8")
-    names = set(re.findall(r"^\s+(\w+)=", rule, flags=re.M)) - {"hp"}  # hp=settings(...): settings by name
+    # a directive's entries; hp=settings(...): by name
+    names = set(re.findall(r"^ {8}(\w+)=", rule, flags=re.M)) - {"hp"}
     names |= set(re.findall(r'"(\w+)"', " ".join(re.findall(r"pick\(.*?,\s*\[([^\]]*)\]", rule))))
     assert names == set(inspect.signature(analyse_adapter).parameters)
     script = (REPO / "workflow" / "scripts" / "rank_analysis.py").read_text(encoding="utf-8")
@@ -242,8 +292,8 @@ def test_rule_matches_stage_signature():
 
 def test_table_shows_effective_rank_and_says_when_a_smaller_r_suffices(tiny_model, tmp_path):
     """The comparison table reads the rank summaries: eff_rank / suggested_r columns and a note."""
-    from test_table_report import hp, stage_files
-
+    from helpers import hp, stage_files
+    from loraflow.report.settings import TableInputs, TableOutputs, TableSettings
     from loraflow.report.table import write_comparison
 
     runs = {"r8_a16_qv": hp(8, 16.0, 42), "r16_a16_qv": hp(16, 16.0, 42)}
@@ -254,8 +304,12 @@ def test_table_shows_effective_rank_and_says_when_a_smaller_r_suffices(tiny_mode
         designed_adapter(tiny_model, d / "adapter", r=h["r"])
         analyse_adapter(str(d / "adapter"), str(d / "rank.csv"), str(d / "rank_summary.json"), str(d / "rank.png"))
         summaries.append(str(d / "rank_summary.json"))
-    df = write_comparison(str(tmp_path / "base/eval.json"), *files, str(tmp_path / "c.csv"), str(tmp_path / "c.md"), runs,
-                          "rougeL", rank_summaries=summaries).set_index("run")
+    df = write_comparison(
+        TableInputs(str(tmp_path / "base/eval.json"), *files, rank_summaries=summaries),
+        TableOutputs(str(tmp_path / "c.csv"), str(tmp_path / "c.md")),
+        runs,
+        TableSettings("rougeL"),
+    ).set_index("run")
     assert df.loc["r8_a16_qv", "eff_rank"] == 5 and df.loc["r16_a16_qv", "suggested_r"] == 8
     md = (tmp_path / "c.md").read_text()
     assert "| eff_rank | suggested_r |" in md

@@ -6,41 +6,45 @@ are the reference. Seeded (derandomized) and with a database of found examples k
 from __future__ import annotations
 
 import csv
-import io
 import json
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, example, given, seed, settings
+from hypothesis import assume, example, given, seed
 from hypothesis import strategies as st
-from hypothesis.database import DirectoryBasedExampleDatabase
 
+from helpers import (
+    COLUMNS,
+    PIECES,
+    PROPS,
+    RECORDS,
+    SEED,
+    TEXT,
+    write_delimited,
+    write_json,
+    write_jsonl,
+    write_plain_tsv,
+)
 from loraflow.data.clean import clean_rows
 from loraflow.data.readers import DataError, iter_raw_rows
-from loraflow.io import read_jsonl as read_rows, write_jsonl as write_rows
+from loraflow.data.settings import CleanSettings
+from loraflow.io import read_jsonl as read_rows
+from loraflow.io import write_jsonl as write_rows
 
-REPO = Path(__file__).resolve().parents[1]
-COLUMNS = {"messages": "messages", "instruction": "instruction", "input": "input", "output": "output",
-           "question": "question", "answer": "answer", "system": "system"}
-SEED = 32  # fixed: the same examples on every run; found failures are replayed from the database
-PROPS = settings(
-    database=DirectoryBasedExampleDatabase(str(REPO / "tests" / "hypothesis-db")), deadline=None, print_blob=True,
-    max_examples=200, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large,
-                                             HealthCheck.function_scoped_fixture],
-)
-
-# Pieces that broke or could break readers: quotes, delimiters, line breaks, BOMs, entities, operators,
-# every script, emoji ZWJ sequences, combining marks, bidi and zero-width characters, JSON-looking text.
-PIECES = ['"', "'", '""', ",", ";", "|", "\t", "\n", "\r\n", "\r", " ", "\ufeff", "\\", "\\n", "\\t", "\\u00e9", "&amp;", "&copy=2",
-          "&#x27;", "<p>", "</b>", "&&", "::", "<>", "...", "->", "==", "{", "}", "[", "]", '{"a": 1}', "[{", "null", "1e-4",
-          "👨\u200d👩\u200d👧", "🏳️\u200d🌈", "é", "e\u0301", "中文，？", "العربية", "עברית\u200f", "हिन्दी", "ไทย", "한국어", "Ǆ",
-          "\u200b", "\u2028", "\x85", "\x00", "\x1b[31m", "\u00a0", "Ω", "²", "𝔘", "—", "“”", "«»", "Ã©", "â€™"]
-TEXT = st.lists(st.one_of(st.sampled_from(PIECES), st.text(st.characters(exclude_categories=("Cs",)), max_size=6)),
-                max_size=6).map("".join)
 SURROGATE = st.sampled_from(["\ud800", "\udfff", "\udc80"])
 TEXT_WITH_SURROGATES = st.one_of(TEXT, st.tuples(TEXT, SURROGATE, TEXT).map("".join))
-RECORDS = st.lists(st.fixed_dictionaries({"question": TEXT, "answer": TEXT}), min_size=1, max_size=5)
-TEXT_ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be", "gb18030", "cp1252"]
+TEXT_ENCODINGS = [
+    "utf-8",
+    "utf-8-sig",
+    "utf-16",
+    "utf-16-le",
+    "utf-16-be",
+    "utf-32",
+    "utf-32-le",
+    "utf-32-be",
+    "gb18030",
+    "cp1252",
+]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -55,34 +59,11 @@ def claimed(encoding: str) -> str:
 
 def representable(records: list[dict], encoding: str) -> list[dict]:
     """The records with what `encoding` cannot hold dropped (cp1252 has no CJK)."""
+
     def fit(text: str) -> str:
         return text.encode(encoding, "ignore").decode(encoding) if encoding == "cp1252" else text
+
     return [{k: fit(v) for k, v in r.items()} for r in records]
-
-
-def write_jsonl(records, ensure_ascii: bool, newline: str) -> str:
-    return "".join(json.dumps(r, ensure_ascii=ensure_ascii) + newline for r in records)
-
-
-def write_json(records, shape: str, indent) -> str:
-    if shape == "array":
-        return json.dumps(records, ensure_ascii=False, indent=indent)
-    if shape == "wrapper":
-        return json.dumps({"version": 1, "rows": records}, ensure_ascii=False, indent=indent)
-    return "\n".join(json.dumps(r, ensure_ascii=False, indent=indent or 2) for r in records) + "\n"  # values one after another
-
-
-def write_delimited(records, sep: str, quoting: int, newline: str) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, delimiter=sep, quoting=quoting, lineterminator=newline)
-    writer.writerow(["question", "answer"])
-    for r in records:
-        writer.writerow([r["question"], r["answer"]])
-    return buf.getvalue()
-
-
-def write_plain_tsv(records, newline: str) -> str:
-    return "question\tanswer" + newline + "".join(f"{r['question']}\t{r['answer']}{newline}" for r in records)
 
 
 def expected_delimited(records) -> list[dict]:
@@ -117,7 +98,12 @@ def assert_identical_or_clear(path: Path, expected: list[dict], **kw) -> bool:
 
 @seed(SEED)
 @PROPS
-@given(records=RECORDS, encoding=st.sampled_from(TEXT_ENCODINGS), ensure_ascii=st.booleans(), newline=st.sampled_from(["\n", "\r\n"]))
+@given(
+    records=RECORDS,
+    encoding=st.sampled_from(TEXT_ENCODINGS),
+    ensure_ascii=st.booleans(),
+    newline=st.sampled_from(["\n", "\r\n"]),
+)
 def test_jsonl_round_trip(tmp_path_factory, records, encoding, ensure_ascii, newline):
     path = tmp_path_factory.mktemp("p") / "d.jsonl"
     records = representable(records, encoding)
@@ -127,9 +113,15 @@ def test_jsonl_round_trip(tmp_path_factory, records, encoding, ensure_ascii, new
 
 @seed(SEED)
 @PROPS
-@given(records=RECORDS, encoding=st.sampled_from(TEXT_ENCODINGS), shape=st.sampled_from(["array", "wrapper", "values"]),
-       indent=st.sampled_from([None, 2, "\t"]))
-@example(records=[{"question": "", "answer": ""}], encoding="utf-8", shape="values", indent=None)  # one pretty object in .json
+@given(
+    records=RECORDS,
+    encoding=st.sampled_from(TEXT_ENCODINGS),
+    shape=st.sampled_from(["array", "wrapper", "values"]),
+    indent=st.sampled_from([None, 2, "\t"]),
+)
+@example(
+    records=[{"question": "", "answer": ""}], encoding="utf-8", shape="values", indent=None
+)  # one pretty object in .json
 def test_json_round_trip(tmp_path_factory, records, encoding, shape, indent):
     path = tmp_path_factory.mktemp("p") / "d.json"
     records = representable(records, encoding)
@@ -139,11 +131,22 @@ def test_json_round_trip(tmp_path_factory, records, encoding, shape, indent):
 
 @seed(SEED)
 @PROPS
-@given(records=RECORDS, encoding=st.sampled_from(TEXT_ENCODINGS), sep=st.sampled_from([",", ";", "|", "\t"]),
-       quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]), newline=st.sampled_from(["\n", "\r\n"]),
-       name=st.sampled_from(["d.csv", "d.tsv", "d.txt"]))
-@example(records=[{"question": "q1", "answer": '"Hi," he said'}, {"question": "q2", "answer": "a2"}], encoding="utf-8",
-         sep="\t", quoting=csv.QUOTE_MINIMAL, newline="\n", name="d.tsv")
+@given(
+    records=RECORDS,
+    encoding=st.sampled_from(TEXT_ENCODINGS),
+    sep=st.sampled_from([",", ";", "|", "\t"]),
+    quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]),
+    newline=st.sampled_from(["\n", "\r\n"]),
+    name=st.sampled_from(["d.csv", "d.tsv", "d.txt"]),
+)
+@example(
+    records=[{"question": "q1", "answer": '"Hi," he said'}, {"question": "q2", "answer": "a2"}],
+    encoding="utf-8",
+    sep="\t",
+    quoting=csv.QUOTE_MINIMAL,
+    newline="\n",
+    name="d.tsv",
+)
 def test_csv_round_trip(tmp_path_factory, records, encoding, sep, quoting, newline, name):
     path = tmp_path_factory.mktemp("p") / name
     records = representable(records, encoding)
@@ -156,14 +159,29 @@ def test_csv_round_trip(tmp_path_factory, records, encoding, sep, quoting, newli
 
 @seed(SEED)
 @PROPS
-@given(records=RECORDS, encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "gb18030", "cp1252"]),
-       newline=st.sampled_from(["\n", "\r\n"]))
-@example(records=[{"question": "q1", "answer": '"Hi," he said'}, {"question": "q2", "answer": "a2"},
-                  {"question": "q3", "answer": 'end" here'}], encoding="utf-8", newline="\n")
-@example(records=[{"question": "", "answer": "\x1f\x1f\x08"}], encoding="utf-8", newline="\n")  # control characters: text, not binary
+@given(
+    records=RECORDS,
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "gb18030", "cp1252"]),
+    newline=st.sampled_from(["\n", "\r\n"]),
+)
+@example(
+    records=[
+        {"question": "q1", "answer": '"Hi," he said'},
+        {"question": "q2", "answer": "a2"},
+        {"question": "q3", "answer": 'end" here'},
+    ],
+    encoding="utf-8",
+    newline="\n",
+)
+@example(
+    records=[{"question": "", "answer": "\x1f\x1f\x08"}], encoding="utf-8", newline="\n"
+)  # control characters: text, not binary
 def test_plain_tsv_round_trip(tmp_path_factory, records, encoding, newline):
     """A TSV written without any quoting (the TSV convention): quotes are text, whatever they look like."""
-    records = [{k: "".join(ch for ch in v if ch not in "\t\r\n\x85\u2028") for k, v in r.items()} for r in representable(records, encoding)]
+    records = [
+        {k: "".join(ch for ch in v if ch not in "\t\r\n\x85\u2028") for k, v in r.items()}
+        for r in representable(records, encoding)
+    ]
     # The one ambiguity of the convention: a field that is wholly a CSV-quoted string with doubled quotes
     # ("say ""hi""") in a file whose every quote follows CSV rules reads as CSV quoting.
     assume(not any(v.startswith('"') and v.endswith('"') and '""' in v[1:-1] for r in records for v in r.values()))
@@ -192,13 +210,29 @@ def test_parquet_round_trip(tmp_path_factory, records):
 
 @seed(SEED)
 @PROPS
-@given(records=st.lists(st.fixed_dictionaries({"question": TEXT_WITH_SURROGATES, "answer": TEXT_WITH_SURROGATES}), min_size=1, max_size=4),
-       fmt=st.sampled_from(["jsonl", "json", "csv", "tsv"]), encoding=st.sampled_from(TEXT_ENCODINGS),
-       claimed=st.sampled_from(["same", "utf-8"]), quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONE]),
-       ensure_ascii=st.booleans())
-@example(records=[{"question": "q", "answer": "bad \ud800 half"}, {"question": "q2", "answer": "ok"}], fmt="jsonl", encoding="utf-8",
-         claimed="same", quoting=csv.QUOTE_MINIMAL, ensure_ascii=True)  # a lone surrogate escape, rejected, then written
-def test_any_file_reads_identical_or_fails_clearly(tmp_path_factory, records, fmt, encoding, claimed, quoting, ensure_ascii):
+@given(
+    records=st.lists(
+        st.fixed_dictionaries({"question": TEXT_WITH_SURROGATES, "answer": TEXT_WITH_SURROGATES}),
+        min_size=1,
+        max_size=4,
+    ),
+    fmt=st.sampled_from(["jsonl", "json", "csv", "tsv"]),
+    encoding=st.sampled_from(TEXT_ENCODINGS),
+    claimed=st.sampled_from(["same", "utf-8"]),
+    quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONE]),
+    ensure_ascii=st.booleans(),
+)
+@example(
+    records=[{"question": "q", "answer": "bad \ud800 half"}, {"question": "q2", "answer": "ok"}],
+    fmt="jsonl",
+    encoding="utf-8",
+    claimed="same",
+    quoting=csv.QUOTE_MINIMAL,
+    ensure_ascii=True,
+)  # a lone surrogate escape, rejected, then written
+def test_any_file_reads_identical_or_fails_clearly(
+    tmp_path_factory, records, fmt, encoding, claimed, quoting, ensure_ascii
+):
     """Lone surrogates, encodings that cannot hold the text, no BOM with data.encoding left at utf-8,
     TSV without quoting that holds tabs: identical records, or a DataError/RowError naming the file."""
     if fmt == "jsonl":
@@ -207,7 +241,8 @@ def test_any_file_reads_identical_or_fails_clearly(tmp_path_factory, records, fm
         text = write_json(records, "array", 1)
     elif quoting == csv.QUOTE_NONE:
         text = ("question,answer\n" if fmt == "csv" else "question\tanswer\n") + "".join(
-            f"{r['question']}{',' if fmt == 'csv' else chr(9)}{r['answer']}\n" for r in records)
+            f"{r['question']}{',' if fmt == 'csv' else chr(9)}{r['answer']}\n" for r in records
+        )
     else:
         text = write_delimited(records, "," if fmt == "csv" else "\t", quoting, "\n")
     try:
@@ -222,7 +257,9 @@ def test_any_file_reads_identical_or_fails_clearly(tmp_path_factory, records, fm
     assert_identical_or_clear(path, expected, **kw)
     # the clean stage: one message, or clean and rejected rows, content-checked and writable
     try:
-        clean, rejected, stats, _ = clean_rows(iter_raw_rows(str(path), **kw), str(path), COLUMNS, on_bad_row="reject", dedup="none")
+        clean, rejected, stats, _ = clean_rows(
+            iter_raw_rows(str(path), **kw), str(path), COLUMNS, "reject", CleanSettings(dedup="none")
+        )
     except DataError as err:
         assert "\n" not in str(err)
     else:
@@ -233,9 +270,16 @@ def test_any_file_reads_identical_or_fails_clearly(tmp_path_factory, records, fm
 
 @seed(SEED)
 @PROPS
-@given(records=st.lists(st.fixed_dictionaries({"question": TEXT, "answer": TEXT}), min_size=2, max_size=6),
-       foreign=st.sets(st.integers(0, 5), min_size=1), encoding=st.sampled_from(["cp1252", "cp1250", "latin-1", "gb18030", "shift_jis"]))
-@example(records=[{"question": "Café?", "answer": "naïve “x”"}, {"question": "q", "answer": "café"}], foreign={1}, encoding="cp1252")
+@given(
+    records=st.lists(st.fixed_dictionaries({"question": TEXT, "answer": TEXT}), min_size=2, max_size=6),
+    foreign=st.sets(st.integers(0, 5), min_size=1),
+    encoding=st.sampled_from(["cp1252", "cp1250", "latin-1", "gb18030", "shift_jis"]),
+)
+@example(
+    records=[{"question": "Café?", "answer": "naïve “x”"}, {"question": "q", "answer": "café"}],
+    foreign={1},
+    encoding="cp1252",
+)
 def test_a_hint_is_safe_to_follow(tmp_path_factory, records, foreign, encoding):
     """A UTF-8 file with some lines in another encoding: a hint that names an encoding reads every
     UTF-8 line the same under it; otherwise the hint is data.on_bad_row: reject, naming the lines."""
@@ -246,7 +290,7 @@ def test_a_hint_is_safe_to_follow(tmp_path_factory, records, foreign, encoding):
     path = tmp_path_factory.mktemp("p") / "m.jsonl"
     path.write_bytes(b"".join(lines))
     try:
-        clean_rows(iter_raw_rows(str(path)), str(path), COLUMNS, dedup="none")
+        clean_rows(iter_raw_rows(str(path)), str(path), COLUMNS, settings=CleanSettings(dedup="none"))
         return  # every line happened to be valid UTF-8
     except DataError as err:
         message = str(err)
@@ -273,8 +317,10 @@ PLAIN_TEXT = TEXT.map(lambda t: t.replace("\x00", "").replace("\r", "")).filter(
 
 @seed(SEED)
 @PROPS
-@given(records=st.lists(st.fixed_dictionaries({"question": PLAIN_TEXT, "answer": PLAIN_TEXT}), min_size=1, max_size=5),
-       sep=st.sampled_from([",", "\t", ";"]))
+@given(
+    records=st.lists(st.fixed_dictionaries({"question": PLAIN_TEXT, "answer": PLAIN_TEXT}), min_size=1, max_size=5),
+    sep=st.sampled_from([",", "\t", ";"]),
+)
 def test_csv_agrees_with_pandas_and_pyarrow(tmp_path_factory, records, sep):
     import pandas as pd
     import pyarrow as pa
@@ -283,11 +329,19 @@ def test_csv_agrees_with_pandas_and_pyarrow(tmp_path_factory, records, sep):
     path = tmp_path_factory.mktemp("p") / "d.csv"
     path.write_bytes(write_delimited(records, sep, csv.QUOTE_MINIMAL, "\n").encode())
     ours = [r.data for r in read(path, delimiter=sep)]
-    frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False, engine="python")
+    frame = pd.read_csv(
+        path, sep=sep, dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False, engine="python"
+    )
     assert ours == frame.to_dict("records")
-    table = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True),
-                           convert_options=pacsv.ConvertOptions(column_types={"question": pa.string(), "answer": pa.string()},
-                                                                strings_can_be_null=False, quoted_strings_can_be_null=False))
+    table = pacsv.read_csv(
+        path,
+        parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={"question": pa.string(), "answer": pa.string()},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
     assert ours == table.to_pylist()
 
 
@@ -323,5 +377,7 @@ def test_reference_check_runs_on_every_property_file(tmp_path, sep):
     records = [{"question": f"q{i} {p}", "answer": f"{p} a{i}"} for i, p in enumerate(PIECES)]
     path = tmp_path / ("d.csv" if sep == "," else "d.tsv")
     path.write_bytes(write_delimited(records, sep, csv.QUOTE_MINIMAL, "\r\n").encode())
-    clean, rejected, stats, _ = clean_rows(iter_raw_rows(str(path)), str(path), COLUMNS, on_bad_row="reject", dedup="none")
+    clean, rejected, stats, _ = clean_rows(
+        iter_raw_rows(str(path)), str(path), COLUMNS, "reject", CleanSettings(dedup="none")
+    )
     assert stats["conserved"] and stats["source_records"] == len(records) == len(clean) + len(rejected)

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import snakemake
 from loraflow.report.pages import embedded_image_rst, sortable_table_html
-from test_workflow import snakemake
 
 CHROMIUM = Path("/usr/bin/chromium")
 in_browser = pytest.mark.skipif(not CHROMIUM.exists(), reason="no browser: /usr/bin/chromium is not installed")
@@ -32,7 +32,8 @@ PROBE = """<script>
   const out = {landing: [], results: {}, done: false, error: null};
   const wait = (ms) => new Promise((r) => setTimeout(r, ms));
   const images = (keep) => Array.from(document.querySelectorAll("img")).filter(keep).map((i) => (
-    {alt: i.alt, cls: i.className, src: (i.getAttribute("src") || "").slice(0, 40), complete: i.complete, width: i.naturalWidth}));
+    {alt: i.alt, cls: i.className, src: (i.getAttribute("src") || "").slice(0, 40), complete: i.complete,
+     width: i.naturalWidth}));
   window.addEventListener("load", async function () {
     document.body.appendChild(pre);
     try {
@@ -83,9 +84,20 @@ def browse(page: Path, probe: str, tmp: Path) -> dict:
     end = html.rindex("</body>")
     probed = tmp / f"probed_{page.name}"
     probed.write_text(html[:end] + probe + html[end:], encoding="utf-8")
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={tmp / 'chromium'}",
-           "--virtual-time-budget=20000", "--dump-dom", probed.as_uri()]
+    cmd = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        f"--user-data-dir={tmp / 'chromium'}",
+        "--virtual-time-budget=20000",
+        "--dump-dom",
+        probed.as_uri(),
+    ]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
     found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
     assert found, f"the probe did not run in {page.name}"
@@ -94,7 +106,9 @@ def browse(page: Path, probe: str, tmp: Path) -> dict:
 
 def report_data(report: Path, name: str):
     """The JSON object of Snakemake's report page in `<script id="<name>">var <name> = ...;</script>`."""
-    found = re.search(rf'<script id="{name}">\s*var {name} = (.*?);\s*</script>', report.read_text(encoding="utf-8"), re.S)
+    found = re.search(
+        rf'<script id="{name}">\s*var {name} = (.*?);\s*</script>', report.read_text(encoding="utf-8"), re.S
+    )
     return json.loads(found.group(1))
 
 
@@ -138,7 +152,6 @@ def test_the_comparison_table_is_a_sortable_table_of_every_row_and_column(report
     assert order["down"] == [str(v) for v in reversed(r)] + [""]
 
 
-
 class Cells(HTMLParser):
     """Header texts, and per body row its cells as (text, data-v) pairs."""
 
@@ -163,13 +176,20 @@ class Cells(HTMLParser):
             self.cell = None
 
 
-cells = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=False, width=32), st.integers(-10**6, 10**6),
-                  st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=12))
+cells = st.one_of(
+    st.none(),
+    st.floats(allow_nan=True, allow_infinity=False, width=32),
+    st.integers(-(10**6), 10**6),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=12),
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.text(alphabet="abc_<&'\"", min_size=1, max_size=6), min_size=1, max_size=5, unique=True).flatmap(
-    lambda cols: st.tuples(st.just(cols), st.lists(st.tuples(*[cells] * len(cols)), max_size=6))))
+@given(
+    st.lists(st.text(alphabet="abc_<&'\"", min_size=1, max_size=6), min_size=1, max_size=5, unique=True).flatmap(
+        lambda cols: st.tuples(st.just(cols), st.lists(st.tuples(*[cells] * len(cols)), max_size=6))
+    )
+)
 def test_the_sortable_table_holds_every_cell_and_sorts_numbers_by_their_value(spec):
     columns, rows = spec
     table = pd.DataFrame([list(r) for r in rows], columns=columns, dtype=object)

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from loraflow.evaluate.answer_check import as_number, check_answer, numbers_in, row_facts, states_facts
-from loraflow.io import read_json, read_jsonl, write_jsonl
 from loraflow.evaluate.retention import build_items, is_correct, load_items
+from loraflow.io import read_json, read_jsonl, write_jsonl
 
 
 def test_numbers_and_facts():
@@ -22,7 +22,11 @@ def test_numbers_and_facts():
     assert states_facts("洛摩 NovaPure S5 有珍珠白和天空蓝两种颜色可选。", ["珍珠白", "天空蓝"]) == 100.0
     assert states_facts("Call 400-123-4567.", ["400-123-4567"]) == 100.0
     assert states_facts("It comes in Sage Greenish.", ["Sage Green"]) == 0.0  # whole words
-    assert row_facts({"facts": ["1"]}) == ["1"] and row_facts({"meta": {"facts": ["2"]}}) == ["2"] and row_facts({}) is None
+    assert (
+        row_facts({"facts": ["1"]}) == ["1"]
+        and row_facts({"meta": {"facts": ["2"]}}) == ["2"]
+        and row_facts({}) is None
+    )
 
 
 def test_answer_check_modes():
@@ -89,12 +93,33 @@ def fact_split(tiny_data, tmp_path_factory):
 
 def test_evaluate_writes_val_test_facts_and_retention_on_the_tiny_model(fact_split, tiny_model):
     from loraflow.evaluate.run import evaluate_model
+    from loraflow.evaluate.settings import EvalPaths, EvalSettings
 
     d, paths, npz = fact_split
-    common = dict(max_new_tokens=6, batch_size=8, threads=1, consistency_questions=0, retention_items=24, retention_max_new_tokens=4,
-                  answer_check="contains", val_path=str(d / "test.jsonl"), val_tokens=npz[1], val_samples=3)
-    base = evaluate_model(str(tiny_model), str(d / "test.jsonl"), npz[2], str(paths["meta"]), str(d / "base.json"), str(d / "base_gen.jsonl"),
-                          out_scores=str(d / "base_scores.jsonl"), **common)
+    common = EvalSettings(
+        max_new_tokens=6,
+        batch_size=8,
+        consistency_questions=0,
+        retention_items=24,
+        retention_max_new_tokens=4,
+        answer_check="contains",
+        val_samples=3,
+    )
+    val = dict(val_path=str(d / "test.jsonl"), val_tokens=npz[1])
+    base = evaluate_model(
+        EvalPaths(
+            str(tiny_model),
+            str(d / "test.jsonl"),
+            npz[2],
+            str(paths["meta"]),
+            str(d / "base.json"),
+            str(d / "base_gen.jsonl"),
+            out_scores=str(d / "base_scores.jsonl"),
+            **val,
+        ),
+        common,
+        threads=1,
+    )
     assert base["fact_rows"] == 6 and 0 <= base["fact_acc"] <= 100 and "answer_ok" in base
     assert base["val"]["generated_examples"] == 3 and base["val"]["examples"] == 8 and "rougeL" in base["val"]
     assert base["retention"]["items"] == 24 and base["retention"]["measured_on"] == "all items"
@@ -109,22 +134,48 @@ def test_evaluate_writes_val_test_facts_and_retention_on_the_tiny_model(fact_spl
     assert Counter(r["split"] for r in lines) == {"test": 8, "val": 8, "retention": 24}
     test_lines = [r for r in lines if r["split"] == "test"]
     assert [r["id"] for r in test_lines] == [str(i) for i in range(8)]
-    assert sum(r["loss_sum"] for r in test_lines) / sum(r["tokens"] for r in test_lines) == pytest.approx(base["eval_loss"])
+    assert sum(r["loss_sum"] for r in test_lines) / sum(r["tokens"] for r in test_lines) == pytest.approx(
+        base["eval_loss"]
+    )
     assert sum("fact_acc" in r for r in test_lines) == 6 and all("bleu_stats" in r for r in test_lines)
 
     # a run is asked only the retention items the base answered correctly (here: as if it got three right)
-    marked = [dict(r, correct=100.0 if r["id"] in ("ret-en-arithmetic-000", "ret-en-units-000", "ret-zh-facts-000") else 0.0) for r in lines]
+    marked = [
+        dict(r, correct=100.0 if r["id"] in ("ret-en-arithmetic-000", "ret-en-units-000", "ret-zh-facts-000") else 0.0)
+        for r in lines
+    ]
     write_jsonl(d / "base_scores_marked.jsonl", marked)
-    run = evaluate_model(str(tiny_model), str(d / "test.jsonl"), npz[2], str(paths["meta"]), str(d / "run.json"), str(d / "run_gen.jsonl"),
-                         out_scores=str(d / "run_scores.jsonl"), base_scores=str(d / "base_scores_marked.jsonl"), **common)
-    assert run["retention"]["items"] == 3 and run["retention"]["measured_on"] == "items the base model answers correctly"
+    run = evaluate_model(
+        EvalPaths(
+            str(tiny_model),
+            str(d / "test.jsonl"),
+            npz[2],
+            str(paths["meta"]),
+            str(d / "run.json"),
+            str(d / "run_gen.jsonl"),
+            out_scores=str(d / "run_scores.jsonl"),
+            base_scores=str(d / "base_scores_marked.jsonl"),
+            **val,
+        ),
+        common,
+        threads=1,
+    )
+    assert (
+        run["retention"]["items"] == 3 and run["retention"]["measured_on"] == "items the base model answers correctly"
+    )
     assert {r["id"] for r in read_jsonl(d / "run_scores.jsonl") if r["split"] == "retention"} == {
-        "ret-en-arithmetic-000", "ret-en-units-000", "ret-zh-facts-000"}
-    assert json.loads((d / "run.json").read_text())["val"]["eval_loss"] == pytest.approx(read_json(d / "base.json")["val"]["eval_loss"])
+        "ret-en-arithmetic-000",
+        "ret-en-units-000",
+        "ret-zh-facts-000",
+    }
+    assert json.loads((d / "run.json").read_text())["val"]["eval_loss"] == pytest.approx(
+        read_json(d / "base.json")["val"]["eval_loss"]
+    )
 
 
 def test_retention_parts_are_disjoint_deterministic_and_about_half():
-    from hypothesis import given, settings, strategies as hs
+    from hypothesis import given, settings
+    from hypothesis import strategies as hs
 
     from loraflow.evaluate.retention import PARTS, retention_part
 
@@ -137,7 +188,9 @@ def test_retention_parts_are_disjoint_deterministic_and_about_half():
     for n in (24, 64, 200):  # the first N items asked stay split about half and half
         assert 0.3 < sum(parts[i["id"]] == "val" for i in load_items(n)) / n < 0.7
     # by id alone: the same in any order, for any number of items asked, in every process
-    assert {i["id"]: retention_part(i["id"]) for i in reversed(load_items(100))} == {i["id"]: parts[i["id"]] for i in load_items(100)}
+    assert {i["id"]: retention_part(i["id"]) for i in reversed(load_items(100))} == {
+        i["id"]: parts[i["id"]] for i in load_items(100)
+    }
     assert retention_part("ret-en-arithmetic-000") == retention_part("ret-en-arithmetic-000")
 
     @settings(max_examples=200, deadline=None)

@@ -5,7 +5,7 @@ import torch
 import yaml
 
 from loraflow.config import load_yaml, validate_config
-from loraflow.model.modeling import load_causal_lm
+from loraflow.model.loading import load_causal_lm
 
 
 def test_yaml_with_python_tags_is_refused(tmp_path):

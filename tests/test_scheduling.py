@@ -10,9 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from conftest import REPO
+from helpers import REPO
 
 # One upstream job holding the resources, then two jobs that all become ready when it finishes.
 # Each job records when it ran (wall clock, from inside the job).
@@ -43,13 +41,15 @@ def run_toy(tmp_path: Path, *args: str, threads: int = 1, gpu: int = 1) -> list[
 
 
 def overlapping(intervals: list[tuple[float, float]]) -> list[tuple]:
-    return [(a, b) for i, a in enumerate(intervals) for b in intervals[i + 1:] if a[0] < b[1] and b[0] < a[1]]
+    return [(a, b) for i, a in enumerate(intervals) for b in intervals[i + 1 :] if a[0] < b[1] and b[0] < a[1]]
 
 
 def test_gpu_jobs_that_become_ready_together_never_overlap(tmp_path):
     intervals = run_toy(tmp_path, "--cores", "2", "--resources", "gpu=1")
     assert len(intervals) == 2
-    assert not overlapping(intervals), f"two gpu=1 jobs ran at once under --cores 2 --resources gpu=1: {overlapping(intervals)}"
+    assert not overlapping(intervals), (
+        f"two gpu=1 jobs ran at once under --cores 2 --resources gpu=1: {overlapping(intervals)}"
+    )
 
 
 def test_jobs_using_all_cores_never_overlap(tmp_path):
@@ -68,4 +68,6 @@ def test_installed_snakemake_is_within_the_declared_bounds():
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     spec = next(Requirement(d) for d in deps if Requirement(d).name == "snakemake")
     assert spec.specifier.contains(__version__), f"snakemake {__version__} is outside {spec}"
-    assert not spec.specifier.contains("9.16.3") and not spec.specifier.contains("9.10.0")  # the broken range stays excluded
+    assert not spec.specifier.contains("9.16.3") and not spec.specifier.contains(
+        "9.10.0"
+    )  # the broken range stays excluded

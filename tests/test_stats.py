@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -75,13 +74,27 @@ def test_bleu_replicates_are_sacrebleus_paired_bootstrap(monkeypatch):
     from sacrebleu.metrics import BLEU
     from sacrebleu.significance import _bootstrap_resample
 
-    hyps = ["the cat sat on a mat", "a quick brown fox", "it rains today", "hello there world", "one two three four five"] * 8
-    refs = ["the cat sat on the mat", "the quick brown fox jumps", "it is raining today", "hello world", "one two three four"] * 8
+    hyps = [
+        "the cat sat on a mat",
+        "a quick brown fox",
+        "it rains today",
+        "hello there world",
+        "one two three four five",
+    ] * 8
+    refs = [
+        "the cat sat on the mat",
+        "the quick brown fox jumps",
+        "it is raining today",
+        "hello world",
+        "one two three four",
+    ] * 8
     stats = st.bleu_stats(hyps, refs, "13a")
     point, reps = st.replicates(st.BLEU, stats, st.resample_counts(len(hyps), 1000, seed=12345))
     assert point == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
     monkeypatch.setenv("SACREBLEU_SEED", "12345")
-    _, theirs = _bootstrap_resample(BLEU(tokenize="13a")._extract_corpus_statistics(hyps, [refs]), BLEU(tokenize="13a"), 1000)
+    _, theirs = _bootstrap_resample(
+        BLEU(tokenize="13a")._extract_corpus_statistics(hyps, [refs]), BLEU(tokenize="13a"), 1000
+    )
     assert np.allclose(reps, [s.score for s in theirs], atol=1e-4)
 
 
@@ -90,7 +103,9 @@ def test_t_quantile_and_seed_interval():
     assert st.t_quantile(0.975, 2) == pytest.approx(4.303, abs=1e-3)
     assert st.t_quantile(0.975, 30) == pytest.approx(2.042, abs=1e-3)
     lo, hi = st.t_interval([30.0, 40.0])
-    assert (lo + hi) / 2 == pytest.approx(35.0) and hi - lo == pytest.approx(2 * 12.706 * 7.0711 / math.sqrt(2), rel=1e-3)
+    assert (lo + hi) / 2 == pytest.approx(35.0) and hi - lo == pytest.approx(
+        2 * 12.706 * 7.0711 / math.sqrt(2), rel=1e-3
+    )
     assert all(math.isnan(v) for v in st.t_interval([3.0]))
 
 

@@ -51,8 +51,18 @@ def sweep(tmp_path, now):
     write(res / "logs" / "evaluate" / "b_eval.log", "INFO job started\n")
     os.utime(res / "runs" / "b_eval" / "train_stats.json", (now - 60, now - 60))
     write(res / "logs" / "train" / "c_train.log", "INFO progress: step 3/10\n")
-    write(res / "runs" / "c_train" / "progress.json", {"step": 3, "total_steps": 10, "percent": 30.0, "tokens_per_s": 350.0,
-                                                      "elapsed_s": 30.0, "eta_s": 70.0, "updated": now - 5})
+    write(
+        res / "runs" / "c_train" / "progress.json",
+        {
+            "step": 3,
+            "total_steps": 10,
+            "percent": 30.0,
+            "tokens_per_s": 350.0,
+            "elapsed_s": 30.0,
+            "eta_s": 70.0,
+            "updated": now - 5,
+        },
+    )
     write(res / "logs" / "train" / "e_failed.log", "INFO job started\nloraflow error: CUDA out of memory\n")
     write(res / "runs" / "f_trained" / "train_stats.json", {})
     return res
@@ -95,7 +105,9 @@ def test_a_run_logging_steps_between_progress_updates_is_training_and_an_old_err
     now = time.time()
     res = sweep(tmp_path, now)
     log = res / "logs" / "train" / "c_train.log"
-    log.write_text("INFO job started\nloraflow error: CUDA out of memory\nINFO job started\nINFO step 4/10 train_loss 1.0\n")
+    log.write_text(
+        "INFO job started\nloraflow error: CUDA out of memory\nINFO job started\nINFO step 4/10 train_loss 1.0\n"
+    )
     os.utime(res / "runs" / "c_train" / "progress.json", (now - 20, now - 20))
     os.utime(log, (now, now))
     line = next(line for line in status_lines(str(res), now=now) if line.startswith("c_train"))

@@ -10,6 +10,8 @@ from collections import Counter
 
 import pytest
 
+from loraflow.data.builtin import catalogue
+from loraflow.data.builtin import pool as pool_mod
 from loraflow.data.builtin import support_qa as synth
 from loraflow.data.builtin.support_qa import DIRTY_KINDS, generate_dataset
 
@@ -165,17 +167,17 @@ def test_facts_are_asked_with_several_paraphrases(dataset):
 
 def test_prices_are_consistent_between_languages():
     rng = random.Random(0)
-    for p in synth.make_catalogue(rng):
-        assert p.cny == synth.usd_to_cny(p.usd)
+    for p in catalogue.make_catalogue(rng):
+        assert p.cny == catalogue.usd_to_cny(p.usd)
         assert 5 <= p.cny / p.usd <= 9.5
 
 
 def test_catalogue_size_and_pool_paraphrases():
     rng = random.Random(0)
-    products = synth.make_catalogue(rng)
+    products = catalogue.make_catalogue(rng)
     assert 30 <= len(products) <= 50
     assert len({p.name for p in products}) == len(products)
-    pool = synth.build_pool(products, synth.make_policy(rng))
+    pool = pool_mod.build_pool(products, catalogue.make_policy(rng))
     for lang in ("en", "zh"):
         per_answer = Counter(a for _, a in pool[lang])
         assert min(per_answer.values()) >= 3
@@ -310,27 +312,38 @@ def test_builtin_data_through_its_own_clean_settings_rejects_exactly_its_junk(tm
     as its kind says, and leaves every clean row as generated."""
     import yaml
 
-    from conftest import REPO
+    from helpers import REPO
     from loraflow.config import clean_settings, validate_config
     from loraflow.data.clean import clean_rows as run_clean
     from loraflow.data.readers import iter_raw_rows
-    from loraflow.data.textfix import FixOptions
+    from loraflow.data.settings import CleanSettings
 
     path = tmp_path / "raw.jsonl"
     summary = generate_dataset(str(path), n_rows=400, seed=42)
     s = clean_settings(validate_config(yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))))
-    options = FixOptions(**{k: s[k] for k in ("mojibake", "strip_html", "nfkc", "remove_zero_width", "collapse_symbol_runs",
-                                               "collapse_whitespace", "trim", "symbol_only")})
-    columns = {"question": "question", "answer": "answer", "messages": "messages", "instruction": "instruction", "input": "input",
-               "output": "output", "system": "system", "conversations": "conversations", "history": "history"}
-    clean, rejected, _, _ = run_clean(iter_raw_rows(str(path)), str(path), columns, "error", s["min_answer_chars"], s["max_chars"],
-                                      options, s["dedup"])
+    columns = {
+        "question": "question",
+        "answer": "answer",
+        "messages": "messages",
+        "instruction": "instruction",
+        "input": "input",
+        "output": "output",
+        "system": "system",
+        "conversations": "conversations",
+        "history": "history",
+    }
+    clean, rejected, _, _ = run_clean(iter_raw_rows(str(path)), str(path), columns, "error", CleanSettings(**s))
     by_reason: dict[str, set] = {}
     for r in rejected:
         by_reason.setdefault(r["reason"], set()).add(r["row"]["id"])
     dirty = summary["dirty"]
-    assert by_reason == {"symbol_only": set(dirty["symbol_only"]), "empty": set(dirty["empty"]), "too_short": set(dirty["too_short"]),
-                         "too_long": set(dirty["overlong"]), "duplicate": set(dirty["exact_dup"]) | set(dirty["near_dup"])}
+    assert by_reason == {
+        "symbol_only": set(dirty["symbol_only"]),
+        "empty": set(dirty["empty"]),
+        "too_short": set(dirty["too_short"]),
+        "too_long": set(dirty["overlong"]),
+        "duplicate": set(dirty["exact_dup"]) | set(dirty["near_dup"]),
+    }
     raw = {r["id"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
     for row in clean:
         original = raw[row["meta"]["id"]]
@@ -338,3 +351,23 @@ def test_builtin_data_through_its_own_clean_settings_rejects_exactly_its_junk(tm
             assert row["messages"][-1]["content"] == CONTROL.sub("", original["answer"])
         elif original["id"] not in dirty_ids(summary):
             assert row["messages"][-1]["content"] == original["answer"]
+
+
+@pytest.mark.parametrize("n", [1, 7, 10, 23, 40, 120])
+def test_catalogue_size_spreads_products_over_the_categories(n):
+    products = catalogue.make_catalogue(random.Random(5), n)
+    assert len(products) == n and len({p.name for p in products}) == n
+    per_category = [sum(p.category_en == c[0] for p in products) for c in catalogue.CATEGORIES]
+    assert max(per_category) - min(per_category) <= 1  # in turn over the categories
+
+
+def test_fewer_products_state_each_fact_in_more_rows(tmp_path):
+    counts = {}
+    for n in (10, 40):
+        generate_dataset(str(tmp_path / f"{n}.jsonl"), n_rows=500, seed=1, n_products=n)
+        rows = [json.loads(line) for line in (tmp_path / f"{n}.jsonl").read_text(encoding="utf-8").splitlines()]
+        answers = [r["answer"] for r in rows if r.get("facts")]
+        counts[n] = len(answers) / len(set(answers))  # rows per distinct answer (one answer per fact and language)
+    assert counts[10] > 2 * counts[40]
+    with pytest.raises(ValueError, match="n_products"):
+        catalogue.make_catalogue(random.Random(0), 0)

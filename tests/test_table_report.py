@@ -5,40 +5,28 @@ import json
 import pandas as pd
 import pytest
 
+from helpers import hp, stage_files
 from loraflow.evaluate.run import is_classification
-from loraflow.report.figures import make_report, pareto_front
-from loraflow.report.table import write_comparison, write_partial_comparison
+from loraflow.report.figures import pareto_front
+from loraflow.report.partial import write_partial_comparison
+from loraflow.report.settings import (
+    BootstrapSettings,
+    ClassifierTableInputs,
+    ClassifierTableSettings,
+    ReportInputs,
+    ReportOutputs,
+    ReportSettings,
+    TableInputs,
+    TableOutputs,
+    TableSettings,
+)
+from loraflow.report.stage import make_report
+from loraflow.report.table import write_comparison
 
 
-def stage_files(tmp_path, runs: dict[str, dict], rouge: dict[str, float], val: dict[str, float] | None = None, precision: str | None = None):
-    """Write train_stats / eval / merge_check files like the stages do; returns the three lists."""
-    base = {"eval_loss": 2.0, "perplexity": 7.39, "bleu": 5.0, "rouge1": 20.0, "rouge2": 5.0, "rougeL": 18.0, "exact_match": 0.0, "consistency": 40.0}
-    (tmp_path / "base").mkdir(parents=True, exist_ok=True)
-    (tmp_path / "base" / "eval.json").write_text(json.dumps(base))
-    files = ([], [], [])
-    for name, hp in runs.items():
-        d = tmp_path / "runs" / name
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "preflight.json").write_text("{}")
-        (d / "train_stats.json").write_text(json.dumps({"trainable_params": 1000 * hp["r"], "trainable_pct": 0.1, "adapter_mb": 0.5,
-                                                        "train_time_s": 10.0, "peak_memory_mb": 900.0, "final_train_loss": 1.0, "best_eval_loss": 1.1}))
-        m = {**base, "eval_loss": 1.0, "rougeL": rouge[name], "consistency": 80.0}
-        if val:
-            m["val"] = {**base, "eval_loss": 1.1, "rougeL": val[name]}
-        if precision:
-            m["precision"] = precision
-        (d / "eval.json").write_text(json.dumps(m))
-        (d / "merge_check.json").write_text(json.dumps({"max_abs_logit_diff": 1e-5, "passed": True, "tok_s_base": 50.0, "tok_s_adapter": 40.0, "tok_s_merged": 50.0}))
-        (d / "train_log.csv").write_text("step,epoch,train_loss,eval_loss,lr,tokens_seen,elapsed_s\n1,1,2.0,,0.1,10,1\n2,1,1.5,1.4,0.1,20,2\n")
-        (d / "samples.jsonl").write_text(json.dumps({"prompt": "<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n", "reference": "A",
-                                                     "base_answer": "<b>x</b>", "tuned_answer": "A"}) + "\n")
-        for lst, f in zip(files, ("train_stats.json", "eval.json", "merge_check.json")):
-            lst.append(str(d / f))
-    return files
-
-
-def hp(r, alpha, seed, point=None, lr=None):
-    return {"r": r, "lora_alpha": alpha, "targets": "qv", "seed": seed, "point": point or f"r{r}_a{alpha:g}_qv", "learning_rate": lr}
+def table_inputs(tmp_path, files) -> TableInputs:
+    """The table's inputs: the base model's eval.json and the train_stats / eval / merge_check lists of stage_files."""
+    return TableInputs(str(tmp_path / "base/eval.json"), *files)
 
 
 def score_lines(rouge_rows, loss_rows=None, retention: dict[str, float] | None = None) -> list[dict]:
@@ -46,8 +34,19 @@ def score_lines(rouge_rows, loss_rows=None, retention: dict[str, float] | None =
     out = []
     for i, v in enumerate(rouge_rows):
         loss = 1.0 if loss_rows is None else loss_rows[i]
-        out.append({"split": "test", "id": f"t{i}", "loss_sum": 10 * loss, "tokens": 10, "rouge1": v, "rouge2": v, "rougeL": v,
-                    "exact_match": 0.0, "bleu_stats": [10, 10, 5, 3, 2, 1, 10, 9, 8, 7]})
+        out.append(
+            {
+                "split": "test",
+                "id": f"t{i}",
+                "loss_sum": 10 * loss,
+                "tokens": 10,
+                "rouge1": v,
+                "rouge2": v,
+                "rougeL": v,
+                "exact_match": 0.0,
+                "bleu_stats": [10, 10, 5, 3, 2, 1, 10, 9, 8, 7],
+            }
+        )
     for item, ok in (retention or {}).items():
         out.append({"split": "retention", "id": item, "correct": ok})
     return out
@@ -56,8 +55,12 @@ def score_lines(rouge_rows, loss_rows=None, retention: dict[str, float] | None =
 def test_best_run_and_readable_markdown(tmp_path):
     runs = {"r4_a8_qv": hp(4, 8.0, 42), "r8_a8_qv": hp(8, 8.0, 42)}
     files = stage_files(tmp_path, runs, {"r4_a8_qv": 30.0, "r8_a8_qv": 35.0})
-    df = write_comparison(str(tmp_path / "base/eval.json"), *files, str(tmp_path / "c.csv"), str(tmp_path / "c.md"), runs,
-                          "rougeL", str(tmp_path / "p.csv"))
+    df = write_comparison(
+        table_inputs(tmp_path, files),
+        TableOutputs(str(tmp_path / "c.csv"), str(tmp_path / "c.md"), str(tmp_path / "p.csv")),
+        runs,
+        TableSettings("rougeL"),
+    )
     assert df.loc[df["best"] != "", "run"].tolist() == ["r8_a8_qv"]
     assert "point" not in df and "seed" not in df  # no seeds axis: no noise columns
     assert list(df["tok_s_merged"].dropna()) == [50.0, 50.0]
@@ -67,14 +70,28 @@ def test_best_run_and_readable_markdown(tmp_path):
 
 
 def test_seeds_give_mean_and_std_per_point(tmp_path):
-    runs = {"r4_a8_qv": hp(4, 8.0, 42), "r4_a8_qv_s1": hp(4, 8.0, 1), "r8_a8_qv": hp(8, 8.0, 42), "r8_a8_qv_s1": hp(8, 8.0, 1)}
+    runs = {
+        "r4_a8_qv": hp(4, 8.0, 42),
+        "r4_a8_qv_s1": hp(4, 8.0, 1),
+        "r8_a8_qv": hp(8, 8.0, 42),
+        "r8_a8_qv_s1": hp(8, 8.0, 1),
+    }
     rouge = {"r4_a8_qv": 30.0, "r4_a8_qv_s1": 40.0, "r8_a8_qv": 36.0, "r8_a8_qv_s1": 36.0}
     files = stage_files(tmp_path, runs, rouge)
-    write_comparison(str(tmp_path / "base/eval.json"), *files, str(tmp_path / "c.csv"), str(tmp_path / "c.md"), runs, "rougeL", str(tmp_path / "p.csv"))
+    write_comparison(
+        table_inputs(tmp_path, files),
+        TableOutputs(str(tmp_path / "c.csv"), str(tmp_path / "c.md"), str(tmp_path / "p.csv")),
+        runs,
+        TableSettings("rougeL"),
+    )
     points = pd.read_csv(tmp_path / "p.csv").set_index("point")
-    assert points.loc["r4_a8_qv", "rougeL_mean"] == 35.0 and points.loc["r4_a8_qv", "rougeL_std"] == pytest.approx(7.0711, abs=1e-4)
+    assert points.loc["r4_a8_qv", "rougeL_mean"] == 35.0 and points.loc["r4_a8_qv", "rougeL_std"] == pytest.approx(
+        7.0711, abs=1e-4
+    )
     assert points.loc["r8_a8_qv", "rougeL_std"] == 0.0
-    assert points.loc["r8_a8_qv", "best"] == "best mean (rougeL)"  # 36 > 35 on the mean, though r4 has the best single run
+    assert (
+        points.loc["r8_a8_qv", "best"] == "best mean (rougeL)"
+    )  # 36 > 35 on the mean, though r4 has the best single run
     md = (tmp_path / "c.md").read_text()
     assert "35.00 ± 7.07" in md and "Best grid point by mean `rougeL`: **r8_a8_qv**" in md
 
@@ -85,7 +102,7 @@ def test_partial_table_lists_failures_with_their_error(tmp_path):
     (tmp_path / "runs/r8_a8_qv/eval.json").unlink()
     (tmp_path / "logs/evaluate").mkdir(parents=True)
     (tmp_path / "logs/evaluate/r8_a8_qv.log").write_text("loading\nRuntimeError: CUDA out of memory\n")
-    df = write_partial_comparison(str(tmp_path), runs, "rougeL")
+    df = write_partial_comparison(str(tmp_path), runs, TableSettings("rougeL"))
     assert df.set_index("run").loc["r8_a8_qv", "status"] == "FAILED in evaluate: RuntimeError: CUDA out of memory"
     assert df.loc[df["best"] != "", "run"].tolist() == ["r4_a8_qv"]
     assert "1 run(s) did not finish: r8_a8_qv" in (tmp_path / "comparison.md").read_text()
@@ -97,9 +114,13 @@ def test_partial_table_with_one_finished_run_and_intervals(tmp_path):
     runs = {"r4_a8_qv": hp(4, 8.0, 42), "r8_a8_qv": hp(8, 8.0, 42)}
     stage_files(tmp_path, runs, {"r4_a8_qv": 30.0, "r8_a8_qv": 35.0})
     (tmp_path / "base/scores.jsonl").write_text("".join(json.dumps(x) + "\n" for x in score_lines([10.0, 20.0, 30.0])))
-    (tmp_path / "runs/r4_a8_qv/scores.jsonl").write_text("".join(json.dumps(x) + "\n" for x in score_lines([30.0, 35.0, 40.0])))
+    (tmp_path / "runs/r4_a8_qv/scores.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in score_lines([30.0, 35.0, 40.0]))
+    )
     (tmp_path / "runs/r8_a8_qv/eval.json").unlink()
-    df = write_partial_comparison(str(tmp_path), runs, "rougeL", bootstrap_samples=200)
+    df = write_partial_comparison(
+        str(tmp_path), runs, TableSettings("rougeL", BootstrapSettings(bootstrap_samples=200))
+    )
     assert "rougeL_lo" in df and df.loc[df["best"] != "", "run"].tolist() == ["r4_a8_qv"]
     md = (tmp_path / "comparison.md").read_text()
     assert "1 run(s) did not finish: r8_a8_qv" in md and "Every other run" not in md
@@ -113,10 +134,30 @@ def test_pareto_front():
 def test_report_figures_are_real_pngs_and_samples_are_escaped(tmp_path):
     runs = {"r4_a8_qv": hp(4, 8.0, 42), "r8_a8_qv": hp(8, 8.0, 42), "r4_a16_qv": hp(4, 16.0, 42)}
     files = stage_files(tmp_path, runs, {"r4_a8_qv": 30.0, "r8_a8_qv": 35.0, "r4_a16_qv": 33.0})
-    write_comparison(str(tmp_path / "base/eval.json"), *files, str(tmp_path / "c.csv"), str(tmp_path / "c.md"), runs, "rougeL")
-    out = {k: str(tmp_path / "plots" / f) for k, f in (("out_losses", "l.png"), ("out_heatmap", "h.png"), ("out_pareto", "p.png"), ("out_samples", "s.html"))}
-    make_report(str(tmp_path / "c.csv"), [str(tmp_path / f"runs/{r}/train_log.csv") for r in runs],
-                [str(tmp_path / f"runs/{r}/samples.jsonl") for r in runs], run_names=list(runs), **out)
+    write_comparison(
+        table_inputs(tmp_path, files),
+        TableOutputs(str(tmp_path / "c.csv"), str(tmp_path / "c.md")),
+        runs,
+        TableSettings("rougeL"),
+    )
+    out = {
+        k: str(tmp_path / "plots" / f)
+        for k, f in (
+            ("out_losses", "l.png"),
+            ("out_heatmap", "h.png"),
+            ("out_pareto", "p.png"),
+            ("out_samples", "s.html"),
+        )
+    }
+    make_report(
+        ReportInputs(
+            str(tmp_path / "c.csv"),
+            [str(tmp_path / f"runs/{r}/train_log.csv") for r in runs],
+            [str(tmp_path / f"runs/{r}/samples.jsonl") for r in runs],
+        ),
+        ReportOutputs(**out),
+        ReportSettings(),
+    )
     for key in ("out_losses", "out_heatmap", "out_pareto"):
         assert open(out[key], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     html = open(out["out_samples"], encoding="utf-8").read()
@@ -131,8 +172,15 @@ def test_classification_detection():
 def test_selection_follows_validation_when_val_and_test_disagree(tmp_path):
     runs = {"r4_a8_qv": hp(4, 8.0, 42), "r8_a8_qv": hp(8, 8.0, 42)}
     # r4 is better on validation, r8 on test: the test split must not choose
-    files = stage_files(tmp_path, runs, rouge={"r4_a8_qv": 30.0, "r8_a8_qv": 45.0}, val={"r4_a8_qv": 40.0, "r8_a8_qv": 35.0})
-    df = write_comparison(str(tmp_path / "base/eval.json"), *files, str(tmp_path / "c.csv"), str(tmp_path / "c.md"), runs, "rougeL")
+    files = stage_files(
+        tmp_path, runs, rouge={"r4_a8_qv": 30.0, "r8_a8_qv": 45.0}, val={"r4_a8_qv": 40.0, "r8_a8_qv": 35.0}
+    )
+    df = write_comparison(
+        table_inputs(tmp_path, files),
+        TableOutputs(str(tmp_path / "c.csv"), str(tmp_path / "c.md")),
+        runs,
+        TableSettings("rougeL"),
+    )
     assert df.loc[df["best"] == "best (rougeL)", "run"].tolist() == ["r4_a8_qv"]
     assert list(df.set_index("run").loc[["r4_a8_qv", "r8_a8_qv"], "val_metric"]) == [40.0, 35.0]
     md = (tmp_path / "c.md").read_text()
@@ -144,7 +192,12 @@ def test_loss_metric_chooses_on_validation_loss_without_val_block(tmp_path):
     files = stage_files(tmp_path, runs, {"r4_a8_qv": 30.0, "r8_a8_qv": 35.0})
     stats = json.loads(open(files[0][1]).read())
     open(files[0][1], "w").write(json.dumps({**stats, "best_eval_loss": 0.9}))  # r8: lower validation loss of training
-    df = write_comparison(str(tmp_path / "base/eval.json"), *files, str(tmp_path / "c.csv"), str(tmp_path / "c.md"), runs, "eval_loss")
+    df = write_comparison(
+        table_inputs(tmp_path, files),
+        TableOutputs(str(tmp_path / "c.csv"), str(tmp_path / "c.md")),
+        runs,
+        TableSettings("eval_loss"),
+    )
     assert df.loc[df["best"] != "", "run"].tolist() == ["r8_a8_qv"] and df.attrs["best_source"] == "validation loss"
 
 
@@ -154,15 +207,32 @@ def test_intervals_tied_for_best_retention_and_main_effects(tmp_path):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    runs = {"r4_a16_qv": hp(4, 16.0, 42), "r4_a32_qv": hp(4, 32.0, 42), "r16_a16_qv": hp(16, 16.0, 42), "r16_a32_qv": hp(16, 32.0, 42)}
+    runs = {
+        "r4_a16_qv": hp(4, 16.0, 42),
+        "r4_a32_qv": hp(4, 32.0, 42),
+        "r16_a16_qv": hp(16, 16.0, 42),
+        "r16_a32_qv": hp(16, 32.0, 42),
+    }
     difficulty = rng.uniform(0, 60, 80)
-    per_row = {"r4_a32_qv": difficulty + 30, "r16_a32_qv": difficulty + 30 + rng.normal(0, 2, 80),
-               "r4_a16_qv": difficulty + 10 + rng.normal(0, 2, 80), "r16_a16_qv": difficulty + 11 + rng.normal(0, 2, 80)}
+    per_row = {
+        "r4_a32_qv": difficulty + 30,
+        "r16_a32_qv": difficulty + 30 + rng.normal(0, 2, 80),
+        "r4_a16_qv": difficulty + 10 + rng.normal(0, 2, 80),
+        "r16_a16_qv": difficulty + 11 + rng.normal(0, 2, 80),
+    }
     rouge = {k: float(v.mean()) for k, v in per_row.items()}
-    files = stage_files(tmp_path, runs, rouge, val={"r4_a16_qv": 20.0, "r4_a32_qv": 50.0, "r16_a16_qv": 21.0, "r16_a32_qv": 49.0}, precision="fp32")
+    files = stage_files(
+        tmp_path,
+        runs,
+        rouge,
+        val={"r4_a16_qv": 20.0, "r4_a32_qv": 50.0, "r16_a16_qv": 21.0, "r16_a32_qv": 49.0},
+        precision="fp32",
+    )
     items = [f"ret-{i}" for i in range(50)]
     base_ret = {i: 100.0 if k < 40 else 0.0 for k, i in enumerate(items)}  # the base answers 40 of 50
-    (tmp_path / "base/scores.jsonl").write_text("".join(json.dumps(x) + "\n" for x in score_lines(difficulty, retention=base_ret)))
+    (tmp_path / "base/scores.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in score_lines(difficulty, retention=base_ret))
+    )
     scores = []
     for name in runs:
         forgets = 10 if "a32" in name else 2  # alpha 32 forgets 10 of the 40 items, alpha 16 two
@@ -171,12 +241,33 @@ def test_intervals_tied_for_best_retention_and_main_effects(tmp_path):
         path.write_text("".join(json.dumps(x) + "\n" for x in score_lines(per_row[name], retention=ret)))
         scores.append(str(path))
     shuffled = [list(reversed(f)) for f in files]  # matched by run directory, not by position
-    df = write_comparison(str(tmp_path / "base/eval.json"), *shuffled[:2], [], str(tmp_path / "c.csv"), str(tmp_path / "c.md"), runs, "rougeL",
-                          str(tmp_path / "p.csv"), scores=list(reversed(scores)), base_scores=str(tmp_path / "base/scores.jsonl"),
-                          out_effects_csv=str(tmp_path / "e.csv"), bootstrap_samples=1000, seed=1)
+    df = write_comparison(
+        TableInputs(
+            str(tmp_path / "base/eval.json"),
+            *shuffled[:2],
+            scores=list(reversed(scores)),
+            base_scores=str(tmp_path / "base/scores.jsonl"),
+        ),
+        TableOutputs(
+            str(tmp_path / "c.csv"),
+            str(tmp_path / "c.md"),
+            str(tmp_path / "p.csv"),
+            out_effects_csv=str(tmp_path / "e.csv"),
+        ),
+        runs,
+        TableSettings("rougeL", BootstrapSettings(bootstrap_samples=1000, seed=1)),
+    )
     t = df.set_index("run")
-    assert t.loc["r4_a32_qv", "best"] == "best (rougeL)" and t.loc["r16_a32_qv", "tied"] == "tied for best" and (df["best"] != "").sum() == 1
-    assert t.loc["r4_a16_qv", "tied"] == "" and t.loc["r4_a16_qv", "vs_best_hi"] < 0 and t.loc["r4_a16_qv", "vs_best_p"] < 0.05
+    assert (
+        t.loc["r4_a32_qv", "best"] == "best (rougeL)"
+        and t.loc["r16_a32_qv", "tied"] == "tied for best"
+        and (df["best"] != "").sum() == 1
+    )
+    assert (
+        t.loc["r4_a16_qv", "tied"] == ""
+        and t.loc["r4_a16_qv", "vs_best_hi"] < 0
+        and t.loc["r4_a16_qv", "vs_best_p"] < 0.05
+    )
     assert t.loc["r4_a32_qv", "rougeL"] == pytest.approx(rouge["r4_a32_qv"])  # each run got its own file
     assert t.loc["r4_a32_qv", "rougeL_lo"] < rouge["r4_a32_qv"] < t.loc["r4_a32_qv", "rougeL_hi"]
     assert t.loc["r4_a32_qv", "vs_base"] == pytest.approx(30.0) and t.loc["r4_a32_qv", "vs_base_p"] < 0.01
@@ -188,28 +279,64 @@ def test_intervals_tied_for_best_retention_and_main_effects(tmp_path):
         kept = 100.0 * sum(k >= 10 for k in asked) / len(asked)  # alpha 32 forgot items 0-9
         assert t.loc["r4_a32_qv", column] == pytest.approx(kept) and t.loc["r4_a32_qv", f"{column}_items"] == len(asked)
     assert t.loc["r4_a32_qv", "retention_items"] + t.loc["r4_a32_qv", "val_retention_items"] == 40
-    assert t.loc["r4_a32_qv", "d_retention"] == pytest.approx(t.loc["r4_a32_qv", "retention"] - 100) and t.loc["r4_a32_qv", "d_retention"] < 0 and t.loc["r4_a32_qv", "d_retention_lo"] < -5
+    assert (
+        t.loc["r4_a32_qv", "d_retention"] == pytest.approx(t.loc["r4_a32_qv", "retention"] - 100)
+        and t.loc["r4_a32_qv", "d_retention"] < 0
+        and t.loc["r4_a32_qv", "d_retention_lo"] < -5
+    )
     assert t.loc["base", "retention"] == 100.0 and t.loc["r4_a32_qv", "merge_check"] == "n/a"  # merges optional
     assert t.loc["r4_a32_qv", "precision"] == "fp32" and t.loc["r16_a32_qv", "scale"] == pytest.approx(2.0)
     effects = pd.read_csv(tmp_path / "e.csv")
-    alpha = effects[(effects["metric"] == "rougeL") & (effects["axis"] == "alpha") & (effects["level"].astype(str) == "32.0")].iloc[0]
-    assert alpha["effect"] == pytest.approx((rouge["r4_a32_qv"] + rouge["r16_a32_qv"] - rouge["r4_a16_qv"] - rouge["r16_a16_qv"]) / 2)
+    alpha = effects[
+        (effects["metric"] == "rougeL") & (effects["axis"] == "alpha") & (effects["level"].astype(str) == "32.0")
+    ].iloc[0]
+    assert alpha["effect"] == pytest.approx(
+        (rouge["r4_a32_qv"] + rouge["r16_a32_qv"] - rouge["r4_a16_qv"] - rouge["r16_a16_qv"]) / 2
+    )
     assert alpha["effect_lo"] > 0
     md = (tmp_path / "c.md").read_text()
     assert "**Tied for best**" in md and "r16_a32_qv (" in md and "alpha 16→32: +" in md and "ROUGE-L" in md
-    assert "## Retention" in md and "What it cost" in md and "r × alpha at one learning rate" not in md or "effective learning rate" in md
+    assert (
+        "## Retention" in md
+        and "What it cost" in md
+        and "r × alpha at one learning rate" not in md
+        or "effective learning rate" in md
+    )
 
-    out = {k: str(tmp_path / "plots" / f) for k, f in (("out_losses", "l.png"), ("out_heatmap", "h.png"), ("out_pareto", "p.png"),
-                                                         ("out_samples", "s.html"), ("out_headline", "head.png"), ("out_ranking", "rank.png"),
-                                                         ("out_effects", "eff.png"), ("out_tradeoff", "t.png"))}
-    make_report(str(tmp_path / "c.csv"), [str(tmp_path / f"runs/{r}/train_log.csv") for r in runs],
-                [str(tmp_path / f"runs/{r}/samples.jsonl") for r in reversed(runs)], effects=str(tmp_path / "e.csv"), points=str(tmp_path / "p.csv"),
-                out_captions=str(tmp_path / "plots/captions"), **out)
+    out = {
+        k: str(tmp_path / "plots" / f)
+        for k, f in (
+            ("out_losses", "l.png"),
+            ("out_heatmap", "h.png"),
+            ("out_pareto", "p.png"),
+            ("out_samples", "s.html"),
+            ("out_headline", "head.png"),
+            ("out_ranking", "rank.png"),
+            ("out_effects", "eff.png"),
+            ("out_tradeoff", "t.png"),
+        )
+    }
+    make_report(
+        ReportInputs(
+            str(tmp_path / "c.csv"),
+            [str(tmp_path / f"runs/{r}/train_log.csv") for r in runs],
+            [str(tmp_path / f"runs/{r}/samples.jsonl") for r in reversed(runs)],
+            effects=str(tmp_path / "e.csv"),
+            points=str(tmp_path / "p.csv"),
+        ),
+        ReportOutputs(out_captions=str(tmp_path / "plots/captions"), **out),
+        ReportSettings(),
+    )
     for key in ("out_headline", "out_ranking", "out_effects", "out_tradeoff"):
         assert open(out[key], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert "r4_a32_qv" in open(out["out_samples"], encoding="utf-8").read()  # the best run's samples, found by name
     caption = (tmp_path / "plots/captions/headline.rst").read_text()
-    assert "r4_a32_qv" in caption and "Tied for best" in caption and "alpha 16→32" in caption and "Retention loss" in caption
+    assert (
+        "r4_a32_qv" in caption
+        and "Tied for best" in caption
+        and "alpha 16→32" in caption
+        and "Retention loss" in caption
+    )
 
 
 def test_learning_rate_axis_keeps_default_names():
@@ -232,16 +359,34 @@ def test_cls_table_chooses_on_validation_with_intervals(tmp_path):
         return {"val": split(val_acc), "test": split(test_acc)}
 
     labels = ["pos", "neg"] * 50
-    def preds(correct: int):
-        return [{"id": str(i), "label": y, "pred": y if i < correct else ("neg" if y == "pos" else "pos")} for i, y in enumerate(labels)]
 
-    runs = {"r4_a8_qv": {"method": "lora", "r": 4, "lora_alpha": 8.0, "targets": "qv"}, "r8_a8_qv": {"method": "lora", "r": 8, "lora_alpha": 8.0, "targets": "qv"}}
+    def preds(correct: int):
+        return [
+            {"id": str(i), "label": y, "pred": y if i < correct else ("neg" if y == "pos" else "pos")}
+            for i, y in enumerate(labels)
+        ]
+
+    runs = {
+        "r4_a8_qv": {"method": "lora", "r": 4, "lora_alpha": 8.0, "targets": "qv"},
+        "r8_a8_qv": {"method": "lora", "r": 8, "lora_alpha": 8.0, "targets": "qv"},
+    }
     files = {"stats": [], "metrics": [], "preds": []}
     for name, (val_acc, test_ok) in {"r4_a8_qv": (90.0, 80), "r8_a8_qv": (85.0, 82)}.items():
         d = tmp_path / "runs" / name
         d.mkdir(parents=True)
-        (d / "train_stats.json").write_text(json.dumps({"trainable_params": 1, "trainable_pct": 0.1, "adapter_mb": 0.1, "train_time_s": 1.0,
-                                                        "peak_memory_mb": 1.0, "best_step": 3, "final_train_loss": 0.1}))
+        (d / "train_stats.json").write_text(
+            json.dumps(
+                {
+                    "trainable_params": 1,
+                    "trainable_pct": 0.1,
+                    "adapter_mb": 0.1,
+                    "train_time_s": 1.0,
+                    "peak_memory_mb": 1.0,
+                    "best_step": 3,
+                    "final_train_loss": 0.1,
+                }
+            )
+        )
         (d / "eval.json").write_text(json.dumps(ev(val_acc, float(test_ok))))
         (d / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds(test_ok)))
         for k, f in (("stats", "train_stats.json"), ("metrics", "eval.json"), ("preds", "predictions.jsonl")):
@@ -249,11 +394,23 @@ def test_cls_table_chooses_on_validation_with_intervals(tmp_path):
     b = tmp_path / "baselines" / "majority"
     b.mkdir(parents=True)
     (b / "eval.json").write_text(json.dumps(ev(50.0, 50.0)))
-    (b / "predictions.jsonl").write_text("".join(json.dumps({"id": str(i), "label": y, "pred": "pos"}) + "\n" for i, y in enumerate(labels)))
-    df = cls_write([str(b / "eval.json")], files["stats"], files["metrics"], str(tmp_path / "c.csv"), str(tmp_path / "c.md"), runs,
-                   "accuracy", predictions=files["preds"][::-1], baseline_predictions=[str(b / "predictions.jsonl")])
+    (b / "predictions.jsonl").write_text(
+        "".join(json.dumps({"id": str(i), "label": y, "pred": "pos"}) + "\n" for i, y in enumerate(labels))
+    )
+    inputs = ClassifierTableInputs(
+        [str(b / "eval.json")],
+        files["stats"],
+        files["metrics"],
+        predictions=files["preds"][::-1],
+        baseline_predictions=[str(b / "predictions.jsonl")],
+    )
+    df = cls_write(inputs, str(tmp_path / "c.csv"), str(tmp_path / "c.md"), runs, ClassifierTableSettings("accuracy"))
     t = df.set_index("run")
     assert t.loc["r4_a8_qv", "best"] == "best (accuracy)"  # better on validation, worse on test
-    assert t.loc["r8_a8_qv", "tied"] == "tied for best" and (df["best"] != "").sum() == 1 and t.loc["r8_a8_qv", "vs_best"] == pytest.approx(2.0)
+    assert (
+        t.loc["r8_a8_qv", "tied"] == "tied for best"
+        and (df["best"] != "").sum() == 1
+        and t.loc["r8_a8_qv", "vs_best"] == pytest.approx(2.0)
+    )
     assert t.loc["majority", "test_accuracy_lo"] < 50 < t.loc["majority", "test_accuracy_hi"]
     assert "chosen on validation" in (tmp_path / "c.md").read_text()

@@ -19,20 +19,30 @@ def tiny(family: str):
     small = dict(vocab_size=64)
     return {
         "llama": LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, **small),
-        "qwen2": Qwen2Config(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, **small),
+        "qwen2": Qwen2Config(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            **small,
+        ),
         "gpt2": GPT2Config(n_embd=16, n_layer=2, n_head=2, **small),
         "bloom": BloomConfig(hidden_size=16, n_layer=2, n_head=2, **small),
     }[family]
 
 
-@pytest.mark.parametrize("family, preset, expected", [
-    ("llama", "qv", ["q_proj", "v_proj"]),
-    ("qwen2", "attn", ["q_proj", "k_proj", "v_proj", "o_proj"]),
-    ("gpt2", "qv", ["c_attn"]),
-    ("gpt2", "mlp", ["c_fc", "mlp.c_proj"]),
-    ("bloom", "qv", ["query_key_value"]),
-    ("bloom", "mlp", ["dense_h_to_4h", "dense_4h_to_h"]),
-])
+@pytest.mark.parametrize(
+    "family, preset, expected",
+    [
+        ("llama", "qv", ["q_proj", "v_proj"]),
+        ("qwen2", "attn", ["q_proj", "k_proj", "v_proj", "o_proj"]),
+        ("gpt2", "qv", ["c_attn"]),
+        ("gpt2", "mlp", ["c_fc", "mlp.c_proj"]),
+        ("bloom", "qv", ["query_key_value"]),
+        ("bloom", "mlp", ["dense_h_to_4h", "dense_4h_to_h"]),
+    ],
+)
 def test_presets_resolve_to_the_familys_names_and_peft_accepts_them(family, preset, expected):
     from peft import LoraConfig, get_peft_model
 

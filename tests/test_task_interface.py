@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from loraflow.io import read_json
 from loraflow.train.loop import fit, train
+from loraflow.train.settings import LoopRuntime, LoopSettings, RunOutputs, TrainSettings
 
 
 class BagOfWords:
@@ -39,14 +40,18 @@ class BagOfWords:
 
     def build(self, device, precision):
         self.device = device
-        return torch.nn.ModuleDict({"emb": torch.nn.EmbeddingBag(5, 8, mode="mean"), "head": torch.nn.Linear(8, 2)}).to(device)
+        return torch.nn.ModuleDict({"emb": torch.nn.EmbeddingBag(5, 8, mode="mean"), "head": torch.nn.Linear(8, 2)}).to(
+            device
+        )
 
     def targets(self, examples):
         return len(examples)
 
     def forwards(self, examples):
         flat = torch.tensor([t for ids, _ in examples for t in ids], device=self.device)
-        offsets = torch.tensor([0, *torch.tensor([len(ids) for ids, _ in examples]).cumsum(0)[:-1].tolist()], device=self.device)
+        offsets = torch.tensor(
+            [0, *torch.tensor([len(ids) for ids, _ in examples]).cumsum(0)[:-1].tolist()], device=self.device
+        )
         return [(flat, offsets, torch.tensor([y for _, y in examples], device=self.device))]
 
     def loss_sum(self, model, batch):
@@ -74,15 +79,24 @@ class BagOfWords:
 
 def test_a_third_task_trains_through_the_shared_loop(tmp_path):
     task = BagOfWords()
-    stats = train(task, str(tmp_path / "model"), str(tmp_path / "log.csv"), str(tmp_path / "stats.json"),
-                  learning_rate=0.05, epochs=3, batch_size=8, grad_accum=2, eval_every=3, seed=1, threads=1)
+    loop = LoopSettings(
+        TrainSettings(epochs=3, batch_size=8, grad_accum=2, eval_every=3),
+        LoopRuntime(threads=1),
+        learning_rate=0.05,
+        seed=1,
+    )
+    stats = train(
+        task, RunOutputs(str(tmp_path / "model"), str(tmp_path / "log.csv"), str(tmp_path / "stats.json")), loop
+    )
     assert stats["epochs_seen"] == 3 and stats["tokens_seen"] == 3 * sum(len(ids) for ids, _ in task.examples("train"))
     assert stats["steps"] == 3 * 6  # 12 micro-batches an epoch, 2 a step, no step across two epochs
-    assert stats["best_val_accuracy"] >= 80 and stats["task"] == "bag_of_words" and stats["saved"] == "model.safetensors"
+    assert (
+        stats["best_val_accuracy"] >= 80 and stats["task"] == "bag_of_words" and stats["saved"] == "model.safetensors"
+    )
     log = pd.read_csv(tmp_path / "log.csv")
     assert list(log.columns) == ["step", "epoch", "train_loss", "val_accuracy", "lr", "tokens_seen", "elapsed_s"]
     assert log["val_accuracy"].max() == stats["best_val_accuracy"] and read_json(tmp_path / "stats.json") == stats
     kept = log.loc[log["val_accuracy"].idxmax(), "step"]
     assert stats["best_step"] == kept  # the first step with the best validation result is the one kept
-    again = fit(BagOfWords(), learning_rate=0.05, epochs=3, batch_size=8, grad_accum=2, eval_every=3, seed=1, threads=1)
+    again = fit(BagOfWords(), loop)
     assert again.state["rows"][-1]["train_loss"] == log["train_loss"].iloc[-1]  # seeded: the same run again

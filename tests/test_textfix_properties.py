@@ -9,15 +9,46 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from loraflow.data.clean import has_content
-from loraflow.data.textfix import FixOptions, TextProblem, fix_text, remove_controls
+from loraflow.data.fixers import remove_controls
+from loraflow.data.textfix import FixOptions, TextProblem, fix_text
 
 PROPERTY = settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 # Legitimate text: every script, emoji sequences, code and operators, tabs and newlines; no control
 # characters, surrogates or unassigned code points, already in NFC (the fixers' always-on part).
 CHARS = st.characters(blacklist_categories=("Cc", "Cs", "Co", "Cn"))
-PIECES = st.sampled_from(["&&", "::", "<>", "...", "->", "!=", "`x`", "\t", "\n", " ", "«", "»", "’", "“", "”", "é", "Â", "Ã",
-                          "👩‍👩‍👧", "🇯🇵", "ใกล้", "काम", "بِسْمِ", "洛摩", "Ærø", "½", "²", "，"])
+PIECES = st.sampled_from(
+    [
+        "&&",
+        "::",
+        "<>",
+        "...",
+        "->",
+        "!=",
+        "`x`",
+        "\t",
+        "\n",
+        " ",
+        "«",
+        "»",
+        "’",
+        "“",
+        "”",
+        "é",
+        "Â",
+        "Ã",
+        "👩‍👩‍👧",
+        "🇯🇵",
+        "ใกล้",
+        "काम",
+        "بِسْمِ",
+        "洛摩",
+        "Ærø",
+        "½",
+        "²",
+        "，",
+    ]
+)
 LEGIT = st.lists(st.one_of(CHARS, PIECES), max_size=40).map(lambda parts: unicodedata.normalize("NFC", "".join(parts)))
 
 
@@ -32,8 +63,10 @@ def test_lossless_defaults_keep_legitimate_text(text):
 
 
 # Text that discusses the letters Â and Ã (and their neighbours in the mojibake alphabet).
-LETTER_TALK = st.lists(st.sampled_from(["Â", "Ã", "Ê", "Å", "a", "nasal", "the letter", " ", " ", ", ", ".", ":", "(", ")", "'"]),
-                       max_size=30).map("".join)
+LETTER_TALK = st.lists(
+    st.sampled_from(["Â", "Ã", "Ê", "Å", "a", "nasal", "the letter", " ", " ", ", ", ".", ":", "(", ")", "'"]),
+    max_size=30,
+).map("".join)
 
 
 @PROPERTY
@@ -46,10 +79,39 @@ def test_text_about_the_letters_a_circumflex_and_a_tilde_is_kept(text):
 
 
 # Legitimate text with at least one character outside ASCII, and the mojibake made of it.
-NON_ASCII = st.sampled_from(["é", "ü", "ß", "ñ", "ç", "à", "ø", "Ł", "洛", "摩", "家", "居", "п", "р", "и", "😀", "👍", "“", "”", "’",
-                             "—", "«", "»", "€", "™"])
+NON_ASCII = st.sampled_from(
+    [
+        "é",
+        "ü",
+        "ß",
+        "ñ",
+        "ç",
+        "à",
+        "ø",
+        "Ł",
+        "洛",
+        "摩",
+        "家",
+        "居",
+        "п",
+        "р",
+        "и",
+        "😀",
+        "👍",
+        "“",
+        "”",
+        "’",
+        "—",
+        "«",
+        "»",
+        "€",
+        "™",
+    ]
+)
 ASCII_WORDS = st.sampled_from(["the", " ", "kettle", "2 years", ".", ",", "x", "Lumora", "’s", " "])
-MOJIBAKE_SOURCE = st.tuples(NON_ASCII, st.lists(st.one_of(NON_ASCII, ASCII_WORDS), max_size=20)).map(lambda t: t[0] + "".join(t[1]))
+MOJIBAKE_SOURCE = st.tuples(NON_ASCII, st.lists(st.one_of(NON_ASCII, ASCII_WORDS), max_size=20)).map(
+    lambda t: t[0] + "".join(t[1])
+)
 
 
 @PROPERTY

@@ -38,8 +38,22 @@ def mlflow_server(tmp_path_factory):
     """`mlflow server` on a free localhost port with a fresh SQLite store: its URI. Always stopped."""
     root = tmp_path_factory.mktemp("mlflow_server")
     port = free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+    ]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job workers to start
     with open(root / "server.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -56,7 +70,9 @@ def mlflow_server(tmp_path_factory):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not up after {SERVER_START_S} s: {(root / 'server.log').read_text()[-2000:]}")
+                pytest.fail(
+                    f"mlflow server not up after {SERVER_START_S} s: {(root / 'server.log').read_text()[-2000:]}"
+                )
             time.sleep(0.25)
         yield uri
     finally:
@@ -93,9 +109,17 @@ def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
 # A results directory as the workflow writes it, built here: train logs, stats and the comparison table.
 def train_log(losses: list[float], evals: dict[int, float]) -> pd.DataFrame:
     steps = range(1, len(losses) + 1)
-    return pd.DataFrame({"step": steps, "epoch": 1, "train_loss": losses, "eval_loss": [evals.get(s) for s in steps],
-                         "lr": [0.01 * (1 - s / len(losses)) for s in steps], "tokens_seen": [500 * s for s in steps],
-                         "elapsed_s": [2.0 * s for s in steps]})
+    return pd.DataFrame(
+        {
+            "step": steps,
+            "epoch": 1,
+            "train_loss": losses,
+            "eval_loss": [evals.get(s) for s in steps],
+            "lr": [0.01 * (1 - s / len(losses)) for s in steps],
+            "tokens_seen": [500 * s for s in steps],
+            "elapsed_s": [2.0 * s for s in steps],
+        }
+    )
 
 
 def write_results(res: Path, logs: dict[str, pd.DataFrame], best: str) -> dict[str, dict]:
@@ -106,19 +130,45 @@ def write_results(res: Path, logs: dict[str, pd.DataFrame], best: str) -> dict[s
         run_dir = res / "runs" / name
         run_dir.mkdir(parents=True, exist_ok=True)
         log.to_csv(run_dir / "train_log.csv", index=False)
-        (run_dir / "train_stats.json").write_text(json.dumps({"steps": len(log), "tokens_per_s": 250.0, "peak_memory_mb": 512.5,
-                                                                 "train_time_s": 2.0 * len(log)}))
+        (run_dir / "train_stats.json").write_text(
+            json.dumps(
+                {"steps": len(log), "tokens_per_s": 250.0, "peak_memory_mb": 512.5, "train_time_s": 2.0 * len(log)}
+            )
+        )
         loss = float(log["train_loss"].iloc[-1])
-        rows.append({"run": name, "best": "best (rougeL)" if name == best else None, "tied": None, "status": "ok",
-                     "r": 2 ** (i + 1), "alpha_over_r": 2.0, "val_loss": loss, "test_loss": loss + 0.1, "test_loss_lo": loss,
-                     "test_loss_hi": loss + 0.2, "retention": 0.9, "train_time_s": 2.0 * len(log), "peak_memory_mb": 512.5})
-        points[name] = {"method": "lora", "r": 2 ** (i + 1), "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "learning_rate": 0.01}
+        rows.append(
+            {
+                "run": name,
+                "best": "best (rougeL)" if name == best else None,
+                "tied": None,
+                "status": "ok",
+                "r": 2 ** (i + 1),
+                "alpha_over_r": 2.0,
+                "val_loss": loss,
+                "test_loss": loss + 0.1,
+                "test_loss_lo": loss,
+                "test_loss_hi": loss + 0.2,
+                "retention": 0.9,
+                "train_time_s": 2.0 * len(log),
+                "peak_memory_mb": 512.5,
+            }
+        )
+        points[name] = {
+            "method": "lora",
+            "r": 2 ** (i + 1),
+            "lora_alpha": 8,
+            "target_modules": ["q_proj", "v_proj"],
+            "learning_rate": 0.01,
+        }
     pd.DataFrame(rows).to_csv(res / "comparison.csv", index=False)
     (res / "comparison.md").write_text("# LoRA comparison\n", encoding="utf-8")
     return points
 
 
-LOGS = {"r2_a8_qv": train_log([3.0, 2.5, 2.25, 2.0], {2: 2.75, 4: 2.5}), "r4_a8_qv": train_log([3.0, 2.0, 1.5, 1.25], {2: 2.5, 4: 2.0})}
+LOGS = {
+    "r2_a8_qv": train_log([3.0, 2.5, 2.25, 2.0], {2: 2.75, 4: 2.5}),
+    "r4_a8_qv": train_log([3.0, 2.0, 1.5, 1.25], {2: 2.5, 4: 2.0}),
+}
 
 
 def settings_for(uri: str, experiment: str) -> dict:
@@ -131,7 +181,9 @@ def test_each_point_is_one_run_under_the_sweep_run_and_mirroring_again_adds_none
     card = res / "adapters" / "r4_a8_qv" / "README.md"
     card.parent.mkdir(parents=True)
     card.write_text("---\nbase_model: tiny\n---\n# r4_a8_qv\n", encoding="utf-8")
-    status = track(str(res / "comparison.csv"), str(tmp_path / "status.json"), points, settings_for(mlflow_server, "first"))
+    status = track(
+        str(res / "comparison.csv"), str(tmp_path / "status.json"), points, settings_for(mlflow_server, "first")
+    )
     assert status["mlflow"]["runs"] == {"base": "created", "r2_a8_qv": "created", "r4_a8_qv": "created"}
     parent, runs = sweep_runs(mlflow_server, "first")
     assert sorted(runs) == ["base", "r2_a8_qv", "r4_a8_qv"] and parent.info.run_name == str(res)
@@ -140,10 +192,16 @@ def test_each_point_is_one_run_under_the_sweep_run_and_mirroring_again_adds_none
     assert base.data.metrics["test_loss_lo"] == 6.9 and base.data.tags["baseline"] == "true" and not base.data.params
     for name, log in LOGS.items():
         run = runs[name]
-        assert run.data.params["r"] == str(points[name]["r"]) and run.data.params["target_modules"] == '["q_proj", "v_proj"]'
+        assert (
+            run.data.params["r"] == str(points[name]["r"])
+            and run.data.params["target_modules"] == '["q_proj", "v_proj"]'
+        )
         assert run.data.params["alpha_over_r"] == "2.0"
         assert history(mlflow_server, run.info.run_id, "loss/train") == list(zip(log["step"], log["train_loss"]))
-        assert history(mlflow_server, run.info.run_id, "loss/val") == [(2, log["eval_loss"][1]), (4, log["eval_loss"][3])]
+        assert history(mlflow_server, run.info.run_id, "loss/val") == [
+            (2, log["eval_loss"][1]),
+            (4, log["eval_loss"][3]),
+        ]
         assert [s for s, _ in history(mlflow_server, run.info.run_id, "lr")] == [1, 2, 3, 4]
         assert history(mlflow_server, run.info.run_id, "tokens_per_s") == [(s, 250.0) for s in (1, 2, 3, 4)]
         final = float(log["train_loss"].iloc[-1])
@@ -155,11 +213,18 @@ def test_each_point_is_one_run_under_the_sweep_run_and_mirroring_again_adds_none
         # its time in the run list is its training's: ending as its train log was written
         assert run.info.end_time == int(1000 * (res / "runs" / name / "train_log.csv").stat().st_mtime)
         assert run.info.end_time - run.info.start_time == pytest.approx(1000 * 2.0 * len(log), abs=2)
-    artifacts = {name: {f.path for f in client(mlflow_server).list_artifacts(r.info.run_id)} for name, r in runs.items()}
+    artifacts = {
+        name: {f.path for f in client(mlflow_server).list_artifacts(r.info.run_id)} for name, r in runs.items()
+    }
     assert artifacts == {"r2_a8_qv": {"train_log.csv"}, "r4_a8_qv": {"train_log.csv", "README.md"}}
-    assert {f.path for f in client(mlflow_server).list_artifacts(parent.info.run_id)} == {"comparison.md", "comparison.csv"}
+    assert {f.path for f in client(mlflow_server).list_artifacts(parent.info.run_id)} == {
+        "comparison.md",
+        "comparison.csv",
+    }
 
-    again = track(str(res / "comparison.csv"), str(tmp_path / "status.json"), points, settings_for(mlflow_server, "first"))
+    again = track(
+        str(res / "comparison.csv"), str(tmp_path / "status.json"), points, settings_for(mlflow_server, "first")
+    )
     assert again["mlflow"]["runs"] == {"base": "unchanged", "r2_a8_qv": "unchanged", "r4_a8_qv": "unchanged"}
     parent2, runs2 = sweep_runs(mlflow_server, "first")
     assert parent2.info.run_id == parent.info.run_id
@@ -174,20 +239,28 @@ def test_a_new_best_updates_the_same_run_and_a_retrained_run_replaces_its_curves
     _, before = sweep_runs(mlflow_server, "rerun")
     # the table changed its mind (another bootstrap, another metric): tags and figures, not training
     write_results(res, LOGS, best="r4_a8_qv")
-    assert track(str(res / "comparison.csv"), out, points, cfg)["mlflow"]["runs"] == {"base": "unchanged", "r2_a8_qv": "updated",
-                                                                                     "r4_a8_qv": "updated"}
+    assert track(str(res / "comparison.csv"), out, points, cfg)["mlflow"]["runs"] == {
+        "base": "unchanged",
+        "r2_a8_qv": "updated",
+        "r4_a8_qv": "updated",
+    }
     _, after = sweep_runs(mlflow_server, "rerun")
     assert {n: r.info.run_id for n, r in after.items()} == {n: r.info.run_id for n, r in before.items()}
     assert (after["r2_a8_qv"].data.tags["best"], after["r4_a8_qv"].data.tags["best"]) == ("false", "true")
     # r2 trained again (e.g. more steps): one run of that name, with the new curve only; r4 untouched
     retrained = {**LOGS, "r2_a8_qv": train_log([3.0, 2.0, 1.0, 0.5, 0.25, 0.125], {3: 1.5, 6: 0.5})}
     write_results(res, retrained, best="r4_a8_qv")
-    assert track(str(res / "comparison.csv"), out, points, cfg)["mlflow"]["runs"] == {"base": "unchanged", "r2_a8_qv": "replaced",
-                                                                                     "r4_a8_qv": "unchanged"}
+    assert track(str(res / "comparison.csv"), out, points, cfg)["mlflow"]["runs"] == {
+        "base": "unchanged",
+        "r2_a8_qv": "replaced",
+        "r4_a8_qv": "unchanged",
+    }
     _, last = sweep_runs(mlflow_server, "rerun")
     assert last["r4_a8_qv"].info.run_id == before["r4_a8_qv"].info.run_id
     log = retrained["r2_a8_qv"]
-    assert history(mlflow_server, last["r2_a8_qv"].info.run_id, "loss/train") == list(zip(log["step"], log["train_loss"]))
+    assert history(mlflow_server, last["r2_a8_qv"].info.run_id, "loss/train") == list(
+        zip(log["step"], log["train_loss"])
+    )
 
 
 def test_a_tracker_that_fails_warns_once_and_the_results_stay_as_they_are(tmp_path, caplog, monkeypatch):
@@ -199,7 +272,9 @@ def test_a_tracker_that_fails_warns_once_and_the_results_stay_as_they_are(tmp_pa
     out = tmp_path / "tracking.json"
     caplog.set_level(logging.INFO, logger="loraflow")
     start = time.monotonic()
-    status = track(str(res / "comparison.csv"), str(out), points, settings_for(f"http://127.0.0.1:{free_port()}", "down"))
+    status = track(
+        str(res / "comparison.csv"), str(out), points, settings_for(f"http://127.0.0.1:{free_port()}", "down")
+    )
     assert time.monotonic() - start < 60  # fails fast instead of retrying for minutes
     assert status["mlflow"]["state"] == "failed" and status["tensorboard"]["state"] == "ok"
     assert json.loads(out.read_text()) == status
@@ -263,17 +338,25 @@ def test_tensorboard_files_read_back_as_the_train_log(tmp_path_factory, log):
 
 def test_read_curves_names_the_validation_columns_of_every_task(tmp_path):
     path = tmp_path / "train_log.csv"
-    path.write_text("step,epoch,train_loss,val_loss,val_accuracy,lr,tokens_seen,elapsed_s\n1,1,0.7,0.6,0.5,0.001,10,1.0\n")
-    assert read_curves(path) == {"loss/train": [(1, 0.7)], "loss/val": [(1, 0.6)], "val/accuracy": [(1, 0.5)], "lr": [(1, 0.001)],
-                                 "tokens_per_s": [(1, 10.0)]}
+    path.write_text(
+        "step,epoch,train_loss,val_loss,val_accuracy,lr,tokens_seen,elapsed_s\n1,1,0.7,0.6,0.5,0.001,10,1.0\n"
+    )
+    assert read_curves(path) == {
+        "loss/train": [(1, 0.7)],
+        "loss/val": [(1, 0.6)],
+        "val/accuracy": [(1, 0.5)],
+        "lr": [(1, 0.001)],
+        "tokens_per_s": [(1, 10.0)],
+    }
 
 
 @pytest.mark.slow
 def test_the_workflow_mirrors_a_finished_sweep_and_plans_nothing_more(finished_run, tmp_path, mlflow_server):
     """On a copy of the tiny sweep: switching tracking on plans only `track`; the runs arrive with the train
     job's settings and curves; mirroring again adds no run; switching it off plans nothing."""
-    from test_workflow import planned_jobs, snakemake, write_config
     import yaml
+
+    from helpers import planned_jobs, snakemake, write_config
 
     workdir = tmp_path / "wf"
     shutil.copytree(finished_run[0], workdir, symlinks=True)

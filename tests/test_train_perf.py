@@ -7,10 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from loraflow.model import modeling
+from loraflow.binding import bind
+from loraflow.model import device, kernels, loading
+from loraflow.model import loss as chunked_loss
+from loraflow.model.batching import collate, forward_batches, pack, pack_rows
+from loraflow.model.loading import load_causal_lm
+from loraflow.model.loss import per_example_loss, supervised_loss
 from loraflow.model.methods import trainable_model
-from loraflow.model.modeling import collate, forward_batches, load_causal_lm, pack, pack_rows, per_example_loss, supervised_loss
-from loraflow.train.loop import epoch_micro_batches, plan_epoch_steps, step_stream
+from loraflow.train.schedule import epoch_micro_batches, plan_epoch_steps, step_stream
 
 CPU = torch.device("cpu")
 ATOL_LOSS, RTOL_LOSS = 1e-5, 1e-6  # summed NLL (per example or per batch), fp32: only summation order differs
@@ -54,13 +58,13 @@ def lora_grads(model, batches):
 @pytest.fixture(params=["sdpa", "eager"])
 def attention(request, lora_model):
     """lora_model with transformers' SDPA or eager attention (train.attention), set back to SDPA after."""
-    modeling.unwrap(lora_model).set_attn_implementation(request.param)
+    loading.unwrap(lora_model).set_attn_implementation(request.param)
     yield request.param
-    modeling.unwrap(lora_model).set_attn_implementation("sdpa")
+    loading.unwrap(lora_model).set_attn_implementation("sdpa")
 
 
 def test_packed_batch_gives_the_unpacked_per_example_loss(lora_model, attention):
-    assert modeling.unwrap(lora_model).config._attn_implementation == attention
+    assert loading.unwrap(lora_model).config._attn_implementation == attention
     ex = examples([37, 12, 60, 25, 9, 44, 3, 18])
     padded, packed = collate(ex, 0, CPU), pack(ex, 0, CPU, max_length=64)
     assert packed["input_ids"].shape[0] < len(ex)  # several conversations share a row
@@ -69,8 +73,11 @@ def test_packed_batch_gives_the_unpacked_per_example_loss(lora_model, attention)
     b, nb = per_example_loss(lora_model, packed, len(ex))
     assert torch.equal(na, nb) and torch.allclose(a, b, atol=ATOL_LOSS, rtol=RTOL_LOSS)
     g = lora_grads(lora_model, [padded])
-    for batches in (forward_batches(ex, 0, CPU, packing=True, max_length=64), forward_batches(ex, 0, CPU, True, 64, 64),
-                    forward_batches(ex, 0, CPU, False, 64, 100)):
+    for batches in (
+        forward_batches(ex, 0, CPU, packing=True, max_length=64),
+        forward_batches(ex, 0, CPU, True, 64, 64),
+        forward_batches(ex, 0, CPU, False, 64, 100),
+    ):
         assert torch.allclose(lora_grads(lora_model, batches), g, atol=ATOL_GRAD, rtol=0)
 
 
@@ -81,9 +88,9 @@ def test_eager_attention_equals_sdpa_on_packed_rows(lora_model):
     batches = forward_batches(ex, 0, CPU, True, 64, 64)
     out = {}
     for impl in ("sdpa", "eager"):
-        modeling.unwrap(lora_model).set_attn_implementation(impl)
+        loading.unwrap(lora_model).set_attn_implementation(impl)
         out[impl] = per_example_loss(lora_model, pack(ex, 0, CPU, 64), len(ex))[0], lora_grads(lora_model, batches)
-    modeling.unwrap(lora_model).set_attn_implementation("sdpa")
+    loading.unwrap(lora_model).set_attn_implementation("sdpa")
     assert torch.allclose(out["sdpa"][0], out["eager"][0], atol=ATOL_LOSS, rtol=RTOL_LOSS)
     assert torch.allclose(out["sdpa"][1], out["eager"][1], atol=ATOL_GRAD, rtol=0)
 
@@ -93,39 +100,56 @@ def test_auto_attention_and_compile_choices(monkeypatch):
     layers only for bf16 on a CPU with bf16 units (eager only with rows of at most 512 tokens; compiled
     only for lora / rslora, without gradient checkpointing, with a C++ compiler)."""
     cuda = torch.device("cuda")
-    monkeypatch.setattr(modeling, "cpu_has_fast_bf16", lambda: True)
-    monkeypatch.setattr(modeling, "cxx_compiler_found", lambda: True)
-    att = modeling.attention_implementation
+    monkeypatch.setattr(kernels, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(kernels, "cxx_compiler_found", lambda: True)
+    att = kernels.attention_implementation
     assert att("auto", CPU, "bf16", 512) == "eager" and att("auto", CPU, "bf16", 513) == "sdpa"
     assert att("auto", CPU, "fp32", 512) == att("auto", cuda, "bf16", 512) == "sdpa"
     assert att("sdpa", CPU, "bf16", 128) == "sdpa" and att("eager", cuda, "fp32", 4096) == "eager"
-    comp = modeling.compile_training
+    comp = kernels.compile_training
     assert comp("auto", CPU, "bf16", "lora", False) and comp("auto", CPU, "bf16", "rslora", False)
-    assert not any([comp("auto", CPU, "fp32", "lora", False), comp("auto", cuda, "bf16", "lora", False),
-                    comp("auto", CPU, "bf16", "qlora", False), comp("auto", CPU, "bf16", "full", False),
-                    comp("auto", CPU, "bf16", "lora", True)])
+    assert not any(
+        [
+            comp("auto", CPU, "fp32", "lora", False),
+            comp("auto", cuda, "bf16", "lora", False),
+            comp("auto", CPU, "bf16", "qlora", False),
+            comp("auto", CPU, "bf16", "full", False),
+            comp("auto", CPU, "bf16", "lora", True),
+        ]
+    )
     assert comp(True, cuda, "fp32", "full", True) and not comp(False, CPU, "bf16", "lora", False)
-    monkeypatch.setattr(modeling, "cxx_compiler_found", lambda: False)
+    monkeypatch.setattr(kernels, "cxx_compiler_found", lambda: False)
     assert not comp("auto", CPU, "bf16", "lora", False)
-    monkeypatch.setattr(modeling, "cpu_has_fast_bf16", lambda: False)  # bf16 emulated (AVX2): measured nowhere, so neither
-    monkeypatch.setattr(modeling, "cxx_compiler_found", lambda: True)
+    monkeypatch.setattr(
+        kernels, "cpu_has_fast_bf16", lambda: False
+    )  # bf16 emulated (AVX2): measured nowhere, so neither
+    monkeypatch.setattr(kernels, "cxx_compiler_found", lambda: True)
     assert att("auto", CPU, "bf16", 512) == "sdpa" and not comp("auto", CPU, "bf16", "lora", False)
 
 
-@pytest.mark.skipif(not modeling.cxx_compiler_found(), reason="torch.compile on a CPU needs a C++ compiler (g++)")
+@pytest.mark.skipif(not kernels.cxx_compiler_found(), reason="torch.compile on a CPU needs a C++ compiler (g++)")
 def test_compiled_layers_give_the_same_loss_and_gradient(tiny_model):
     """train.compile: the decoder layers compiled (dynamic shapes: passes of other widths and row counts
     reuse the graph) compute the eager model's per-example losses and LoRA gradients, with eager attention
     and packed rows as the auto choice runs them."""
-    from loraflow.tasks.causal_lm import compile_layers
+    from loraflow.tasks.causal_lm.model import compile_layers
 
     model = nontrivial_lora(tiny_model)  # its own copy: compiling changes the layers in place
-    modeling.unwrap(model).set_attn_implementation("eager")
-    sets = [examples([37, 12, 60, 25, 9, 44, 3, 18], seed=5), examples([20, 31, 7], seed=6), examples([50, 50, 14, 9, 22], seed=7)]
-    expected = [(per_example_loss(model, pack(ex, 0, CPU, 64), len(ex))[0], lora_grads(model, forward_batches(ex, 0, CPU, True, 64, 64)))
-                for ex in sets]
+    loading.unwrap(model).set_attn_implementation("eager")
+    sets = [
+        examples([37, 12, 60, 25, 9, 44, 3, 18], seed=5),
+        examples([20, 31, 7], seed=6),
+        examples([50, 50, 14, 9, 22], seed=7),
+    ]
+    expected = [
+        (
+            per_example_loss(model, pack(ex, 0, CPU, 64), len(ex))[0],
+            lora_grads(model, forward_batches(ex, 0, CPU, True, 64, 64)),
+        )
+        for ex in sets
+    ]
     compile_layers(model)
-    layers = modeling.unwrap(model).model.layers
+    layers = loading.unwrap(model).model.layers
     assert all(getattr(layer, "_compiled_call_impl", None) is not None for layer in layers)
     for ex, (loss, grad) in zip(sets, expected):
         assert torch.allclose(per_example_loss(model, pack(ex, 0, CPU, 64), len(ex))[0], loss, atol=1e-4, rtol=1e-5)
@@ -133,17 +157,21 @@ def test_compiled_layers_give_the_same_loss_and_gradient(tiny_model):
 
 
 def test_widths_rounded_to_the_shape_granule_same_loss_and_gradient(lora_model):
-    """bf16 on a CPU rounds every forward pass's width to a multiple of the granule (modeling.shape_granule:
+    """bf16 on a CPU rounds every forward pass's width to a multiple of the granule (kernels.shape_granule:
     oneDNN keeps a kernel per matmul shape); the extra columns are padding without targets, so the
     per-example loss and the gradient are those of the unrounded passes."""
-    assert modeling.shape_granule(CPU, "bf16") == modeling.ONEDNN_GRANULE > 1 and modeling.shape_granule(CPU, "fp32") == 1
+    assert kernels.shape_granule(CPU, "bf16") == kernels.ONEDNN_GRANULE > 1 and kernels.shape_granule(CPU, "fp32") == 1
     ex = examples([37, 12, 60, 25, 9, 44, 3, 18])
     g = lora_grads(lora_model, forward_batches(ex, 0, CPU, True, 64, 64))
     a, _ = per_example_loss(lora_model, pack(ex, 0, CPU, 64), len(ex))
     b, _ = per_example_loss(lora_model, pack(ex, 0, CPU, 64, granule=24), len(ex))
-    assert pack(ex, 0, CPU, 64, granule=24)["input_ids"].shape[1] == 72 and torch.allclose(a, b, atol=ATOL_LOSS, rtol=RTOL_LOSS)
-    for granule, batches in ((24, forward_batches(ex, 0, CPU, True, 64, 64, granule=24)),
-                             (16, forward_batches(ex, 0, CPU, False, 64, 100, granule=16))):
+    assert pack(ex, 0, CPU, 64, granule=24)["input_ids"].shape[1] == 72 and torch.allclose(
+        a, b, atol=ATOL_LOSS, rtol=RTOL_LOSS
+    )
+    for granule, batches in (
+        (24, forward_batches(ex, 0, CPU, True, 64, 64, granule=24)),
+        (16, forward_batches(ex, 0, CPU, False, 64, 100, granule=16)),
+    ):
         assert all(b["input_ids"].shape[1] % granule == 0 for b in batches)
         assert sum(int(b["labels_mask"][:, 1:].sum()) for b in batches) == sum(int(m[1:].sum()) for _, m in ex)
         assert torch.allclose(lora_grads(lora_model, batches), g, atol=ATOL_GRAD, rtol=0)
@@ -152,7 +180,7 @@ def test_widths_rounded_to_the_shape_granule_same_loss_and_gradient(lora_model):
 def test_validation_through_the_training_passes_gives_the_padded_mean_loss(lora_model):
     """The train stage validates with its own forward passes (packed, rounded to the granule: no matmul
     shapes beyond the training step's); the mean loss is that of right-padded batches."""
-    from loraflow.model.modeling import mean_loss
+    from loraflow.model.loss import mean_loss
 
     ex = examples([37, 12, 60, 25, 9, 44, 3, 18], seed=2)
     padded = mean_loss(lora_model, ex, 4, 0, CPU)
@@ -163,7 +191,9 @@ def test_validation_through_the_training_passes_gives_the_padded_mean_loss(lora_
         return passes[-1]
 
     packed = mean_loss(lora_model, ex, 4, 0, CPU, forwards=training_passes)
-    assert len(passes) == 2 and all(p["input_ids"].shape[1] % 16 == 0 and "position_ids" in p for ps in passes for p in ps)
+    assert len(passes) == 2 and all(
+        p["input_ids"].shape[1] % 16 == 0 and "position_ids" in p for ps in passes for p in ps
+    )
     assert math.isclose(packed, padded, rel_tol=1e-6)
 
 
@@ -182,8 +212,12 @@ def test_no_attention_across_conversations_of_a_row(lora_model):
     rows = [[0, 1, 2]]
     before, _ = per_example_loss(lora_model, pack(ex, 0, CPU, 64, rows=rows), 3)
     changed = [ex[0], ex[1], (np.full(10, 7, dtype=np.int32), ex[2][1])]
-    after, _ = per_example_loss(lora_model, pack(changed, 0, CPU, 64, rows=[[2, 0, 1]]), 3)  # other order, other neighbours
-    assert torch.allclose(before[:2], after[:2], atol=ATOL_LOSS, rtol=RTOL_LOSS) and not torch.allclose(before[2], after[2])
+    after, _ = per_example_loss(
+        lora_model, pack(changed, 0, CPU, 64, rows=[[2, 0, 1]]), 3
+    )  # other order, other neighbours
+    assert torch.allclose(before[:2], after[:2], atol=ATOL_LOSS, rtol=RTOL_LOSS) and not torch.allclose(
+        before[2], after[2]
+    )
 
 
 def test_pack_rows_first_fit_within_max_length():
@@ -197,7 +231,7 @@ def test_pack_rows_first_fit_within_max_length():
 def test_chunked_loss_equals_full_logits(lora_model, monkeypatch):
     ex = examples([40, 33, 21])
     batch = collate(ex, 0, CPU)
-    lm = modeling.unwrap(lora_model)
+    lm = loading.unwrap(lora_model)
     hidden = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     target = batch["labels_mask"][:, 1:]
     labels = batch["input_ids"][:, 1:][target]
@@ -205,9 +239,12 @@ def test_chunked_loss_equals_full_logits(lora_model, monkeypatch):
     lora_model.zero_grad(set_to_none=True)
     (ref / len(labels)).backward()
     g_ref = torch.cat([p.grad.flatten() for p in lora_model.parameters() if p.requires_grad]).clone()
-    monkeypatch.setattr(modeling, "LOSS_CHUNK_BYTES", 16 * 4 * lm.lm_head.weight.shape[0])  # chunks of 16 positions
-    for granule in (1, 7):  # 7: every chunk's positions padded with zero rows to a multiple of 7 (bf16 on a CPU pads to ONEDNN_GRANULE)
-        monkeypatch.setattr(modeling, "_head_granule", lambda hidden: granule)
+    monkeypatch.setattr(chunked_loss, "LOSS_CHUNK_BYTES", 16 * 4 * lm.lm_head.weight.shape[0])  # chunks of 16 positions
+    for granule in (
+        1,
+        7,
+    ):  # 7: every chunk's positions padded with zero rows to a multiple of 7 (bf16 on a CPU pads to ONEDNN_GRANULE)
+        monkeypatch.setattr(chunked_loss, "_head_granule", lambda hidden: granule)
         total, n = supervised_loss(lora_model, batch)
         assert n == len(labels) > 32 and torch.allclose(total, ref, atol=ATOL_LOSS, rtol=RTOL_LOSS)
         assert torch.allclose(lora_grads(lora_model, [batch]), g_ref, atol=ATOL_GRAD, rtol=0)
@@ -228,13 +265,19 @@ def test_evaluate_per_row_loss_through_a_prepacked_head_equals_full_logits(tiny_
         for ids, mask in ex:
             logits = model(input_ids=torch.from_numpy(ids.astype(np.int64))[None]).logits[0, :-1].float()
             target = torch.from_numpy(mask[1:].astype(bool))
-            ref.append(torch.nn.functional.cross_entropy(logits[target], torch.from_numpy(ids[1:].astype(np.int64))[target], reduction="sum"))
+            ref.append(
+                torch.nn.functional.cross_entropy(
+                    logits[target], torch.from_numpy(ids[1:].astype(np.int64))[target], reduction="sum"
+                )
+            )
     ref, counts = torch.stack(ref).double().numpy(), np.array([int(m[1:].sum()) for _, m in ex])
-    monkeypatch.setattr(modeling, "LOSS_CHUNK_BYTES", 16 * 4 * model.lm_head.weight.shape[0])  # chunks of 16 positions
-    monkeypatch.setattr(modeling, "_head_granule", lambda hidden: 7)
+    monkeypatch.setattr(
+        chunked_loss, "LOSS_CHUNK_BYTES", 16 * 4 * model.lm_head.weight.shape[0]
+    )  # chunks of 16 positions
+    monkeypatch.setattr(chunked_loss, "_head_granule", lambda hidden: 7)
     nll, n = per_row_nll(model, ex, 2, 0, CPU)
     assert np.array_equal(n, counts) and np.allclose(nll, ref, rtol=1e-5, atol=1e-4)
-    assert modeling.prepack_cpu_linears(model, 2) > 0 and not isinstance(modeling.unwrap(model).lm_head, torch.nn.Linear)
+    assert kernels.prepack_cpu_linears(model, 2) > 0 and not isinstance(loading.unwrap(model).lm_head, torch.nn.Linear)
     nll, n = per_row_nll(model, ex, 2, 0, CPU)
     assert np.array_equal(n, counts) and np.allclose(nll, ref, rtol=1e-4, atol=1e-3)
     monkeypatch.undo()
@@ -244,23 +287,30 @@ def test_evaluate_per_row_loss_through_a_prepacked_head_equals_full_logits(tiny_
 
 
 def test_bf16_training_chunked_loss_matches_full_logits(tiny_model):
-    """bf16 training (methods.load_base in modeling.train_weight_dtype): frozen base in bf16, LoRA in
+    """bf16 training (methods.load_base in device.train_weight_dtype): frozen base in bf16, LoRA in
     fp32; under autocast the chunked loss equals the full-logits cross-entropy (bf16 matmuls: rtol 1e-2)."""
     from loraflow.model.methods import load_base
 
     batch = collate(examples([30, 17]), 0, CPU)
     torch.manual_seed(1)
-    model = trainable_model(load_base(str(tiny_model), CPU, "lora", dtype=modeling.train_weight_dtype("bf16")), "lora", 4, 8,
-                            ["q_proj", "v_proj"], 0.0)
-    lm = modeling.unwrap(model)
+    model = trainable_model(
+        load_base(str(tiny_model), CPU, "lora", dtype=device.train_weight_dtype("bf16")),
+        "lora",
+        4,
+        8,
+        ["q_proj", "v_proj"],
+        0.0,
+    )
+    lm = loading.unwrap(model)
     assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
     assert lm.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got, n = supervised_loss(model, batch)
         hidden = lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         target = batch["labels_mask"][:, 1:]
-        ref = torch.nn.functional.cross_entropy(lm.lm_head(hidden[:, :-1][target]).float(), batch["input_ids"][:, 1:][target],
-                                                reduction="sum")
+        ref = torch.nn.functional.cross_entropy(
+            lm.lm_head(hidden[:, :-1][target]).float(), batch["input_ids"][:, 1:][target], reduction="sum"
+        )
     assert got.dtype == torch.float32 and n == int(target.sum()) and torch.allclose(got, ref, rtol=1e-2, atol=0)
 
 
@@ -280,9 +330,9 @@ def test_exact_epochs_every_row_n_times_last_step_smaller():
 def test_train_time_is_training_only_and_one_epoch_is_exact(tiny_data, tmp_path, monkeypatch):
     import time
 
-    from loraflow.tasks import causal_lm
-    from loraflow.train.loop import train_lora
-    from test_resume import run_args
+    from helpers import run_args
+    from loraflow.tasks.causal_lm import train as causal_lm
+    from loraflow.tasks.causal_lm.train import train_lora
 
     real = causal_lm.mean_loss
 
@@ -292,14 +342,23 @@ def test_train_time_is_training_only_and_one_epoch_is_exact(tiny_data, tmp_path,
 
     monkeypatch.setattr(causal_lm, "mean_loss", slow_eval)
 
-    args = dict(run_args(tiny_data, tmp_path / "run", tmp_path / "ckpt"), max_steps=0, epochs=1, batch_size=3, grad_accum=2,
-                eval_every=1, checkpoint_every=0)
-    stats = train_lora(**args)
+    args = dict(
+        run_args(tiny_data, tmp_path / "run", tmp_path / "ckpt"),
+        max_steps=0,
+        epochs=1,
+        batch_size=3,
+        grad_accum=2,
+        eval_every=1,
+        checkpoint_every=0,
+    )
+    stats = train_lora(**bind(train_lora, args))
     ex = modeling_split(tiny_data)
     assert stats["steps"] == math.ceil(math.ceil(len(ex) / 3) / 2)
     assert stats["tokens_seen"] == sum(len(i) for i, _ in ex) and stats["epochs_seen"] == 1
     assert stats["packing"] is True and stats["eval_time_s"] >= 0.5 * stats["steps"]  # eval_every=1: one pass per step
-    assert 0 < stats["train_time_s"] < 0.5 * stats["steps"]  # train_time_s excludes every validation pass, the final one too
+    assert (
+        0 < stats["train_time_s"] < 0.5 * stats["steps"]
+    )  # train_time_s excludes every validation pass, the final one too
 
 
 def modeling_split(tiny_data):
@@ -310,17 +369,24 @@ def modeling_split(tiny_data):
 
 
 def test_max_memory_switches_on_gradient_checkpointing(tiny_data, tmp_path):
-    from loraflow.train.loop import train_lora
-    from test_resume import run_args
+    from helpers import run_args
+    from loraflow.tasks.causal_lm.train import train_lora
 
-    stats = train_lora(**dict(run_args(tiny_data, tmp_path / "gc", tmp_path / "c"), max_steps=2, checkpoint_every=0, max_memory_mb=1))
+    stats = train_lora(
+        **bind(
+            train_lora,
+            dict(
+                run_args(tiny_data, tmp_path / "gc", tmp_path / "c"), max_steps=2, checkpoint_every=0, max_memory_mb=1
+            ),
+        )
+    )
     assert stats["gradient_checkpointing"] is True and stats["est_memory_mb"] > 1
 
 
 def test_trailing_partial_character_trimmed_at_the_token_cap(tiny_model):
-    from loraflow.evaluate.run import trim_partial_character
+    from loraflow.evaluate.generation import trim_partial_character
 
-    tok = modeling.load_tokenizer(str(tiny_model))
+    tok = loading.load_tokenizer(str(tiny_model))
     text = "answer: 乙肝病毒"
     ids = tok.encode(text, add_special_tokens=False)
     assert tok.decode(ids) == text
@@ -332,53 +398,91 @@ def test_trailing_partial_character_trimmed_at_the_token_cap(tiny_model):
 
 
 def test_memory_estimate_terms(tiny_model):
-    from loraflow.train.preflight import ALLOCATOR_SLACK, TRAIN_TERMS, estimate_memory_mb, lora_counts, meta_model, weights_file_info
+    from loraflow.model.memory import ALLOCATOR_SLACK, TRAIN_TERMS, TrainJob, estimate_memory_mb, weights_file_info
+    from loraflow.train.grid_check import lora_counts, meta_model
 
     model = meta_model(str(tiny_model))
     trainable, total = lora_counts(model, 4, 8, ["q_proj", "v_proj"])
     kw = dict(device_type="cpu", tokens_per_forward=512)
     terms: dict = {}
-    fp32 = estimate_memory_mb(model, trainable, total, 4, 512, precision="fp32", terms=terms, **kw)
+    fp32 = estimate_memory_mb(model, trainable, total, TrainJob(4, 512, precision="fp32", **kw), terms=terms)
     assert math.isclose(sum(terms[k] for k in TRAIN_TERMS), fp32) and terms["peak_phase"] == "train"
-    assert set(TRAIN_TERMS) == {"process", "weights", "optimizer", "activations", "attention", "loss", "tokens", "kernels"}
+    assert set(TRAIN_TERMS) == {
+        "process",
+        "weights",
+        "optimizer",
+        "activations",
+        "attention",
+        "loss",
+        "tokens",
+        "kernels",
+    }
     assert terms["kernels"] == 0 and terms["attention"] == 0  # fp32: SDPA, nothing kept per score
     assert math.isclose(terms["weights"], total * 4 / 2**20)
     bf16_terms: dict = {}
-    estimate_memory_mb(model, trainable, total, 4, 512, precision="bf16", terms=bf16_terms, **kw)
+    estimate_memory_mb(model, trainable, total, TrainJob(4, 512, precision="bf16", **kw), terms=bf16_terms)
     assert bf16_terms["weights"] < terms["weights"] and bf16_terms["activations"] < terms["activations"]
     assert bf16_terms["kernels"] > 0  # oneDNN's kernel cache: bf16 on a CPU only
     # eager attention keeps layers x heads x tokens x width scores (6 bytes each uncompiled, 2 compiled)
     cfg = model.config
     eager = {c: {} for c in (False, True)}
     for c in eager:
-        estimate_memory_mb(model, trainable, total, 4, 128, precision="bf16", attention="eager", compile=c, terms=eager[c], **kw)
+        job = TrainJob(4, 128, precision="bf16", attention="eager", compile=c, **kw)
+        estimate_memory_mb(model, trainable, total, job, terms=eager[c])
     scores = cfg.num_hidden_layers * cfg.num_attention_heads * 512 * 128 / 2**20 * ALLOCATOR_SLACK
     assert math.isclose(eager[False]["attention"], 6 * scores) and math.isclose(eager[True]["attention"], 2 * scores)
     narrow: dict = {}  # rows no wider than the longest train row
-    estimate_memory_mb(model, trainable, total, 4, 128, precision="bf16", attention="eager", compile=True, longest=64, terms=narrow, **kw)
+    estimate_memory_mb(
+        model,
+        trainable,
+        total,
+        TrainJob(4, 128, precision="bf16", attention="eager", compile=True, longest=64, **kw),
+        terms=narrow,
+    )
     assert math.isclose(narrow["attention"], eager[True]["attention"] / 2)
-    assert (bf16_terms["attention"] > 0) == modeling.cpu_has_fast_bf16()  # auto: eager where bf16 is native, rows <= 512
+    assert (bf16_terms["attention"] > 0) == kernels.cpu_has_fast_bf16()  # auto: eager where bf16 is native, rows <= 512
     gc_terms: dict = {}
-    estimate_memory_mb(model, trainable, total, 4, 512, precision="fp32", gradient_checkpointing=True, terms=gc_terms, **kw)
+    estimate_memory_mb(
+        model, trainable, total, TrainJob(4, 512, precision="fp32", gradient_checkpointing=True, **kw), terms=gc_terms
+    )
     assert gc_terms["activations"] < terms["activations"]
     # activations grow linearly with the tokens of one forward pass
     big: dict = {}
-    estimate_memory_mb(model, trainable, total, 4, 512, precision="fp32", terms=big, device_type="cpu", tokens_per_forward=1024)
+    estimate_memory_mb(
+        model,
+        trainable,
+        total,
+        TrainJob(4, 512, precision="fp32", device_type="cpu", tokens_per_forward=1024),
+        terms=big,
+    )
     assert math.isclose(big["activations"], 2 * terms["activations"])
     # on a CPU the load can be the peak: pages of weight files that are converted (fp32 -> bf16) stay
     # resident next to the converted weights; files loaded in their own dtype are not copied
     info = weights_file_info(tiny_model)
-    assert info == (sum(f.stat().st_size for f in tiny_model.glob("*.safetensors")), 4) and weights_file_info("org/hub-id") == (0, 0)
+    assert info == (sum(f.stat().st_size for f in tiny_model.glob("*.safetensors")), 4) and weights_file_info(
+        "org/hub-id"
+    ) == (0, 0)
     big_fp32 = (100 * 2**30, 4)  # as if the fp32 files were 100 GiB: converted to bf16, the load decides the estimate
     load: dict = {}
-    est = estimate_memory_mb(model, trainable, total, 4, 512, precision="bf16", terms=load, weights_file=big_fp32, **kw)
+    est = estimate_memory_mb(
+        model, trainable, total, TrainJob(4, 512, precision="bf16", weights_file=big_fp32, **kw), terms=load
+    )
     assert load["peak_phase"] == "load" and math.isclose(est, load["load_peak"])
     assert math.isclose(load["load_peak"], load["process"] + big_fp32[0] / 2**20 + load["weights"])
     for precision, file in (("fp32", big_fp32), ("bf16", (100 * 2**30, 2))):  # loaded in the dtype stored: no copy
         same: dict = {}
-        estimate_memory_mb(model, trainable, total, 4, 512, precision=precision, terms=same, weights_file=file, **kw)
+        estimate_memory_mb(
+            model, trainable, total, TrainJob(4, 512, precision=precision, weights_file=file, **kw), terms=same
+        )
         assert same["peak_phase"] == "train" and same["load_peak"] < 2 * same["weights"] + same["process"]
     gpu: dict = {}  # on a GPU the files stay in host memory: no load term on the device
-    est_gpu = estimate_memory_mb(model, trainable, total, 4, 512, precision="bf16", terms=gpu, weights_file=big_fp32,
-                                 device_type="cuda", tokens_per_forward=512)
-    assert gpu["peak_phase"] == "train" and math.isclose(est_gpu, sum(gpu[k] for k in TRAIN_TERMS)) and gpu["kernels"] == 0
+    est_gpu = estimate_memory_mb(
+        model,
+        trainable,
+        total,
+        TrainJob(4, 512, precision="bf16", weights_file=big_fp32, device_type="cuda", tokens_per_forward=512),
+        terms=gpu,
+    )
+    assert (
+        gpu["peak_phase"] == "train" and math.isclose(est_gpu, sum(gpu[k] for k in TRAIN_TERMS)) and gpu["kernels"] == 0
+    )

@@ -2,49 +2,14 @@
 
 import json
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from conftest import REPO
+from helpers import REPO, assert_same_results, planned_jobs, planned_resources, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
-
-
-def tiny_config(model_dir: Path) -> dict:
-    """.test/config/config.yaml (the workflow tests' sweep) on the tiny random model."""
-    config = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text(encoding="utf-8"))
-    config["base_model"] = {"source": "local", "path": str(model_dir)}
-    return config
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
-def planned_jobs(workdir: Path) -> dict[str, int]:
-    """{rule: count} that a dry run would execute."""
-    out = snakemake(workdir, "-n", "--quiet", "rules").stdout
-    jobs = {}
-    for line in out.splitlines():
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if m and m.group(1) != "total":
-            jobs[m.group(1)] = int(m.group(2))
-    return jobs
-
-
-def write_config(workdir: Path, config: dict) -> None:
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
 
 
 def test_pipeline_outputs_and_table(finished_run):
@@ -59,7 +24,10 @@ def test_pipeline_outputs_and_table(finished_run):
         samples = [json.loads(line) for line in (d / "samples.jsonl").read_text().splitlines()]
         assert len(samples) == 12 and {"prompt", "reference", "base_answer", "tuned_answer"} <= set(samples[0])
     stats = json.loads((res / "data" / "split_stats.json").read_text())
-    assert stats["conserved"] and stats["rows_in"] == 240 == stats["train"] + stats["val"] + stats["test"] + stats["rejected"]
+    assert (
+        stats["conserved"]
+        and stats["rows_in"] == 240 == stats["train"] + stats["val"] + stats["test"] + stats["rejected"]
+    )
     table = pd.read_csv(res / "comparison.csv")
     assert list(table["run"]) == ["base", "r2_a8_qv", "r4_a8_qv"]
     assert (table["best"].fillna("") != "").sum() == 1
@@ -77,7 +45,11 @@ def test_only_the_best_run_is_merged_and_its_check_is_reported(finished_run):
     res = workdir / "results"
     table = pd.read_csv(res / "comparison.csv")
     best = table.loc[table["best"].fillna("") != "", "run"].item()
-    assert json.loads((res / "best.json").read_text()) == {"run": best, "metric": "rougeL", "split": "val"}  # chosen on validation
+    assert json.loads((res / "best.json").read_text()) == {
+        "run": best,
+        "metric": "rougeL",
+        "split": "val",
+    }  # chosen on validation
     merged = sorted(p.parent.name for p in res.glob("runs/*/merged"))
     assert merged == [best]
     check = json.loads((res / "runs" / best / "merge_check.json").read_text())
@@ -124,7 +96,12 @@ def job_intervals(res: Path, rules: tuple[str, ...]) -> dict[str, tuple]:
     return intervals
 
 
-MODEL_RULES = ("train", "evaluate", "merge", "combine")  # the rules with resources gpu (evaluate/ holds evaluate_base's log too)
+MODEL_RULES = (
+    "train",
+    "evaluate",
+    "merge",
+    "combine",
+)  # the rules with resources gpu (evaluate/ holds evaluate_base's log too)
 
 
 def test_model_jobs_never_ran_at_the_same_time(finished_run):
@@ -164,20 +141,6 @@ def test_declared_threads_and_gpus_follow_the_config(tmp_path, tiny_model):
     assert jobs["train"]["threads"] == jobs["evaluate_base"]["threads"] == len(os.sched_getaffinity(0))
 
 
-def planned_resources(workdir: Path, *args: str) -> dict[str, dict]:
-    """{rule: {threads, gpu}} of the first planned job of each rule (dry run)."""
-    out = snakemake(workdir, "-n", *args).stdout
-    jobs = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
-        m = re.match(r"(?:local)?rule (\w+):", block.strip())
-        if not m or m.group(1) in jobs:
-            continue
-        threads = re.search(r"^\s+threads: (\d+)", block, re.M)
-        gpu = re.search(r"gpu=(\d+)", block)
-        jobs[m.group(1)] = {"threads": int(threads.group(1)) if threads else 1, **({"gpu": int(gpu.group(1))} if gpu else {})}
-    return jobs
-
-
 def test_rerun_has_nothing_to_do(finished_run):
     workdir, _ = finished_run
     assert planned_jobs(workdir) == {}
@@ -186,8 +149,16 @@ def test_rerun_has_nothing_to_do(finished_run):
 # Rerun scope, one row per class of config key: what a dry run on the finished tiny run plans after the
 # change. With merge.runs: best the table is a checkpoint: when it reruns, the merge of the (possibly
 # new) best run is added once the table has picked it, so a dry run cannot list that merge yet.
-DOWNSTREAM_OF_TRAIN = {"train": 2, "evaluate": 2, "rank_analysis": 2, "table": 1, "report_figures": 1, "choice_figure": 1, "merge_summary": 1,
-                       "all": 1}
+DOWNSTREAM_OF_TRAIN = {
+    "train": 2,
+    "evaluate": 2,
+    "rank_analysis": 2,
+    "table": 1,
+    "report_figures": 1,
+    "choice_figure": 1,
+    "merge_summary": 1,
+    "all": 1,
+}
 RERUN_SCOPE = {
     # keys that cannot change a result: read by the jobs at run time, outside params
     "neutral": ({"train": {"checkpoint_every": 3, "learning_rate_full": 1e-4}, "torch_threads": 2}, {}),
@@ -199,28 +170,61 @@ RERUN_SCOPE = {
     # checked by the pre-flight too (memory estimate): every point is checked again (one job), cheaply
     "train+preflight": ({"train": {"batch_size": 2}}, {"preflight": 1, "preflight_table": 1, **DOWNSTREAM_OF_TRAIN}),
     # a new point and a training setting at once: the new point is checked, every point (re)trains
-    "grid point added + train": ({"grid": {"r": [2, 4, 8]}, "train": {"warmup_steps": 1}},
-                                 {"preflight": 1, "preflight_table": 1, **DOWNSTREAM_OF_TRAIN, "train": 3, "evaluate": 3, "rank_analysis": 3}),
-    "evaluate": ({"evaluate": {"max_new_tokens": 6}},
-                 {"evaluate_base": 1, "evaluate": 2, "table": 1, "report_figures": 1, "choice_figure": 1, "merge_summary": 1, "all": 1}),
+    "grid point added + train": (
+        {"grid": {"r": [2, 4, 8]}, "train": {"warmup_steps": 1}},
+        {"preflight": 1, "preflight_table": 1, **DOWNSTREAM_OF_TRAIN, "train": 3, "evaluate": 3, "rank_analysis": 3},
+    ),
+    "evaluate": (
+        {"evaluate": {"max_new_tokens": 6}},
+        {
+            "evaluate_base": 1,
+            "evaluate": 2,
+            "table": 1,
+            "report_figures": 1,
+            "choice_figure": 1,
+            "merge_summary": 1,
+            "all": 1,
+        },
+    ),
     "merge": ({"merge": {"tolerance": 0.002}}, {"merge": 1, "merge_summary": 1, "all": 1}),
     "merge policy": ({"merge": {"runs": "all"}}, {"merge": 1, "merge_summary": 1, "all": 1}),  # the other run
-    "table": ({"table": {"best_metric": "bleu"}}, {"table": 1, "report_figures": 1, "choice_figure": 1, "merge_summary": 1, "all": 1}),
+    "table": (
+        {"table": {"best_metric": "bleu"}},
+        {"table": 1, "report_figures": 1, "choice_figure": 1, "merge_summary": 1, "all": 1},
+    ),
     "report": ({"evaluate": {"samples_in_report": 3}}, {"report_figures": 1, "all": 1}),
     # the forgetting-aware choice: the table chooses again, nothing is trained or evaluated again
-    "table choice": ({"table": {"select": "pareto", "retention_floor": 50}},
-                     {"table": 1, "report_figures": 1, "choice_figure": 1, "merge_summary": 1, "all": 1}),
+    "table choice": (
+        {"table": {"select": "pareto", "retention_floor": 50}},
+        {"table": 1, "report_figures": 1, "choice_figure": 1, "merge_summary": 1, "all": 1},
+    ),
     # replay: the replay data once, then every point trains again (not the data stages, not the pre-flight)
     "replay": ({"train": {"replay": 0.25}}, {"replay_data": 1, **DOWNSTREAM_OF_TRAIN}),
-    "rank analysis": ({"rank_analysis": {"energies": [0.5, 0.9]}},
-                      {"rank_analysis": 2, "table": 1, "report_figures": 1, "choice_figure": 1, "merge_summary": 1, "all": 1}),
+    "rank analysis": (
+        {"rank_analysis": {"energies": [0.5, 0.9]}},
+        {"rank_analysis": 2, "table": 1, "report_figures": 1, "choice_figure": 1, "merge_summary": 1, "all": 1},
+    ),
     # a new grid point: one pre-flight job checks it (not the finished points), only the new point trains
-    "grid point added": ({"grid": {"r": [2, 4, 8]}},
-                         {"preflight": 1, "preflight_table": 1, "train": 1, "evaluate": 1, "rank_analysis": 1, "table": 1,
-                          "report_figures": 1, "choice_figure": 1, "merge_summary": 1, "all": 1}),
+    "grid point added": (
+        {"grid": {"r": [2, 4, 8]}},
+        {
+            "preflight": 1,
+            "preflight_table": 1,
+            "train": 1,
+            "evaluate": 1,
+            "rank_analysis": 1,
+            "table": 1,
+            "report_figures": 1,
+            "choice_figure": 1,
+            "merge_summary": 1,
+            "all": 1,
+        },
+    ),
     # the data: everything downstream of cleaning (not the base model, not the pre-flight)
-    "data": ({"clean": {"min_answer_chars": 3}},
-             {"clean": 1, "format": 1, "split": 1, "tokenize": 1, "evaluate_base": 1, **DOWNSTREAM_OF_TRAIN}),
+    "data": (
+        {"clean": {"min_answer_chars": 3}},
+        {"clean": 1, "format": 1, "split": 1, "tokenize": 1, "evaluate_base": 1, **DOWNSTREAM_OF_TRAIN},
+    ),
 }
 
 
@@ -267,24 +271,12 @@ def test_missing_target_module_stops_before_training(tmp_path, tiny_model):
     log = (tmp_path / "results" / "logs" / "preflight.log").read_text()
     assert "pre-flight: 2 of 4 grid point(s) cannot be trained, so no training starts" in log
     for run in ("r2_a8_q-c_attn", "r4_a8_q-c_attn"):  # every bad point is named, with the model's linear layers
-        assert f"{run}: grid.target_modules: c_attn not found in LlamaForCausalLM; its linear layers are: down_proj, gate_proj" in log
+        assert (
+            f"{run}: grid.target_modules: c_attn not found in LlamaForCausalLM; its linear layers are: down_proj, "
+            "gate_proj" in log
+        )
     assert not list((tmp_path / "results").glob("runs/*/train_stats.json"))  # no training started
     assert not list((tmp_path / "results").glob("runs/*/preflight.json"))  # nothing half-checked is kept
-
-
-TIMING = ["train_time_s", "peak_memory_mb", "tok_s_base", "tok_s_adapter", "tok_s_merged"]  # measured, not computed
-
-
-def assert_same_results(a: Path, b: Path) -> None:
-    """Two finished tiny runs agree: split files, adapters (byte for byte), table (timing aside)."""
-    for name in ("train.jsonl", "val.jsonl", "test.jsonl", "rejected.jsonl"):
-        assert (a / "results/data" / name).read_bytes() == (b / "results/data" / name).read_bytes()
-    for run in ("r2_a8_qv", "r4_a8_qv"):
-        adapter = f"results/runs/{run}/adapter/adapter_model.safetensors"
-        assert (a / adapter).read_bytes() == (b / adapter).read_bytes()
-    t1 = pd.read_csv(a / "results/comparison.csv").drop(columns=TIMING)
-    t2 = pd.read_csv(b / "results/comparison.csv").drop(columns=TIMING)
-    pd.testing.assert_frame_equal(t1, t2)
 
 
 def test_two_runs_in_parallel_give_identical_results(finished_run, tiny_model, tmp_path):
@@ -304,7 +296,9 @@ def test_keep_going_tabulates_the_other_runs_and_lists_the_failure(finished_run,
     first, _ = finished_run
     shutil.copytree(first, tmp_path, dirs_exist_ok=True)
     (tmp_path / "results/runs/r4_a8_qv/adapter/adapter_model.safetensors").write_bytes(b"not a safetensors file")
-    proc = snakemake(tmp_path, "--cores", "1", "--resources", "gpu=1", "--keep-going", "--forcerun", "evaluate", check=False)
+    proc = snakemake(
+        tmp_path, "--cores", "1", "--resources", "gpu=1", "--keep-going", "--forcerun", "evaluate", check=False
+    )
     assert proc.returncode != 0
     table = pd.read_csv(tmp_path / "results/comparison.csv")
     assert table[table["status"] == "ok"]["run"].tolist() == ["base", "r2_a8_qv"]
@@ -327,7 +321,8 @@ def test_a_combination_reuses_trained_adapters_and_gets_a_row(finished_run, tiny
     jobs = planned_jobs(tmp_path)
     assert "train" not in jobs and "preflight" not in jobs
     assert {k: jobs.get(k) for k in ("combine", "evaluate", "rank_analysis", "table")} == dict.fromkeys(
-        ("combine", "evaluate", "rank_analysis", "table"), 1)
+        ("combine", "evaluate", "rank_analysis", "table"), 1
+    )
     assert jobs["merge"] == 2  # the combination and the run that was not the best
     snakemake(tmp_path, "--cores", "1", "--resources", "gpu=1")
     table = pd.read_csv(tmp_path / "results/comparison.csv").set_index("run")

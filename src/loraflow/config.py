@@ -6,17 +6,15 @@ Imported by the Snakefile at parse time, so it must stay light (no torch, no tra
 from __future__ import annotations
 
 import copy
-import difflib
 import itertools
-import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+from loraflow.config_schema import coerce_yaml_numbers, describe_error
 from loraflow.model.targets import PRESET_NAMES
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -31,14 +29,15 @@ def system_prompt(data: dict) -> str:
         return data["system_prompt"]
     return BUILTIN_SYSTEM_PROMPT if data.get("path", "builtin") == "builtin" else ""
 
+
 # Training methods (the grid's `method` axis) and the suffix each adds to a run name.
 METHODS = {
-    "lora": "",            # plain LoRA
-    "dora": "_dora",       # weight-decomposed LoRA (peft use_dora)
-    "rslora": "_rslora",   # rank-stabilised scaling alpha/sqrt(r) (peft use_rslora)
-    "qlora": "_qlora",     # 4-bit NF4 base, double quantisation, paged AdamW 8-bit
+    "lora": "",  # plain LoRA
+    "dora": "_dora",  # weight-decomposed LoRA (peft use_dora)
+    "rslora": "_rslora",  # rank-stabilised scaling alpha/sqrt(r) (peft use_rslora)
+    "qlora": "_qlora",  # 4-bit NF4 base, double quantisation, paged AdamW 8-bit
     "lora_8bit": "_8bit",  # 8-bit base (load_in_8bit)
-    "full": "",            # full fine-tuning reference: every weight trained, no adapter (run `full`)
+    "full": "",  # full fine-tuning reference: every weight trained, no adapter (run `full`)
 }
 QUANTIZED_METHODS = ("qlora", "lora_8bit")
 
@@ -74,123 +73,6 @@ def _with_defaults(validator_class):
 _DefaultFillingValidator = _with_defaults(jsonschema.Draft202012Validator)
 
 
-def _key_path(error: jsonschema.ValidationError) -> str:
-    path = ".".join(str(p) for p in error.absolute_path)
-    return path or "<top level>"
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _allowed(schema: dict) -> str:
-    """What a schema allows, in words: its values, its type and bounds."""
-    if "enum" in schema:
-        return "one of " + ", ".join(_short(v) for v in schema["enum"])
-    if "const" in schema:
-        return _short(schema["const"])
-    if "$ref" in schema or not schema:
-        return ""
-    branches = schema.get("oneOf") or schema.get("anyOf")
-    if branches:
-        return " or ".join(filter(None, (_allowed(b) for b in branches)))
-    kinds = schema.get("type", [])
-    words = " or ".join(kinds if isinstance(kinds, list) else [kinds])
-    if words == "array" and isinstance(schema.get("items"), dict):
-        words = f"a list of {_allowed(schema['items'])}"
-    bounds = [f"{sign} {schema[k]}" for k, sign in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="),
-                                                     ("exclusiveMaximum", "<"), ("minItems", "items >=")) if k in schema]
-    return (words + (f" ({', '.join(bounds)})" if bounds else "")).strip()
-
-
-def _describe(error: jsonschema.ValidationError, coerced: dict[str, str]) -> str:
-    """One line: the key, the bad value, what is allowed (and for a typo the closest known key)."""
-    if error.validator in ("oneOf", "anyOf") and error.context:
-        # the branch that fits the value's kind (a list for a list), not the branch of another kind
-        inner = [e for e in error.context if e.validator not in ("type", "const") or e.relative_path]
-        if not inner:
-            return f"config key {_key_path(error)}: {_short(error.instance)} is not allowed (allowed: {_allowed(error.schema)})"
-        error = jsonschema.exceptions.best_match(inner)
-    where = _key_path(error)
-    if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        unexpected = sorted(set(error.instance) - set(allowed))
-        parts = []
-        for k in unexpected:
-            close = difflib.get_close_matches(k, allowed, n=1, cutoff=0.6)
-            parts.append((f"{where}.{k}" if where != "<top level>" else k) + (f" (did you mean {close[0]}?)" if close else ""))
-        return f"unknown config key {', '.join(parts)}; allowed here: {', '.join(allowed)}"
-    allowed = _allowed(error.schema)
-    line = f"config key {where}: {_short(error.instance)} is not allowed"
-    if error.validator in ("enum", "type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum") and allowed:
-        line += f" (allowed: {allowed})"
-    else:
-        line += f" ({' '.join(error.message.split())[:160]})"
-    if isinstance(error.instance, str) and error.validator == "type":
-        line += "; it is a string here (write a number without quotes)"
-    if where in coerced:
-        line += f"; {coerced[where]}"
-    elif isinstance(error.instance, str) and _YAML11_NUMBER.match(error.instance.strip()):
-        line += f"; {_yaml11_note(error.instance)}"
-    return line
-
-
-# Numbers that YAML 1.2 reads as numbers and YAML 1.1 (PyYAML, so Snakemake) as strings: an exponent
-# without a dot or without a sign ('1e-4', '5E3', '1.0e4').
-_YAML11_NUMBER = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
-
-
-def _yaml11_note(text: str) -> str:
-    return f"YAML reads {text} as a string (YAML 1.1 wants a dot and a signed exponent: {float(text):.1e})"
-
-
-def _resolve(schema: dict, root: dict) -> dict:
-    """A local `$ref` ("#/properties/clean/properties/dedup") replaced by what it points at."""
-    while isinstance(schema, dict) and "$ref" in schema:
-        target = root
-        for part in schema["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        schema = target
-    return schema
-
-
-def _wants_number(schema: dict) -> str:
-    """'integer', 'number' or '' for what a schema wants."""
-    kinds = schema.get("type", [])
-    kinds = kinds if isinstance(kinds, list) else [kinds]
-    if "string" in kinds:
-        return ""
-    return "number" if "number" in kinds else "integer" if "integer" in kinds else ""
-
-
-def coerce_yaml_numbers(value: Any, schema: dict, root: dict, path: str = "", notes: dict | None = None) -> Any:
-    """`value` with the strings YAML 1.1 leaves unread ('1e-4') turned into numbers wherever the schema
-    wants a number (an integer only when the number is whole); nothing else changes. `notes` gets
-    {key: what was read}."""
-    notes = {} if notes is None else notes
-    schema = _resolve(schema, root)
-    if isinstance(value, dict) and isinstance(schema.get("properties"), dict):
-        for k, v in value.items():
-            if k in schema["properties"]:
-                value[k] = coerce_yaml_numbers(v, schema["properties"][k], root, f"{path}.{k}" if path else k, notes)
-        return value
-    branches = schema.get("oneOf") or schema.get("anyOf") or []
-    for branch in branches:  # a list (or mapping) under oneOf: the branch that describes one
-        branch = _resolve(branch, root)
-        if (isinstance(value, list) and "items" in branch) or (isinstance(value, dict) and "properties" in branch):
-            return coerce_yaml_numbers(value, branch, root, path, notes)
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [coerce_yaml_numbers(v, schema["items"], root, f"{path}.{i}", notes) for i, v in enumerate(value)]
-    if isinstance(value, str) and _YAML11_NUMBER.match(value.strip()):
-        want = _wants_number(schema) or next(filter(None, (_wants_number(b) for b in schema.get("oneOf", schema.get("anyOf", [])))), "")
-        number = float(value)
-        if want == "number" or (want == "integer" and number.is_integer()):
-            notes[path] = f"{_yaml11_note(value)}; read as the number {number:g}"
-            return int(number) if want == "integer" else number
-    return value
-
-
 def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH, notes: list[str] | None = None) -> dict:
     """Validate `config` in place against the schema, fill defaults, run semantic checks.
 
@@ -204,7 +86,7 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH, notes: 
     validator = _DefaultFillingValidator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
-        raise ConfigError(_describe(errors[0], coerced))
+        raise ConfigError(describe_error(errors[0], coerced))
     check_semantics(config)
     if notes is not None:
         notes += [f"config key {key}: {what}" for key, what in coerced.items()]
@@ -262,9 +144,15 @@ def check_semantics(config: dict) -> None:
         raise ConfigError(f"config key data.path: {missing_file(data_path)}")
     check_combinations(config)
     table = config["table"]  # a choice by what a run kept needs the retention set to measure it
-    if config["task"] == "causal_lm" and (table["retention_floor"] or table["select"] == "pareto") and not config["evaluate"]["retention_items"]:
+    if (
+        config["task"] == "causal_lm"
+        and (table["retention_floor"] or table["select"] == "pareto")
+        and not config["evaluate"]["retention_items"]
+    ):
         key = "table.retention_floor" if table["retention_floor"] else "table.select"
-        raise ConfigError(f"config key {key}: choosing by retention needs the retention set; set evaluate.retention_items above 0")
+        raise ConfigError(
+            f"config key {key}: choosing by retention needs the retention set; set evaluate.retention_items above 0"
+        )
     results = Path(config["results_dir"])
     if ".." in results.parts:
         raise ConfigError(f"config key results_dir: {config['results_dir']!r} must not contain '..'")
@@ -285,8 +173,14 @@ def targets_label(targets: str | list[str]) -> str:
     return "-".join(t.removesuffix("_proj") for t in targets)
 
 
-def run_name(r: int, alpha: float, targets: str | list[str], seed: int | None = None, method: str = "lora",
-             learning_rate: float | None = None) -> str:
+def run_name(
+    r: int,
+    alpha: float,
+    targets: str | list[str],
+    seed: int | None = None,
+    method: str = "lora",
+    learning_rate: float | None = None,
+) -> str:
     """`r8_a16_qv`, `r8_a16_qv_dora`, `full`; a run with a learning rate other than `train.learning_rate`
     gets a suffix (`r8_a16_qv_lr0.0003`), and one with a seed other than the config's `seed` another
     (`r8_a16_qv_s1`), so the names of the default runs never change."""
@@ -314,7 +208,9 @@ def expand_grid(config: dict) -> dict[str, dict]:
 
         rates = auto_rates(float(config.get("train", {}).get("learning_rate_full", 5e-5)))
     runs: dict[str, dict] = {}
-    for method, r, alpha, targets, lr, seed in itertools.product(grid["method"], grid["r"], grid["lora_alpha"], grid["target_modules"], rates, seeds):
+    for method, r, alpha, targets, lr, seed in itertools.product(
+        grid["method"], grid["r"], grid["lora_alpha"], grid["target_modules"], rates, seeds
+    ):
         full = method == "full"
         lr_suffix = None if full or math.isclose(lr, default_lr, rel_tol=1e-12) else lr
         name = run_name(r, alpha, targets, None if seed == config["seed"] else seed, method, lr_suffix)
@@ -334,9 +230,29 @@ def expand_grid(config: dict) -> dict[str, dict]:
 
 
 # peft add_weighted_adapter combination types; those that need `density` (fraction of weights kept).
-COMBINATION_TYPES = ("linear", "cat", "svd", "ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd",
-                     "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd")
-NEEDS_DENSITY = ("ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd", "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd")
+COMBINATION_TYPES = (
+    "linear",
+    "cat",
+    "svd",
+    "ties",
+    "ties_svd",
+    "dare_linear",
+    "dare_ties",
+    "dare_linear_svd",
+    "dare_ties_svd",
+    "magnitude_prune",
+    "magnitude_prune_svd",
+)
+NEEDS_DENSITY = (
+    "ties",
+    "ties_svd",
+    "dare_linear",
+    "dare_ties",
+    "dare_linear_svd",
+    "dare_ties_svd",
+    "magnitude_prune",
+    "magnitude_prune_svd",
+)
 
 
 def check_combinations(config: dict) -> None:
@@ -354,22 +270,38 @@ def check_combinations(config: dict) -> None:
         seen.add(c["name"])
         for a in c["adapters"]:
             if a not in runs:
-                raise ConfigError(f"config key {key}.adapters: {a!r} is not a run of the grid (runs: {', '.join(runs)})")
+                raise ConfigError(
+                    f"config key {key}.adapters: {a!r} is not a run of the grid (runs: {', '.join(runs)})"
+                )
             if runs[a]["method"] == "full":
                 raise ConfigError(f"config key {key}.adapters: {a!r} is a full fine-tuning run, it has no adapter")
         if len(set(c["adapters"])) != len(c["adapters"]):
             raise ConfigError(f"config key {key}.adapters: an adapter is listed twice")
         if len(c["weights"]) != len(c["adapters"]):
-            raise ConfigError(f"config key {key}.weights: {len(c['weights'])} weights for {len(c['adapters'])} adapters")
+            raise ConfigError(
+                f"config key {key}.weights: {len(c['weights'])} weights for {len(c['adapters'])} adapters"
+            )
         if c["combination_type"] in NEEDS_DENSITY and c.get("density") is None:
-            raise ConfigError(f"config key {key}.density: combination_type {c['combination_type']} needs a density in (0, 1]")
+            raise ConfigError(
+                f"config key {key}.density: combination_type {c['combination_type']} needs a density in (0, 1]"
+            )
 
 
 def expand_combinations(config: dict) -> dict[str, dict]:
     """Weighted combinations of trained adapters ({name: spec}); each is evaluated like a run."""
     return {
-        c["name"]: {"point": c["name"], "method": "combine", "r": None, "lora_alpha": None, "targets": "+".join(c["adapters"]),
-                    "target_modules": None, "seed": None, "adapters": list(c["adapters"]), "weights": [float(w) for w in c["weights"]],
-                    "combination_type": c["combination_type"], "density": c.get("density")}
+        c["name"]: {
+            "point": c["name"],
+            "method": "combine",
+            "r": None,
+            "lora_alpha": None,
+            "targets": "+".join(c["adapters"]),
+            "target_modules": None,
+            "seed": None,
+            "adapters": list(c["adapters"]),
+            "weights": [float(w) for w in c["weights"]],
+            "combination_type": c["combination_type"],
+            "density": c.get("density"),
+        }
         for c in config.get("combine") or []
     }

@@ -102,8 +102,12 @@ def _rows(props: dict, prefix: str, schema: dict | None = None) -> list[str]:
 
 
 # Column heads of the preset table, one per family of loraflow.model.targets.FAMILY_PRESETS.
-FAMILY_LABELS = {"llama": "Llama / Qwen / Mistral / Gemma (and unknown types)", "gpt2": "GPT-2", "bloom": "BLOOM",
-                 "bert": "BERT / RoBERTa / MiniLM"}
+FAMILY_LABELS = {
+    "llama": "Llama / Qwen / Mistral / Gemma (and unknown types)",
+    "gpt2": "GPT-2",
+    "bloom": "BLOOM",
+    "bert": "BERT / RoBERTa / MiniLM",
+}
 
 
 def presets_table() -> str:
@@ -111,7 +115,13 @@ def presets_table() -> str:
     from loraflow.model.targets import FAMILY_PRESETS, PRESET_NAMES
 
     families = list(FAMILY_PRESETS)
-    head = "| preset | " + " | ".join(FAMILY_LABELS.get(f, f) for f in families) + " |\n|---|" + "---|" * len(families) + "\n"
+    head = (
+        "| preset | "
+        + " | ".join(FAMILY_LABELS.get(f, f) for f in families)
+        + " |\n|---|"
+        + "---|" * len(families)
+        + "\n"
+    )
 
     def cell(family: str, preset: str) -> str:
         if preset == "all-linear":
@@ -121,8 +131,13 @@ def presets_table() -> str:
         return text.replace("|", "\\|")
 
     rows = [f"| `{p}` | " + " | ".join(cell(f, p) for f in families) + " |" for p in PRESET_NAMES]
-    return ("## Target-module presets\n\n`grid.target_modules` takes these presets (or an explicit list of module "
-            "names); each is resolved for the model's family when the job sees the model:\n\n" + head + "\n".join(rows) + "\n")
+    return (
+        "## Target-module presets\n\n`grid.target_modules` takes these presets (or an explicit list of module "
+        "names); each is resolved for the model's family when the job sees the model:\n\n"
+        + head
+        + "\n".join(rows)
+        + "\n"
+    )
 
 
 def render(schema_path: Path = SCHEMA) -> str:
@@ -130,13 +145,18 @@ def render(schema_path: Path = SCHEMA) -> str:
     parts = [HEADER]
     top = {k: v for k, v in schema["properties"].items() if not (v.get("type") == "object" and "properties" in v)}
     if top:
-        parts.append("## Top level\n\n| key | type | default | meaning |\n|---|---|---|---|\n" + "\n".join(_rows(top, "")) + "\n")
+        parts.append(
+            "## Top level\n\n| key | type | default | meaning |\n|---|---|---|---|\n" + "\n".join(_rows(top, "")) + "\n"
+        )
     for name, spec in schema["properties"].items():
         if name in top:
             continue
         intro = f"{_text(spec)}\n\n" if _text(spec) else ""
-        parts.append(f"## `{name}`\n\n{intro}| key | type | default | meaning |\n|---|---|---|---|\n"
-                     + "\n".join(_rows(spec["properties"], name + ".", schema)) + "\n")
+        parts.append(
+            f"## `{name}`\n\n{intro}| key | type | default | meaning |\n|---|---|---|---|\n"
+            + "\n".join(_rows(spec["properties"], name + ".", schema))
+            + "\n"
+        )
     parts.append(presets_table())
     return "\n".join(parts)
 

@@ -69,11 +69,22 @@ def _encodable(text: str) -> bool:
 
 def write_json(path: str | Path, obj: Any) -> None:
     text = json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False)
-    write_text(path, (text if _encodable(text) else json.dumps(obj, ensure_ascii=True, indent=2, sort_keys=False)) + "\n")
+    write_text(
+        path, (text if _encodable(text) else json.dumps(obj, ensure_ascii=True, indent=2, sort_keys=False)) + "\n"
+    )
 
 
 # Characters that str.splitlines() treats as line breaks; escaped so every tool sees one row per line.
-_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029", "\x1c": "\\u001c", "\x1d": "\\u001d", "\x1e": "\\u001e"})
+_LINE_BREAKS = str.maketrans(
+    {
+        "\x85": "\\u0085",
+        "\u2028": "\\u2028",
+        "\u2029": "\\u2029",
+        "\x1c": "\\u001c",
+        "\x1d": "\\u001d",
+        "\x1e": "\\u001e",
+    }
+)
 
 
 def dumps_line(row: Any) -> str:

@@ -13,12 +13,16 @@ import os
 import sys
 import time
 
+from loraflow.binding import bind
 
 # Third-party notices that are not the user's business and read like errors in a job log: the optional
 # CPU kernels bitsandbytes looks for on a hub (it falls back to its own code, results are the same),
 # and deprecations inside transformers/torch that loraflow does not call itself.
 QUIET_LOGGERS = ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub", "kernels")
-QUIET_WARNINGS = ((FutureWarning, r".*is_gradient_checkpointing.*deprecated"), (DeprecationWarning, r".*torch\.jit\.script_method.*deprecated"))
+QUIET_WARNINGS = (
+    (FutureWarning, r".*is_gradient_checkpointing.*deprecated"),
+    (DeprecationWarning, r".*torch\.jit\.script_method.*deprecated"),
+)
 
 
 def quiet_third_party() -> None:
@@ -42,7 +46,9 @@ def log_to(path: str | None):
     with open(path, "a", buffering=1, encoding="utf-8") as fh:
         os.dup2(fh.fileno(), 1)
         os.dup2(fh.fileno(), 2)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True, stream=sys.stderr)
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True, stream=sys.stderr
+        )
         quiet_third_party()
         try:
             yield
@@ -116,9 +122,14 @@ def log_threads(smk, kwargs: dict) -> None:
     import torch
 
     used, declared = torch.get_num_threads(), int(getattr(smk, "threads", 0) or 0)
-    note = "" if used <= declared else (
-        f"; Snakemake gave this job {declared} (--cores is smaller than torch_threads): it ran alone, with torch_threads "
-        "threads, so results do not depend on --cores")
+    note = (
+        ""
+        if used <= declared
+        else (
+            f"; Snakemake gave this job {declared} (--cores is smaller than torch_threads): it ran alone, with "
+            "torch_threads threads, so results do not depend on --cores"
+        )
+    )
     logging.getLogger("loraflow").info("torch threads: %d (job threads: %d)%s", used, declared, note)
 
 
@@ -126,11 +137,16 @@ def call_stage(smk, module: str, function: str):
     """Call loraflow.<module>.<function> with the rule's named input/output/params (and threads).
     An expected error (bad data or config) ends the job with its message only (see report_expected_error)."""
     try:
-        return _call_stage(smk, module, function)
+        result = _call_stage(smk, module, function)
     except Exception as exc:
         if is_expected_error(exc):
             report_expected_error(exc)
         raise
+    # a stage's word for the terminal (the log holds everything else), e.g. the pre-flight's bill
+    terminal = getattr(result, "attrs", {}).get("terminal")
+    if terminal:
+        print(terminal, file=sys.stderr, flush=True)
+    return result
 
 
 def call_task_stage(smk, stage: str):
@@ -143,8 +159,12 @@ def call_task_stage(smk, stage: str):
 
 def _call_stage(smk, module: str, function: str):
     with log_to(smk.log[0] if smk.log else None):
-        logging.getLogger("loraflow").info("job started: pid %d, %s threads, resources %s", os.getpid(), getattr(smk, "threads", "?"),
-                                           {k: v for k, v in smk.resources.items() if k in ("gpu", "mem_mb")})
+        logging.getLogger("loraflow").info(
+            "job started: pid %d, %s threads, resources %s",
+            os.getpid(),
+            getattr(smk, "threads", "?"),
+            {k: v for k, v in smk.resources.items() if k in ("gpu", "mem_mb")},
+        )
         kwargs = stage_kwargs(smk)
         gpus = int(smk.resources.get("gpu", 0) or 0)
         if gpus:  # before torch is imported: pin this job to its own device(s) on a multi-GPU machine
@@ -153,9 +173,12 @@ def _call_stage(smk, module: str, function: str):
             check_ranks(gpus, int(kwargs.get("nproc_per_node") or 1))
             claim_gpu(gpus)
         fn = getattr(importlib.import_module(module), function)
-        logging.getLogger("loraflow").info("%s.%s(%s)", module, function, ", ".join(f"{k}={v!r}" for k, v in kwargs.items()))
+        bound = bind(fn, kwargs)  # flat rule params -> the settings dataclasses fn's signature names
+        logging.getLogger("loraflow").info(
+            "%s.%s(%s)", module, function, ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        )
         start = time.perf_counter()
-        result = fn(**kwargs)
+        result = fn(**bound)
         log_threads(smk, kwargs)
         logging.getLogger("loraflow").info("done in %.1fs", time.perf_counter() - start)
         return result

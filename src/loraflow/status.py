@@ -50,7 +50,7 @@ def last_error(log: Path) -> str | None:
     except OSError:
         return None
     starts = [i for i, line in enumerate(lines) if "job started" in line]
-    lines = lines[starts[-1]:] if starts else lines
+    lines = lines[starts[-1] :] if starts else lines
     hits = [line.strip() for line in lines if any(m in line for m in ERROR_MARKERS)]
     return hits[-1][:200] if hits else None
 
@@ -83,8 +83,10 @@ def run_state(results: Path, run: str, now: float) -> RunState:
     if progress:  # (the train log is written at every step, progress.json every INTERVAL_S seconds)
         age = now - progress.get("updated", now)
         stale = f", no update for {duration(age)}" if age > 3 * INTERVAL_S else ""
-        detail = (f"{progress['percent']:.0f} % (step {progress['step']}/{progress['total_steps']}, "
-                  f"{progress['tokens_per_s']:.0f} tokens/s, ETA {duration(progress['eta_s'])}{stale})")
+        detail = (
+            f"{progress['percent']:.0f} % (step {progress['step']}/{progress['total_steps']}, "
+            f"{progress['tokens_per_s']:.0f} tokens/s, ETA {duration(progress['eta_s'])}{stale})"
+        )
         return RunState(run, "training", detail, eta_s=progress["eta_s"])
     if _mtime(log):
         return RunState(run, "training", "starting", eta_s=None)
@@ -107,7 +109,9 @@ def sweep_eta(states: list[RunState]) -> str:
     done = [s.spent_s for s in states if s.state == "done" and s.spent_s]
     waiting = [s for s in states if s.state in ("planned",) or (s.state == "training" and s.eta_s is None)]
     running = sum(s.eta_s or 0.0 for s in states if s.state == "training")
-    counts = {k: sum(s.state == k for s in states) for k in ("done", "training", "trained", "evaluating", "planned", "failed")}
+    counts = {
+        k: sum(s.state == k for s in states) for k in ("done", "training", "trained", "evaluating", "planned", "failed")
+    }
     head = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     if waiting and not done:
         return f"sweep: {head}; ETA unknown until a run has finished"

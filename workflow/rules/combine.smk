@@ -1,8 +1,6 @@
 rule combine:
     """Weighted combination of trained adapters (config `combine`): parts loaded on one base,
     switching verified, add_weighted_adapter, saved as runs/<name>/adapter like any run."""
-    wildcard_constraints:
-        run="|".join(re.escape(name) for name in sorted(COMBOS)) or "no-combination",
     input:
         model_dir=rules.base_model.output.out_dir,
         adapter_dirs=lambda wc: [f"{R}/runs/{a}/adapter" for a in COMBOS[wc.run]["adapters"]],
@@ -11,18 +9,24 @@ rule combine:
         out_adapter=directory(f"{R}/runs/{{run}}/adapter"),
         out_stats=f"{R}/runs/{{run}}/train_stats.json",
         out_check=f"{R}/runs/{{run}}/switch_check.json",
-    params:
-        hp=lambda wc: settings(pick(COMBOS[wc.run], ["weights", "combination_type", "density"]), adapter_names=COMBOS[wc.run]["adapters"],
-                               trust_remote_code=config["base_model"]["trust_remote_code"], precision=EVAL_PRECISION),
-        runtime=RUNTIME,
-    threads: JOB_THREADS
-    resources:
-        gpu=1,
     log:
         f"{R}/logs/combine/{{run}}.log",
     benchmark:
         f"{R}/benchmarks/combine/{{run}}.tsv"
+    wildcard_constraints:
+        run="|".join(re.escape(name) for name in sorted(COMBOS)) or "no-combination",
     conda:
         "../envs/train.yaml"
+    threads: JOB_THREADS
+    resources:
+        gpu=1,
+    params:
+        hp=lambda wc: settings(
+            pick(COMBOS[wc.run], ["weights", "combination_type", "density"]),
+            adapter_names=COMBOS[wc.run]["adapters"],
+            trust_remote_code=config["base_model"]["trust_remote_code"],
+            precision=EVAL_PRECISION,
+        ),
+        runtime=RUNTIME,
     script:
         "../scripts/combine.py"

@@ -21,6 +21,7 @@ def clean_inputs(wildcards):
         inputs["data_path"] = f"{R}/data/raw.jsonl" if DATA["path"] == "builtin" else DATA["path"]
     return inputs
 
+
 # search.method halving: rungs of training with cuts between them (search.smk); grid: every point to the end.
 HALVING = config["search"]["method"] == "halving"
 # Runs with an adapter (to merge and to analyse); a fully fine-tuned model has none.
@@ -29,7 +30,10 @@ ADAPTER_RUNS = [name for name, hp in ALL_RUNS.items() if hp["method"] != "full"]
 TRAINED_RUN = "|".join(re.escape(name) for name in sorted(RUNS))
 
 # The deploy precision of evaluation, merge and combine (evaluate.precision; `train` follows train.precision).
-EVAL_PRECISION = config["train"]["precision"] if config["evaluate"]["precision"] == "train" else config["evaluate"]["precision"]
+EVAL_PRECISION = (
+    config["train"]["precision"] if config["evaluate"]["precision"] == "train" else config["evaluate"]["precision"]
+)
+
 
 def best_run(best_json) -> str:
     """The run the table marked best (results/best.json)."""
@@ -46,9 +50,16 @@ def train_settings(wildcards):
     full = run["method"] == "full"
     keys = [k for k in TRAIN_KEYS if not (full and k == "lora_dropout")]  # no adapter, no dropout
     lr_key = "learning_rate_full" if full else "learning_rate"
-    replay = {"replay": config["train"]["replay"]} if REPLAY else {}  # absent at 0: runs without replay keep their params
-    return settings(pick(run, GRID_KEYS), pick(config["train"], keys), {lr_key: run["learning_rate"]}, replay,
-                    trust_remote_code=config["base_model"]["trust_remote_code"])
+    replay = (
+        {"replay": config["train"]["replay"]} if REPLAY else {}
+    )  # absent at 0: runs without replay keep their params
+    return settings(
+        pick(run, GRID_KEYS),
+        pick(config["train"], keys),
+        {lr_key: run["learning_rate"]},
+        replay,
+        trust_remote_code=config["base_model"]["trust_remote_code"],
+    )
 
 
 MERGE_RUNS = config["merge"]["runs"]

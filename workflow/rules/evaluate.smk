@@ -1,4 +1,48 @@
-EVALUATE_BASE = task_io("evaluate_base")  # tasks.smk (EVAL_SETTINGS: causal_lm)
+# The settings of evaluate_base and evaluate, by task (config `task`; causal_lm: EVAL_KEYS, tasks.smk).
+EVAL_SETTINGS = {
+    "causal_lm": lambda: settings(
+        pick(EVAL, EVAL_KEYS), seed=config["seed"], precision=EVAL_PRECISION, trust_remote_code=TRUST_REMOTE_CODE
+    ),
+    "seq_cls": lambda: settings(
+        batch_size=EVAL["batch_size"],
+        max_length=CLS["max_length"],
+        seed=config["seed"],
+        trust_remote_code=TRUST_REMOTE_CODE,
+    ),
+}[TASK]()
+# What both read besides the model (config `task`).
+TEST_SET = {
+    "causal_lm": lambda: {  # rows and their tokens
+        "test_path": rules.split.output.out_test,
+        "test_tokens": rules.tokenize.output.out_test,
+        "val_path": rules.split.output.out_val,
+        "val_tokens": rules.tokenize.output.out_val,
+        "tokens_meta": rules.tokenize.output.meta_path,
+    },
+    "seq_cls": lambda: {
+        "val_path": rules.split.output.out_val,
+        "test_path": rules.split.output.out_test,
+        "labels_path": rules.split.output.out_labels,
+    },
+}[TASK]()
+# The baseline row (config `task`): its name and what it writes.
+EVALUATE_BASE = {
+    "causal_lm": {  # the untouched base model
+        "baseline": "base",
+        "output": {
+            "out_metrics": f"{R}/base/eval.json",
+            "out_generations": f"{R}/base/generations.jsonl",
+            "out_scores": f"{R}/base/scores.jsonl",
+        },
+    },
+    "seq_cls": {  # the base encoder with a seeded, untrained head
+        "baseline": "untrained_head",
+        "output": {
+            "out_metrics": f"{R}/baselines/untrained_head/eval.json",
+            "out_predictions": f"{R}/baselines/untrained_head/predictions.jsonl",
+        },
+    },
+}[TASK]
 
 
 rule evaluate_base:
@@ -6,27 +50,47 @@ rule evaluate_base:
     every retention item, the runs only those it answers correctly; seq_cls: the base encoder with a
     seeded, untrained head)."""
     input:
+        **TEST_SET,
         model_dir=rules.base_model.output.out_dir,
-        **EVALUATE_BASE["input"],
     output:
         **EVALUATE_BASE["output"],
-    params:
-        task=TASK,
-        **EVALUATE_BASE["params"],
-    threads: JOB_THREADS
-    resources:
-        gpu=1,
     log:
         f"{R}/logs/evaluate/{EVALUATE_BASE['baseline']}.log",
     benchmark:
         f"{R}/benchmarks/evaluate/{EVALUATE_BASE['baseline']}.tsv"
     conda:
         "../envs/train.yaml"
+    threads: JOB_THREADS
+    resources:
+        gpu=1,
+    params:
+        task=TASK,
+        hp=EVAL_SETTINGS,
+        runtime=RUNTIME,
     script:
         "../scripts/evaluate_base.py"
 
 
-EVALUATE = task_io("evaluate")
+# The task's part of evaluate (config `task`): the base row's files it compares with, what it writes, its settings.
+EVALUATE = {
+    "causal_lm": lambda: {
+        "input": {
+            "base_generations": rules.evaluate_base.output.out_generations,
+            "base_scores": rules.evaluate_base.output.out_scores,
+        },
+        "output": {
+            "out_generations": f"{R}/runs/{{run}}/generations.jsonl",
+            "out_samples": f"{R}/runs/{{run}}/samples.jsonl",
+            "out_scores": f"{R}/runs/{{run}}/scores.jsonl",
+        },
+        "hp": lambda wc: settings(EVAL_SETTINGS, method=ALL_RUNS[wc.run]["method"]),
+    },
+    "seq_cls": lambda: {  # base + adapter via PeftModel.from_pretrained (head checked against the adapter)
+        "input": {},
+        "output": {"out_predictions": f"{R}/runs/{{run}}/predictions.jsonl"},
+        "hp": EVAL_SETTINGS,
+    },
+}[TASK]()
 
 
 rule evaluate:
@@ -34,23 +98,26 @@ rule evaluate:
     match, fact accuracy, per-row scores for the bootstrap, retention, before/after samples; seq_cls:
     accuracy, macro-F1, per-class F1 and predictions, the head checked against the adapter."""
     input:
+        **TEST_SET,
+        **EVALUATE["input"],
         model_dir=rules.base_model.output.out_dir,
         adapter_dir=rules.train.output.out_adapter,
-        **EVALUATE["input"],
     output:
         **EVALUATE["output"],
-    params:
-        task=TASK,
-        **EVALUATE["params"],
-    threads: JOB_THREADS
-    resources:
-        gpu=1,
+        out_metrics=f"{R}/runs/{{run}}/eval.json",
     log:
         f"{R}/logs/evaluate/{{run}}.log",
     benchmark:
         f"{R}/benchmarks/evaluate/{{run}}.tsv"
     conda:
         "../envs/train.yaml"
+    threads: JOB_THREADS
+    resources:
+        gpu=1,
+    params:
+        task=TASK,
+        hp=EVALUATE["hp"],
+        runtime=RUNTIME,
     script:
         "../scripts/evaluate.py"
 
@@ -91,28 +158,26 @@ if CAUSAL_LM:
         trust_remote_code=config["base_model"]["trust_remote_code"],
     )
 
-
     rule lm_eval_base:
         """lm-eval-harness tasks on the untouched base model (only when evaluate.lm_eval_tasks is set)."""
         input:
             model_dir=rules.base_model.output.out_dir,
         output:
             out_json=f"{R}/base/lm_eval.json",
-        params:
-            hp=LM_EVAL,
-            runtime=RUNTIME,
-        threads: JOB_THREADS
-        resources:
-            gpu=1,
         log:
             f"{R}/logs/lm_eval/base.log",
         benchmark:
             f"{R}/benchmarks/lm_eval/base.tsv"
         conda:
             "../envs/train.yaml"
+        threads: JOB_THREADS
+        resources:
+            gpu=1,
+        params:
+            hp=LM_EVAL,
+            runtime=RUNTIME,
         script:
             "../scripts/lm_eval_base.py"
-
 
     rule lm_eval:
         """lm-eval-harness tasks on base + adapter, loaded as the evaluate stage loads it."""
@@ -121,17 +186,17 @@ if CAUSAL_LM:
             adapter_dir=rules.train.output.out_adapter,
         output:
             out_json=f"{R}/runs/{{run}}/lm_eval.json",
-        params:
-            hp=lambda wc: settings(LM_EVAL, method=ALL_RUNS[wc.run]["method"]),
-            runtime=RUNTIME,
-        threads: JOB_THREADS
-        resources:
-            gpu=1,
         log:
             f"{R}/logs/lm_eval/{{run}}.log",
         benchmark:
             f"{R}/benchmarks/lm_eval/{{run}}.tsv"
         conda:
             "../envs/train.yaml"
+        threads: JOB_THREADS
+        resources:
+            gpu=1,
+        params:
+            hp=lambda wc: settings(LM_EVAL, method=ALL_RUNS[wc.run]["method"]),
+            runtime=RUNTIME,
         script:
             "../scripts/lm_eval.py"

@@ -36,7 +36,7 @@ def missing_evidence(inputs, runs: set[str] | None) -> list[str]:
     for path in inputs:
         if not isinstance(path, str):  # an input function: known only once the plan is built
             continue
-        run = path[len(prefix):].split("/", 1)[0] if path.startswith(prefix) else None
+        run = path[len(prefix) :].split("/", 1)[0] if path.startswith(prefix) else None
         if run is not None and runs is not None and run not in runs:
             continue
         if not os.path.exists(path):
@@ -58,8 +58,11 @@ def drop_stale(outputs, evidence, reported_in: str) -> list[str]:
         else:
             os.remove(path)
     more = f" and {len(gone) - 3} more" if len(gone) > 3 else ""
-    print(f"{', '.join(present)}: built from files that are gone ({', '.join(gone[:3])}{more}); removed, so that "
-          "they are rebuilt from complete evidence", file=sys.stderr)
+    print(
+        f"{', '.join(present)}: built from files that are gone ({', '.join(gone[:3])}{more}); removed, so that "
+        "they are rebuilt from complete evidence",
+        file=sys.stderr,
+    )
     return present
 
 
@@ -67,9 +70,16 @@ if workflow.is_main_process:
     # under search.method halving the per-run inputs are functions of the last cut: halving_evidence (search.smk)
     drop_stale(rules.table.output, [*rules.table.input, *halving_evidence()], rules.table.output.out_csv)
     if CAUSAL_LM:
-        drop_stale(rules.report_figures.output, [*rules.report_figures.input, *halving_evidence()], rules.table.output.out_csv)
+        drop_stale(
+            rules.report_figures.output, [*rules.report_figures.input, *halving_evidence()], rules.table.output.out_csv
+        )
         merges_csv = rules.merge_summary.output.out_csv
         merged = reported_runs(merges_csv) or set()
-        drop_stale(rules.merge_summary.output,
-                   [*expand(rules.merge.output.out_check, run=sorted(merged)), *expand(rules.merge.output.out_dir, run=sorted(merged))],
-                   merges_csv)
+        drop_stale(
+            rules.merge_summary.output,
+            [
+                *expand(rules.merge.output.out_check, run=sorted(merged)),
+                *expand(rules.merge.output.out_dir, run=sorted(merged)),
+            ],
+            merges_csv,
+        )

@@ -1,4 +1,4 @@
-# Export (issue 15): the chosen run as GGUF + Ollama Modelfile + model card, verified by loading what
+# Export: the chosen run as GGUF + Ollama Modelfile + model card, verified by loading what
 # was written; every adapter as a self-describing package (files + card); results/serve.md.
 # Not part of `all` unless export.enabled; `snakemake export` builds it on demand.
 #
@@ -9,13 +9,14 @@
 # for an exported run whatever merge.runs says. A fully fine-tuned run is exported from its model.
 
 from loraflow.ship.export import check_export_config
-from loraflow.ship.gguf_writer import ExportError
+from loraflow.ship.exportable import ExportError
 
 EXPORT = config["export"]
 try:
     check_export_config(config, ALL_RUNS)
 except ExportError as err:
     raise WorkflowError(f"invalid configuration: {err}")
+
 
 include: "export_common.smk"
 
@@ -27,6 +28,12 @@ rule provenance:
         unpack(provenance_inputs),
     output:
         out_json=f"{EXPORT_DIR}/provenance.json",
+    log:
+        f"{R}/logs/export/provenance.log",
+    benchmark:
+        f"{R}/benchmarks/export/provenance.tsv"
+    conda:
+        "../../envs/data.yaml"
     params:
         hp=settings(
             source=config["base_model"]["source"],
@@ -35,20 +42,12 @@ rule provenance:
             data_spec=DATA["path"],
             system_prompt=DATA["system_prompt"],
         ),
-    log:
-        f"{R}/logs/export/provenance.log",
-    benchmark:
-        f"{R}/benchmarks/export/provenance.tsv"
-    conda:
-        "../../envs/data.yaml"
     script:
         "../scripts/provenance.py"
 
 
 rule adapter_package:
     """results/adapters/<run>/: the adapter's files (hard links) + its model card (README.md)."""
-    wildcard_constraints:
-        run="|".join(re.escape(name) for name in sorted(ADAPTER_RUNS)) or "no-adapter-run",
     input:
         adapter_dir=f"{R}/runs/{{run}}/adapter",
         comparison=rules.table.output.out_csv,
@@ -56,14 +55,18 @@ rule adapter_package:
         provenance=rules.provenance.output.out_json,
     output:
         out_dir=directory(f"{R}/adapters/{{run}}"),
-    params:
-        hp=lambda wc: settings(CARD_SETTINGS, run=wc.run, hparams=ALL_RUNS[wc.run], merged_dir=f"{R}/runs/{wc.run}/merged"),
     log:
         f"{R}/logs/export/adapter_{{run}}.log",
     benchmark:
         f"{R}/benchmarks/export/adapter_{{run}}.tsv"
+    wildcard_constraints:
+        run="|".join(re.escape(name) for name in sorted(ADAPTER_RUNS)) or "no-adapter-run",
     conda:
         "../../envs/data.yaml"
+    params:
+        hp=lambda wc: settings(
+            CARD_SETTINGS, run=wc.run, hparams=ALL_RUNS[wc.run], merged_dir=f"{R}/runs/{wc.run}/merged"
+        ),
     script:
         "../scripts/adapter_package.py"
 
@@ -79,26 +82,38 @@ rule export_model:
         provenance=rules.provenance.output.out_json,
     output:
         out_dir=directory(f"{EXPORT_DIR}/{{run}}"),
-    params:
-        hp=lambda wc: settings(
-            CARD_SETTINGS,
-            pick(EXPORT, ["types", "prompts", "logit_prompts", "q8_0_tokens", "q8_0_min_agreement", "tie_margin", "f16_tolerance", "llama_cpp",
-                          "ollama_file"]),
-            run=wc.run,
-            hparams=ALL_RUNS[wc.run],
-            adapters_dir=None if ALL_RUNS[wc.run]["method"] == "full" else f"{R}/adapters/{wc.run}",
-            trust_remote_code=config["base_model"]["trust_remote_code"],
-        ),
-        runtime=RUNTIME,
-    threads: JOB_THREADS
-    resources:
-        gpu=1,
     log:
         f"{R}/logs/export/{{run}}.log",
     benchmark:
         f"{R}/benchmarks/export/{{run}}.tsv"
     conda:
         "../../envs/train.yaml"
+    threads: JOB_THREADS
+    resources:
+        gpu=1,
+    params:
+        hp=lambda wc: settings(
+            CARD_SETTINGS,
+            pick(
+                EXPORT,
+                [
+                    "types",
+                    "prompts",
+                    "logit_prompts",
+                    "q8_0_tokens",
+                    "q8_0_min_agreement",
+                    "tie_margin",
+                    "f16_tolerance",
+                    "llama_cpp",
+                    "ollama_file",
+                ],
+            ),
+            run=wc.run,
+            hparams=ALL_RUNS[wc.run],
+            adapters_dir=None if ALL_RUNS[wc.run]["method"] == "full" else f"{R}/adapters/{wc.run}",
+            trust_remote_code=config["base_model"]["trust_remote_code"],
+        ),
+        runtime=RUNTIME,
     script:
         "../scripts/export_model.py"
 
@@ -111,18 +126,18 @@ rule serve:
         base_model=rules.base_model.output.out_dir,
     output:
         out_md=f"{R}/serve.md",
-    params:
-        hp=settings(
-            system_prompt=DATA["system_prompt"],
-            max_new_tokens=config["evaluate"]["max_new_tokens"],
-            full_models=[f"{R}/runs/{name}/adapter" for name in FULL_RUNS],
-        ),
     log:
         f"{R}/logs/export/serve.log",
     benchmark:
         f"{R}/benchmarks/export/serve.tsv"
     conda:
         "../../envs/data.yaml"
+    params:
+        hp=settings(
+            system_prompt=DATA["system_prompt"],
+            max_new_tokens=config["evaluate"]["max_new_tokens"],
+            full_models=[f"{R}/runs/{name}/adapter" for name in FULL_RUNS],
+        ),
     script:
         "../scripts/serve.py"
 

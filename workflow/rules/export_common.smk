@@ -1,12 +1,18 @@
 # Helpers of rules/export.smk (kept apart from the rules, as `snakemake --lint` asks).
 
+from loraflow.binding import field_names
+from loraflow.tasks.causal_lm.settings import LearningRate
+from loraflow.train.settings import TrainSettings, card_fields
+
 EXPORT_DIR = f"{R}/export"
-CARD_KEYS = ["lora_dropout", "learning_rate", "learning_rate_full", "weight_decay", "epochs", "max_steps", "batch_size",
-             "grad_accum", "warmup_steps", "lr_scheduler", "max_grad_norm", "precision", "early_stopping_patience"]
+# The train settings a model card lists: the learning rates and the shared train settings that make the recipe.
+CARD_KEYS = [*field_names(LearningRate), *card_fields(TrainSettings)]
 CARD_TRAIN = {k: config["train"][k] for k in CARD_KEYS if k in config["train"]}  # the hyperparameters a card lists
 FULL_RUNS = [name for name, hp in ALL_RUNS.items() if hp["method"] == "full"]
 # What every model card states besides the run itself (params `hp` of adapter_package and export_model).
-CARD_SETTINGS = settings(train_config=CARD_TRAIN, system_prompt=DATA["system_prompt"], max_new_tokens=config["evaluate"]["max_new_tokens"])
+CARD_SETTINGS = settings(
+    train_config=CARD_TRAIN, system_prompt=DATA["system_prompt"], max_new_tokens=config["evaluate"]["max_new_tokens"]
+)
 
 
 def exported_runs(wildcards=None):

@@ -2,8 +2,6 @@ rule reduce_intruders:
     """peft's reduce_intruder_dimension on a trained LoRA adapter (config `reduce_intruders`), saved as
     runs/<run>_ri/adapter like any run: evaluated and tabled next to its parent, so the table shows
     what the reduction costs the task and what it gives back in retention."""
-    wildcard_constraints:
-        run="|".join(re.escape(name) for name in sorted(REDUCED)) or "no-reduction",
     input:
         model_dir=rules.base_model.output.out_dir,
         adapter_dir=lambda wc: f"{R}/runs/{REDUCED[wc.run]['reduced_from']}/adapter",
@@ -11,6 +9,17 @@ rule reduce_intruders:
     output:
         out_adapter=directory(f"{R}/runs/{{run}}/adapter"),
         out_stats=f"{R}/runs/{{run}}/train_stats.json",
+    log:
+        f"{R}/logs/reduce_intruders/{{run}}.log",
+    benchmark:
+        f"{R}/benchmarks/reduce_intruders/{{run}}.tsv"
+    wildcard_constraints:
+        run="|".join(re.escape(name) for name in sorted(REDUCED)) or "no-reduction",
+    conda:
+        "../envs/train.yaml"
+    threads: JOB_THREADS
+    resources:
+        gpu=1,
     params:
         hp=settings(
             reduction={
@@ -21,14 +30,5 @@ rule reduce_intruders:
             trust_remote_code=config["base_model"]["trust_remote_code"],
         ),
         runtime=RUNTIME,
-    threads: JOB_THREADS
-    resources:
-        gpu=1,
-    log:
-        f"{R}/logs/reduce_intruders/{{run}}.log",
-    benchmark:
-        f"{R}/benchmarks/reduce_intruders/{{run}}.tsv"
-    conda:
-        "../envs/train.yaml"
     script:
         "../scripts/reduce_intruders.py"

@@ -14,20 +14,23 @@ rule merge:
     output:
         out_dir=directory(f"{R}/runs/{{run}}/merged"),
         out_check=f"{R}/runs/{{run}}/merge_check.json",
-    params:
-        hp=lambda wc: settings(pick(config["merge"], ["tolerance", "deploy_tolerance_factor", "n_prompts", "speed_tokens"]),
-                               method=ALL_RUNS[wc.run]["method"], precision=EVAL_PRECISION,
-                               trust_remote_code=config["base_model"]["trust_remote_code"]),
-        runtime=RUNTIME,
-    threads: JOB_THREADS
-    resources:
-        gpu=1,
     log:
         f"{R}/logs/merge/{{run}}.log",
     benchmark:
         f"{R}/benchmarks/merge/{{run}}.tsv"
     conda:
         "../envs/train.yaml"
+    threads: JOB_THREADS
+    resources:
+        gpu=1,
+    params:
+        hp=lambda wc: settings(
+            pick(config["merge"], ["tolerance", "deploy_tolerance_factor", "n_prompts", "speed_tokens"]),
+            method=ALL_RUNS[wc.run]["method"],
+            precision=EVAL_PRECISION,
+            trust_remote_code=config["base_model"]["trust_remote_code"],
+        ),
+        runtime=RUNTIME,
     script:
         "../scripts/merge.py"
 
@@ -41,13 +44,13 @@ rule merge_summary:
     output:
         out_csv=report(f"{R}/merges.csv", caption="../report/merges.rst", category="Merge"),
         out_md=f"{R}/merges.md",
-    params:
-        hp=settings(policy=MERGE_RUNS),
     log:
         f"{R}/logs/merge_summary.log",
     benchmark:
         f"{R}/benchmarks/merge_summary.tsv"
     conda:
         "../envs/data.yaml"
+    params:
+        hp=settings(policy=MERGE_RUNS),
     script:
         "../scripts/merge_summary.py"

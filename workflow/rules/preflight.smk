@@ -32,6 +32,13 @@ if PREFLIGHT_TODO:
             tokens_meta=rules.tokenize.output.meta_path,
         output:
             out_jsons=expand(f"{R}/runs/{{run}}/preflight.json", run=PREFLIGHT_TODO),
+        log:
+            f"{R}/logs/preflight.log",
+        benchmark:
+            f"{R}/benchmarks/preflight.tsv"
+        priority: 100
+        conda:
+            "../envs/train.yaml"
         params:
             hp=settings(
                 runs={name: pick(RUNS[name], POINT_KEYS) for name in PREFLIGHT_TODO},
@@ -41,16 +48,25 @@ if PREFLIGHT_TODO:
                 trust_remote_code=config["base_model"]["trust_remote_code"],
             ),
             # what the memory estimate assumes of the train jobs; it changes no count, so no check reruns
-            runtime={"gradient_checkpointing": "train.gradient_checkpointing", "merge_runs": "merge.runs", "precision": "train.precision",
-                     "packing": "train.packing", "tokens_per_forward": "train.tokens_per_forward", "attention": "train.attention",
-                     "compile": "train.compile"},
-        priority: 100
-        log:
-            f"{R}/logs/preflight.log",
-        benchmark:
-            f"{R}/benchmarks/preflight.tsv"
-        conda:
-            "../envs/train.yaml"
+            runtime={
+                "gradient_checkpointing": "train.gradient_checkpointing",
+                "merge_runs": "merge.runs",
+                "precision": "train.precision",
+                "packing": "train.packing",
+                "tokens_per_forward": "train.tokens_per_forward",
+                "attention": "train.attention",
+                "compile": "train.compile",
+                # the bill (each point's time, the sweep's under its search) is an estimate: it reruns nothing
+                "search_method": "search.method",
+                "eta": "search.eta",
+                "min_steps": "search.min_steps",
+                "epochs": "train.epochs",
+                "max_steps": "train.max_steps",
+                "grad_accum": "train.grad_accum",
+                "eval_every": "train.eval_every",
+                "max_eval_batches": "train.max_eval_batches",
+                "replay": "train.replay",
+            },
         script:
             "../scripts/preflight.py"
 

@@ -9,14 +9,19 @@ rule rank_analysis:
     output:
         out_csv=f"{R}/runs/{{run}}/rank_analysis.csv",
         out_summary=f"{R}/runs/{{run}}/rank_summary.json",
-        out_plot=report(f"{R}/runs/{{run}}/rank_analysis.png", caption="../report/rank_analysis.rst", category="Rank analysis", subcategory="{run}"),
-    params:
-        hp=settings(pick(config["rank_analysis"], ["energies", "intruder_top_k", "intruder_threshold"])),
+        out_plot=report(
+            f"{R}/runs/{{run}}/rank_analysis.png",
+            caption="../report/rank_analysis.rst",
+            category="Rank analysis",
+            subcategory="{run}",
+        ),
     log:
         f"{R}/logs/rank_analysis/{{run}}.log",
     benchmark:
         f"{R}/benchmarks/rank_analysis/{{run}}.tsv"
     conda:
         "../envs/train.yaml"
+    params:
+        hp=settings(pick(config["rank_analysis"], ["energies", "intruder_top_k", "intruder_threshold"])),
     script:
         "../scripts/rank_analysis.py"

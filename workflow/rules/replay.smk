@@ -8,6 +8,15 @@ rule replay_data:
         out_rows=f"{R}/data/replay.jsonl",
         out_tokens=f"{R}/tokens/replay.npz",
         out_meta=f"{R}/tokens/replay_meta.json",
+    log:
+        f"{R}/logs/replay_data.log",
+    benchmark:
+        f"{R}/benchmarks/replay_data.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: JOB_THREADS
+    resources:
+        gpu=1,
     params:
         hp=settings(
             max_length=config["tokenize"]["max_length"],
@@ -15,14 +24,5 @@ rule replay_data:
             generation=pick(config["train"], ["replay_prompts", "replay_max_new_tokens"]),
         ),
         runtime=RUNTIME,
-    threads: JOB_THREADS
-    resources:
-        gpu=1,
-    log:
-        f"{R}/logs/replay_data.log",
-    benchmark:
-        f"{R}/benchmarks/replay_data.tsv"
-    conda:
-        "../envs/train.yaml"
     script:
         "../scripts/replay_data.py"

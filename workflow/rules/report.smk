@@ -19,16 +19,18 @@ rule report_figures:
         out_pareto=report(f"{R}/plots/pareto.png", caption="../report/pareto.rst", category="Comparison"),
         out_samples=report(f"{R}/plots/samples.html", caption="../report/samples.rst", category="Samples"),
         # the table itself, sortable (the report offers comparison.csv only as a download)
-        out_table_html=report(f"{R}/plots/comparison.html", caption="../report/comparison_table.rst", category="Comparison"),
+        out_table_html=report(
+            f"{R}/plots/comparison.html", caption="../report/comparison_table.rst", category="Comparison"
+        ),
         out_captions=directory(f"{R}/plots/captions"),
-    params:
-        hp=settings(metric=config["table"]["best_metric"], n_samples=config["evaluate"]["samples_in_report"]),
     log:
         f"{R}/logs/report_figures.log",
     benchmark:
         f"{R}/benchmarks/report_figures.tsv"
     conda:
         "../envs/data.yaml"
+    params:
+        hp=settings(metric=config["table"]["best_metric"], n_samples=config["evaluate"]["samples_in_report"]),
     script:
         "../scripts/report_figures.py"
 
@@ -40,14 +42,16 @@ rule choice_figure:
     input:
         table=rules.table.output.out_csv,
     output:
-        out_png=report(f"{R}/plots/learned_forgotten.png", caption="../report/learned_forgotten.rst", category="Comparison"),
-    params:
-        hp=settings(metric=config["table"]["best_metric"], floor=config["table"]["retention_floor"]),
+        out_png=report(
+            f"{R}/plots/learned_forgotten.png", caption="../report/learned_forgotten.rst", category="Comparison"
+        ),
     log:
         f"{R}/logs/choice_figure.log",
     benchmark:
         f"{R}/benchmarks/choice_figure.tsv"
     conda:
         "../envs/data.yaml"
+    params:
+        hp=settings(metric=config["table"]["best_metric"], floor=config["table"]["retention_floor"]),
     script:
         "../scripts/choice_figure.py"

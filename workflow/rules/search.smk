@@ -5,49 +5,50 @@ if HALVING and RUNG_STEPS:
 
     rule halving_rung:
         """One point trained from its previous rung's checkpoint (none at rung 0) to the rung's step budget of
-        its own schedule: its checkpoint (adapter, optimizer, scheduler, random state) and its validation loss there."""
-        wildcard_constraints:
-            k=r"\d+",
-            run=TRAINED_RUN,
+        its own schedule: its checkpoint (adapter, optimizer, scheduler, random state) and its validation loss there.
+        """
         input:
-            model_dir=rules.base_model.output.out_dir,
             **{k: v for k, v in TRAIN["input"].items() if k != "resume_from"},
+            model_dir=rules.base_model.output.out_dir,
             resume_from=lambda wc: f"{R}/search/rung{int(wc.k) - 1}/{wc.run}" if int(wc.k) > 0 else [],
         output:
             out_checkpoint=directory(f"{R}/search/rung{{k}}/{{run}}"),
             out_result=f"{R}/search/rung{{k}}/{{run}}.json",
-        params:
-            hp=lambda wc: settings(train_settings(wc), stop_at=RUNG_STEPS[int(wc.k)]),
-            runtime=TRAIN_RUNTIME,
-            checkpoint_dir=lambda wc: f"{R}/checkpoints/search/rung{wc.k}/{wc.run}",
-        threads: TRAIN_THREADS
-        resources:
-            gpu=config["train"]["nproc_per_node"],
         log:
             f"{R}/logs/halving_rung/rung{{k}}_{{run}}.log",
         benchmark:
             f"{R}/benchmarks/halving_rung/rung{{k}}_{{run}}.tsv"
+        wildcard_constraints:
+            k=r"\d+",
+            run=TRAINED_RUN,
         conda:
             "../envs/train.yaml"
+        threads: TRAIN_THREADS
+        resources:
+            gpu=config["train"]["nproc_per_node"],
+        params:
+            hp=lambda wc: settings(train_settings(wc), stop_at=RUNG_STEPS[int(wc.k)]),
+            runtime=TRAIN_RUNTIME,
+            checkpoint_dir=lambda wc: f"{R}/checkpoints/search/rung{wc.k}/{wc.run}",
         script:
             "../scripts/halving_rung.py"
 
     checkpoint halving_select:
         """The cut after rung k: the best 1/eta of its points by validation loss, ties to the name that sorts
         first; its file carries the history of every cut so far."""
-        wildcard_constraints:
-            k=r"\d+",
         input:
             results=lambda wc: expand(f"{R}/search/rung{wc.k}/{{run}}.json", run=live_points(int(wc.k))),
             previous=lambda wc: f"{R}/search/select{int(wc.k) - 1}.json" if int(wc.k) > 0 else [],
         output:
             out_select=f"{R}/search/select{{k}}.json",
-        params:
-            hp=lambda wc: settings(rung=int(wc.k), budget=RUNG_STEPS[int(wc.k)], eta=SEARCH["eta"]),
         log:
             f"{R}/logs/halving_select/select{{k}}.log",
+        wildcard_constraints:
+            k=r"\d+",
         conda:
             "../envs/data.yaml"
+        params:
+            hp=lambda wc: settings(rung=int(wc.k), budget=RUNG_STEPS[int(wc.k)], eta=SEARCH["eta"]),
         script:
             "../scripts/halving_select.py"
 

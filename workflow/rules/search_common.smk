@@ -8,16 +8,26 @@ from loraflow.search.halving import rung_budgets
 
 SEARCH = config["search"]
 # The rungs' step budgets, fixed when the plan is built (train.max_steps, or the epochs at run time, caps them).
-RUNG_STEPS = rung_budgets(len(RUNS), SEARCH["eta"], SEARCH["min_steps"], config["train"]["max_steps"]) if HALVING else []
+RUNG_STEPS = (
+    rung_budgets(len(RUNS), SEARCH["eta"], SEARCH["min_steps"], config["train"]["max_steps"]) if HALVING else []
+)
 # The last cut's file: its survivors are the points that finish, its history the table's pruned rows.
 LAST_SELECT = f"{R}/search/select{len(RUNG_STEPS) - 1}.json" if RUNG_STEPS else None
 
 if HALVING:
-    _why = ("the task is classification" if not CAUSAL_LM else
-            "train.nproc_per_node > 1" if config["train"]["nproc_per_node"] > 1 else
-            "combinations or intruder reductions name their adapters" if COMBOS or REDUCED else None)
+    _why = (
+        "the task is classification"
+        if not CAUSAL_LM
+        else (
+            "train.nproc_per_node > 1"
+            if config["train"]["nproc_per_node"] > 1
+            else "combinations or intruder reductions name their adapters" if COMBOS or REDUCED else None
+        )
+    )
     if _why:
-        raise WorkflowError(f"invalid configuration: search.method halving is not available here: {_why}; use search.method grid")
+        raise WorkflowError(
+            f"invalid configuration: search.method halving is not available here: {_why}; use search.method grid"
+        )
 
 
 def live_points(k: int) -> list[str]:

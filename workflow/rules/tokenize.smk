@@ -10,13 +10,13 @@ rule tokenize:
         out_val=f"{R}/tokens/val.npz",
         out_test=f"{R}/tokens/test.npz",
         meta_path=f"{R}/tokens/meta.json",
-    params:
-        hp=settings(max_length=config["tokenize"]["max_length"], overlong=config["tokenize"]["overlong"]),
     log:
         f"{R}/logs/tokenize.log",
     benchmark:
         f"{R}/benchmarks/tokenize.tsv"
     conda:
         "../envs/data.yaml"
+    params:
+        hp=settings(max_length=config["tokenize"]["max_length"], overlong=config["tokenize"]["overlong"]),
     script:
         "../scripts/tokenize.py"

@@ -1,3 +1,3 @@
 from loraflow.runner import call_stage
 
-call_stage(snakemake, "loraflow.ship.card", "write_provenance")  # noqa: F821 (snakemake is injected)
+call_stage(snakemake, "loraflow.ship.provenance", "write_provenance")  # noqa: F821 (snakemake is injected)

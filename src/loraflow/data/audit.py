@@ -23,7 +23,10 @@ WHAT_IT_DOES = {
     "symbol_run": "runs of 4+ identical symbols collapsed (clean.collapse_symbol_runs)",
     "whitespace": "whitespace collapsed and lines stripped (clean.collapse_whitespace)",
     "trim": "leading/trailing whitespace of fields removed (clean.trim)",
-    "truncate": "answer cut at tokenize.max_length tokens for training (tokenize.overlong: truncate); the test reference keeps all of it",
+    "truncate": (
+        "answer cut at tokenize.max_length tokens for training (tokenize.overlong: truncate); the test reference "
+        "keeps all of it"
+    ),
 }
 
 
@@ -70,8 +73,10 @@ def clean_report_html(stats: dict, changes: list[dict], rejected: list[dict]) ->
     e = html.escape
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>What the cleaner changed</title><style>",
-        "body{font-family:sans-serif;margin:1.5em;max-width:70em} table{border-collapse:collapse} td,th{border:1px solid #ccc;"
-        "padding:.3em .6em;vertical-align:top} pre{white-space:pre-wrap;margin:0;font-size:90%} .cp{color:#b00;font-size:80%}"
+        "body{font-family:sans-serif;margin:1.5em;max-width:70em} table{border-collapse:collapse} "
+        "td,th{border:1px solid #ccc;"
+        "padding:.3em .6em;vertical-align:top} pre{white-space:pre-wrap;margin:0;font-size:90%} "
+        ".cp{color:#b00;font-size:80%}"
         " .before{background:#fee} .after{background:#efe}",
         "</style></head><body>",
         "<h1>What the cleaner changed</h1>",
@@ -81,43 +86,71 @@ def clean_report_html(stats: dict, changes: list[dict], rejected: list[dict]) ->
     ]
     file_info = stats.get("file", {})
     if file_info:
-        parts.append("Read as " + ", ".join(f"{e(k)} <code>{e(str(v))}</code>" for k, v in file_info.items() if k != "notes") + ". ")
+        parts.append(
+            "Read as "
+            + ", ".join(f"{e(k)} <code>{e(str(v))}</code>" for k, v in file_info.items() if k != "notes")
+            + ". "
+        )
     if stats.get("row_formats"):
         parts.append("Row formats: " + ", ".join(f"{e(k)} {v}" for k, v in stats["row_formats"].items()) + ". ")
-    parts.append(f"Fixers switched on: {e(', '.join(stats.get('fixers_enabled', [])))}. "
-                 f"Duplicates: {e(str(stats.get('dedup')))}.</p>")
+    parts.append(
+        f"Fixers switched on: {e(', '.join(stats.get('fixers_enabled', [])))}. "
+        f"Duplicates: {e(str(stats.get('dedup')))}.</p>"
+    )
     for note in file_info.get("notes", []):
         parts.append(f"<p>Note: {e(note)}</p>")
     if stats.get("html_left_as_is"):
-        parts.append(f"<p>{stats['html_left_as_is']} clean rows contain HTML markup, kept as is "
-                     "(<code>clean.strip_html: true</code> would turn it into text).</p>")
+        parts.append(
+            f"<p>{stats['html_left_as_is']} clean rows contain HTML markup, kept as is "
+            "(<code>clean.strip_html: true</code> would turn it into text).</p>"
+        )
     if "overlong" in stats:
         o = stats["overlong"]
-        parts.append(f"<p>Longer than <code>tokenize.max_length</code> = {o['max_length']} tokens: {o['over_max_length']} of "
-                     f"{o['rows_measured']} rows ({100 * o['share']:.1f} %); policy <code>{e(o['policy'])}</code>: "
-                     f"{o['truncated']} truncated, {o['prompt_too_long']} with a prompt that alone does not fit.</p>")
+        parts.append(
+            f"<p>Longer than <code>tokenize.max_length</code> = {o['max_length']} tokens: {o['over_max_length']} of "
+            f"{o['rows_measured']} rows ({100 * o['share']:.1f} %); policy <code>{e(o['policy'])}</code>: "
+            f"{o['truncated']} truncated, {o['prompt_too_long']} with a prompt that alone does not fit.</p>"
+        )
         if o.get("warning"):
             parts.append(f"<p><b>Warning:</b> {e(o['warning'])}</p>")
 
-    parts.append("<h2>Changes per fixer</h2><table><tr><th>fixer</th><th>rows</th><th>fields</th><th>what it does</th></tr>")
+    parts.append(
+        "<h2>Changes per fixer</h2><table><tr><th>fixer</th><th>rows</th><th>fields</th><th>what it does</th></tr>"
+    )
     for fixer, counts in stats.get("changes", {}).items():
-        parts.append(f"<tr><td>{e(fixer)}</td><td>{counts['rows']}</td><td>{counts['fields']}</td><td>{e(WHAT_IT_DOES.get(fixer, ''))}</td></tr>")
+        parts.append(
+            f"<tr><td>{e(fixer)}</td><td>{counts['rows']}</td><td>{counts['fields']}</td>"
+            f"<td>{e(WHAT_IT_DOES.get(fixer, ''))}</td></tr>"
+        )
     if not stats.get("changes"):
         parts.append("<tr><td colspan='4'>no field was changed</td></tr>")
-    parts.append("</table><p>Every change is one line of <code>data/changes.jsonl</code> (line, field, fixer, before, after).</p>")
+    parts.append(
+        "</table><p>Every change is one line of <code>data/changes.jsonl</code> (line, field, fixer, before, "
+        "after).</p>"
+    )
     for fixer, items in by_fixer.items():
-        parts.append(f"<h3>{e(fixer)}: {len(items)} fields</h3><table><tr><th>line</th><th>field</th><th>before</th><th>after</th></tr>")
+        parts.append(
+            f"<h3>{e(fixer)}: {len(items)} "
+            "fields</h3><table><tr><th>line</th><th>field</th><th>before</th><th>after</th></tr>"
+        )
         for c in items[:EXAMPLES_PER_FIXER]:
             before, after = _window(c["before"], c["after"])
-            parts.append(f"<tr><td>{c['line']}</td><td>{e(c['field'])}</td><td class='before'><pre>{visible(before)}</pre></td>"
-                         f"<td class='after'><pre>{visible(after)}</pre></td></tr>")
+            parts.append(
+                f"<tr><td>{c['line']}</td><td>{e(c['field'])}</td><td class='before'><pre>{visible(before)}</pre></td>"
+                f"<td class='after'><pre>{visible(after)}</pre></td></tr>"
+            )
         parts.append("</table>")
 
-    parts.append("<h2>Rejected rows per reason</h2><table><tr><th>reason</th><th>rows</th><th>examples (line: detail)</th></tr>")
+    parts.append(
+        "<h2>Rejected rows per reason</h2><table><tr><th>reason</th><th>rows</th><th>examples (line: detail)</th></tr>"
+    )
     for reason, items in sorted(by_reason.items()):
         examples = "<br>".join(f"{r['line']}: {e(str(r['detail'])[:300])}" for r in items[:EXAMPLES_PER_REASON])
         parts.append(f"<tr><td>{e(reason)}</td><td>{len(items)}</td><td>{examples}</td></tr>")
     if not by_reason:
         parts.append("<tr><td colspan='3'>no row was rejected</td></tr>")
-    parts.append("</table><p>Every rejected row is in <code>data/rejected.jsonl</code> with its reason and detail.</p></body></html>\n")
+    parts.append(
+        "</table><p>Every rejected row is in <code>data/rejected.jsonl</code> with its reason and "
+        "detail.</p></body></html>\n"
+    )
     return "".join(parts)

@@ -63,7 +63,9 @@ def template_system_prompt(tokenizer) -> str:
     ('' when it adds none): the text it renders where an explicit system prompt would stand."""
     plain = render(tokenizer, [{"role": "user", "content": _PROBE_USER}])
     try:
-        with_system = render(tokenizer, [{"role": "system", "content": _PROBE_SYSTEM}, {"role": "user", "content": _PROBE_USER}])
+        with_system = render(
+            tokenizer, [{"role": "system", "content": _PROBE_SYSTEM}, {"role": "user", "content": _PROBE_USER}]
+        )
     except Exception:  # a template that refuses system turns cannot add one either
         return ""
     if _PROBE_SYSTEM not in with_system:
@@ -115,18 +117,40 @@ def format_dataset(clean_path: str, model_dir: str, out_path: str, stats_path: s
     template = ensure_chat_template(tokenizer)
     rows = read_jsonl(clean_path)
     # Extra fields of the source row (`meta`) travel with the example unchanged, through the split too.
-    out = [{"id": row["id"], **({"source": row["source"]} if "source" in row else {}), "meta": row.get("meta", {}),
-            **format_example(tokenizer, row["messages"], system_prompt)} for row in rows]
+    out = [
+        {
+            "id": row["id"],
+            **({"source": row["source"]} if "source" in row else {}),
+            "meta": row.get("meta", {}),
+            **format_example(tokenizer, row["messages"], system_prompt),
+        }
+        for row in rows
+    ]
     write_jsonl(out_path, out)
     untrained = sum(1 for row in out for m in row["messages"] if m["role"] == "assistant" and not is_trained(m))
     added = template_system_prompt(tokenizer)
     without_system = sum(1 for row in out if row["messages"][0]["role"] != "system")
-    stats = {"rows_in": len(rows), "rows_out": len(out), "template": template, "untrained_turns": untrained,
-             "template_system_prompt": added or None, "rows_with_template_system_prompt": without_system if added else 0}
+    stats = {
+        "rows_in": len(rows),
+        "rows_out": len(out),
+        "template": template,
+        "untrained_turns": untrained,
+        "template_system_prompt": added or None,
+        "rows_with_template_system_prompt": without_system if added else 0,
+    }
     write_json(stats_path, stats)
-    log.info("formatted %d conversations with the %s chat template; %d assistant turns with weight 0 (context, not trained on)",
-             len(out), template, untrained)
+    log.info(
+        "formatted %d conversations with the %s chat template; %d assistant turns with weight 0 (context, not trained "
+        "on)",
+        len(out),
+        template,
+        untrained,
+    )
     if added and without_system:
-        log.info("the chat template adds its own system prompt to the %d conversations without one: %r "
-                 "(data.system_prompt puts another in its place)", without_system, added)
+        log.info(
+            "the chat template adds its own system prompt to the %d conversations without one: %r "
+            "(data.system_prompt puts another in its place)",
+            without_system,
+            added,
+        )
     return stats

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Iterable
+from typing import Iterable, Literal
 
 from loraflow.data.records import DataError, RawRow, SourceInfo, digest
 
@@ -31,12 +31,14 @@ def reference_digests(info: SourceInfo) -> list[str] | None:
         table = parquet_file(info.path, raw).read()
         return [digest(_jsonable(row)) for row in table.to_pylist()]
     if fmt == "jsonl":
-        lines = text.split("\n") if text is not None else [b.decode(encoding, "surrogateescape") for b in raw.split(b"\n")]
+        lines = (
+            text.split("\n") if text is not None else [b.decode(encoding, "surrogateescape") for b in raw.split(b"\n")]
+        )
         return [digest(line) for line in lines if line.strip()]
     if fmt == "json":
         return [digest(value) for value in _json_records(info, text if text is not None else raw.decode(encoding))]
     body = delimited_text(raw, encoding, text)
-    quoting = csv.QUOTE_NONE if info.quoting == "none" else csv.QUOTE_MINIMAL
+    quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if info.quoting == "none" else csv.QUOTE_MINIMAL
     records = csv.reader(io.StringIO(body, newline=""), delimiter=info.delimiter or ",", quoting=quoting)
     next(records, None)  # the header
     return [digest(record) for record in records if any(cell.strip() for cell in record)]
@@ -57,9 +59,12 @@ def _json_records(info: SourceInfo, text: str) -> list:
 def check_coverage(source: str, reference: list[str], rows_out: Iterable[RawRow]) -> int:
     """Raise DataError unless `rows_out` (the raw rows behind every clean and rejected row) are the
     reference's records, each exactly once and with the same content; returns the record count."""
+
     def fail(what: str) -> DataError:
-        return DataError(f"{source}: conservation check failed: {what}; nothing was written (a loraflow bug: please report "
-                         "it with the file)")
+        return DataError(
+            f"{source}: conservation check failed: {what}; nothing was written (a loraflow bug: please report "
+            "it with the file)"
+        )
 
     by_record: dict[int, RawRow] = {}
     for raw in rows_out:
@@ -67,11 +72,13 @@ def check_coverage(source: str, reference: list[str], rows_out: Iterable[RawRow]
             raise fail(f"source record {raw.record} ({raw.where}) comes out twice")
         by_record[raw.record] = raw
     for number, expected in enumerate(reference, start=1):
-        raw = by_record.pop(number, None)
-        if raw is None:
+        found = by_record.pop(number, None)
+        if found is None:
             raise fail(f"source record {number} of {len(reference)} is in no output (clean or rejected)")
-        if raw.fingerprint != expected:
-            raise fail(f"source record {number} ({raw.where}) was read differently from the reference reading of the file")
+        if found.fingerprint != expected:
+            raise fail(
+                f"source record {number} ({found.where}) was read differently from the reference reading of the file"
+            )
     if by_record:
         first = by_record[min(by_record)]
         raise fail(f"{len(by_record)} output rows name no source record (e.g. {first.where})")

@@ -14,7 +14,7 @@ import csv
 import io
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal, cast
 
 from loraflow.data.records import DataError, RawRow, RowError, digest, one_line
 
@@ -96,16 +96,25 @@ def pick_quoting(path: str, text: str, sep: str, log_notes: list[str]) -> int:
     q = scan_quoting(text, sep)
     if sep != "\t":
         if q.problem:
-            raise DataError(f"{path}:{q.problem_line}: broken CSV quoting ({q.problem}); a field that starts with \" must end "
-                            "with \" before the delimiter or the line end, and a quote inside it is written \"\" "
-                            "(or set data.delimiter if this is not a CSV file)")
+            raise DataError(
+                f'{path}:{q.problem_line}: broken CSV quoting ({q.problem}); a field that starts with " must end '
+                'with " before the delimiter or the line end, and a quote inside it is written "" '
+                "(or set data.delimiter if this is not a CSV file)"
+            )
         return csv.QUOTE_MINIMAL
     consistent = not q.problem and not q.loose_quote and q.quoted_fields > 0
     if consistent and (q.needed > 0 or q.quoted_fields == q.fields):
-        log_notes.append(f"TSV dialect: CSV-style quoting used consistently ({q.quoted_fields} quoted fields); read with quoting")
+        log_notes.append(
+            f"TSV dialect: CSV-style quoting used consistently ({q.quoted_fields} quoted fields); read with quoting"
+        )
         return csv.QUOTE_MINIMAL
-    why = (f"{q.problem} at line {q.problem_line}" if q.problem else "a quote inside an unquoted field" if q.loose_quote
-           else "no field needs quoting")
+    why = (
+        f"{q.problem} at line {q.problem_line}"
+        if q.problem
+        else "a quote inside an unquoted field"
+        if q.loose_quote
+        else "no field needs quoting"
+    )
     log_notes.append(f"TSV dialect: quotes are text ({why}); read without quoting")
     return csv.QUOTE_NONE
 
@@ -135,14 +144,18 @@ def pick_delimiter(text: str, fmt: str, delimiter: str | None) -> str:
     it, else the candidate whose field counts agree best; ',' when nothing splits the header."""
     if delimiter is not None:
         sep = {"tab": "\t", "\\t": "\t"}.get(delimiter, delimiter)
-        if len(sep) != 1 or sep in "\r\n\"":
-            raise DataError(f"data.delimiter: must be one character other than a quote or line break (or 'tab'), got {delimiter!r}")
+        if len(sep) != 1 or sep in '\r\n"':
+            raise DataError(
+                f"data.delimiter: must be one character other than a quote or line break (or 'tab'), got {delimiter!r}"
+            )
         return sep
     if fmt == "tsv":
         return "\t"
     sample = text[: 1 << 16]
     try:
-        sniffed = csv.Sniffer().sniff(sample[: sample.rfind("\n") + 1] or sample, delimiters="".join(DELIMITERS)).delimiter
+        sniffed = (
+            csv.Sniffer().sniff(sample[: sample.rfind("\n") + 1] or sample, delimiters="".join(DELIMITERS)).delimiter
+        )
     except csv.Error:
         sniffed = None
     if sniffed and _consistent(field_counts(text, sniffed)):
@@ -154,7 +167,8 @@ def pick_delimiter(text: str, fmt: str, delimiter: str | None) -> str:
 
 
 def _reader(text: str, sep: str, quoting: int):
-    return csv.reader(io.StringIO(text, newline=""), delimiter=sep, quoting=quoting, strict=False)
+    quote = cast(Literal[0, 1, 2, 3], quoting)  # a csv.QUOTE_* constant: the callers pass one
+    return csv.reader(io.StringIO(text, newline=""), delimiter=sep, quoting=quote, strict=False)
 
 
 def csv_records(path: str, text: str, sep: str, quoting: int) -> Iterator[tuple[int, int, list[str]]]:
@@ -169,7 +183,9 @@ def csv_records(path: str, text: str, sep: str, quoting: int) -> Iterator[tuple[
         except StopIteration:
             return
         except csv.Error as exc:
-            raise DataError(f"{path}:{start}: unreadable CSV record ({one_line(exc)}); check data.delimiter and the quoting") from None
+            raise DataError(
+                f"{path}:{start}: unreadable CSV record ({one_line(exc)}); check data.delimiter and the quoting"
+            ) from None
         end = reader.line_num
         if header:
             header = False
@@ -189,8 +205,9 @@ def _reason(record: list[str], encoding: str) -> str:
     return "undecodable bytes"
 
 
-def iter_csv(path: str, text: str, sep: str, quoting: int, explicit: bool, encoding: str,
-             hint: Callable[[], str]) -> Iterator[RawRow]:
+def iter_csv(
+    path: str, text: str, sep: str, quoting: int, explicit: bool, encoding: str, hint: Callable[[], str]
+) -> Iterator[RawRow]:
     """Rows of a delimited file; bytes that were not valid in the encoding (decoded as escapes) make
     their record a bad_encoding row, a record with the wrong field count a bad_csv row."""
     name = DELIMITER_NAMES.get(sep, repr(sep))
@@ -208,10 +225,14 @@ def iter_csv(path: str, text: str, sep: str, quoting: int, explicit: bool, encod
         row = RawRow(start, None, None, where, number, end, digest(record), path)
         if any(_BAD_BYTE.search(cell) for cell in record):
             row.data = sep.join(record).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-            row.error = RowError("bad_encoding", f"{where}: bytes are not valid {encoding} ({_reason(record, encoding)}); {hint()}")
+            row.error = RowError(
+                "bad_encoding", f"{where}: bytes are not valid {encoding} ({_reason(record, encoding)}); {hint()}"
+            )
         elif len(record) != len(header):
             row.data = sep.join(record)
-            row.error = RowError("bad_csv", f"{where}: {len(record)} fields, the header has {len(header)} (delimiter {name} {how})")
+            row.error = RowError(
+                "bad_csv", f"{where}: {len(record)} fields, the header has {len(header)} (delimiter {name} {how})"
+            )
         else:
             row.data = dict(zip(header, record))
         yield row

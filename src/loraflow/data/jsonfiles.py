@@ -63,20 +63,27 @@ def wrapper_key(value: Any) -> str | None:
     or None when the object is itself a row (it has a conversation field, or its lists are turns)."""
     if not isinstance(value, dict) or _ROW_KEYS & set(value):
         return None
-    rows = [k for k, v in value.items()
-            if isinstance(v, list) and v and all(isinstance(x, dict) for x in v) and not any(_TURN_KEYS & set(x) for x in v)]
+    rows = [
+        k
+        for k, v in value.items()
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v) and not any(_TURN_KEYS & set(x) for x in v)
+    ]
     if isinstance(value.get("data"), list) and "data" not in rows:
         rows.append("data")
     if len(rows) > 1:
-        raise DataError(f"the top-level object holds several lists of rows ({', '.join(rows)}); keep the one to train on "
-                        "in a file of its own")
+        raise DataError(
+            f"the top-level object holds several lists of rows ({', '.join(rows)}); keep the one to train on "
+            "in a file of its own"
+        )
     return rows[0] if rows else None
 
 
 def _json_error(path: str, text: str, exc: json.JSONDecodeError, explicit: bool) -> DataError:
     hint = ""
     if sniff_json_kind(text) == "jsonl" or exc.msg == "Extra data":
-        hint = "; if the file holds one JSON object per line (JSONL), set data.format: jsonl" + ("" if explicit else " or name it .jsonl")
+        hint = "; if the file holds one JSON object per line (JSONL), set data.format: jsonl" + (
+            "" if explicit else " or name it .jsonl"
+        )
     return DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno}){hint}")
 
 
@@ -147,8 +154,10 @@ def _line_hint(line: str, explicit: bool) -> str:
     """Why a JSONL line may not parse: the file is really one JSON document or pretty-printed values."""
     s = line.strip()
     if s in ("[", "{", "]", "}", "},", "],") or s.startswith(("[{", "[ {", '"')):
-        return ("; the file looks like JSON spread over several lines (an array or pretty-printed objects), not one object "
-                "per line: set data.format: json" + ("" if explicit else " (or auto)"))
+        return (
+            "; the file looks like JSON spread over several lines (an array or pretty-printed objects), not one object "
+            "per line: set data.format: json" + ("" if explicit else " (or auto)")
+        )
     return "; fix the line, or set data.on_bad_row: reject to skip such rows with a reason"
 
 
@@ -178,5 +187,7 @@ def iter_jsonl(path: str, lines: list, encoding: str, explicit: bool, hint) -> I
                 row.data = json.loads(line)
             except json.JSONDecodeError as exc:
                 row.data = line
-                row.error = RowError("bad_json", f"{where}: malformed JSON ({exc.msg} at column {exc.colno}){_line_hint(line, explicit)}")
+                row.error = RowError(
+                    "bad_json", f"{where}: malformed JSON ({exc.msg} at column {exc.colno}){_line_hint(line, explicit)}"
+                )
         yield row

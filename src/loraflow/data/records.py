@@ -73,7 +73,7 @@ class SourceInfo:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        out = {"file_format": self.file_format, "encoding": self.encoding}
+        out: dict[str, Any] = {"file_format": self.file_format, "encoding": self.encoding}
         for key in ("delimiter", "quoting", "compression", "json_key"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)

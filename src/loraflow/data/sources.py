@@ -10,16 +10,26 @@ from pathlib import Path
 
 from loraflow.data.records import DataError, SourceInfo, one_line
 
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
-         (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
 #: magic bytes -> (compression, module, extension)
 _COMPRESSION = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
 _COMPRESSION_EXT = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd"}
 #: magic bytes of binary formats people point data.path at by mistake
-_BINARY_MAGIC = ((b"PK\x03\x04", "a ZIP archive (an .xlsx or .docx file is one: export it as CSV)"),
-                 (b"%PDF", "a PDF document"), (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
-                 (b"SQLite format 3", "an SQLite database"), (b"\x93NUMPY", "a NumPy array"),
-                 (b"\xd0\xcf\x11\xe0", "an old Office document (.xls/.doc: export it as CSV)"))
+_BINARY_MAGIC = (
+    (b"PK\x03\x04", "a ZIP archive (an .xlsx or .docx file is one: export it as CSV)"),
+    (b"%PDF", "a PDF document"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"SQLite format 3", "an SQLite database"),
+    (b"\x93NUMPY", "a NumPy array"),
+    (b"\xd0\xcf\x11\xe0", "an old Office document (.xls/.doc: export it as CSV)"),
+)
 SAMPLE = 1 << 16
 MAX_LINES_NAMED = 5
 
@@ -33,14 +43,19 @@ def read_source(path: str, info: SourceInfo) -> bytes:
     """The file's bytes, decompressed when it is compressed (by magic bytes or extension)."""
     p = Path(path)
     if p.is_dir():
-        raise DataError(f"{path}: is a directory; data.path must name one data file (.jsonl, .json, .csv, .tsv, .parquet, "
-                        "optionally compressed .gz/.bz2/.xz/.zst)")
+        raise DataError(
+            f"{path}: is a directory; data.path must name one data file (.jsonl, .json, .csv, .tsv, .parquet, "
+            "optionally compressed .gz/.bz2/.xz/.zst)"
+        )
     if not p.is_file():
         raise DataError(f"{path}: data file not found (data.path)")
     raw = p.read_bytes()
     kind = next((name for magic, name in _COMPRESSION if raw.startswith(magic)), None)
     if kind is None and _COMPRESSION_EXT.get(p.suffix.lower()) and raw:
-        raise DataError(f"{path}: the name says {_COMPRESSION_EXT[p.suffix.lower()]}-compressed, but the content is not; check data.path")
+        raise DataError(
+            f"{path}: the name says {_COMPRESSION_EXT[p.suffix.lower()]}-compressed, but the content is not; check "
+            "data.path"
+        )
     if kind is None:
         return raw
     info.compression = kind
@@ -52,7 +67,9 @@ def _decompress(path: str, raw: bytes, kind: str) -> bytes:
         try:
             import zstandard
         except ImportError:
-            raise DataError(f"{path}: zstd-compressed; install the Python package zstandard to read it (or decompress the file)") from None
+            raise DataError(
+                f"{path}: zstd-compressed; install the Python package zstandard to read it (or decompress the file)"
+            ) from None
         try:
             return zstandard.ZstdDecompressor().stream_reader(raw).read()
         except zstandard.ZstdError as exc:
@@ -155,7 +172,7 @@ def ascii_compatible(encoding: str) -> bool:
     """True when newline and the JSON/CSV syntax characters are single ASCII bytes in `encoding`,
     so the bytes may be split into lines before decoding."""
     try:
-        return "\n{[,\"\t".encode(encoding) == b"\n{[,\"\t"
+        return '\n{[,"\t'.encode(encoding) == b'\n{[,"\t'
     except (LookupError, UnicodeError):
         return False
 
@@ -175,10 +192,14 @@ def choose_encoding(path: str, raw: bytes, encoding: str, info: SourceInfo) -> t
             if family(encoding) != family(wide) or codecs.lookup(encoding).name != wide:
                 info.notes.append(f"no byte-order mark; the NUL-byte pattern says {wide}: read as {wide}")
             return wide, raw
-        raise DataError(f"{path}: the NUL-byte pattern says the file is {wide}, not {encoding}; set data.encoding: {wide}")
+        raise DataError(
+            f"{path}: the NUL-byte pattern says the file is {wide}, not {encoding}; set data.encoding: {wide}"
+        )
     what = looks_binary(raw, encoding) if ascii_compatible(encoding) else None
     if what:
-        raise DataError(f"{path}: binary file ({what}), not text data (.jsonl, .json, .csv, .tsv) or Parquet; check data.path")
+        raise DataError(
+            f"{path}: binary file ({what}), not text data (.jsonl, .json, .csv, .tsv) or Parquet; check data.path"
+        )
     return encoding, raw
 
 
@@ -256,7 +277,9 @@ def encoding_hint(raw: bytes, encoding: str, per_row: bool = True) -> str:
         more = f" (also possible: {', '.join(safe[1:3])})" if len(safe) > 1 else ""
         return f"set data.encoding: {safe[0]}{more}"
     lines = bad_lines(raw, encoding) if ascii_compatible(encoding) else []
-    named = ", ".join(map(str, lines[:MAX_LINES_NAMED])) + (f" and {len(lines) - MAX_LINES_NAMED} more" if len(lines) > MAX_LINES_NAMED else "")
+    named = ", ".join(map(str, lines[:MAX_LINES_NAMED])) + (
+        f" and {len(lines) - MAX_LINES_NAMED} more" if len(lines) > MAX_LINES_NAMED else ""
+    )
     where = (f"lines {named} are" if len(lines) > 1 else f"line {named} is") if lines else "some lines are"
     them = "them" if len(lines) != 1 else "it"
     fix = f"set data.on_bad_row: reject to skip {them} with a reason, or fix {them}" if per_row else f"fix {them}"
@@ -269,5 +292,7 @@ def decode_bytes(path: str, raw: bytes, encoding: str) -> str:
         return raw.decode(encoding)
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].decode(encoding, errors="replace").count("\n") + 1
-        raise DataError(f"{path}:{line}: bytes are not valid {encoding} ({exc.reason} at byte {exc.start}); "
-                        f"{encoding_hint(raw, encoding, per_row=False)}") from None
+        raise DataError(
+            f"{path}:{line}: bytes are not valid {encoding} ({exc.reason} at byte {exc.start}); "
+            f"{encoding_hint(raw, encoding, per_row=False)}"
+        ) from None

@@ -3,7 +3,7 @@ stratified by label (seq_cls: stratified_split, called by loraflow.tasks.seq_cls
 
 All conversations that share a normalised prompt go to the same split, so a test question is never
 seen in training under another spelling. The key is the clean stage's near-duplicate key
-(loraflow.data.textfix.near_key: case, full-width forms, spacing and trailing punctuation folded;
+(loraflow.data.dedup.near_key: case, full-width forms, spacing and trailing punctuation folded;
 letters, digits, marks and operators kept), so prompts that differ in content are never grouped
 together. Rows are written as they are, `meta` included.
 """
@@ -13,14 +13,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 
-from collections import Counter
-
-from loraflow.data.clean import check_conserved
+from loraflow.data.dedup import near_key
 from loraflow.data.records import DataError
+from loraflow.data.triage import check_conserved
 from loraflow.io import read_json, read_jsonl, write_json, write_jsonl
-from loraflow.data.textfix import near_key
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +50,10 @@ def assign_splits(rows: list[dict], fractions: dict[str, float], seed: int) -> d
         placed += len(group)
     for name in SPLITS:
         if not out[name]:
-            raise DataError(f"too few rows to split: {total} rows in {len(keys)} distinct prompts leave split {name!r} empty "
-                            f"with fractions {_fractions(fractions)} (config key split; add rows or change the fractions)")
+            raise DataError(
+                f"too few rows to split: {total} rows in {len(keys)} distinct prompts leave split {name!r} empty "
+                f"with fractions {_fractions(fractions)} (config key split; add rows or change the fractions)"
+            )
     return out
 
 
@@ -70,7 +70,9 @@ def _split_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
     return counts
 
 
-def stratified_split(rows: list[dict], fractions: dict[str, float], seed: int, labels: list[str]) -> dict[str, list[dict]]:
+def stratified_split(
+    rows: list[dict], fractions: dict[str, float], seed: int, labels: list[str]
+) -> dict[str, list[dict]]:
     """Split every label's rows by `fractions` (seeded), so each split has the label mix of the whole.
     Depends only on content and seed, not on row order; rows keep their file order within a split."""
     by_label: dict[str, list[dict]] = defaultdict(list)
@@ -87,15 +89,23 @@ def stratified_split(rows: list[dict], fractions: dict[str, float], seed: int, l
             start += k
     for split in SPLITS:
         if not out[split]:
-            raise DataError(f"too few rows to split: {len(rows)} rows leave split {split!r} empty with fractions "
-                            f"{_fractions(fractions)} (config key split; add rows or change the fractions)")
+            raise DataError(
+                f"too few rows to split: {len(rows)} rows leave split {split!r} empty with fractions "
+                f"{_fractions(fractions)} (config key split; add rows or change the fractions)"
+            )
         out[split].sort(key=lambda r: r["line"])
     return out
 
 
 def split_dataset(
-    formatted_path: str, clean_stats_path: str, out_train: str, out_val: str, out_test: str, stats_path: str,
-    fractions: dict, seed: int,
+    formatted_path: str,
+    clean_stats_path: str,
+    out_train: str,
+    out_val: str,
+    out_test: str,
+    stats_path: str,
+    fractions: dict,
+    seed: int,
 ) -> dict:
     """Split stage entry point; checks that every row is in exactly one split (by id) and that
     rows in = train + val + test + rejected."""
@@ -114,11 +124,15 @@ def check_partition(rows: list[dict], parts: dict[str, list[dict]]) -> None:
     if ids_in != ids_out or max(ids_in.values(), default=1) > 1:
         lost = sorted((ids_in - ids_out).elements())[:5]
         extra = sorted((ids_out - ids_in).elements())[:5]
-        raise DataError(f"split: rows not placed exactly once (lost ids {lost}, extra ids {extra}, duplicate ids in "
-                        f"{[k for k, n in ids_in.items() if n > 1][:5]}; a loraflow bug: please report it)")
+        raise DataError(
+            f"split: rows not placed exactly once (lost ids {lost}, extra ids {extra}, duplicate ids in "
+            f"{[k for k, n in ids_in.items() if n > 1][:5]}; a loraflow bug: please report it)"
+        )
 
 
-def write_splits(parts: dict[str, list[dict]], paths, clean_stats_path: str, stats_path: str, seed: int, **extra) -> dict:
+def write_splits(
+    parts: dict[str, list[dict]], paths, clean_stats_path: str, stats_path: str, seed: int, **extra
+) -> dict:
     """Write the train/val/test rows (`paths` in SPLITS order) and split_stats.json (counts, fractions,
     `extra` keys, seed), checking that rows in = train + val + test + rejected (every task's splitter)."""
     for name, path in zip(SPLITS, paths):

@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from loraflow.data.settings import SplitFiles, TokenFiles
 from loraflow.io import atomic_path, read_json, read_jsonl, sha256_files, write_json
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
 
 
 class StaleCacheError(RuntimeError):
@@ -53,7 +63,9 @@ def _encode_rows(tokenizer, rows: list[dict], batch: int = 256):
             yield row, ids, _mask(offsets, row["assistant_spans"])
 
 
-def encode_example(tokenizer, text: str, spans: list[list[int]], max_length: int, truncate: bool = False) -> tuple[list[int], list[int]]:
+def encode_example(
+    tokenizer, text: str, spans: list[list[int]], max_length: int, truncate: bool = False
+) -> tuple[list[int], list[int]]:
     """Token ids and a 0/1 mask that is 1 exactly on tokens inside an assistant span.
 
     Longer than `max_length`: with `truncate` the first max_length tokens are kept (the mask is
@@ -61,26 +73,28 @@ def encode_example(tokenizer, text: str, spans: list[list[int]], max_length: int
     ids, mask = _encode(tokenizer, text, spans)
     if len(ids) > max_length:
         if not truncate:
-            raise ValueError(f"example has {len(ids)} tokens > tokenize.max_length={max_length}; the clean stage should have rejected it")
+            raise ValueError(
+                f"example has {len(ids)} tokens > tokenize.max_length={max_length}; the clean stage should have "
+                "rejected it"
+            )
         ids, mask = ids[:max_length], mask[:max_length]
     return ids, mask
 
 
 def tokenize_splits(
-    model_dir: str, train: str, val: str, test: str, out_train: str, out_val: str, out_test: str, meta_path: str, max_length: int,
-    overlong: str = "truncate",
+    model_dir: str, splits: SplitFiles, out: TokenFiles, max_length: int, overlong: str = "truncate"
 ) -> dict:
     """Tokenise stage entry point. tokenize.overlong = truncate cuts examples at max_length (the clean
     stage has already rejected rows whose prompt alone does not fit, and recorded every cut answer);
     the split files, and so the test references, keep the whole text."""
-    split_paths = {"train": train, "val": val, "test": test}
-    out = {"train": out_train, "val": out_val, "test": out_test}
+    split_paths = {"train": splits.train, "val": splits.val, "test": splits.test}
+    out_paths = {"train": out.out_train, "val": out.out_val, "test": out.out_test}
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if not tokenizer.is_fast:
         raise ValueError(f"{model_dir}: a fast tokenizer (offset mapping) is needed to build label masks")
-    meta = {
+    meta: dict[str, Any] = {
         "tokenizer_sha256": tokenizer_digest(model_dir),
         "data_sha256": sha256_files(split_paths.values()),
         "max_length": max_length,
@@ -94,22 +108,41 @@ def tokenize_splits(
         for row, i, m in _encode_rows(tokenizer, rows):
             if len(i) > max_length:
                 if overlong != "truncate":
-                    raise ValueError(f"{path}: example {row['id']} has {len(i)} tokens > tokenize.max_length={max_length}; "
-                                     "the clean stage should have rejected it (rerun clean)")
+                    raise ValueError(
+                        f"{path}: example {row['id']} has {len(i)} tokens > tokenize.max_length={max_length}; "
+                        "the clean stage should have rejected it (rerun clean)"
+                    )
                 i, m = i[:max_length], m[:max_length]
                 truncated += 1
             longest = max(longest, len(i))
             ids.extend(i)
             masks.extend(m)
             offsets.append(len(ids))
-        with atomic_path(out[name]) as tmp:
+        with atomic_path(out_paths[name]) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, input_ids=np.asarray(ids, dtype=np.int32), labels_mask=np.asarray(masks, dtype=np.uint8), offsets=np.asarray(offsets, dtype=np.int64))
-        meta["splits"][name] = {"examples": len(rows), "tokens": len(ids), "supervised_tokens": int(sum(masks)), "truncated": truncated,
-                               "longest": longest}  # tokens of the longest example (bounds a forward pass: memory estimates)
-        log.info("tokenised %s: %d examples (%d truncated at %d tokens), %d tokens (%d supervised)",
-                 name, len(rows), truncated, max_length, len(ids), sum(masks))
-    write_json(meta_path, meta)
+                np.savez(
+                    fh,
+                    input_ids=np.asarray(ids, dtype=np.int32),
+                    labels_mask=np.asarray(masks, dtype=np.uint8),
+                    offsets=np.asarray(offsets, dtype=np.int64),
+                )
+        meta["splits"][name] = {
+            "examples": len(rows),
+            "tokens": len(ids),
+            "supervised_tokens": int(sum(masks)),
+            "truncated": truncated,
+            "longest": longest,
+        }  # tokens of the longest example (bounds a forward pass: memory estimates)
+        log.info(
+            "tokenised %s: %d examples (%d truncated at %d tokens), %d tokens (%d supervised)",
+            name,
+            len(rows),
+            truncated,
+            max_length,
+            len(ids),
+            sum(masks),
+        )
+    write_json(out.meta_path, meta)
     return meta
 
 
@@ -118,7 +151,10 @@ def load_split(path: str, meta_path: str, model_dir: str) -> list[tuple[np.ndarr
     meta = read_json(meta_path)
     current = tokenizer_digest(model_dir)
     if meta["tokenizer_sha256"] != current:
-        raise StaleCacheError(f"{meta_path}: token cache was built with another tokenizer ({meta['tokenizer_sha256'][:12]} != {current[:12]}); rerun the tokenize rule")
+        raise StaleCacheError(
+            f"{meta_path}: token cache was built with another tokenizer ({meta['tokenizer_sha256'][:12]} != "
+            f"{current[:12]}); rerun the tokenize rule"
+        )
     with np.load(path, allow_pickle=False) as npz:
         ids, mask, offsets = npz["input_ids"], npz["labels_mask"], npz["offsets"]
     return [(ids[a:b], mask[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 
+from loraflow.evaluate.settings import LmEvalSettings
 from loraflow.io import write_json
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,12 @@ def local_task_names(include_path: str) -> set[str]:
 
 
 def run_lm_eval(
-    model_dir: str, out_json: str, tasks: list[str], adapter_dir: str | None = None, limit: float | None = None, batch_size: int = 8,
-    num_fewshot: int | None = None, include_path: str | None = None, seed: int = 42, threads: int | None = None,
-    trust_remote_code: bool = False, method: str = "lora", precision: str | None = None,
+    model_dir: str,
+    out_json: str,
+    settings: LmEvalSettings,
+    adapter_dir: str | None = None,
+    method: str = "lora",
+    threads: int | None = None,
 ) -> dict:
     """Stage entry point: lm_eval.simple_evaluate on the run's model; writes {task: {metric: value}}."""
     try:
@@ -47,29 +51,56 @@ def run_lm_eval(
         from lm_eval.tasks import TaskManager
     except ImportError as err:  # pragma: no cover - depends on the optional extra
         raise RuntimeError("evaluate.lm_eval_tasks needs the optional extra: pip install 'loraflow[lm-eval]'") from err
-    from loraflow.evaluate.run import load_for_eval
-    from loraflow.model.modeling import load_tokenizer, set_seed, set_threads
+    from loraflow.evaluate.loading import load_for_eval
+    from loraflow.model.device import set_seed, set_threads
+    from loraflow.model.loading import load_tokenizer
 
+    tasks, include_path, seed = list(settings.tasks), settings.include_path, settings.seed
     set_threads(threads)
     set_seed(seed)
-    model = load_for_eval(model_dir, adapter_dir, trust_remote_code, method, precision)
-    lm = HFLM(pretrained=model, tokenizer=load_tokenizer(model_dir), batch_size=batch_size)
+    model = load_for_eval(model_dir, adapter_dir, settings.trust_remote_code, method, settings.precision)
+    lm = HFLM(pretrained=model, tokenizer=load_tokenizer(model_dir), batch_size=settings.batch_size)
     # lm-eval indexes its thousands of built-in task files unless every task is one of the user's own
     own = local_task_names(include_path) if include_path else set()
-    manager = TaskManager(include_path=include_path, include_defaults=not set(tasks) <= own) if include_path else TaskManager()
-    out = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), limit=limit, num_fewshot=num_fewshot, task_manager=manager,
-                                  random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-                                  log_samples=False, bootstrap_iters=1000)
+    manager = (
+        TaskManager(include_path=include_path, include_defaults=not set(tasks) <= own)
+        if include_path
+        else TaskManager()
+    )
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=tasks,
+        limit=settings.limit,
+        num_fewshot=settings.num_fewshot,
+        task_manager=manager,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
+        log_samples=False,
+        bootstrap_iters=1000,
+    )
     results = {}
     for task, metrics in out["results"].items():
         clean = {}
         for key, value in metrics.items():
-            if key == "alias" or not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
+            if (
+                key == "alias"
+                or not isinstance(value, (int, float))
+                or (isinstance(value, float) and math.isnan(value))
+            ):
                 continue
             clean[key.replace(",none", "")] = float(value)
         results[task] = clean
-    summary = {"model": "base" if adapter_dir is None else adapter_dir, "tasks": results, "limit": limit,
-               "n_samples": {t: v.get("effective", v.get("original")) if isinstance(v, dict) else v for t, v in out.get("n-samples", {}).items()}}
+    summary = {
+        "model": "base" if adapter_dir is None else adapter_dir,
+        "tasks": results,
+        "limit": settings.limit,
+        "n_samples": {
+            t: v.get("effective", v.get("original")) if isinstance(v, dict) else v
+            for t, v in out.get("n-samples", {}).items()
+        },
+    }
     write_json(out_json, summary)
     log.info("lm-eval: %s", {t: {k: round(v, 4) for k, v in m.items()} for t, m in results.items()})
     return summary

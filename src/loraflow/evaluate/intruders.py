@@ -98,12 +98,20 @@ def summarise_intruders(modules: list[dict], settings: IntruderSettings) -> dict
     """Summary keys: intruder_top_k, intruder_threshold, intruders_total, intruder_modules (modules with
     at least one), intruder_modules_analysed, intruder_note (one line for the table and the log)."""
     analysed = [m for m in modules if m.get("intruders") is not None]
-    out = {"intruder_top_k": settings.top_k, "intruder_threshold": settings.threshold,
-           "intruders_total": sum(m["intruders"] for m in analysed), "intruder_modules": sum(m["intruders"] > 0 for m in analysed),
-           "intruder_modules_analysed": len(analysed)}
+    out = {
+        "intruder_top_k": settings.top_k,
+        "intruder_threshold": settings.threshold,
+        "intruders_total": sum(m["intruders"] for m in analysed),
+        "intruder_modules": sum(m["intruders"] > 0 for m in analysed),
+        "intruder_modules_analysed": len(analysed),
+    }
     if not analysed:
-        out["intruder_note"] = "intruder dimensions not analysed" if settings.top_k <= 0 else "no base weight matched an adapted module"
+        out["intruder_note"] = (
+            "intruder dimensions not analysed" if settings.top_k <= 0 else "no base weight matched an adapted module"
+        )
     else:
-        out["intruder_note"] = (f"{out['intruders_total']} intruder dimensions in {out['intruder_modules']} of {len(analysed)} modules "
-                                f"(top {settings.top_k} singular vectors, |cos| < {settings.threshold:g} with every base singular vector)")
+        out["intruder_note"] = (
+            f"{out['intruders_total']} intruder dimensions in {out['intruder_modules']} of {len(analysed)} modules "
+            f"(top {settings.top_k} singular vectors, |cos| < {settings.threshold:g} with every base singular vector)"
+        )
     return out

@@ -2,8 +2,9 @@
 
 No torch and no model hub: BLEU is sacrebleu's corpus BLEU (its `zh` tokenizer whenever the
 references contain CJK text, else `13a`: decided on the references alone, so every system scored on
-the same test rows gets the same tokenisation and their BLEU scores stay comparable); ROUGE is rouge-score with `CJKTokenizer`, which keeps every CJK character
-as a token (rouge-score's default tokenizer drops them and scores any Chinese pair 0.0).
+the same test rows gets the same tokenisation and their BLEU scores stay comparable); ROUGE is
+rouge-score with `CJKTokenizer`, which keeps every CJK character as a token (rouge-score's default
+tokenizer drops them and scores any Chinese pair 0.0).
 All scores are on a 0-100 scale.
 """
 
@@ -135,8 +136,13 @@ def row_scores(hyps: list[str], refs: list[str]) -> list[dict]:
     out = []
     for h, r, st in zip(hyps, refs, stats):
         s = _scorer().score(r, h)
-        out.append({**{k: 100 * s[k].fmeasure for k in _ROUGE_KEYS}, "exact_match": 100.0 * (normalize_answer(h) == normalize_answer(r)),
-                    "bleu_stats": [int(x) for x in st]})
+        out.append(
+            {
+                **{k: 100 * s[k].fmeasure for k in _ROUGE_KEYS},
+                "exact_match": 100.0 * (normalize_answer(h) == normalize_answer(r)),
+                "bleu_stats": [int(x) for x in st],
+            }
+        )
     return out
 
 

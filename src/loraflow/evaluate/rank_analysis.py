@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from statistics import median
 
@@ -43,7 +44,9 @@ from loraflow.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
-_LORA_KEY = re.compile(r"^(?P<name>.+)\.(?P<part>lora_A|lora_B)\.weight$|^(?P<ename>.+)\.(?P<epart>lora_embedding_A|lora_embedding_B)$")
+_LORA_KEY = re.compile(
+    r"^(?P<name>.+)\.(?P<part>lora_A|lora_B)\.weight$|^(?P<ename>.+)\.(?P<epart>lora_embedding_A|lora_embedding_B)$"
+)
 _PREFIX = "base_model.model."
 SPECTRUM_FLOOR = 1e-6  # normalised singular values below this are drawn at this value on the log plot
 
@@ -86,11 +89,13 @@ def load_updates(adapter_dir: str) -> tuple[dict, list[dict]]:
     """(adapter config, [{name, layer, module, r, scaling, sigma}]) for every LoRA pair in the adapter."""
     from safetensors import safe_open
 
-    adapter_dir = Path(adapter_dir)
-    cfg_path, weights = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
+    folder = Path(adapter_dir)
+    cfg_path, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
     if not cfg_path.exists() or not weights.exists():
-        raise FileNotFoundError(f"{adapter_dir} holds no peft adapter (adapter_config.json + adapter_model.safetensors); "
-                                "a `full` fine-tuning run has no LoRA update to analyse")
+        raise FileNotFoundError(
+            f"{adapter_dir} holds no peft adapter (adapter_config.json + adapter_model.safetensors); "
+            "a `full` fine-tuning run has no LoRA update to analyse"
+        )
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     pairs: dict[str, dict[str, str]] = {}
     with safe_open(str(weights), framework="pt") as fh:
@@ -110,8 +115,16 @@ def load_updates(adapter_dir: str) -> tuple[dict, list[dict]]:
             alpha = _pattern_value(cfg.get("alpha_pattern"), name, cfg.get("lora_alpha", r))
             scaling = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
             layer = re.search(r"(?:^|\.)(\d+)(?:\.|$)", name)
-            modules.append({"name": name, "layer": int(layer[1]) if layer else None, "module": name.rsplit(".", 1)[-1],
-                            "r": r, "scaling": scaling, "sigma": lora_singular_values(a, b, scaling)})
+            modules.append(
+                {
+                    "name": name,
+                    "layer": int(layer[1]) if layer else None,
+                    "module": name.rsplit(".", 1)[-1],
+                    "r": r,
+                    "scaling": scaling,
+                    "sigma": lora_singular_values(a, b, scaling),
+                }
+            )
     if not modules:
         raise ValueError(f"{weights} has no lora_A/lora_B weight pairs (peft_type {cfg.get('peft_type')!r})")
     modules.sort(key=lambda m: (m["layer"] if m["layer"] is not None else -1, m["module"], m["name"]))
@@ -124,9 +137,16 @@ def summarise(cfg: dict, modules: list[dict], energies: list[float]) -> dict:
     verdict, note."""
     r_cfg, top = cfg.get("r"), max(energies)
     r_max = max(m["r"] for m in modules)  # = r unless rank_pattern gives some modules a larger rank
-    out = {"r": r_cfg, "lora_alpha": cfg.get("lora_alpha"), "use_rslora": bool(cfg.get("use_rslora")),
-           "use_dora": bool(cfg.get("use_dora")), "n_modules": len(modules),
-           "n_zero_modules": sum(float(m["sigma"].max()) == 0.0 for m in modules), "r_max": r_max, "energies": list(energies)}
+    out = {
+        "r": r_cfg,
+        "lora_alpha": cfg.get("lora_alpha"),
+        "use_rslora": bool(cfg.get("use_rslora")),
+        "use_dora": bool(cfg.get("use_dora")),
+        "n_modules": len(modules),
+        "n_zero_modules": sum(float(m["sigma"].max()) == 0.0 for m in modules),
+        "r_max": r_max,
+        "energies": list(energies),
+    }
     for e in energies:
         ranks = [m[f"eff_rank_{energy_label(e)}"] for m in modules]
         out[f"eff_rank_{energy_label(e)}_median"] = median(ranks)
@@ -138,29 +158,56 @@ def summarise(cfg: dict, modules: list[dict], energies: list[float]) -> dict:
     if out["n_zero_modules"] == len(modules):
         out["verdict"] = f"r={r_max}: ΔW = 0 in every module (untrained adapter?), so no rank is used at all"
     elif out["smaller_r_would_suffice"]:
-        out["verdict"] = (f"r={r_max}: {pct} of the update energy fits in rank ≤ {need} in every module; "
-                          f"r={out['suggested_r']} would have sufficed")
+        out["verdict"] = (
+            f"r={r_max}: {pct} of the update energy fits in rank ≤ {need} in every module; "
+            f"r={out['suggested_r']} would have sufficed"
+        )
     else:
-        out["verdict"] = (f"r={r_max}: {pct} of the update energy needs rank {need} in some module "
-                          f"(median {out[f'eff_rank_{energy_label(top)}_median']:g}); a smaller r would have cut into the update")
-    out["note"] = ("DoRA adapter: the learned magnitude vector rescales the columns of W + ΔW and is not part of ΔW's "
-                   "spectrum analysed here" if out["use_dora"] else "")
+        out["verdict"] = (
+            f"r={r_max}: {pct} of the update energy needs rank {need} in some module "
+            f"(median {out[f'eff_rank_{energy_label(top)}_median']:g}); a smaller r would have cut into the update"
+        )
+    out["note"] = (
+        "DoRA adapter: the learned magnitude vector rescales the columns of W + ΔW and is not part of ΔW's "
+        "spectrum analysed here"
+        if out["use_dora"]
+        else ""
+    )
     return out
 
 
 def write_csv(path: str, modules: list[dict], energies: list[float]) -> None:
-    intruders = ["intruders", "intruder_min_cos"] if any("intruders" in m for m in modules) else []  # analysed with the base
-    cols = ["layer", "module", "name", "r", "scaling", "sigma_max", "fro_norm", *(f"eff_rank_{energy_label(e)}" for e in energies),
-            *intruders, "sigma_norm"]
+    intruders = (
+        ["intruders", "intruder_min_cos"] if any("intruders" in m for m in modules) else []
+    )  # analysed with the base
+    cols = [
+        "layer",
+        "module",
+        "name",
+        "r",
+        "scaling",
+        "sigma_max",
+        "fro_norm",
+        *(f"eff_rank_{energy_label(e)}" for e in energies),
+        *intruders,
+        "sigma_norm",
+    ]
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         writer.writeheader()
         for m in modules:
-            writer.writerow({**m, "layer": "" if m["layer"] is None else m["layer"], "scaling": f"{m['scaling']:.6g}",
-                             "sigma_max": f"{m['sigma_max']:.6g}", "fro_norm": f"{m['fro_norm']:.6g}",
-                             "intruders": "" if m.get("intruders") is None else m["intruders"],
-                             "intruder_min_cos": "" if m.get("intruder_min_cos") is None else f"{m['intruder_min_cos']:.4g}",
-                             "sigma_norm": ";".join(f"{v:.6g}" for v in m["sigma_norm"])})
+            writer.writerow(
+                {
+                    **m,
+                    "layer": "" if m["layer"] is None else m["layer"],
+                    "scaling": f"{m['scaling']:.6g}",
+                    "sigma_max": f"{m['sigma_max']:.6g}",
+                    "fro_norm": f"{m['fro_norm']:.6g}",
+                    "intruders": "" if m.get("intruders") is None else m["intruders"],
+                    "intruder_min_cos": "" if m.get("intruder_min_cos") is None else f"{m['intruder_min_cos']:.4g}",
+                    "sigma_norm": ";".join(f"{v:.6g}" for v in m["sigma_norm"]),
+                }
+            )
 
 
 def plot(path: str, modules: list[dict], energies: list[float], summary: dict) -> None:
@@ -178,17 +225,38 @@ def plot(path: str, modules: list[dict], energies: list[float], summary: dict) -
     for t in types:
         ms = [m for m in modules if m["module"] == t]
         xs = [m["layer"] if m["layer"] is not None else i for i, m in enumerate(ms)]
-        left.plot(xs, [m[f"eff_rank_{energy_label(top)}"] for m in ms], "o-", color=colours[t], label=f"{t} ({energy_label(top)}%)")
+        left.plot(
+            xs,
+            [m[f"eff_rank_{energy_label(top)}"] for m in ms],
+            "o-",
+            color=colours[t],
+            label=f"{t} ({energy_label(top)}%)",
+        )
         if low != top:
-            left.plot(xs, [m[f"eff_rank_{energy_label(low)}"] for m in ms], "s:", color=colours[t], alpha=0.6, ms=3,
-                      label=f"{t} ({energy_label(low)}%)")
+            left.plot(
+                xs,
+                [m[f"eff_rank_{energy_label(low)}"] for m in ms],
+                "s:",
+                color=colours[t],
+                alpha=0.6,
+                ms=3,
+                label=f"{t} ({energy_label(low)}%)",
+            )
         for m in ms:
             if m["sigma_max"] > 0:
-                right.semilogy(range(1, len(m["sigma_norm"]) + 1), [max(v, SPECTRUM_FLOOR) for v in m["sigma_norm"]],
-                               "-", color=colours[t], alpha=0.5, lw=1)
+                right.semilogy(
+                    range(1, len(m["sigma_norm"]) + 1),
+                    [max(v, SPECTRUM_FLOOR) for v in m["sigma_norm"]],
+                    "-",
+                    color=colours[t],
+                    alpha=0.5,
+                    lw=1,
+                )
     left.axhline(summary["r_max"], ls="--", color="k", lw=1, label=f"r = {summary['r_max']}")
     if summary["smaller_r_would_suffice"]:
-        left.axhline(summary["suggested_r"], ls=":", color="grey", lw=1, label=f"suggested r = {summary['suggested_r']}")
+        left.axhline(
+            summary["suggested_r"], ls=":", color="grey", lw=1, label=f"suggested r = {summary['suggested_r']}"
+        )
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.yaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_xlabel("layer")
@@ -211,15 +279,26 @@ def plot(path: str, modules: list[dict], energies: list[float], summary: dict) -
     right.legend(fontsize=7)
     right.grid(alpha=0.3)
     flags = "".join([", rsLoRA" if summary["use_rslora"] else "", ", DoRA" if summary["use_dora"] else ""])
-    fig.suptitle(f"LoRA rank analysis: r = {summary['r']}, lora_alpha = {summary['lora_alpha']}{flags}\n{summary['verdict']}", fontsize=11)
+    fig.suptitle(
+        f"LoRA rank analysis: r = {summary['r']}, lora_alpha = {summary['lora_alpha']}{flags}\n{summary['verdict']}",
+        fontsize=11,
+    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
-def analyse_adapter(adapter_dir: str, out_csv: str, out_summary: str, out_plot: str, energies: list[float] = (0.9, 0.99),
-                    model_dir: str | None = None, intruder_top_k: int = 10, intruder_threshold: float = 0.5) -> dict:
+def analyse_adapter(
+    adapter_dir: str,
+    out_csv: str,
+    out_summary: str,
+    out_plot: str,
+    energies: Sequence[float] = (0.9, 0.99),
+    model_dir: str | None = None,
+    intruder_top_k: int = 10,
+    intruder_threshold: float = 0.5,
+) -> dict:
     """Singular values and effective ranks of every ΔW of a peft LoRA adapter, and with the base model
     (`model_dir`) the intruder dimensions of every tuned weight; returns the summary."""
     energies = sorted({float(e) for e in energies})

@@ -31,6 +31,7 @@ import itertools
 import json
 import random
 import sys
+from collections.abc import Sequence
 
 from loraflow.evaluate.answer_check import numbers_in, states_number, states_text
 
@@ -50,13 +51,26 @@ _UNITS = (
 )
 # (country en, country zh, capital en, capital zh)
 _CAPITALS = (
-    ("France", "法国", "Paris", "巴黎"), ("Japan", "日本", "Tokyo", "东京"), ("Italy", "意大利", "Rome", "罗马"),
-    ("Germany", "德国", "Berlin", "柏林"), ("Spain", "西班牙", "Madrid", "马德里"), ("the United Kingdom", "英国", "London", "伦敦"),
-    ("China", "中国", "Beijing", "北京"), ("Russia", "俄罗斯", "Moscow", "莫斯科"), ("Egypt", "埃及", "Cairo", "开罗"),
-    ("Canada", "加拿大", "Ottawa", "渥太华"), ("Australia", "澳大利亚", "Canberra", "堪培拉"), ("Greece", "希腊", "Athens", "雅典"),
-    ("South Korea", "韩国", "Seoul", "首尔"), ("Thailand", "泰国", "Bangkok", "曼谷"), ("Portugal", "葡萄牙", "Lisbon", "里斯本"),
-    ("Ireland", "爱尔兰", "Dublin", "都柏林"), ("Norway", "挪威", "Oslo", "奥斯陆"), ("Kenya", "肯尼亚", "Nairobi", "内罗毕"),
-    ("Austria", "奥地利", "Vienna", "维也纳"), ("Poland", "波兰", "Warsaw", "华沙"),
+    ("France", "法国", "Paris", "巴黎"),
+    ("Japan", "日本", "Tokyo", "东京"),
+    ("Italy", "意大利", "Rome", "罗马"),
+    ("Germany", "德国", "Berlin", "柏林"),
+    ("Spain", "西班牙", "Madrid", "马德里"),
+    ("the United Kingdom", "英国", "London", "伦敦"),
+    ("China", "中国", "Beijing", "北京"),
+    ("Russia", "俄罗斯", "Moscow", "莫斯科"),
+    ("Egypt", "埃及", "Cairo", "开罗"),
+    ("Canada", "加拿大", "Ottawa", "渥太华"),
+    ("Australia", "澳大利亚", "Canberra", "堪培拉"),
+    ("Greece", "希腊", "Athens", "雅典"),
+    ("South Korea", "韩国", "Seoul", "首尔"),
+    ("Thailand", "泰国", "Bangkok", "曼谷"),
+    ("Portugal", "葡萄牙", "Lisbon", "里斯本"),
+    ("Ireland", "爱尔兰", "Dublin", "都柏林"),
+    ("Norway", "挪威", "Oslo", "奥斯陆"),
+    ("Kenya", "肯尼亚", "Nairobi", "内罗毕"),
+    ("Austria", "奥地利", "Vienna", "维也纳"),
+    ("Poland", "波兰", "Warsaw", "华沙"),
 )
 # (question en, question zh, check, accepted en, accepted zh); a Chinese question also accepts the English answer
 _FACTS = (
@@ -67,30 +81,78 @@ _FACTS = (
     ("How many months are there in a year?", "一年有几个月？", "numeric", ["12"], ["12"]),
     ("How many minutes are there in an hour?", "一小时有多少分钟？", "numeric", ["60"], ["60"]),
     ("How many sides does a triangle have?", "三角形有几条边？", "numeric", ["3"], ["3"]),
-    ("At what temperature in degrees Celsius does water boil at sea level?", "在海平面上，水在多少摄氏度沸腾？", "numeric", ["100"], ["100"]),
-    ("What is the largest planet in our solar system?", "太阳系中最大的行星是哪一颗？", "contains", ["Jupiter"], ["木星"]),
+    (
+        "At what temperature in degrees Celsius does water boil at sea level?",
+        "在海平面上，水在多少摄氏度沸腾？",
+        "numeric",
+        ["100"],
+        ["100"],
+    ),
+    (
+        "What is the largest planet in our solar system?",
+        "太阳系中最大的行星是哪一颗？",
+        "contains",
+        ["Jupiter"],
+        ["木星"],
+    ),
     ("Which planet is known as the Red Planet?", "哪颗行星被称为红色星球？", "contains", ["Mars"], ["火星"]),
     ("What is the chemical formula of water?", "水的化学式是什么？", "contains", ["H2O", "H₂O"], ["H2O", "H₂O"]),
     ("What colour is the sky on a clear day?", "晴朗的白天，天空是什么颜色的？", "contains", ["blue"], ["蓝"]),
     ("What is the opposite of hot?", "“热”的反义词是什么？", "contains", ["cold"], ["冷"]),
     ("Who wrote Romeo and Juliet?", "《罗密欧与朱丽叶》的作者是谁？", "contains", ["Shakespeare"], ["莎士比亚"]),
     ("What is the largest ocean on Earth?", "地球上最大的海洋是哪个？", "contains", ["Pacific"], ["太平洋"]),
-    ("Which gas do plants take in from the air to make food?", "植物从空气中吸收哪种气体来进行光合作用？", "contains", ["carbon dioxide", "CO2"], ["二氧化碳", "CO2"]),
-    ("Which animal is known as the king of the jungle?", "哪种动物被称为“森林之王”？", "contains", ["lion"], ["狮", "虎"]),
-    ("What is the tallest mountain in the world?", "世界上最高的山峰是哪座？", "contains", ["Everest"], ["珠穆朗玛", "珠峰"]),
+    (
+        "Which gas do plants take in from the air to make food?",
+        "植物从空气中吸收哪种气体来进行光合作用？",
+        "contains",
+        ["carbon dioxide", "CO2"],
+        ["二氧化碳", "CO2"],
+    ),
+    (
+        "Which animal is known as the king of the jungle?",
+        "哪种动物被称为“森林之王”？",
+        "contains",
+        ["lion"],
+        ["狮", "虎"],
+    ),
+    (
+        "What is the tallest mountain in the world?",
+        "世界上最高的山峰是哪座？",
+        "contains",
+        ["Everest"],
+        ["珠穆朗玛", "珠峰"],
+    ),
     ("What is the freezing point of water in degrees Fahrenheit?", "水的冰点是多少华氏度？", "numeric", ["32"], ["32"]),
-    ("Which language has the most native speakers in the world?", "世界上母语使用者最多的语言是哪种？", "contains", ["Chinese", "Mandarin"], ["汉语", "中文", "普通话"]),
+    (
+        "Which language has the most native speakers in the world?",
+        "世界上母语使用者最多的语言是哪种？",
+        "contains",
+        ["Chinese", "Mandarin"],
+        ["汉语", "中文", "普通话"],
+    ),
 )
-_WORDS = (("apple", "苹果"), ("river", "河流"), ("garden", "花园"), ("window", "窗户"), ("music", "音乐"), ("yellow", "黄色"),
-          ("bridge", "桥梁"), ("pencil", "铅笔"), ("forest", "森林"), ("coffee", "咖啡"), ("summer", "夏天"), ("planet", "行星"))
+_WORDS = (
+    ("apple", "苹果"),
+    ("river", "河流"),
+    ("garden", "花园"),
+    ("window", "窗户"),
+    ("music", "音乐"),
+    ("yellow", "黄色"),
+    ("bridge", "桥梁"),
+    ("pencil", "铅笔"),
+    ("forest", "森林"),
+    ("coffee", "咖啡"),
+    ("summer", "夏天"),
+    ("planet", "行星"),
+)
 
 
-def _item(lang: str, kind: str, prompt: str, check: str, answers: list[str]) -> dict:
+def _item(lang: str, kind: str, prompt: str, check: str, answers: Sequence[object]) -> dict:
     return {"lang": lang, "kind": kind, "prompt": prompt, "check": check, "answers": [str(a) for a in answers]}
 
 
 def _arithmetic(rng: random.Random, n: int) -> list[dict]:
-    items = []
+    items: list[dict] = []
     while len(items) < n:
         op = ("+", "-", "*")[len(items) % 3]
         if op == "*":
@@ -113,7 +175,15 @@ def _units(rng: random.Random, n: int) -> list[dict]:
     for k in range(n):
         en_from, en_to, zh_from, zh_to, factor = _UNITS[k % len(_UNITS)]
         x = rng.randint(2, 9)
-        items.append(_item("en", "units", f"How many {en_to} are in {x} {en_from}? Reply with just the number.", "numeric", [x * factor]))
+        items.append(
+            _item(
+                "en",
+                "units",
+                f"How many {en_to} are in {x} {en_from}? Reply with just the number.",
+                "numeric",
+                [x * factor],
+            )
+        )
         items.append(_item("zh", "units", f"{x} {zh_from}等于多少{zh_to}？请只回答数字。", "numeric", [x * factor]))
     return items
 
@@ -138,7 +208,9 @@ def _instructions(rng: random.Random, n: int) -> list[dict]:
             items.append(_item("en", "instructions", f"Repeat the word '{en}' and nothing else.", "contains", [en]))
             items.append(_item("zh", "instructions", f"请重复这个词：{zh}。不要说别的。", "contains", [zh]))
         elif form == 1:
-            items.append(_item("en", "instructions", f"Write the word '{en}' in capital letters.", "cased", [en.upper()]))
+            items.append(
+                _item("en", "instructions", f"Write the word '{en}' in capital letters.", "cased", [en.upper()])
+            )
             items.append(_item("zh", "instructions", f"请把“{zh}”翻译成英文。", "contains", [en]))
         elif form == 2:
             m = rng.randint(3, 7)
@@ -147,15 +219,41 @@ def _instructions(rng: random.Random, n: int) -> list[dict]:
             items.append(_item("zh", "instructions", f"请从 1 数到 {m}，用逗号隔开。", "sequence", seq))
         elif form == 3:
             a, b = rng.sample(range(11, 99), 2)
-            items.append(_item("en", "instructions", f"Which number is larger, {a} or {b}? Reply with just the number.", "first_number", [max(a, b)]))
-            items.append(_item("zh", "instructions", f"{a} 和 {b} 哪个数更大？请只回答数字。", "first_number", [max(a, b)]))
+            items.append(
+                _item(
+                    "en",
+                    "instructions",
+                    f"Which number is larger, {a} or {b}? Reply with just the number.",
+                    "first_number",
+                    [max(a, b)],
+                )
+            )
+            items.append(
+                _item("zh", "instructions", f"{a} 和 {b} 哪个数更大？请只回答数字。", "first_number", [max(a, b)])
+            )
         else:
             nums = rng.sample(range(1, 50), 3)
             while nums == sorted(nums):
                 rng.shuffle(nums)
             joined = ", ".join(map(str, nums))
-            items.append(_item("en", "instructions", f"Sort these numbers from smallest to largest: {joined}.", "sequence", sorted(nums)))
-            items.append(_item("zh", "instructions", f"请把这些数字从小到大排列：{'、'.join(map(str, nums))}。", "sequence", sorted(nums)))
+            items.append(
+                _item(
+                    "en",
+                    "instructions",
+                    f"Sort these numbers from smallest to largest: {joined}.",
+                    "sequence",
+                    sorted(nums),
+                )
+            )
+            items.append(
+                _item(
+                    "zh",
+                    "instructions",
+                    f"请把这些数字从小到大排列：{'、'.join(map(str, nums))}。",
+                    "sequence",
+                    sorted(nums),
+                )
+            )
     return items
 
 
@@ -164,7 +262,12 @@ def build_items(seed: int = 0) -> list[dict]:
     50 simple instructions each), interleaved by language and kind so
     that the first N items stay balanced; ids `ret-<lang>-<kind>-<k>`."""
     rng = random.Random(f"loraflow-retention:{seed}")
-    groups = {"arithmetic": _arithmetic(rng, 100), "units": _units(rng, 50), "facts": _facts(), "instructions": _instructions(rng, 50)}
+    groups = {
+        "arithmetic": _arithmetic(rng, 100),
+        "units": _units(rng, 50),
+        "facts": _facts(),
+        "instructions": _instructions(rng, 50),
+    }
     streams = []
     for kind in KINDS:
         for lang in ("en", "zh"):

@@ -59,10 +59,11 @@ def require_safetensors(location: str) -> None:
     pickled = sorted(p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern))
     found = f"only pickle weights ({', '.join(pickled)})" if pickled else "no safetensors weights"
     raise ConfigError(
-        f"config key base_model.path: {location} has {found}; loraflow loads safetensors only, since pickle files can run "
-        "code when loaded. Convert the model once where you trust it, e.g. "
-        "AutoModelForCausalLM.from_pretrained(path).save_pretrained(path, safe_serialization=True), or point to a GGUF file "
-        "with base_model.gguf_file")
+        f"config key base_model.path: {location} has {found}; loraflow loads safetensors only, since pickle files can "
+        "run code when loaded. Convert the model once where you trust it, e.g. "
+        "AutoModelForCausalLM.from_pretrained(path).save_pretrained(path, safe_serialization=True), or point to a "
+        "GGUF file with base_model.gguf_file"
+    )
 
 
 def prepare_base_model(
@@ -79,7 +80,7 @@ def prepare_base_model(
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from loraflow.model.modeling import set_threads
+    from loraflow.model.device import set_threads
 
     set_threads(threads)
     location, gguf = resolve_source(source, path, gguf_file)
@@ -90,11 +91,15 @@ def prepare_base_model(
         require_safetensors(location)
     log.info("loading base model from %s%s", location, f" (GGUF {gguf})" if gguf else "")
     tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-    weights = {} if gguf else {"use_safetensors": True}  # a GGUF file is not a pickle; everything else: safetensors only
+    weights = (
+        {} if gguf else {"use_safetensors": True}
+    )  # a GGUF file is not a pickle; everything else: safetensors only
     # Safetensors keep the dtype they are stored in ("auto"): a bf16 7B model stays 15 GB in memory and on
     # disk instead of 28 GB of fp32, and every later stage loads it in the precision it runs in. A GGUF
     # file is de-quantised to fp32.
-    loaded = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32 if gguf else "auto", **weights, **kwargs)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        location, dtype=torch.float32 if gguf else "auto", **weights, **kwargs
+    )
     if gguf:
         config = AutoConfig.from_pretrained(location, **kwargs)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -13,21 +13,37 @@ the optimiser that actually ran is recorded in the run's train_stats.json.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 
-from loraflow.model.modeling import load_causal_lm, pick_dtype
+from loraflow.model.device import pick_dtype
+from loraflow.model.loading import load_causal_lm
 
 log = logging.getLogger(__name__)
 
 QUANTIZED = ("qlora", "lora_8bit")
 # peft flags of every method that trains an adapter: the one place they are set (training, preflight
 # and the classification task all build their LoraConfig with `lora_config`).
-LORA_FLAGS = {"lora": {}, "dora": {"use_dora": True}, "rslora": {"use_rslora": True}, "qlora": {}, "lora_8bit": {}}
+LORA_FLAGS: dict[str, dict[str, Any]] = {
+    "lora": {},
+    "dora": {"use_dora": True},
+    "rslora": {"use_rslora": True},
+    "qlora": {},
+    "lora_8bit": {},
+}
 
 
-def lora_config(method: str, r: int, lora_alpha: float, target_modules, lora_dropout: float = 0.0, task_type: str = "CAUSAL_LM",
-                modules_to_save: list[str] | None = None, model=None):
+def lora_config(
+    method: str,
+    r: int | None,
+    lora_alpha: float | None,
+    target_modules,
+    lora_dropout: float = 0.0,
+    task_type: str = "CAUSAL_LM",
+    modules_to_save: list[str] | None = None,
+    model=None,
+):
     """The peft LoraConfig of a grid point: LoRA of rank `r` on `target_modules` (a preset or list,
     resolved for `model`'s family when a model is given), no bias, with the method's flags
     (`use_dora`, `use_rslora`). Training, preflight and the classifier all call this, so the counts
@@ -38,10 +54,22 @@ def lora_config(method: str, r: int, lora_alpha: float, target_modules, lora_dro
 
     if method not in LORA_FLAGS:
         raise ValueError(f"grid.method {method!r} trains no adapter (adapter methods: {', '.join(LORA_FLAGS)})")
+    if r is None or lora_alpha is None:
+        raise ValueError(
+            f"grid.method {method!r} needs grid.r and grid.lora_alpha (got r={r}, lora_alpha={lora_alpha})"
+        )
     if model is not None:
         target_modules = resolve_for_model(model, target_modules)
-    return LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=target_modules, lora_dropout=lora_dropout, bias="none",
-                      task_type=task_type, modules_to_save=modules_to_save, **LORA_FLAGS[method])
+    return LoraConfig(
+        r=r,
+        lora_alpha=lora_alpha,  # type: ignore[arg-type]  # peft annotates it int, but scales by any float alpha
+        target_modules=target_modules,
+        lora_dropout=lora_dropout,
+        bias="none",
+        task_type=task_type,
+        modules_to_save=modules_to_save,
+        **LORA_FLAGS[method],
+    )
 
 
 def quantization_config(method: str):
@@ -55,29 +83,49 @@ def quantization_config(method: str):
     from transformers import BitsAndBytesConfig
 
     if method == "qlora":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=torch.bfloat16)
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def load_base(model_dir: str, device: torch.device, method: str = "lora", trust_remote_code: bool = False,
-              dtype: torch.dtype | None = None):
+def load_base(
+    model_dir: str,
+    device: torch.device,
+    method: str = "lora",
+    trust_remote_code: bool = False,
+    dtype: torch.dtype | None = None,
+):
     """The base model as `method` trains on it: quantised for qlora / lora_8bit (the other weights in
-    `dtype`), else entirely in `dtype` (default: modeling.pick_dtype)."""
+    `dtype`), else entirely in `dtype` (default: device.pick_dtype)."""
     quant = quantization_config(method)
     if quant is None:
         return load_causal_lm(model_dir, device, dtype=dtype, trust_remote_code=trust_remote_code)
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(
-        model_dir, quantization_config=quant, dtype=dtype or pick_dtype(device), attn_implementation="sdpa",
+        model_dir,
+        quantization_config=quant,
+        dtype=dtype or pick_dtype(device),
+        attn_implementation="sdpa",
         device_map={"": device.index or 0} if device.type == "cuda" else "cpu",
-        trust_remote_code=trust_remote_code, use_safetensors=True,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
     )
 
 
-def trainable_model(model, method: str, r: int | None, lora_alpha: float | None, target_modules, lora_dropout: float,
-                    gradient_checkpointing: bool = False):
+def trainable_model(
+    model,
+    method: str,
+    r: int | None,
+    lora_alpha: float | None,
+    target_modules,
+    lora_dropout: float,
+    gradient_checkpointing: bool = False,
+):
     """Wrap the loaded base for training with `method`: a peft LoRA model, or the model itself (full)."""
     checkpointing = gradient_checkpointing or method in QUANTIZED
     if method == "full":
@@ -89,8 +137,9 @@ def trainable_model(model, method: str, r: int | None, lora_alpha: float | None,
 
     if method in QUANTIZED:
         keep_4bit_weights_trainable(model)
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
     elif checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -110,7 +159,9 @@ def keep_4bit_weights_trainable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def make_optimizer(method: str, params: list, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(
+    method: str, params: list, lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.Optimizer:
     """Paged AdamW 8-bit for the quantised methods (falling back to AdamW where it cannot run),
     fused AdamW on GPUs, plain AdamW otherwise."""
     if method in QUANTIZED:
@@ -121,17 +172,22 @@ def make_optimizer(method: str, params: list, lr: float, weight_decay: float, de
             probe = [torch.zeros_like(p) for p in params]  # one step of zero gradients with lr 0 proves it runs here
             for p, g in zip(params, probe):
                 p.grad = g
-            saved = [g["lr"] for g in optimizer.param_groups]
-            for g in optimizer.param_groups:
-                g["lr"] = 0.0
+            saved = [group["lr"] for group in optimizer.param_groups]
+            for group in optimizer.param_groups:
+                group["lr"] = 0.0
             optimizer.step()
-            for g, value in zip(optimizer.param_groups, saved):
-                g["lr"] = value
+            for group, value in zip(optimizer.param_groups, saved):
+                group["lr"] = value
             optimizer.zero_grad(set_to_none=True)
             optimizer.state.clear()
             return optimizer
         except Exception as err:  # noqa: BLE001 - any failure of the GPU-oriented optimiser means: fall back
-            log.warning("paged AdamW 8-bit cannot run on %s (%s: %s); falling back to torch.optim.AdamW", device, type(err).__name__, err)
+            log.warning(
+                "paged AdamW 8-bit cannot run on %s (%s: %s); falling back to torch.optim.AdamW",
+                device,
+                type(err).__name__,
+                err,
+            )
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 PRESET_NAMES = ("qv", "attn", "mlp", "all-linear")
 
-_LLAMA = {
+_LLAMA: dict[str, list[str] | str] = {
     "qv": ["q_proj", "v_proj"],
     "attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "mlp": ["gate_proj", "up_proj", "down_proj"],
 }
-_BERT = {
+_BERT: dict[str, list[str] | str] = {
     "qv": ["query", "value"],
     "attn": ["query", "key", "value", "attention.output.dense"],
     "mlp": r".*\.intermediate\.dense|.*\.layer\.\d+\.output\.dense",
@@ -33,7 +33,25 @@ FAMILY_PRESETS: dict[str, dict[str, list[str] | str]] = {
 }
 # transformers `model_type` -> preset family; unknown types use the Llama names (checked anyway).
 MODEL_TYPE_FAMILY = {
-    **dict.fromkeys(["llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2_moe", "gemma", "gemma2", "gemma3_text", "phi3", "olmo", "olmo2", "smollm3", "granite"], "llama"),
+    **dict.fromkeys(
+        [
+            "llama",
+            "mistral",
+            "mixtral",
+            "qwen2",
+            "qwen3",
+            "qwen2_moe",
+            "gemma",
+            "gemma2",
+            "gemma3_text",
+            "phi3",
+            "olmo",
+            "olmo2",
+            "smollm3",
+            "granite",
+        ],
+        "llama",
+    ),
     **dict.fromkeys(["gpt2", "gpt_bigcode"], "gpt2"),
     "bloom": "bloom",
     **dict.fromkeys(["bert", "roberta", "xlm-roberta", "camembert", "electra"], "bert"),
@@ -55,7 +73,10 @@ def resolve(spec: str | list[str], model_type: str | None) -> list[str] | str:
     if spec == "all-linear":
         return "all-linear"
     if spec not in PRESET_NAMES:
-        raise TargetModuleError(f"grid.target_modules: unknown preset {spec!r}; use one of {', '.join(PRESET_NAMES)} or a list of module names")
+        raise TargetModuleError(
+            f"grid.target_modules: unknown preset {spec!r}; use one of {', '.join(PRESET_NAMES)} or a list of module "
+            "names"
+        )
     return FAMILY_PRESETS[family_of(model_type)][spec]
 
 

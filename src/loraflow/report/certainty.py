@@ -22,14 +22,13 @@ import pandas as pd
 
 from loraflow.report import power as pw
 from loraflow.report import stats as st
+from loraflow.report.rows import lower_is_better
 
 RATIO_METRICS_EXCLUDED = ("bleu", "perplexity")
 
 
 def add_prob_best(df: pd.DataFrame, boot, metric: str) -> pd.DataFrame:
     """Column `p_best`: each finished run's bootstrap probability of the best test `metric`."""
-    from loraflow.report.table import lower_is_better
-
     runs = df[(df["run"] != "base") & (df["status"] == "ok")]
     reps = {idx: boot.reps(df.at[idx, "run"], metric) for idx in runs.index}
     reps = {idx: r for idx, r in reps.items() if r is not None}
@@ -43,8 +42,6 @@ def add_prob_best(df: pd.DataFrame, boot, metric: str) -> pd.DataFrame:
 def _units(df: pd.DataFrame, metric: str) -> dict[str, list[str]]:
     """Finished runs with a test figure, grouped by grid point (a point's seeds together; a run is its
     own point without seeds), best point first by its mean test `metric`."""
-    from loraflow.report.table import lower_is_better
-
     runs = df[(df["run"] != "base") & (df["status"] == "ok") & df[metric].notna()] if metric in df else df.iloc[0:0]
     key = runs["point"] if "point" in runs else runs["run"]
     means = runs.groupby(key, sort=False)[metric].mean().sort_values(ascending=lower_is_better(metric))
@@ -84,11 +81,26 @@ def power_summary(df: pd.DataFrame, boot, metric: str, settings: pw.PowerSetting
     reps_b = st.seed_average([boot.reps(r, metric) for r in runs_b], boot.n, boot.seed)
     c = st.compare(reps_a, reps_b, boot.confidence)
     separated = c.lo > 0 or c.hi < 0
-    out = {"a": a, "b": b, "delta": c.diff, "rows": n, "groups": groups, "se": se, "mde": pw.mde(se, settings), "separated": separated,
-           "alpha": settings.alpha, "power": settings.power, "rows_needed": None, "seeds_needed": None, "seeds": min(len(runs_a), len(runs_b))}
+    out = {
+        "a": a,
+        "b": b,
+        "delta": c.diff,
+        "rows": n,
+        "groups": groups,
+        "se": se,
+        "mde": pw.mde(se, settings),
+        "separated": separated,
+        "alpha": settings.alpha,
+        "power": settings.power,
+        "rows_needed": None,
+        "seeds_needed": None,
+        "seeds": min(len(runs_a), len(runs_b)),
+    }
     if not separated:
         out["rows_needed"] = pw.rows_needed(se, n, c.diff, settings)
-        out["seeds_needed"] = pw.seeds_needed(_seed_sd(df, runs_a, metric), _seed_sd(df, runs_b, metric), c.diff, settings)
+        out["seeds_needed"] = pw.seeds_needed(
+            _seed_sd(df, runs_a, metric), _seed_sd(df, runs_b, metric), c.diff, settings
+        )
     return out
 
 
@@ -99,29 +111,47 @@ def certainty_lines(df: pd.DataFrame, summary: dict | None, label: str, n_resamp
         runs = df[df["p_best"].notna()].sort_values("p_best", ascending=False)
         shown = ", ".join(f"{r.run} {r.p_best:.2f}" for r in runs.head(5).itertuples())
         more = f" (and {len(runs) - 5} more)" if len(runs) > 5 else ""
-        scope = ", every finished run, the retention floor aside" if "floor" in df and (df["floor"] == "below floor").any() else ""
-        lines.append(f"**How sure**: probability of being the best on test ({label}, share of {n_resamples:,} paired bootstrap "
-                     f"replicates{scope}): {shown}{more}.")
+        scope = (
+            ", every finished run, the retention floor aside"
+            if "floor" in df and (df["floor"] == "below floor").any()
+            else ""
+        )
+        lines.append(
+            f"**How sure**: probability of being the best on test ({label}, share of {n_resamples:,} paired bootstrap "
+            f"replicates{scope}): {shown}{more}."
+        )
     if summary is None or math.isnan(summary["mde"]):
         return lines
     if summary["se"] == 0:
-        return lines + [f"The top two on test, {summary['a']} and {summary['b']}, differ by the same amount on every test row "
-                        f"({summary['delta']:+.2f} {label}): no spread to size a detectable difference from."]
+        return lines + [
+            f"The top two on test, {summary['a']} and {summary['b']}, differ by the same amount on every test row "
+            f"({summary['delta']:+.2f} {label}): no spread to size a detectable difference from."
+        ]
     unit = f"{summary['rows']} test rows" + (f" in {summary['groups']} groups" if summary["groups"] else "")
     what = "grid points (mean over seeds)" if summary["seeds"] > 1 else "runs"
-    text = (f"With {unit}, the smallest difference the test split detects with {100 * summary['power']:g} % power "
-            f"(two-sided alpha {summary['alpha']:g}) is {summary['mde']:.2f} {label}; the top two {what} on test, {summary['a']} and "
-            f"{summary['b']}, differ by {summary['delta']:+.2f}")
+    text = (
+        f"With {unit}, the smallest difference the test split detects with {100 * summary['power']:g} % power "
+        f"(two-sided alpha {summary['alpha']:g}) is {summary['mde']:.2f} {label}; the top two {what} on test, "
+        f"{summary['a']} and {summary['b']}, differ by {summary['delta']:+.2f}"
+    )
     if summary["separated"]:
         text += ", which it separates."
     elif abs(summary["delta"]) < summary["mde"] / 4 and summary["rows_needed"]:
-        text += (f": not separated, and far below what it can detect (about {summary['rows_needed']:,} test rows like these "
-                 "would be needed; a difference this small rarely matters).")
+        text += (
+            f": not separated, and far below what it can detect (about {summary['rows_needed']:,} test rows like these "
+            "would be needed; a difference this small rarely matters)."
+        )
     elif summary["rows_needed"]:
         unit_needed = "rows like these" + (" (groups alike)" if summary["groups"] else "")
-        text += f": not separated. About {summary['rows_needed']:,} test {unit_needed} would separate a difference that size"
-        text += (f" from the row-to-row noise, and {summary['seeds_needed']} seeds per point from the spread across seeds."
-                 if summary.get("seeds_needed") else ".")
+        text += (
+            f": not separated. About {summary['rows_needed']:,} test {unit_needed} would separate a difference that "
+            "size"
+        )
+        text += (
+            f" from the row-to-row noise, and {summary['seeds_needed']} seeds per point from the spread across seeds."
+            if summary.get("seeds_needed")
+            else "."
+        )
     else:
         text += ": not separated (no difference to detect)."
     return lines + [text]

@@ -20,7 +20,6 @@ from pathlib import Path
 from loraflow.io import read_jsonl
 
 
-
 def field(row: dict, key: str):
     """A row's `key`, at its top level or in its meta (None when absent)."""
     value = row.get(key)
@@ -51,5 +50,7 @@ def row_groups(rows_path: str | None, cluster_by: str = "auto") -> tuple[dict[st
     groups = {}
     for r in rows:
         value = field(r, key)
-        groups[str(r["id"])] = f"row:{r['id']}" if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+        groups[str(r["id"])] = (
+            f"row:{r['id']}" if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+        )
     return groups, key

@@ -8,20 +8,27 @@ of their final training (train_stats.json), the point where the curve ends.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from loraflow.io import read_json
+from loraflow.report.rows import grid_columns
 from loraflow.search.halving import pruned_points
 
 
 def pruned_rows(halving: str, runs: dict[str, dict]) -> list[dict]:
     """One table row per pruned point of `runs`: status `pruned at step N`, its validation loss at that step,
     no test figures (it was never evaluated)."""
-    from loraflow.report.table import grid_columns
-
     pruned = pruned_points(read_json(halving))
-    return [{**grid_columns(name, runs[name]), "status": f"pruned at step {result['step']}", "val_loss": result["eval_loss"]}
-            for name, result in sorted(pruned.items()) if name in runs]
+    return [
+        {
+            **grid_columns(name, runs[name]),
+            "status": f"pruned at step {result['step']}",
+            "val_loss": result["eval_loss"],
+        }
+        for name, result in sorted(pruned.items())
+        if name in runs
+    ]
 
 
 def curves(history: dict, final: dict[str, tuple[int, float]] | None = None) -> dict[str, list[tuple[int, float]]]:
@@ -35,7 +42,7 @@ def curves(history: dict, final: dict[str, tuple[int, float]] | None = None) -> 
     return out
 
 
-def plot_halving(halving: str, out_png: str, train_stats=()) -> str:
+def plot_halving(halving: str, out_png: str, train_stats: Sequence[str] = ()) -> str:
     """results/plots/halving.png: each point's validation loss at every rung it reached (and at the end for the
     survivors, from `train_stats`: runs/<run>/train_stats.json), a vertical line at each cut's step, pruned
     points drawn grey and ending in a cross."""
@@ -64,7 +71,9 @@ def plot_halving(halving: str, out_png: str, train_stats=()) -> str:
             ax.plot(steps, losses, lw=2, marker="o", ms=4, label=name)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("validation loss")
-    ax.set_title(f"Successive halving: {len(pruned)} of {len(history['rungs'][0]['points'])} points pruned (x), cuts dashed")
+    ax.set_title(
+        f"Successive halving: {len(pruned)} of {len(history['rungs'][0]['points'])} points pruned (x), cuts dashed"
+    )
     if final:
         ax.legend(fontsize=8, title="trained to the end")
     fig.tight_layout()

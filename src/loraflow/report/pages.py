@@ -1,5 +1,6 @@
-"""Self-contained pages for `snakemake --report`: the comparison table as a sortable HTML table, and the
-headline figure as reStructuredText that carries its image (a data URI), for the report's first page.
+"""Self-contained pages for `snakemake --report`: the comparison table as a sortable HTML table, the
+headline figure as reStructuredText that carries its image (a data URI), for the report's first page,
+and the best run's answers next to the base model's (`samples.html`).
 
 The report embeds only the files declared with report() and shows a CSV only as a download; a page that
 points at a file by its path shows a broken image once the report is opened anywhere else.
@@ -14,6 +15,8 @@ import numbers
 
 import numpy as np
 import pandas as pd
+
+from loraflow.io import read_jsonl
 
 # Click a header to sort by that column (again: the other way); numbers sort as numbers, empty cells last.
 _SORT_JS = """
@@ -60,15 +63,44 @@ def sortable_table_html(table: pd.DataFrame, title: str) -> str:
         best, tied = str(rec.get("best") or ""), str(rec.get("tied") or "")
         shade = " class='best'" if best.startswith("best") else " class='tied'" if tied == "tied for best" else ""
         rows.append(f"<tr{shade}>" + "".join(_cell(v) for v in rec.values()) + "</tr>")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
-            f"<body><h3>{html.escape(title)}</h3><p>Click a column header to sort.</p>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            f"<script>{_SORT_JS}</script></body></html>")
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body><h3>{html.escape(title)}</h3><p>Click a column header to sort.</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<script>{_SORT_JS}</script></body></html>"
+    )
 
 
 def embedded_image_rst(png: bytes, alt: str, css_class: str) -> str:
     """An rst image directive whose image travels inside it (no path for a report to lose); `css_class`
     lets the page that includes it style it."""
     uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-    lines = "\n   ".join(uri[i:i + 76] for i in range(0, len(uri), 76))  # rst: short lines, joined again
+    lines = "\n   ".join(uri[i : i + 76] for i in range(0, len(uri), 76))  # rst: short lines, joined again
     return f".. image:: {lines}\n   :alt: {alt}\n   :width: 100%\n   :class: {css_class}\n"
+
+
+def _question(prompt: str) -> str:
+    """The last user turn of a rendered ChatML prompt (for display)."""
+    part = prompt.rsplit("<|im_start|>user\n", 1)[-1]
+    return part.split("<|im_end|>", 1)[0].strip()
+
+
+def samples_html(samples_path: str, run: str, n: int) -> str:
+    rows = read_jsonl(samples_path)[:n]
+    cells = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(v))}</td>"
+            for v in (_question(r["prompt"]), r["reference"], r["base_answer"], r["tuned_answer"])
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return (
+        f"<html><head><meta charset='utf-8'><style>table{{border-collapse:collapse;font:13px sans-serif}}"
+        f"td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}}th{{background:#eee}}</style></head><body>"
+        f"<h3>Before / after: {html.escape(run)} (best run), first {len(rows)} test prompts</h3>"
+        "<table><tr><th>question</th><th>reference</th><th>base model</th>"
+        f"<th>tuned ({html.escape(run)})</th></tr>{cells}</table></body></html>"
+    )

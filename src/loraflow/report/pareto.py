@@ -35,17 +35,39 @@ def plot_learned_forgotten(table: pd.DataFrame | str, metric: str, out_png: str,
         ax.text(0.5, 0.5, "No validation retention scores\n(evaluate.retention_items: 0)", ha="center", va="center")
         ax.set_axis_off()
     else:
-        front = runs[runs.get("pareto", pd.Series("", index=runs.index)).fillna("") == "pareto"].sort_values("val_metric")
+        front = runs[runs.get("pareto", pd.Series("", index=runs.index)).fillna("") == "pareto"].sort_values(
+            "val_metric"
+        )
         below = runs["val_retention"] < floor if floor else pd.Series(False, index=runs.index)
-        ax.scatter(runs["val_metric"], runs["val_retention"], c=[OTHER] * len(runs), alpha=[0.35 if b else 0.9 for b in below], zorder=2)
+        ax.scatter(
+            runs["val_metric"],
+            runs["val_retention"],
+            c=[OTHER] * len(runs),
+            alpha=[0.35 if b else 0.9 for b in below],  # type: ignore[arg-type]  # one per point: matplotlib takes an array, its stub says float
+            zorder=2,
+        )
         if len(front):
             ax.plot(front["val_metric"], front["val_retention"], "-o", color=FRONT, zorder=3, label="Pareto set")
         chosen = runs[runs["best"].fillna("").astype(str).str.startswith("best")]
         if len(chosen):
-            ax.scatter(chosen["val_metric"], chosen["val_retention"], s=160, facecolors="none", edgecolors=CHOSEN, linewidths=2,
-                       zorder=4, label=f"chosen: {chosen['run'].iloc[0]}")
+            ax.scatter(
+                chosen["val_metric"],
+                chosen["val_retention"],
+                s=160,
+                facecolors="none",
+                edgecolors=CHOSEN,
+                linewidths=2,
+                zorder=4,
+                label=f"chosen: {chosen['run'].iloc[0]}",
+            )
         for _, r in runs.iterrows():
-            ax.annotate(str(r["run"]), (r["val_metric"], r["val_retention"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            ax.annotate(
+                str(r["run"]),
+                (r["val_metric"], r["val_retention"]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
         if floor and not math.isnan(floor):
             ax.axhline(floor, color=CHOSEN, linestyle="--", linewidth=1, label=f"retention floor {floor:g} %")
         ax.set_xlabel(f"validation {metric} (learned)")

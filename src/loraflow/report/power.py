@@ -55,14 +55,14 @@ def standard_error(d: np.ndarray, groups: list | None = None) -> float:
         return math.nan
     dev = d - d.mean()
     if not groups:
-        return float(math.sqrt((dev ** 2).sum() / (n * (n - 1))))
+        return float(math.sqrt((dev**2).sum() / (n * (n - 1))))
     codes: dict = {}
     index = np.array([codes.setdefault(g, len(codes)) for g in groups], dtype=np.int64)
     g = len(codes)
     if g < 2:
         return math.nan
     totals = np.bincount(index, weights=dev, minlength=g)
-    return float(math.sqrt(g / (g - 1) * (totals ** 2).sum()) / n)
+    return float(math.sqrt(g / (g - 1) * (totals**2).sum()) / n)
 
 
 def mde(se: float, settings: PowerSettings = PowerSettings()) -> float:
@@ -81,4 +81,4 @@ def seeds_needed(sd_a: float, sd_b: float, delta: float, settings: PowerSettings
     """Seeds per point to detect `delta` between two points whose metric varies over seeds by sd_a, sd_b."""
     if not delta or any(math.isnan(x) for x in (sd_a, sd_b, delta)):
         return None
-    return max(2, int(math.ceil(settings.z ** 2 * (sd_a ** 2 + sd_b ** 2) / delta ** 2)))
+    return max(2, int(math.ceil(settings.z**2 * (sd_a**2 + sd_b**2) / delta**2)))

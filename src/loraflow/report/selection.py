@@ -18,21 +18,14 @@ test rows and the test part of the retention set stay held out for reporting.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
+from loraflow.report.rows import LABEL, choose_best, lower_is_better, metric_column
+from loraflow.report.settings import Selection
+
 SELECT = ("best", "pareto")
-
-
-@dataclass(frozen=True)
-class Selection:
-    select: str = "best"
-    retention_floor: float | None = None
-
-    @property
-    def floor(self) -> float | None:
-        return self.retention_floor if self.retention_floor else None
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -53,14 +46,14 @@ def _runs(df: pd.DataFrame) -> pd.DataFrame:
 def mark_pareto(df: pd.DataFrame, best_metric: str) -> list[int]:
     """Flag (`pareto`) the finished runs on the Pareto set of (validation metric, validation retention);
     returns their index. Empty without both figures."""
-    from loraflow.report.table import lower_is_better, metric_column
-
     runs = _runs(df)
     if "val_retention" not in runs or "val_metric" not in runs:
         return []
     runs = runs[runs["val_retention"].notna() & runs["val_metric"].notna()]
     sign = -1.0 if lower_is_better(metric_column(best_metric)) else 1.0
-    front = [runs.index[i] for i in pareto_front([(sign * m, r) for m, r in zip(runs["val_metric"], runs["val_retention"])])]
+    front = [
+        runs.index[i] for i in pareto_front([(sign * m, r) for m, r in zip(runs["val_metric"], runs["val_retention"])])
+    ]
     df["pareto"] = ""
     df.loc[front, "pareto"] = "pareto"
     return front
@@ -75,17 +68,15 @@ def holds_floor(df: pd.DataFrame, floor: float | None) -> pd.Series:
 
 def _most_kept(runs: pd.DataFrame, best_metric: str) -> int:
     """The run with the highest validation retention (ties: the better validation metric)."""
-    from loraflow.report.table import lower_is_better, metric_column
-
     sign = -1.0 if lower_is_better(metric_column(best_metric)) else 1.0
-    order = runs.assign(_metric=sign * runs["val_metric"]).sort_values(["val_retention", "_metric"], ascending=False, na_position="last")
+    order = runs.assign(_metric=sign * runs["val_metric"]).sort_values(
+        ["val_retention", "_metric"], ascending=False, na_position="last"
+    )
     return order.index[0]
 
 
 def _pareto_pick(df: pd.DataFrame, pool: pd.Index, best: int, best_metric: str, val_boot) -> int:
     """The Pareto run in `pool` keeping the most whose validation metric is tied with `best`'s."""
-    from loraflow.report.table import lower_is_better, metric_column
-
     front = [i for i in df.index[df.get("pareto", pd.Series("", index=df.index)) == "pareto"] if i in pool]
     if val_boot is None or not front:
         return best
@@ -107,19 +98,23 @@ def _better(df: pd.DataFrame, a: int, b: int) -> bool:
 def choose(df: pd.DataFrame, best_metric: str, selection: Selection, val_boot=None) -> dict:
     """{"chosen": index or None, "source": where the choice came from, "rejected": index of the best run
     on validation that the floor rejected (None), "none_hold": no run held the floor}."""
-    from loraflow.report.table import choose_best
-
     runs = _runs(df)
-    mark_pareto(df, best_metric)  # a run below the floor never dominates one above it: the front within the floor is this front's part
+    mark_pareto(
+        df, best_metric
+    )  # a run below the floor never dominates one above it: the front within the floor is this front's part
     best_all, source = choose_best(df, best_metric)
-    out = {"chosen": best_all, "source": source, "rejected": None, "none_hold": False}
+    out: dict[str, Any] = {"chosen": best_all, "source": source, "rejected": None, "none_hold": False}
     floor = selection.floor
     if floor is not None and "val_retention" in runs and runs["val_retention"].notna().any():
         keep = holds_floor(runs, floor)
         df["floor"] = ""
         df.loc[runs.index, "floor"] = ["holds" if k else "below floor" for k in keep]
         if not keep.any():
-            out.update(chosen=_most_kept(runs, best_metric), none_hold=True, source="validation retention (no run holds the floor)")
+            out.update(
+                chosen=_most_kept(runs, best_metric),
+                none_hold=True,
+                source="validation retention (no run holds the floor)",
+            )
             return out
         chosen, source = choose_best(df.loc[[*df.index[df["run"] == "base"], *runs.index[keep]]], best_metric)
         out.update(chosen=chosen, source=source)
@@ -144,15 +139,17 @@ def apply_selection(df: pd.DataFrame, best_metric: str, selection: Selection, va
     df.attrs["best_source"] = info["source"]
     if info["chosen"] is not None:
         df.loc[info["chosen"], "best"] = f"best ({best_metric})"
-    df.attrs["selection"] = {"select": selection.select, "floor": selection.floor,
-                             "chosen": None if info["chosen"] is None else df.at[info["chosen"], "run"],
-                             "rejected": None if info["rejected"] is None else df.at[info["rejected"], "run"], "none_hold": info["none_hold"]}
+    df.attrs["selection"] = {
+        "select": selection.select,
+        "floor": selection.floor,
+        "chosen": None if info["chosen"] is None else df.at[info["chosen"], "run"],
+        "rejected": None if info["rejected"] is None else df.at[info["rejected"], "run"],
+        "none_hold": info["none_hold"],
+    }
     return df
 
 
 def _figures(row: pd.Series, best_metric: str) -> str:
-    from loraflow.report.table import LABEL
-
     parts = []
     if not pd.isna(row.get("val_metric")):
         parts.append(f"val {LABEL.get(best_metric, best_metric)} {row['val_metric']:.2f}")
@@ -171,17 +168,26 @@ def selection_lines(df: pd.DataFrame, best_metric: str) -> list[str]:
     rows = df.set_index("run")
     lines = []
     floor = info.get("floor")
-    rule = f"kept at least {floor:g} % of what the base answered on the validation part of the retention set" if floor is not None else ""
+    rule = (
+        f"kept at least {floor:g} % of what the base answered on the validation part of the retention set"
+        if floor is not None
+        else ""
+    )
     if info.get("chosen"):
         how = f"the best on validation among the runs that {rule}" if floor is not None else "chosen on validation"
         if info.get("select") == "pareto":
-            how += "; on the learned-vs-forgotten Pareto set, the run keeping the most whose validation metric is tied with the best"
+            how += (
+                "; on the learned-vs-forgotten Pareto set, the run keeping the most whose validation metric is tied "
+                "with the best"
+            )
         if info.get("none_hold"):
             how = f"no run {rule}: the run that kept the most"
         lines.append(f"**Chosen**: {info['chosen']} ({how}): {_figures(rows.loc[info['chosen']], best_metric)}.")
     if info.get("rejected"):
-        lines.append(f"**Rejected for forgetting**: {info['rejected']}, the best run on validation, "
-                     f"below the floor: {_figures(rows.loc[info['rejected']], best_metric)}.")
+        lines.append(
+            f"**Rejected for forgetting**: {info['rejected']}, the best run on validation, "
+            f"below the floor: {_figures(rows.loc[info['rejected']], best_metric)}."
+        )
     return lines
 
 
@@ -189,8 +195,6 @@ def pareto_markdown(df: pd.DataFrame, best_metric: str) -> str:
     """The learned-vs-forgotten Pareto set on validation, one line per non-dominated run ("" without one)."""
     if "pareto" not in df or not (df["pareto"] == "pareto").any():
         return ""
-    from loraflow.report.table import LABEL
-
     info = df.attrs.get("selection") or {}
     floor = info.get("floor")
     runs = df[df["pareto"] == "pareto"].sort_values("val_retention", ascending=False)
@@ -198,9 +202,14 @@ def pareto_markdown(df: pd.DataFrame, best_metric: str) -> str:
     lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|---:|---|---|"]
     for _, r in runs.iterrows():
         held = "" if floor is None else ("holds" if r["val_retention"] >= floor else "below")
-        lines.append(f"| {r['run']} | {r['val_metric']:.2f} | {r['val_retention']:.1f} | "
-                     f"{'' if pd.isna(r.get('retention')) else format(r['retention'], '.1f')} | {held} | {'chosen' if r['best'] else ''} |")
-    text = ("Runs no other run beats on both the validation metric and validation retention (what it learned against what it "
-            "kept); every other run gives up one without gaining the other. Test retention is reported, never used to choose"
-            + (f"; the floor is {floor:g} %" if floor is not None else "") + ".\n\n")
+        lines.append(
+            f"| {r['run']} | {r['val_metric']:.2f} | {r['val_retention']:.1f} | "
+            f"{'' if pd.isna(r.get('retention')) else format(r['retention'], '.1f')} | {held} | "
+            f"{'chosen' if r['best'] else ''} |"
+        )
+    text = (
+        "Runs no other run beats on both the validation metric and validation retention (what it learned against what "
+        "it kept); every other run gives up one without gaining the other. Test retention is reported, never "
+        "used to choose" + (f"; the floor is {floor:g} %" if floor is not None else "") + ".\n\n"
+    )
     return text + "\n".join(lines) + "\n"

@@ -34,7 +34,6 @@ from typing import Callable
 
 import numpy as np
 
-
 # --- metrics as functions of summed per-row statistics --------------------------------------------
 
 
@@ -52,7 +51,9 @@ def mean_metric(name: str) -> Metric:
 
 
 LOSS = Metric("loss", lambda s: s[..., 0] / np.maximum(s[..., 1], 1e-12), lower_is_better=True)
-PERPLEXITY = Metric("perplexity", lambda s: np.exp(np.minimum(s[..., 0] / np.maximum(s[..., 1], 1e-12), 700)), lower_is_better=True)
+PERPLEXITY = Metric(
+    "perplexity", lambda s: np.exp(np.minimum(s[..., 0] / np.maximum(s[..., 1], 1e-12), 700)), lower_is_better=True
+)
 
 
 @lru_cache(maxsize=4)
@@ -64,7 +65,9 @@ def _bleu(tokenize: str):
 
 def bleu_stats(hyps: list[str], refs: list[str], tokenize: str) -> np.ndarray:
     """sacrebleu's per-sentence sufficient statistics, (n, 2 + 2 * max_ngram_order)."""
-    return np.asarray(_bleu(tokenize)._extract_corpus_statistics(list(hyps), [list(refs)]), dtype=np.float64).reshape(len(hyps), -1)
+    return np.asarray(_bleu(tokenize)._extract_corpus_statistics(list(hyps), [list(refs)]), dtype=np.float64).reshape(
+        len(hyps), -1
+    )
 
 
 def bleu_from_stats(sums: np.ndarray, tokenize: str = "13a") -> np.ndarray:
@@ -195,8 +198,9 @@ def seed_average(run_reps: list[tuple[float, np.ndarray]], n_resamples: int, see
 # --- main effects ------------------------------------------------------------------------------------
 
 
-def main_effects(points: dict[str, dict], axes: list[str], reps: dict[str, tuple[float, np.ndarray]],
-                 confidence: float = 0.95) -> list[dict]:
+def main_effects(
+    points: dict[str, dict], axes: list[str], reps: dict[str, tuple[float, np.ndarray]], confidence: float = 0.95
+) -> list[dict]:
     """For each axis with two or more levels: the marginal mean at each level (mean over every point at
     that level) with its interval, and each level's difference to the first (lowest) level with
     interval and p-value. `points`: name -> {axis: level}; `reps`: name -> (point, replicates)."""
@@ -210,7 +214,11 @@ def main_effects(points: dict[str, dict], axes: list[str], reps: dict[str, tuple
             names = [n for n, p in points.items() if p.get(axis) == level and n in reps]
             if not names:
                 continue
-            marginal[level] = (float(np.mean([reps[n][0] for n in names])), np.mean([reps[n][1] for n in names], axis=0), len(names))
+            marginal[level] = (
+                float(np.mean([reps[n][0] for n in names])),
+                np.mean([reps[n][1] for n in names], axis=0),
+                len(names),
+            )
         ref = levels[0]
         for level, (mean, r, count) in marginal.items():
             lo, hi = interval(r, confidence)
@@ -222,8 +230,13 @@ def main_effects(points: dict[str, dict], axes: list[str], reps: dict[str, tuple
     return rows
 
 
-def interaction(points: dict[str, dict], reps: dict[str, tuple[float, np.ndarray]], a: str = "r", b: str = "alpha",
-                confidence: float = 0.95) -> dict | None:
+def interaction(
+    points: dict[str, dict],
+    reps: dict[str, tuple[float, np.ndarray]],
+    a: str = "r",
+    b: str = "alpha",
+    confidence: float = 0.95,
+) -> dict | None:
     """The 2x2 interaction contrast of axes a and b at their lowest and highest levels:
     (a_hi,b_hi - a_lo,b_hi) - (a_hi,b_lo - a_lo,b_lo), averaged over the other axes; None if either
     axis has a single level or a corner is missing."""
@@ -244,8 +257,16 @@ def interaction(points: dict[str, dict], reps: dict[str, tuple[float, np.ndarray
         return corner[a1, b1][i] - corner[a0, b1][i] - corner[a1, b0][i] + corner[a0, b0][i]
 
     lo, hi = interval(contrast(1), confidence)
-    return {"a": a, "b": b, "a_levels": (a0, a1), "b_levels": (b0, b1), "contrast": float(contrast(0)), "lo": lo, "hi": hi,
-            "p": p_value(contrast(1))}
+    return {
+        "a": a,
+        "b": b,
+        "a_levels": (a0, a1),
+        "b_levels": (b0, b1),
+        "contrast": float(contrast(0)),
+        "lo": lo,
+        "hi": hi,
+        "p": p_value(contrast(1)),
+    }
 
 
 def _sort_key(v):

@@ -17,7 +17,6 @@ Imported by the Snakefile at parse time: no torch here (the rung stage imports t
 
 from __future__ import annotations
 
-import inspect
 import math
 from pathlib import Path
 
@@ -68,8 +67,15 @@ def select(rung: int, budget: int, results: list[str], previous: str | None, out
         scored[Path(path).stem] = result
     kept = survivors({name: r["eval_loss"] for name, r in scored.items()}, eta)
     history = read_json(previous)["rungs"] if previous else []
-    history.append({"rung": rung, "budget": budget, "eta": eta, "kept": kept,
-                    "points": {name: scored[name] for name in sorted(scored)}})
+    history.append(
+        {
+            "rung": rung,
+            "budget": budget,
+            "eta": eta,
+            "kept": kept,
+            "points": {name: scored[name] for name in sorted(scored)},
+        }
+    )
     info = {"survivors": kept, "rungs": history}
     write_json(out_select, info)
     return info
@@ -85,23 +91,27 @@ def pruned_points(history: dict) -> dict[str, dict]:
     return out
 
 
-def train_rung(stop_at: int, out_checkpoint: str, out_result: str, resume_from: str | None = None, **train_args) -> dict:
+def train_rung(
+    stop_at: int, out_checkpoint: str, out_result: str, resume_from: str | None = None, **train_args
+) -> dict:
     """Stage `halving_rung`: train one point (train_lora's settings, `train_args`) from `resume_from` (the
     previous rung's checkpoint; none at the first rung) up to step `stop_at` of its schedule; write its
     checkpoint to `out_checkpoint` and {step, eval_loss, tokens_seen, planned_steps} to `out_result`."""
-    from loraflow.train.loop import LOOP_KEYS, causal_lm_task, fit, run_hparams, train_lora
+    from loraflow.binding import bind
+    from loraflow.tasks.causal_lm.train import lora_run
+    from loraflow.train.loop import fit
 
-    bound = inspect.signature(train_lora).bind_partial(**train_args)
-    bound.apply_defaults()  # the same fingerprint as the final train job's, which passes every setting
-    args = dict(bound.arguments)
-    task = causal_lm_task(args)
-    loop = {k: args[k] for k in LOOP_KEYS}
-    if args["method"] == "full":
-        loop["learning_rate"] = args["learning_rate_full"]
-    run = fit(task, hparams=run_hparams(args), resume_from=resume_from, stop_at=stop_at, stop_dir=out_checkpoint, **loop)
+    task, loop, hparams = lora_run(
+        **bind(lora_run, train_args)
+    )  # the same run, and fingerprint, as the final train job's
+    run = fit(task, loop, hparams=hparams, resume_from=resume_from, stop_at=stop_at, stop_dir=out_checkpoint)
     if run.checkpoint:
         run.checkpoint.clear()  # the piece's own checkpoints (train.checkpoint_every); out_checkpoint is the result
-    result = {**run.stopped, "tokens_seen": run.state["tokens_seen"], "planned_steps": run.total_steps,
-              "train_time_s": run.state["elapsed_s"]}
+    result = {
+        **(run.stopped or {}),
+        "tokens_seen": run.state["tokens_seen"],
+        "planned_steps": run.total_steps,
+        "train_time_s": run.state["elapsed_s"],
+    }
     write_json(out_result, result)
     return result

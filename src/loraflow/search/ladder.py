@@ -33,12 +33,14 @@ def ladder(centre: float, rungs: int = RUNGS) -> list[float]:
     target = math.log10(centre)
     # index of the series value nearest the centre (about two per decade)
     k0 = round(target * len(_MANTISSAS))
-    best, best_gap = None, math.inf
+    best: list[float] | None = None
+    best_gap = math.inf
     for start in range(k0 - rungs - 1, k0 + 2):
         window = [series_value(k) for k in range(start, start + rungs)]
         gap = abs(sum(math.log10(v) for v in window) / rungs - target)
         if gap < best_gap - 1e-12:
             best, best_gap = window, gap
+    assert best is not None  # the first window always beats an infinite gap
     return best
 
 

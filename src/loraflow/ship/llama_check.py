@@ -24,12 +24,37 @@ import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+from loraflow.ship.agreement import agreement, agreement_outside_ties
 
 CHILD = [sys.executable, "-m", "loraflow.ship.llama_check"]
 # the CPU features llama.cpp picks its kernels by (x86 and Arm); the card lists those the machine has
-CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-             "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16", "asimd", "asimddp", "sve", "sve2", "i8mm", "bf16")
+CPU_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "amx_fp16",
+    "asimd",
+    "asimddp",
+    "sve",
+    "sve2",
+    "i8mm",
+    "bf16",
+)
 INSTALL_HINT = "install the optional extra: pip install 'loraflow[gguf-run]'"
 TIMEOUT_S = 3600
 
@@ -67,30 +92,71 @@ def machine(cpuinfo: str = "/proc/cpuinfo") -> dict:
 # parent side
 # ---------------------------------------------------------------------------------------------
 
+
 def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def run_file(gguf_path: Path, prompts: list[str], encoded: list[list[int]], new_tokens: int, stops: list[int],
-             threads: int | None = None, repack: bool = True, command: list[str] | None = None, timeout_s: float = TIMEOUT_S) -> dict:
+@dataclass(frozen=True)
+class PromptSet:
+    """The test prompts, their token ids as the run's tokenizer makes them, the stop tokens and how many
+    tokens a greedy answer may take."""
+
+    texts: list[str]
+    encoded: list[list[int]]
+    stops: list[int]
+    new_tokens: int
+
+
+def run_file(
+    gguf_path: Path,
+    prompts: PromptSet,
+    threads: int | None = None,
+    repack: bool = True,
+    command: list[str] | None = None,
+    timeout_s: float = TIMEOUT_S,
+) -> dict:
     """Run one GGUF in a child process. {"completed": True, ...child's output} or, when the child died,
     {"completed": False, "crash": {signal or exit code, last step, stderr tail}}. repack=False: without
     llama.cpp's extra buffer types (weight repacking for the CPU's kernels, AMX included; llama-server's
     --no-repack)."""
     with tempfile.TemporaryDirectory(prefix="loraflow-llama-") as tmp:
         inp, out, progress = (Path(tmp) / n for n in ("in.json", "out.json", "progress.txt"))
-        inp.write_text(json.dumps({"gguf": str(gguf_path), "prompts": prompts, "encoded": encoded, "new_tokens": new_tokens,
-                                   "stops": stops, "threads": threads or _cpus(), "repack": repack}), encoding="utf-8")
+        inp.write_text(
+            json.dumps(
+                {
+                    "gguf": str(gguf_path),
+                    "prompts": prompts.texts,
+                    "encoded": prompts.encoded,
+                    "new_tokens": prompts.new_tokens,
+                    "stops": prompts.stops,
+                    "threads": threads or _cpus(),
+                    "repack": repack,
+                }
+            ),
+            encoding="utf-8",
+        )
         try:
-            proc = subprocess.run([*(command or CHILD), str(inp), str(out), str(progress)], capture_output=True, text=True, timeout=timeout_s)
+            proc = subprocess.run(
+                [*(command or CHILD), str(inp), str(out), str(progress)],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
             code, stderr = proc.returncode, proc.stderr
         except subprocess.TimeoutExpired as err:
-            code, stderr = None, (err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else err.stderr or "")
+            code, stderr = (
+                None,
+                (err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else err.stderr or ""),
+            )
         last = progress.read_text(encoding="utf-8").splitlines()[-1:] if progress.is_file() else []
         if code == 0 and out.is_file():
             return {"completed": True, **json.loads(out.read_text(encoding="utf-8"))}
-    crash = {"exit_code": code, "last_step": last[0] if last else "before loading the model",
-             "stderr_tail": "\n".join(stderr.strip().splitlines()[-8:])}
+    crash = {
+        "exit_code": code,
+        "last_step": last[0] if last else "before loading the model",
+        "stderr_tail": "\n".join(stderr.strip().splitlines()[-8:]),
+    }
     if code is None:
         crash["what"] = f"no answer within {timeout_s:.0f} s (stopped)"
     elif code < 0:
@@ -101,26 +167,41 @@ def run_file(gguf_path: Path, prompts: list[str], encoded: list[list[int]], new_
     return {"completed": False, "crash": crash}
 
 
-def score(raw: dict, encoded: list[list[int]], reference: list[list[int]], stops: list[int], parted: list[dict],
-          min_agreement: float, tie_margin: float) -> dict:
+def score(
+    raw: dict,
+    encoded: list[list[int]],
+    reference: list[list[int]],
+    stops: list[int],
+    parted: list[dict],
+    min_agreement: float,
+    tie_margin: float,
+) -> dict:
     """llama.cpp's answers on one file against transformers' (`reference`, same file). `parted`: where
-    the answers part and the transformers model's margin there (export.divergences)."""
+    the answers part and the transformers model's margin there (export_check.divergences)."""
     import math
-
-    from loraflow.ship.export import agreement, agreement_outside_ties
 
     answers, n = raw["answers"], len(reference)
     agreeing = sum(a == b for a, b in zip(answers, reference))
     ended = [bool(a) and a[-1] in stops for a in answers]
     ref_stopped = [bool(r) and r[-1] in stops for r in reference]
-    res = {"prompts": n, "prompt_tokens_same": sum(a == b for a, b in zip(raw["prompt_ids"], encoded)),
-           "agreement": agreement(answers, reference), "agreeing_prompts": agreeing,
-           "agreement_outside_ties": agreement_outside_ties(n, agreeing, parted, tie_margin), "tie_margin": tie_margin, "divergences": parted,
-           "stopped_where_transformers_stopped": sum(a == b for a, b in zip(ended, ref_stopped)), "transformers_stopped": sum(ref_stopped),
-           "stop_tokens_are_eog": raw["stop_tokens_are_eog"]}
-    res["passed"] = bool(res["prompt_tokens_same"] == n and res["agreement_outside_ties"] >= min_agreement
-                         and all(res["stop_tokens_are_eog"].values())
-                         and res["stopped_where_transformers_stopped"] >= math.ceil(min_agreement * n))
+    res = {
+        "prompts": n,
+        "prompt_tokens_same": sum(a == b for a, b in zip(raw["prompt_ids"], encoded)),
+        "agreement": agreement(answers, reference),
+        "agreeing_prompts": agreeing,
+        "agreement_outside_ties": agreement_outside_ties(n, agreeing, parted, tie_margin),
+        "tie_margin": tie_margin,
+        "divergences": parted,
+        "stopped_where_transformers_stopped": sum(a == b for a, b in zip(ended, ref_stopped)),
+        "transformers_stopped": sum(ref_stopped),
+        "stop_tokens_are_eog": raw["stop_tokens_are_eog"],
+    }
+    res["passed"] = bool(
+        res["prompt_tokens_same"] == n
+        and res["agreement_outside_ties"] >= min_agreement
+        and all(res["stop_tokens_are_eog"].values())
+        and res["stopped_where_transformers_stopped"] >= math.ceil(min_agreement * n)
+    )
     return res
 
 
@@ -136,16 +217,26 @@ def summarize(per_file: dict[str, dict], mode: str, ollama_file: str | None) -> 
     passed, so the fault is the runtime's on this machine), and wrong answers fail either way."""
     crashed = [k for k, e in per_file.items() if not e["completed"]]
     wrong = [k for k, e in per_file.items() if (r := answered(e)) is not None and not r["passed"]]
-    return {"ran": True, "mode": mode, "runtime": f"llama-cpp-python {runtime_version() or '?'}", "machine": machine(), "files": per_file,
-            "crashed": crashed, "wrong": wrong, "ollama_file_crashed": ollama_file in crashed,
-            "passed": not wrong and not (crashed and mode == "require")}
+    return {
+        "ran": True,
+        "mode": mode,
+        "runtime": f"llama-cpp-python {runtime_version() or '?'}",
+        "machine": machine(),
+        "files": per_file,
+        "crashed": crashed,
+        "wrong": wrong,
+        "ollama_file_crashed": ollama_file in crashed,
+        "passed": not wrong and not (crashed and mode == "require"),
+    }
 
 
 def crash_line(entry: dict, lc: dict) -> str:
     """One sentence on a crashed file: what, where, runtime and the machine's CPU features."""
     c, m = entry["crash"], lc["machine"]
-    return (f"{entry['file']} {c['what']} in {lc['runtime']} ({c['last_step']}) on {m['cpu']} "
-            f"[{' '.join(m['cpu_flags']) or 'no listed CPU features'}]")
+    return (
+        f"{entry['file']} {c['what']} in {lc['runtime']} ({c['last_step']}) on {m['cpu']} "
+        f"[{' '.join(m['cpu_flags']) or 'no listed CPU features'}]"
+    )
 
 
 def _retry_text(retry: dict | None) -> str:
@@ -153,9 +244,11 @@ def _retry_text(retry: dict | None) -> str:
         return ""
     if not retry["completed"]:
         return f"; without weight repacking (--no-repack) too: {retry['crash']['what']}"
-    return (f"; without weight repacking (llama.cpp's extra buffer types, llama-server --no-repack) it runs: answers agree on "
-            f"{retry['agreeing_prompts']}/{retry['prompts']} prompts ({retry['agreement_outside_ties']:.0%} counting near ties, "
-            f"margin < {retry['tie_margin']:.3g}), {'passed' if retry['passed'] else 'FAILED'}")
+    return (
+        "; without weight repacking (llama.cpp's extra buffer types, llama-server --no-repack) it runs: answers "
+        f"agree on {retry['agreeing_prompts']}/{retry['prompts']} prompts ({retry['agreement_outside_ties']:.0%} "
+        f"counting near ties, margin < {retry['tie_margin']:.3g}), {'passed' if retry['passed'] else 'FAILED'}"
+    )
 
 
 def describe(check: dict, ollama_gguf: str | None = None) -> list[str]:
@@ -165,30 +258,42 @@ def describe(check: dict, ollama_gguf: str | None = None) -> list[str]:
     lc, out = check.get("llama_cpp") or {}, []
     for kind, t in check["types"].items():
         line = f"{t['file']}: transformers (GGUF loader) " + (
-            f"max |logit diff| {t['max_abs_logit_diff']:.3g}, within {t['tolerance']:.3g}" if "tolerance" in t
-            else f"greedy answers agree on {t['agreement_outside_ties']:.0%} of {check['prompts']} test prompts")
+            f"max |logit diff| {t['max_abs_logit_diff']:.3g}, within {t['tolerance']:.3g}"
+            if "tolerance" in t
+            else f"greedy answers agree on {t['agreement_outside_ties']:.0%} of {check['prompts']} test prompts"
+        )
         e = (lc.get("files") or {}).get(kind)
         if not lc.get("ran") or e is None:
             line += f"; llama.cpp not run ({lc.get('reason', 'n/a')})"
         elif e["completed"]:
-            line += (f"; llama.cpp answers agree with transformers on {e['agreeing_prompts']}/{e['prompts']} prompts "
-                     f"({e['agreement_outside_ties']:.0%} counting near ties, margin < {e['tie_margin']:.3g}): {'passed' if e['passed'] else 'FAILED'}")
+            line += (
+                f"; llama.cpp answers agree with transformers on {e['agreeing_prompts']}/{e['prompts']} prompts "
+                f"({e['agreement_outside_ties']:.0%} counting near ties, margin < {e['tie_margin']:.3g}): "
+                f"{'passed' if e['passed'] else 'FAILED'}"
+            )
         else:
-            line += f"; llama.cpp CRASHED: {e['crash']['what']} ({e['crash']['last_step']})" + _retry_text(e.get("without_repack"))
+            line += f"; llama.cpp CRASHED: {e['crash']['what']} ({e['crash']['last_step']})" + _retry_text(
+                e.get("without_repack")
+            )
         out.append(line)
     if lc.get("ran"):
         m = lc["machine"]
-        out.append(f"llama.cpp runtime: {lc['runtime']}, each file in its own process, on {m['cpu']} "
-                   f"[{' '.join(m['cpu_flags']) or 'no listed CPU features'}]")
+        out.append(
+            f"llama.cpp runtime: {lc['runtime']}, each file in its own process, on {m['cpu']} "
+            f"[{' '.join(m['cpu_flags']) or 'no listed CPU features'}]"
+        )
         if ollama_gguf and any(not e["completed"] and e["file"] == ollama_gguf for e in lc["files"].values()):
-            out.append(f"WARNING: {ollama_gguf}, the file this Modelfile uses, crashed llama.cpp on the machine that exported it; "
-                       "Ollama runs llama.cpp too. Choose another file with export.ollama_file.")
+            out.append(
+                f"WARNING: {ollama_gguf}, the file this Modelfile uses, crashed llama.cpp on the machine that "
+                "exported it; Ollama runs llama.cpp too. Choose another file with export.ollama_file."
+            )
     return out
 
 
 # ---------------------------------------------------------------------------------------------
 # child side
 # ---------------------------------------------------------------------------------------------
+
 
 def _child(inp: str, out: str, progress: str) -> None:
     def step(text: str) -> None:
@@ -213,8 +318,14 @@ def _child(inp: str, out: str, progress: str) -> None:
         bindings.llama_model_default_params = no_repack
     step("loading the model")
     encoded, new_tokens = job["encoded"], job["new_tokens"]
-    llm = Llama(model_path=job["gguf"], n_ctx=max(map(len, encoded)) + new_tokens + 8, n_batch=512, seed=0, verbose=False,
-                n_threads=job["threads"])
+    llm = Llama(
+        model_path=job["gguf"],
+        n_ctx=max(map(len, encoded)) + new_tokens + 8,
+        n_batch=512,
+        seed=0,
+        verbose=False,
+        n_threads=job["threads"],
+    )
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     is_eog = lambda t: bool(llama_cpp.llama_vocab_is_eog(vocab, int(t)))  # noqa: E731
     prompt_ids, answers = [], []
@@ -228,8 +339,12 @@ def _child(inp: str, out: str, progress: str) -> None:
                 break
         answers.append(toks)
     system = llama_cpp.llama_print_system_info()
-    result = {"prompt_ids": prompt_ids, "answers": answers, "stop_tokens_are_eog": {str(s): is_eog(s) for s in job["stops"]},
-              "system_info": system.decode() if isinstance(system, bytes) else str(system)}
+    result = {
+        "prompt_ids": prompt_ids,
+        "answers": answers,
+        "stop_tokens_are_eog": {str(s): is_eog(s) for s in job["stops"]},
+        "system_info": system.decode() if isinstance(system, bytes) else str(system),
+    }
     Path(out + ".tmp").write_text(json.dumps(result), encoding="utf-8")
     os.replace(out + ".tmp", out)
 

@@ -27,12 +27,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from typing import Any
 
 import torch
 
-from loraflow.evaluate.run import load_for_eval
+from loraflow.evaluate.loading import load_for_eval
 from loraflow.io import atomic_dir, read_jsonl, write_json
-from loraflow.model.modeling import load_tokenizer, precision_name, set_threads
+from loraflow.model.device import precision_name, set_threads
+from loraflow.model.loading import load_causal_lm, load_tokenizer
+from loraflow.ship.settings import MergeSettings
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +71,15 @@ def fp32_check_device(model) -> torch.device:
 @torch.no_grad()
 def generation_speed(model, batch, pad_id: int, new_tokens: int) -> float:
     """Generated tokens/s with exactly `new_tokens` greedy tokens per prompt (best of two timings)."""
-    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad_id,
-                  top_p=None, top_k=None, temperature=None)
+    kwargs = dict(
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=pad_id,
+        top_p=None,
+        top_k=None,
+        temperature=None,
+    )
     model.generate(**batch, **dict(kwargs, max_new_tokens=2, min_new_tokens=2))  # warm-up
     best = float("inf")
     for _ in range(2):
@@ -91,30 +101,33 @@ def cast_weights(model, dtype: torch.dtype, device: torch.device | None = None):
 
 
 def merge_adapter(
-    model_dir: str, adapter_dir: str, test_path: str, out_dir: str, out_check: str,
-    tolerance: float = 1e-3, deploy_tolerance_factor: float = 3.0, n_prompts: int = 4, speed_tokens: int = 32,
-    threads: int | None = None, trust_remote_code: bool = False, method: str = "lora", precision: str | None = None,
+    model_dir: str,
+    adapter_dir: str,
+    test_path: str,
+    out_dir: str,
+    out_check: str,
+    settings: MergeSettings = MergeSettings(),
 ) -> dict:
     """Merge stage entry point: the merged model, saved in the deploy precision; the two logit checks
     (module docstring), the second on the model read back from disk; inference speed of base, base +
     adapter and merged model on the same prompts in the deploy precision (merged should match base).
 
-    `precision` is the deploy precision (auto | fp32 | bf16; None: modeling.pick_dtype's default).
     Adapters trained on a quantised base (qlora, lora_8bit) are merged into the full-precision base,
     the usual way to ship them: a merged model cannot be re-quantised without loss."""
-    from loraflow.model.modeling import load_causal_lm
-
-    set_threads(threads)
+    tolerance, precision, trust_remote_code = settings.tolerance, settings.precision, settings.trust_remote_code
+    set_threads(settings.threads)
     tokenizer = load_tokenizer(model_dir, padding_side="left")
     model = load_for_eval(model_dir, adapter_dir, trust_remote_code, precision=precision)
     device = next(model.parameters()).device
     deploy_dtype = next(p.dtype for n, p in model.named_parameters() if "lora_" not in n and p.is_floating_point())
-    rows = read_jsonl(test_path)[:n_prompts]
+    rows = read_jsonl(test_path)[: settings.n_prompts]
     batch = tokenizer([r["text"] for r in rows], return_tensors="pt", padding=True, add_special_tokens=False)
-    prompts = tokenizer([r["prompt"] for r in rows], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    prompts = tokenizer([r["prompt"] for r in rows], return_tensors="pt", padding=True, add_special_tokens=False).to(
+        device
+    )
     mask = batch["attention_mask"].bool()
     before_deploy = _logits(model, batch, mask)
-    speed = {"tok_s_adapter": generation_speed(model, prompts, tokenizer.pad_token_id, speed_tokens)}
+    speed = {"tok_s_adapter": generation_speed(model, prompts, tokenizer.pad_token_id, settings.speed_tokens)}
 
     with full_fp32_matmuls():  # check 1: the merge itself, in fp32 (upcasting the weights is exact)
         check_device = fp32_check_device(model)
@@ -125,11 +138,21 @@ def merge_adapter(
     del model
     max_diff = (before - after).abs().max().item()
     noise = (before_deploy - before).abs().max().item()  # the deploy precision's own error (0 in fp32)
-    check = {"precision": precision_name(deploy_dtype), "max_abs_logit_diff": max_diff, "tolerance": tolerance, "check_precision": "fp32",
-             "check_device": str(check_device), "max_abs_logit": before.abs().max().item(), "deploy_precision_error": noise,
-             "deploy_tolerance": deploy_tolerance_factor * noise + tolerance}
+    check: dict[str, Any] = {
+        "precision": precision_name(deploy_dtype),
+        "max_abs_logit_diff": max_diff,
+        "tolerance": tolerance,
+        "check_precision": "fp32",
+        "check_device": str(check_device),
+        "max_abs_logit": before.abs().max().item(),
+        "deploy_precision_error": noise,
+        "deploy_tolerance": settings.deploy_tolerance_factor * noise + tolerance,
+    }
     if max_diff > tolerance:
-        raise RuntimeError(f"merged model differs from base + adapter: max |Δlogit| = {max_diff:.3g} in fp32 > merge.tolerance = {tolerance:g}")
+        raise RuntimeError(
+            f"merged model differs from base + adapter: max |Δlogit| = {max_diff:.3g} in fp32 > merge.tolerance = "
+            f"{tolerance:g}"
+        )
     with atomic_dir(out_dir) as tmp:
         cast_weights(merged, deploy_dtype, device).save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -138,18 +161,30 @@ def merge_adapter(
         check["deploy_max_abs_logit_diff"] = (before_deploy - _logits(saved, batch, mask)).abs().max().item()  # check 2
         if check["deploy_max_abs_logit_diff"] > check["deploy_tolerance"]:
             raise RuntimeError(
-                f"the saved merged model ({check['precision']}) differs from base + adapter in {check['precision']}: max |Δlogit| = "
-                f"{check['deploy_max_abs_logit_diff']:.3g} > {check['deploy_tolerance']:.3g} ({deploy_tolerance_factor:g} x the "
-                f"{check['precision']} error of base + adapter, {noise:.3g}, + merge.tolerance)")
+                f"the saved merged model ({check['precision']}) differs from base + adapter in {check['precision']}: "
+                f"max |Δlogit| = {check['deploy_max_abs_logit_diff']:.3g} > {check['deploy_tolerance']:.3g} "
+                f"({settings.deploy_tolerance_factor:g} x the {check['precision']} error of base + adapter, "
+                f"{noise:.3g}, + merge.tolerance)"
+            )
         check["passed"] = True
-        speed["tok_s_merged"] = generation_speed(saved, prompts, tokenizer.pad_token_id, speed_tokens)
+        speed["tok_s_merged"] = generation_speed(saved, prompts, tokenizer.pad_token_id, settings.speed_tokens)
         del saved
     base = load_for_eval(model_dir, None, trust_remote_code, precision=precision)
-    speed["tok_s_base"] = generation_speed(base, prompts, tokenizer.pad_token_id, speed_tokens)
+    speed["tok_s_base"] = generation_speed(base, prompts, tokenizer.pad_token_id, settings.speed_tokens)
     del base
-    check.update(prompts=len(rows), positions=int(mask.sum()), dtype=str(deploy_dtype), method=method, **speed)
+    check.update(prompts=len(rows), positions=int(mask.sum()), dtype=str(deploy_dtype), method=settings.method, **speed)
     write_json(out_check, check)
-    log.info("merged, saved in %s; max |Δlogit| %.3g in fp32 (tolerance %g), %.3g in %s (tolerance %.3g); generation tok/s base %.1f, "
-             "adapter %.1f, merged %.1f", check["precision"], max_diff, tolerance, check["deploy_max_abs_logit_diff"], check["precision"],
-             check["deploy_tolerance"], speed["tok_s_base"], speed["tok_s_adapter"], speed["tok_s_merged"])
+    log.info(
+        "merged, saved in %s; max |Δlogit| %.3g in fp32 (tolerance %g), %.3g in %s (tolerance %.3g); generation tok/s "
+        "base %.1f, adapter %.1f, merged %.1f",
+        check["precision"],
+        max_diff,
+        tolerance,
+        check["deploy_max_abs_logit_diff"],
+        check["precision"],
+        check["deploy_tolerance"],
+        speed["tok_s_base"],
+        speed["tok_s_adapter"],
+        speed["tok_s_merged"],
+    )
     return check

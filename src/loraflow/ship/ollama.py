@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loraflow.ship.gguf_writer import ExportError
+from loraflow.ship.exportable import ExportError
 
 MARK = "LFMARK{}Z"
 
@@ -21,9 +21,9 @@ MARK = "LFMARK{}Z"
 @dataclass(frozen=True)
 class Segments:
     begin: str
-    prefix: dict        # role -> text before the content
-    suffix: dict        # role -> text after the content
-    generation: str     # the assistant header add_generation_prompt appends
+    prefix: dict  # role -> text before the content
+    suffix: dict  # role -> text after the content
+    generation: str  # the assistant header add_generation_prompt appends
 
 
 def _render(tokenizer, messages: list[dict], gen: bool = False) -> str:
@@ -37,26 +37,35 @@ def measure_segments(tokenizer) -> Segments:
     renders = [_render(tokenizer, conv[: k + 1]) for k in range(len(conv))]
     for k in range(1, len(renders)):
         if not renders[k].startswith(renders[k - 1]):
-            raise ExportError("the chat template is not prefix-stable (adding a message changes the text before it); "
-                              "an equivalent Ollama TEMPLATE cannot be written")
+            raise ExportError(
+                "the chat template is not prefix-stable (adding a message changes the text before it); "
+                "an equivalent Ollama TEMPLATE cannot be written"
+            )
     bos = getattr(tokenizer, "bos_token", None)
-    begin = bos if bos and renders[0].startswith(bos) and not renders[0].startswith(bos + bos) and _writes_bos(tokenizer) else ""
-    pieces = [renders[0][len(begin):]] + [renders[k][len(renders[k - 1]):] for k in range(1, len(renders))]
-    prefix, suffix = {}, {}
+    begin = (
+        bos
+        if bos and renders[0].startswith(bos) and not renders[0].startswith(bos + bos) and _writes_bos(tokenizer)
+        else ""
+    )
+    pieces = [renders[0][len(begin) :]] + [renders[k][len(renders[k - 1]) :] for k in range(1, len(renders))]
+    prefix: dict[str, str] = {}
+    suffix: dict[str, str] = {}
     for i, (role, piece) in enumerate(zip(roles, pieces)):
         marker = MARK.format(i)
         if piece.count(marker) != 1:
             raise ExportError(f"the chat template does not write a {role} message's content exactly once")
         before, after = piece.split(marker)
         if role in prefix and (prefix[role], suffix[role]) != (before, after):
-            raise ExportError(f"the chat template writes {role} messages differently depending on their position; "
-                              "an equivalent Ollama TEMPLATE cannot be written")
+            raise ExportError(
+                f"the chat template writes {role} messages differently depending on their position; "
+                "an equivalent Ollama TEMPLATE cannot be written"
+            )
         prefix[role], suffix[role] = before, after
     full = _render(tokenizer, conv[:-1])
     generation = _render(tokenizer, conv[:-1], gen=True)
     if not generation.startswith(full):
         raise ExportError("the chat template's generation prompt changes the conversation before it")
-    return Segments(begin, prefix, suffix, generation[len(full):])
+    return Segments(begin, prefix, suffix, generation[len(full) :])
 
 
 def _writes_bos(tokenizer) -> bool:
@@ -84,10 +93,11 @@ def go_template(seg: Segments) -> str:
     """The Ollama TEMPLATE (Go text/template). No `{{-` trim markers: the literal newlines matter."""
     L = _go_literal
     return (
-        f"{L(seg.begin)}{{{{ if .System }}}}{L(seg.prefix['system'])}{{{{ .System }}}}{L(seg.suffix['system'])}{{{{ end }}}}"
-        f"{{{{ range .Messages }}}}"
-        f"{{{{ if eq .Role \"user\" }}}}{L(seg.prefix['user'])}{{{{ .Content }}}}{L(seg.suffix['user'])}"
-        f"{{{{ else if eq .Role \"assistant\" }}}}{L(seg.prefix['assistant'])}{{{{ .Content }}}}{L(seg.suffix['assistant'])}"
+        f"{L(seg.begin)}{{{{ if .System }}}}{L(seg.prefix['system'])}{{{{ .System }}}}{L(seg.suffix['system'])}{{{{ "
+        "end }}{{ range .Messages }}"
+        f'{{{{ if eq .Role "user" }}}}{L(seg.prefix["user"])}{{{{ .Content }}}}{L(seg.suffix["user"])}'
+        f'{{{{ else if eq .Role "assistant" }}}}{L(seg.prefix["assistant"])}{{{{ .Content '
+        f"}}}}{L(seg.suffix['assistant'])}"
         f"{{{{ end }}}}{{{{ end }}}}{L(seg.generation)}"
     )
 
@@ -110,7 +120,9 @@ def _quote(text: str) -> str:
     return f'"""{text}"""'
 
 
-def modelfile(gguf_file: str, template: str, system_prompt: str | None, stops: list[str], num_predict: int, header: str = "") -> str:
+def modelfile(
+    gguf_file: str, template: str, system_prompt: str | None, stops: list[str], num_predict: int, header: str = ""
+) -> str:
     """An Ollama Modelfile. Greedy decoding as in the evaluation: temperature 0, and repeat_penalty 1
     (Ollama's default 1.1 would change greedy answers); num_predict = evaluate.max_new_tokens."""
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
@@ -119,7 +131,13 @@ def modelfile(gguf_file: str, template: str, system_prompt: str | None, stops: l
         lines += [f"SYSTEM {_quote(system_prompt)}", ""]
     for s in stops:
         lines.append(f'PARAMETER stop "{s}"')
-    lines += ["PARAMETER temperature 0", "PARAMETER top_k 1", "PARAMETER repeat_penalty 1", f"PARAMETER num_predict {num_predict}", ""]
+    lines += [
+        "PARAMETER temperature 0",
+        "PARAMETER top_k 1",
+        "PARAMETER repeat_penalty 1",
+        f"PARAMETER num_predict {num_predict}",
+        "",
+    ]
     return "\n".join(lines)
 
 

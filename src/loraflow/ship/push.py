@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-KINDS = {"adapter": ("adapters", ("adapter_config.json", "adapter_model.safetensors"), "peft"),
-         "gguf": ("export", ("Modelfile", "export_check.json"), "gguf")}
+KINDS = {
+    "adapter": ("adapters", ("adapter_config.json", "adapter_model.safetensors"), "peft"),
+    "gguf": ("export", ("Modelfile", "export_check.json"), "gguf"),
+}
 IGNORE = [".*", "**/.*"]  # Snakemake's markers and other hidden files are not part of the model
 
 
@@ -34,7 +36,9 @@ def check_folder(folder: Path, kind: str = "adapter") -> dict:
 
     subdir, needed, library = KINDS[kind]
     if not folder.is_dir():
-        how = "snakemake export" if kind == "gguf" else "snakemake (the adapter_package rule, part of `snakemake export`)"
+        how = (
+            "snakemake export" if kind == "gguf" else "snakemake (the adapter_package rule, part of `snakemake export`)"
+        )
         raise PushError(f"{folder}: no such folder; build it with {how}")
     missing = [f for f in ("README.md", *needed) if not (folder / f).is_file()]
     if kind == "gguf" and not list(folder.glob("*.gguf")):
@@ -43,12 +47,23 @@ def check_folder(folder: Path, kind: str = "adapter") -> dict:
         raise PushError(f"{folder}: {', '.join(missing)} missing - not a complete loraflow {kind} folder")
     data = ModelCard.load(folder / "README.md").data.to_dict()
     if data.get("library_name") != library:
-        raise PushError(f"{folder}/README.md: library_name is {data.get('library_name')!r}, expected {library!r} (a card from an older loraflow? rerun the rule)")
+        raise PushError(
+            f"{folder}/README.md: library_name is {data.get('library_name')!r}, expected {library!r} (a card from an "
+            "older loraflow? rerun the rule)"
+        )
     return data
 
 
-def push(folder: str | Path, repo_id: str, *, kind: str = "adapter", private: bool = False, token: str | None = None,
-         revision: str | None = None, commit_message: str | None = None) -> dict:
+def push(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    kind: str = "adapter",
+    private: bool = False,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+) -> dict:
     """Create `repo_id` (if needed) and upload `folder` to it in one commit. Returns what was sent."""
     from huggingface_hub import HfApi, get_token
 
@@ -59,18 +74,36 @@ def push(folder: str | Path, repo_id: str, *, kind: str = "adapter", private: bo
         raise PushError("no Hugging Face token: set HF_TOKEN or log in with `hf auth login`")
     api = HfApi(token=token)
     url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=revision,
-                             commit_message=commit_message or f"loraflow: {folder.name} ({kind})", ignore_patterns=IGNORE)
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    info = api.upload_folder(
+        folder_path=str(folder),
+        repo_id=repo_id,
+        repo_type="model",
+        revision=revision,
+        commit_message=commit_message or f"loraflow: {folder.name} ({kind})",
+        ignore_patterns=IGNORE,
+    )
+    files = sorted(
+        p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+    )
     return {"repo": str(url), "commit": getattr(info, "commit_url", str(info)), "files": files, "metadata": meta}
 
 
 def add_parser(sub) -> None:
     """The `push` subcommand of the loraflow command."""
-    p = sub.add_parser("push", help="upload a run's adapter package (or, with --gguf, its GGUF export) to the Hugging Face Hub")
+    p = sub.add_parser(
+        "push", help="upload a run's adapter package (or, with --gguf, its GGUF export) to the Hugging Face Hub"
+    )
     p.add_argument("run", help="run name, e.g. r16_a32_qv")
-    p.add_argument("--repo", required=True, help="Hub repository id, e.g. your-name/support-bot-lora (created if it does not exist)")
-    p.add_argument("--gguf", action="store_true", help="push results/export/RUN (GGUF files, Modelfile, card) instead of results/adapters/RUN")
+    p.add_argument(
+        "--repo",
+        required=True,
+        help="Hub repository id, e.g. your-name/support-bot-lora (created if it does not exist)",
+    )
+    p.add_argument(
+        "--gguf",
+        action="store_true",
+        help="push results/export/RUN (GGUF files, Modelfile, card) instead of results/adapters/RUN",
+    )
     p.add_argument("--private", action="store_true", help="create the repository private")
     p.add_argument("--results-dir", default="results", help="the sweep's results directory (default results)")
     p.add_argument("--revision", default=None, help="branch to commit to (default the repository's main branch)")
@@ -80,7 +113,13 @@ def add_parser(sub) -> None:
 
 def cmd_push(args) -> int:
     kind = "gguf" if args.gguf else "adapter"
-    sent = push(folder_of(args.results_dir, args.run, kind), args.repo, kind=kind, private=args.private, revision=args.revision,
-                commit_message=args.message)
+    sent = push(
+        folder_of(args.results_dir, args.run, kind),
+        args.repo,
+        kind=kind,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.message,
+    )
     print(f"pushed {len(sent['files'])} files ({', '.join(sent['files'])}) to {sent['repo']}\n{sent['commit']}")
     return 0

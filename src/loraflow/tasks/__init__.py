@@ -16,7 +16,7 @@ STAGES: dict[str, dict[str, str]] = {
         "builtin_dataset": "loraflow.data.builtin.support_qa:generate_dataset",
         "clean": "loraflow.data.clean:clean_dataset",
         "split": "loraflow.data.split:split_dataset",
-        "train": "loraflow.train.loop:train_lora",
+        "train": "loraflow.tasks.causal_lm.train:train_lora",
         "evaluate_base": "loraflow.evaluate.run:evaluate_model",  # the untouched base model
         "evaluate": "loraflow.evaluate.run:evaluate_run",
         "table": "loraflow.report.table:write_comparison",
@@ -27,7 +27,8 @@ STAGES: dict[str, dict[str, str]] = {
         "clean": "loraflow.tasks.seq_cls.data:clean_classification_data",
         "split": "loraflow.tasks.seq_cls.data:split_classification_data",
         "train": "loraflow.tasks.seq_cls.train:train_classifier",
-        "evaluate_base": "loraflow.tasks.seq_cls.evaluate:evaluate_untrained_head",  # base encoder + seeded, untrained head
+        # the base encoder with a seeded, untrained head
+        "evaluate_base": "loraflow.tasks.seq_cls.evaluate:evaluate_untrained_head",
         "evaluate": "loraflow.tasks.seq_cls.evaluate:evaluate_adapter",
         "table": "loraflow.tasks.seq_cls.table:write_comparison",
     },
@@ -42,4 +43,3 @@ def stage_function(task: str, stage: str) -> tuple[str, str]:
         raise KeyError(f"task {task!r} has no stage {stage!r}; its stages: {', '.join(STAGES[task])}")
     module, function = STAGES[task][stage].split(":")
     return module, function
-

@@ -8,7 +8,7 @@ optimizer and schedule, precision, gradient accumulation, multi-process gradient
 resume, early stopping on validation, train_log.csv and train_stats.json) is the loop's, shared by
 every task. A new task (token classification, preference pairs, ...) is one module implementing this.
 
-Implemented by loraflow.tasks.causal_lm.CausalLM and loraflow.tasks.seq_cls.train.SequenceClassification.
+Implemented by loraflow.tasks.causal_lm.train.CausalLM and loraflow.tasks.seq_cls.train.SequenceClassification.
 """
 
 from __future__ import annotations
@@ -19,9 +19,17 @@ import torch
 
 
 class Task(Protocol):
-    method: str  # grid.method: decides the optimizer (model.methods.make_optimizer)
-    eval_fields: list[str]  # the validation columns of train_log.csv, in order (`validate`'s keys)
-    fingerprint_files: list[str]  # data files a checkpoint must match to be resumed (with the hyperparameters)
+    @property
+    def method(self) -> str:
+        """grid.method: decides the optimizer (model.methods.make_optimizer)."""
+
+    @property
+    def eval_fields(self) -> list[str]:
+        """The validation columns of train_log.csv, in order (`validate`'s keys)."""
+
+    @property
+    def fingerprint_files(self) -> list[str]:
+        """Data files a checkpoint must match to be resumed (with the hyperparameters)."""
 
     def examples(self, split: str) -> list:
         """The examples of a split ("train"); the task keeps what it needs for `validate` itself."""
@@ -53,5 +61,7 @@ class Task(Protocol):
     def save(self, model, out_dir: str) -> dict:
         """Write the trained artefact (adapter, ...) into `out_dir`; returns extra train_stats keys."""
 
-    def stats(self, best: dict[str, float] | None) -> dict:
-        """The task's own train_stats.json keys (settings, best validation metrics `best`)."""
+    def stats(self, state: dict) -> dict:
+        """The task's own train_stats.json keys: its settings and what it reads of the loop's final `state`
+        (`state["best"]`: the kept step's validation metrics, None without validation; counters such as
+        `supervised_seen` and `elapsed_s`)."""

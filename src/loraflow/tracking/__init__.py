@@ -30,7 +30,12 @@ def _mirror_mlflow(results: Path, records: list[RunRecord], settings: dict) -> d
     from loraflow.tracking.mlflow_mirror import local_uri, mirror_sweep
 
     done = mirror_sweep(settings["uri"], settings["experiment"], results, records)
-    return {"state": "ok", "uri": settings["uri"] or local_uri(results), "experiment": settings["experiment"], "runs": done}
+    return {
+        "state": "ok",
+        "uri": settings["uri"] or local_uri(results),
+        "experiment": settings["experiment"],
+        "runs": done,
+    }
 
 
 def track(comparison_csv: str, out_status: str, points: dict[str, dict], tracking: dict) -> dict:
@@ -44,8 +49,10 @@ def track(comparison_csv: str, out_status: str, points: dict[str, dict], trackin
     except Exception as err:  # unreadable results: nothing to mirror, and nothing to fail for
         records = []
         status["results"] = {"state": "failed", "error": f"{type(err).__name__}: {err}"}
-    mirrors = {"tensorboard": lambda: _mirror_tensorboard(results, records),
-               "mlflow": lambda: _mirror_mlflow(results, records, tracking)}
+    mirrors = {
+        "tensorboard": lambda: _mirror_tensorboard(results, records),
+        "mlflow": lambda: _mirror_mlflow(results, records, tracking),
+    }
     for name, mirror in mirrors.items():
         if not tracking.get(name):
             status[name] = {"state": "off"}
@@ -64,5 +71,7 @@ def track(comparison_csv: str, out_status: str, points: dict[str, dict], trackin
 def warning(tracker: str, error: str) -> str:
     """The one line a failed tracker gets."""
     first = error.strip().splitlines()[0] if error.strip() else error
-    return (f"tracking: {tracker} was not updated ({first[:300]}); the results files are complete. "
-            "Mirror them again with `snakemake track --cores 1 --forcerun track`.")
+    return (
+        f"tracking: {tracker} was not updated ({first[:300]}); the results files are complete. "
+        "Mirror them again with `snakemake track --cores 1 --forcerun track`."
+    )

@@ -52,7 +52,9 @@ def connect(uri: str, results: Path, experiment: str):
         if found.lifecycle_stage == "deleted":  # deleted in the UI: its name is still taken, so bring it back
             client.restore_experiment(found.experiment_id)
         return client, found.experiment_id
-    artifacts = (results / "mlflow-artifacts").resolve().as_uri() if not uri or uri.startswith(("sqlite:", "file:")) else None
+    artifacts = (
+        (results / "mlflow-artifacts").resolve().as_uri() if not uri or uri.startswith(("sqlite:", "file:")) else None
+    )
     return client, client.create_experiment(experiment, artifact_location=artifacts)
 
 
@@ -63,8 +65,13 @@ def find_runs(client, experiment_id: str, sweep: str) -> dict[str, list]:
     found: dict[str, list] = {}
     token = None
     while True:
-        page = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP}` = '{sweep}'", run_view_type=ViewType.ACTIVE_ONLY,
-                                  max_results=1000, page_token=token)
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{SWEEP}` = '{sweep}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+            page_token=token,
+        )
         for run in page:
             key = "" if run.data.tags.get(ROLE) == "sweep" else run.data.tags.get(RUN, run.info.run_name)
             found.setdefault(key, []).append(run)
@@ -73,18 +80,24 @@ def find_runs(client, experiment_id: str, sweep: str) -> dict[str, list]:
             return found
 
 
-def _log(client, run_id: str, metrics: dict | None = None, steps: dict | None = None, params: dict | None = None,
-         tags: dict | None = None) -> None:
+def _log(
+    client,
+    run_id: str,
+    metrics: dict | None = None,
+    steps: dict | None = None,
+    params: dict | None = None,
+    tags: dict | None = None,
+) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
     entries = [Metric(k, v, now, 0) for k, v in (metrics or {}).items()]
     entries += [Metric(k, v, now, step) for k, points in (steps or {}).items() for step, v in points]
     for start in range(0, len(entries), BATCH):
-        client.log_batch(run_id, metrics=entries[start:start + BATCH])
+        client.log_batch(run_id, metrics=entries[start : start + BATCH])
     items = [Param(k, v) for k, v in (params or {}).items()]
     for start in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[start:start + 100])
+        client.log_batch(run_id, params=items[start : start + 100])
     if tags:
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
@@ -92,7 +105,9 @@ def _log(client, run_id: str, metrics: dict | None = None, steps: dict | None = 
 def _finish(client, record: RunRecord, run_id: str) -> None:
     status = record.tags["status"]
     end = record.span_ms[1] if record.span_ms else None
-    client.set_terminated(run_id, "FINISHED" if status == "ok" or status.startswith("pruned") else "FAILED", end_time=end)
+    client.set_terminated(
+        run_id, "FINISHED" if status == "ok" or status.startswith("pruned") else "FAILED", end_time=end
+    )
 
 
 def mirror_run(client, experiment_id: str, parent_id: str, sweep: str, record: RunRecord, existing: list) -> str:
@@ -126,17 +141,26 @@ def mirror_run(client, experiment_id: str, parent_id: str, sweep: str, record: R
     return "replaced" if current is not None else "created"
 
 
-def mirror_parent(client, experiment_id: str, sweep: str, name: str, tables: list[Path], existing: list,
-                  span_ms: tuple[int, int] | None) -> str:
-    """The sweep's run, with the comparison table as artifacts; `span_ms`: from the first training's start to the table."""
+def mirror_parent(
+    client,
+    experiment_id: str,
+    sweep: str,
+    name: str,
+    tables: list[Path],
+    existing: list,
+    span_ms: tuple[int, int] | None,
+) -> str:
+    """The sweep's run, with the comparison table as artifacts; `span_ms`: from the first training's start to
+    the table."""
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in tables if p.is_file())).hexdigest()[:32]
     if existing and existing[0].data.tags.get(TABLE_DIGEST) == digest:
         return existing[0].info.run_id
     if existing:
         run_id = existing[0].info.run_id
     else:
-        run_id = client.create_run(experiment_id, start_time=span_ms[0] if span_ms else None, run_name=name,
-                                   tags={SWEEP: sweep, ROLE: "sweep"}).info.run_id
+        run_id = client.create_run(
+            experiment_id, start_time=span_ms[0] if span_ms else None, run_name=name, tags={SWEEP: sweep, ROLE: "sweep"}
+        ).info.run_id
     _log(client, run_id, tags={"results_dir": name})
     for path in tables:
         if path.is_file():

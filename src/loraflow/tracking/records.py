@@ -21,8 +21,23 @@ import pandas as pd
 from loraflow.io import read_json
 
 # comparison.csv columns that describe a run's settings rather than measure it: never metrics.
-SETTING_COLUMNS = {"run", "best", "tied", "status", "point", "seed", "method", "r", "alpha", "lr", "alpha_over_r", "scale",
-                   "targets", "precision", "optimizer"}
+SETTING_COLUMNS = {
+    "run",
+    "best",
+    "tied",
+    "status",
+    "point",
+    "seed",
+    "method",
+    "r",
+    "alpha",
+    "lr",
+    "alpha_over_r",
+    "scale",
+    "targets",
+    "precision",
+    "optimizer",
+}
 # Derived settings worth a parameter of their own (the grid point's own keys come from the workflow).
 DERIVED_PARAMS = ("alpha_over_r", "scale")
 
@@ -94,7 +109,12 @@ def run_tags(row: dict, baseline: bool) -> dict[str, str]:
     """status, best, tied, pruned (a status starting "pruned": stopped early by a search), baseline (a row
     of the table that is no grid point: the base model, ...)."""
     status = str(row.get("status") or "")
-    flags = {"best": bool(row.get("best")), "tied": bool(row.get("tied")), "pruned": status.startswith("pruned"), "baseline": baseline}
+    flags = {
+        "best": bool(row.get("best")),
+        "tied": bool(row.get("tied")),
+        "pruned": status.startswith("pruned"),
+        "baseline": baseline,
+    }
     return {"status": status, **{k: str(v).lower() for k, v in flags.items()}}
 
 
@@ -129,7 +149,9 @@ def read_run(results: Path, name: str, row: dict, point: dict | None) -> RunReco
     steps = read_curves(log_path) if log_path.is_file() else {}
     stats = read_json(stats_path) if stats_path.is_file() else {}
     metrics = row_metrics(row)
-    metrics.update({f"stats/{k}": n for k, v in stats.items() if not isinstance(v, bool) and (n := _number(v)) is not None})
+    metrics.update(
+        {f"stats/{k}": n for k, v in stats.items() if not isinstance(v, bool) and (n := _number(v)) is not None}
+    )
     card = card_path(results, name)
     span = None
     if log_path.is_file() and _number(stats.get("train_time_s")) is not None:  # the log is written as training ends
@@ -137,9 +159,15 @@ def read_run(results: Path, name: str, row: dict, point: dict | None) -> RunReco
         span = (int(1000 * (end - float(stats["train_time_s"]))), int(1000 * end))
     artifacts = [p for p in (card, log_path) if p is not None and p.is_file()]
     return RunRecord(
-        name=name, params=params, steps=steps, metrics=metrics, tags=run_tags(row, point is None), artifacts=artifacts,
+        name=name,
+        params=params,
+        steps=steps,
+        metrics=metrics,
+        tags=run_tags(row, point is None),
+        artifacts=artifacts,
         train_digest=_digest(params, _read_bytes(log_path), _read_bytes(stats_path)),
-        table_digest=_digest({k: str(v) for k, v in row.items()}, _read_bytes(card) if card else b""), span_ms=span,
+        table_digest=_digest({k: str(v) for k, v in row.items()}, _read_bytes(card) if card else b""),
+        span_ms=span,
     )
 
 

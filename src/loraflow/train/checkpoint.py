@@ -45,10 +45,13 @@ class Checkpointer:
             save_file(trainable, tmp / "trainable.safetensors")
             if best_state is not None:
                 save_file({k: v.contiguous() for k, v in best_state.items()}, tmp / "best.safetensors")
-            rng = {"torch": torch.get_rng_state()}
+            rng: dict[str, torch.Tensor | list[torch.Tensor]] = {"torch": torch.get_rng_state()}
             if torch.cuda.is_available():
                 rng["cuda"] = torch.cuda.get_rng_state_all()
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng}, tmp / "optimizer.pt")
+            torch.save(
+                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
+                tmp / "optimizer.pt",
+            )
             write_json(tmp / "state.json", {**state, "fingerprint": self.fingerprint})
         log.info("checkpoint at step %d -> %s", state["step"], self.dir)
 

@@ -27,8 +27,10 @@ def rank_device() -> str | None:
     if not visible:
         return None
     if local_rank >= len(visible):
-        raise RuntimeError(f"rank {local_rank} of a train job has no GPU: the job sees {len(visible)} device(s) "
-                           f"(CUDA_VISIBLE_DEVICES={','.join(visible)}) for train.nproc_per_node processes")
+        raise RuntimeError(
+            f"rank {local_rank} of a train job has no GPU: the job sees {len(visible)} device(s) "
+            f"(CUDA_VISIBLE_DEVICES={','.join(visible)}) for train.nproc_per_node processes"
+        )
     return visible[local_rank]
 
 
@@ -76,7 +78,16 @@ def launch(nproc: int, entry, kwargs: dict) -> None:
     node under torchrun: each rank runs `python -m loraflow.train.loop spec.json`."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump({"entry": f"{entry.__module__}:{entry.__qualname__}", "kwargs": kwargs}, fh)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "loraflow.train.loop", fh.name]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "loraflow.train.loop",
+        fh.name,
+    ]
     try:
         subprocess.run(cmd, check=True)
     finally:
@@ -88,8 +99,13 @@ def probe(out_dir: str) -> None:
     rank<N>.json with the rank, world size and device this rank uses (a check that the ranks of a job
     see distinct devices)."""
     rank, size = world()
-    info = {"rank": rank, "world": size, "local_rank": int(os.environ.get("LOCAL_RANK", "0")), "device": rank_device(),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    info = {
+        "rank": rank,
+        "world": size,
+        "local_rank": int(os.environ.get("LOCAL_RANK", "0")),
+        "device": rank_device(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w", encoding="utf-8") as fh:
         json.dump(info, fh)
     finish()

@@ -47,7 +47,9 @@ def visible_devices() -> list[str]:
 
 
 def lock_dir() -> Path:
-    path = Path(os.environ.get("LORAFLOW_GPU_LOCK_DIR", Path(tempfile.gettempdir()) / f"loraflow-gpu-slots-{os.getuid()}"))
+    path = Path(
+        os.environ.get("LORAFLOW_GPU_LOCK_DIR", Path(tempfile.gettempdir()) / f"loraflow-gpu-slots-{os.getuid()}")
+    )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -85,7 +87,10 @@ def claim_gpu(n_gpus: int = 1, timeout_s: float = 600.0) -> list[str] | None:
         for _, fh in got:
             fh.close()  # releases the lock; try again for a complete set
         if time.monotonic() > deadline:
-            raise TimeoutError(f"no free GPU slot among {devices} after {timeout_s:.0f}s; is --resources gpu larger than the number of GPUs?")
+            raise TimeoutError(
+                f"no free GPU slot among {devices} after {timeout_s:.0f}s; is --resources gpu larger than the number "
+                "of GPUs?"
+            )
         time.sleep(0.2)
 
 
@@ -93,10 +98,7 @@ def check_ranks(slots: int, nproc: int) -> None:
     """A job of `nproc` processes (train.nproc_per_node) needs a device per process where there are
     devices. Snakemake scales a job's `gpu` request down to --resources gpu, so say so before starting."""
     if nproc > slots and visible_devices():
-        raise RuntimeError(f"train.nproc_per_node is {nproc} but this job holds {slots} GPU slot(s): run with --resources gpu={nproc} "
-                           f"or more (Snakemake scales a job's gpu request down to --resources gpu), or lower train.nproc_per_node")
-
-
-def release_gpus() -> None:
-    while _held:
-        _held.pop().close()
+        raise RuntimeError(
+            f"train.nproc_per_node is {nproc} but this job holds {slots} GPU slot(s): run with --resources gpu={nproc} "
+            f"or more (Snakemake scales a job's gpu request down to --resources gpu), or lower train.nproc_per_node"
+        )

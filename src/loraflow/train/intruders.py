@@ -32,8 +32,16 @@ class Reduction:
     mitigation_lambda: float = 0.75
 
 
-def reduce_intruders(model_dir: str, adapter_dir: str, parent_stats: str, out_adapter: str, out_stats: str,
-                     reduction: dict, trust_remote_code: bool = False, threads: int | None = None) -> dict:
+def reduce_intruders(
+    model_dir: str,
+    adapter_dir: str,
+    parent_stats: str,
+    out_adapter: str,
+    out_stats: str,
+    reduction: dict,
+    trust_remote_code: bool = False,
+    threads: int | None = None,
+) -> dict:
     """Write the reduced adapter to `out_adapter` and its train_stats (the parent's, with the reduction
     recorded and no training time of its own) to `out_stats`; returns the stats."""
     import torch  # here, not at the top: the workflow imports this module to plan the runs
@@ -41,15 +49,18 @@ def reduce_intruders(model_dir: str, adapter_dir: str, parent_stats: str, out_ad
     from peft.tuners.lora.intruders import reduce_intruder_dimension
 
     from loraflow.io import read_json, write_json
+    from loraflow.model.device import peak_memory_mb, set_threads
+    from loraflow.model.loading import load_causal_lm
     from loraflow.model.methods import save_adapter
-    from loraflow.model.modeling import load_causal_lm, peak_memory_mb, set_threads
 
     set_threads(threads)
     settings = Reduction(**reduction)
     start = time.perf_counter()
     config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8"))
     if config.get("peft_type") != "LORA" or config.get("use_dora"):
-        raise ValueError(f"{adapter_dir}: reduce_intruders needs a plain LoRA or rsLoRA adapter (peft applies it to LoRA only)")
+        raise ValueError(
+            f"{adapter_dir}: reduce_intruders needs a plain LoRA or rsLoRA adapter (peft applies it to LoRA only)"
+        )
     base = load_causal_lm(model_dir, torch.device("cpu"), dtype=torch.float32, trust_remote_code=trust_remote_code)
     model = PeftModel.from_pretrained(base, adapter_dir).eval()
     counts: dict[str, int] = {}
@@ -59,16 +70,33 @@ def reduce_intruders(model_dir: str, adapter_dir: str, parent_stats: str, out_ad
         if rest.startswith("Intruders:"):
             counts[name] = int(rest.split(":")[1])
 
-    reduce_intruder_dimension(model, new_adapter_name=REDUCED, top_k=settings.top_k, threshold_epsilon=settings.threshold,
-                              mitigation_lambda=settings.mitigation_lambda, logging_sink=sink)
+    reduce_intruder_dimension(
+        model,
+        new_adapter_name=REDUCED,
+        top_k=settings.top_k,
+        threshold_epsilon=settings.threshold,
+        mitigation_lambda=settings.mitigation_lambda,
+        logging_sink=sink,
+    )
     save_adapter(model, REDUCED, out_adapter)
-    stats = {**read_json(parent_stats), "reduced_from": Path(adapter_dir).parent.name, "intruder_reduction": vars(settings),
-             "intruders_reduced": sum(counts.values()), "modules_with_intruders": len(counts),
-             "adapter_mb": (Path(out_adapter) / "adapter_model.safetensors").stat().st_size / 2**20,
-             "reduce_time_s": time.perf_counter() - start, "peak_memory_mb": peak_memory_mb(torch.device("cpu"))}
+    stats = {
+        **read_json(parent_stats),
+        "reduced_from": Path(adapter_dir).parent.name,
+        "intruder_reduction": vars(settings),
+        "intruders_reduced": sum(counts.values()),
+        "modules_with_intruders": len(counts),
+        "adapter_mb": (Path(out_adapter) / "adapter_model.safetensors").stat().st_size / 2**20,
+        "reduce_time_s": time.perf_counter() - start,
+        "peak_memory_mb": peak_memory_mb(torch.device("cpu")),
+    }
     write_json(out_stats, stats)
-    log.info("%s: %d intruder dimensions in %d modules reduced to %g of their size", Path(out_adapter).parent.name,
-             stats["intruders_reduced"], len(counts), settings.mitigation_lambda)
+    log.info(
+        "%s: %d intruder dimensions in %d modules reduced to %g of their size",
+        Path(out_adapter).parent.name,
+        stats["intruders_reduced"],
+        len(counts),
+        settings.mitigation_lambda,
+    )
     return stats
 
 
@@ -81,12 +109,21 @@ def expand_reductions(config: dict, runs: dict[str, dict]) -> dict[str, dict]:
     asked = (config.get("reduce_intruders") or {}).get("runs") or []
     names = [n for n, hp in runs.items() if hp["method"] in PLAIN_LORA] if asked == "all" else list(asked)
     if names and not (config.get("rank_analysis") or {}).get("intruder_top_k", 10):
-        raise ConfigError("config key rank_analysis.intruder_top_k: 0 finds no intruders, so reduce_intruders.runs has nothing to reduce")
+        raise ConfigError(
+            "config key rank_analysis.intruder_top_k: 0 finds no intruders, so reduce_intruders.runs has nothing to "
+            "reduce"
+        )
     for n in names:
         if n not in runs:
-            raise ConfigError(f"config key reduce_intruders.runs: {n!r} is not a run of the grid (runs: {', '.join(runs)})")
+            raise ConfigError(
+                f"config key reduce_intruders.runs: {n!r} is not a run of the grid (runs: {', '.join(runs)})"
+            )
         if runs[n]["method"] not in PLAIN_LORA:
-            raise ConfigError(f"config key reduce_intruders.runs: {n!r} is a {runs[n]['method']} run; peft reduces intruders "
-                              f"of {' and '.join(PLAIN_LORA)} adapters only")
-    return {f"{n}{SUFFIX}": {**runs[n], "point": f"{n}{SUFFIX}", "method": f"{runs[n]['method']}+ri", "reduced_from": n}
-            for n in names}
+            raise ConfigError(
+                f"config key reduce_intruders.runs: {n!r} is a {runs[n]['method']} run; peft reduces intruders "
+                f"of {' and '.join(PLAIN_LORA)} adapters only"
+            )
+    return {
+        f"{n}{SUFFIX}": {**runs[n], "point": f"{n}{SUFFIX}", "method": f"{runs[n]['method']}+ri", "reduced_from": n}
+        for n in names
+    }

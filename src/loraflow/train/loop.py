@@ -10,7 +10,7 @@ checkpoints every `checkpoint_every` steps outside Snakemake's outputs (a killed
 and ends with the same weights as an uninterrupted run), early stopping on validation and several
 processes (`nproc_per_node`, torchrun; see distributed.py) serve every task alike.
 
-Task causal_lm (train_lora, tasks/causal_lm.py): a micro-batch of conversations is packed into rows of
+Task causal_lm (train_lora, tasks/causal_lm/train.py): a micro-batch of conversations is packed into rows of
 up to `tokenize.max_length` tokens and run as forward passes of at most `train.tokens_per_forward`
 tokens; the loss applies the LM head only at assistant positions. Task seq_cls: tasks/seq_cls/train.py.
 """
@@ -18,6 +18,7 @@ tokens; the loss applies the LM head only at assistant positions. Task seq_cls: 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib
 import json
 import logging
@@ -27,28 +28,22 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 
+from loraflow.io import atomic_dir, atomic_path, read_json, write_json
+from loraflow.model.counts import parameter_counts
+from loraflow.model.device import autocast, peak_memory_mb, pick_device, set_seed, set_threads, training_precision
+from loraflow.model.methods import make_optimizer
+from loraflow.tasks.base import Task
 from loraflow.train import distributed
 from loraflow.train.checkpoint import Checkpointer
 from loraflow.train.progress import Progress
-from loraflow.io import atomic_dir, atomic_path, read_json, write_json
-from loraflow.model.methods import make_optimizer
-from loraflow.model.modeling import (
-    autocast, length_grouped_batches, peak_memory_mb, pick_device, set_seed, set_threads, training_precision,
-)
-from loraflow.tasks.base import Task
+from loraflow.train.schedule import plan_epoch_steps, step_stream
+from loraflow.train.settings import LoopRuntime, LoopSettings, RunOutputs, flat
 
 log = logging.getLogger(__name__)
-
-
-def parameter_counts(model) -> tuple[int, int]:
-    """(trainable, total) as peft counts them (4-bit weights counted unpacked); plain sums for `full`."""
-    if hasattr(model, "get_nb_trainable_parameters"):
-        return model.get_nb_trainable_parameters()
-    return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -60,45 +55,6 @@ def load_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
         for name, p in model.named_parameters():
             if name in state:
                 p.copy_(state[name])
-
-
-def epoch_micro_batches(n_batches: int, epochs: float, epoch: int) -> int:
-    """Micro-batches drawn in `epoch` (0-based) of a run of `epochs` epochs: all of them in every
-    whole epoch, the first ceil(fraction x n) in a final partial one."""
-    whole = math.floor(epochs)
-    if epoch < whole:
-        return n_batches
-    return math.ceil((epochs - whole) * n_batches) if epoch == whole else 0
-
-
-def plan_epoch_steps(n_batches: int, grad_accum: int, epochs: float, max_steps: int) -> int:
-    """Optimizer steps of the train stage: `max_steps`, or exactly `epochs` epochs where no step spans two epochs (the
-    last step of an epoch takes the micro-batches left, so every row is seen exactly once per epoch)."""
-    if max_steps > 0:
-        return max_steps
-    steps, epoch = 0, 0
-    while (n := epoch_micro_batches(n_batches, epochs, epoch)) > 0:
-        steps += math.ceil(n / grad_accum)
-        epoch += 1
-    return max(1, steps)
-
-
-def step_stream(lengths: list[int], batch_size: int, per_step: int, seed: int, epochs: float, max_steps: int, start: int = 0):
-    """(epoch, micro-batches) per optimizer step, from step `start` on. Epoch e's order depends only on
-    (seed, e), so the stream can be restarted at any step after a resume. A step takes `per_step`
-    micro-batches (grad_accum x processes) except the last of an epoch, which takes what is left;
-    with `max_steps` the stream runs on into further epochs."""
-    step, epoch = 0, 0
-    while True:
-        batches = length_grouped_batches(lengths, batch_size, np.random.default_rng([seed, epoch]))
-        n = len(batches) if max_steps > 0 else epoch_micro_batches(len(batches), epochs, epoch)
-        if n == 0:
-            return
-        for at in range(0, n, per_step):
-            if step >= start:
-                yield epoch, batches[at : min(at + per_step, n)]
-            step += 1
-        epoch += 1
 
 
 def write_log(path: str, rows: list[dict], fields: list[str]) -> None:
@@ -128,18 +84,20 @@ class Fitted:
     world: int
     rank: int
     optimizer: str
-    learning_rate: float
-    seed: int
+    loop: LoopSettings
     checkpoint: Checkpointer | None
     stopped: dict | None = None  # stop_at: the step it stopped at and its validation figures
 
 
 def fit(
-    task: Task, *, learning_rate: float, weight_decay: float = 0.0, epochs: float = 1, max_steps: int = 0, batch_size: int = 8,
-    grad_accum: int = 1, warmup_steps: int = 0, lr_scheduler: str = "linear", max_grad_norm: float = 1.0, eval_every: int = 20,
-    early_stopping_patience: int = 0, precision: str = "fp32", checkpoint_every: int = 0, checkpoint_dir: str | None = None,
-    hparams: dict | None = None, seed: int = 42, threads: int | None = None, progress_path: str | None = None,
-    resume_from: str | None = None, stop_at: int = 0, stop_dir: str | None = None,
+    task: Task,
+    loop: LoopSettings,
+    *,
+    hparams: dict | None = None,
+    progress_path: str | None = None,
+    resume_from: str | None = None,
+    stop_at: int = 0,
+    stop_dir: str | None = None,
 ) -> Fitted:
     """Train `task`'s model: `max_steps` optimizer steps, or exactly `epochs` epochs (step_stream); a step
     sums the gradients of grad_accum x processes micro-batches of `batch_size` examples, the loss divided
@@ -155,49 +113,62 @@ def fit(
     The piece's own validation is not logged and chooses nothing, so the pieces end as a straight run."""
     from transformers import get_scheduler
 
+    s, rt = loop.train, loop.runtime
     rank, world = distributed.world()
-    set_threads(threads or (max(1, len(os.sched_getaffinity(0)) // world) if world > 1 else None))
-    set_seed(seed)
+    set_threads(rt.threads or (max(1, len(os.sched_getaffinity(0)) // world) if world > 1 else None))
+    set_seed(loop.seed)
     device = pick_device()
-    amp = training_precision(precision, device)
+    amp = training_precision(s.precision, device)
     train_set = task.examples("train")
     model = task.build(device, amp)
     trainable, total = parameter_counts(model)
 
     lengths = [task.length(ex) for ex in train_set]
-    n_batches = math.ceil(len(train_set) / batch_size)
-    per_step = grad_accum * world
-    total_steps = plan_epoch_steps(n_batches, per_step, epochs, max_steps)
+    n_batches = math.ceil(len(train_set) / s.batch_size)
+    per_step = s.grad_accum * world
+    total_steps = plan_epoch_steps(n_batches, per_step, s.epochs, s.max_steps)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(task.method, params, learning_rate, weight_decay, device)
-    scheduler = get_scheduler(lr_scheduler, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
-    state = {"step": 0, "micro_batches": 0, "rows": [], "best": None, "best_step": 0, "bad_evals": 0,
-             "tokens_seen": 0, "supervised_seen": 0, "elapsed_s": 0.0, "eval_s": 0.0, "replay_rows_seen": 0, "replay_tokens_seen": 0}
+    optimizer = make_optimizer(task.method, params, loop.learning_rate, s.weight_decay, device)
+    scheduler = get_scheduler(
+        s.lr_scheduler, optimizer, num_warmup_steps=s.warmup_steps, num_training_steps=total_steps
+    )
+    state: dict[str, Any] = {  # the loop's record, JSON in a checkpoint
+        "step": 0,
+        "micro_batches": 0,
+        "rows": [],
+        "best": None,
+        "best_step": 0,
+        "bad_evals": 0,
+        "tokens_seen": 0,
+        "supervised_seen": 0,
+        "elapsed_s": 0.0,
+        "eval_s": 0.0,
+        "replay_rows_seen": 0,
+        "replay_tokens_seen": 0,
+    }
     replay = getattr(task, "replay", None)  # train.replay: general rows mixed into every micro-batch (train/replay.py)
     best_state = None
-    ckpt = Checkpointer(checkpoint_dir, hparams, *task.fingerprint_files) if checkpoint_every and checkpoint_dir else None
+    ckpt = checkpointer(rt.checkpoint_dir, hparams, task) if rt.checkpoint_every and rt.checkpoint_dir else None
     if ckpt and (resumed := ckpt.load(model, optimizer, scheduler)):
         state, best_state = {**state, **resumed[0]}, resumed[1]
-        if "best_loss" in state:  # a checkpoint of the causal-LM loop before the task interface
-            loss = state.pop("best_loss")
-            state["best"] = {"eval_loss": loss} if math.isfinite(loss) else None
         log.info("resumed from checkpoint at step %d of %d", state["step"], total_steps)
     elif resume_from and (resumed := start_from(resume_from, hparams, task, model, optimizer, scheduler)):
         state, best_state = {**state, **resumed[0]}, resumed[1]
         log.info("resumed from %s at step %d of %d", resume_from, state["step"], total_steps)
 
     progress = Progress(progress_path if rank == 0 else None, total_steps)
-    stream = step_stream(lengths, batch_size, per_step, seed, epochs, max_steps, start=state["step"])
+    stream = step_stream(lengths, s.batch_size, per_step, loop.seed, s.epochs, s.max_steps, start=state["step"])
     model.train()
     last = min(total_steps, stop_at) if stop_at > 0 else total_steps
-    patience_out = bool(early_stopping_patience and state["bad_evals"] >= early_stopping_patience)  # stopped in an earlier piece
+    # an earlier piece may have stopped early already
+    patience_out = bool(s.early_stopping_patience and state["bad_evals"] >= s.early_stopping_patience)
     while state["step"] < last and not patience_out:
         tick = time.perf_counter()
         step = state["step"] + 1
         epoch, drawn = next(stream)
         parts = [[train_set[i] for i in batch] for batch in drawn]
         if replay is not None:
-            extra = [replay.draw(seed, step, j, len(ex)) for j, ex in enumerate(parts)]
+            extra = [replay.draw(loop.seed, step, j, len(ex)) for j, ex in enumerate(parts)]
             state["replay_rows_seen"] += sum(map(len, extra))
             state["replay_tokens_seen"] += sum(task.length(x) for ex in extra for x in ex)
             parts = [ex + more for ex, more in zip(parts, extra)]
@@ -217,8 +188,8 @@ def fit(
             distributed.sum_gradients(params)
             step_loss = distributed.sum_value(step_loss, device)
         state["tokens_seen"] += sum(task.length(x) for ex in parts for x in ex)
-        if max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        if s.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -226,9 +197,16 @@ def fit(
         state["micro_batches"] += len(drawn)
         state["step"] = step
         state["elapsed_s"] += time.perf_counter() - tick  # training only: evaluations are timed apart
-        row = {"step": step, "epoch": epoch + 1, "train_loss": round(step_loss, 5), **dict.fromkeys(task.eval_fields, ""),
-               "lr": scheduler.get_last_lr()[0], "tokens_seen": state["tokens_seen"], "elapsed_s": round(state["elapsed_s"], 2)}
-        if (eval_every and step % eval_every == 0) or step == total_steps:
+        row = {
+            "step": step,
+            "epoch": epoch + 1,
+            "train_loss": round(step_loss, 5),
+            **dict.fromkeys(task.eval_fields, ""),
+            "lr": scheduler.get_last_lr()[0],
+            "tokens_seen": state["tokens_seen"],
+            "elapsed_s": round(state["elapsed_s"], 2),
+        }
+        if (s.eval_every and step % s.eval_every == 0) or step == total_steps:
             tick = time.perf_counter()
             metrics = task.validate(model)
             state["eval_s"] += time.perf_counter() - tick
@@ -239,36 +217,68 @@ def fit(
             else:
                 state["bad_evals"] += 1
         state["rows"].append(row)
-        log.info("step %d/%d train_loss %.4f%s lr %.2e %.0f tok/s", step, total_steps, step_loss,
-                 "".join(f" {k} {row[k]:.4f}" for k in task.eval_fields if row[k] != ""), row["lr"],
-                 state["tokens_seen"] / max(state["elapsed_s"], 1e-9))
+        log.info(
+            "step %d/%d train_loss %.4f%s lr %.2e %.0f tok/s",
+            step,
+            total_steps,
+            step_loss,
+            "".join(f" {k} {row[k]:.4f}" for k in task.eval_fields if row[k] != ""),
+            row["lr"],
+            state["tokens_seen"] / max(state["elapsed_s"], 1e-9),
+        )
         if rank == 0 and (line := progress.update(step, state["tokens_seen"], state["elapsed_s"], state["eval_s"])):
             log.info("%s", line)
-        if early_stopping_patience and state["bad_evals"] >= early_stopping_patience:
+        if s.early_stopping_patience and state["bad_evals"] >= s.early_stopping_patience:
             log.info("early stopping at step %d: no validation improvement in %d evaluations", step, state["bad_evals"])
             break
-        if ckpt and rank == 0 and step % checkpoint_every == 0 and step < total_steps:
+        if ckpt and rank == 0 and step % rt.checkpoint_every == 0 and step < total_steps:
             ckpt.save(model, optimizer, scheduler, state, best_state)
+    stopped = None
     if stop_at > 0:
-        stopped = stop_piece(task, model, state, Checkpointer(stop_dir, hparams, *task.fingerprint_files), (optimizer, scheduler, best_state))
-        return Fitted(model, state, total_steps, n_batches, trainable, total, device, amp, world, rank, type(optimizer).__name__,
-                      learning_rate, seed, ckpt, stopped)
-    if best_state is not None and state["best_step"] != state["step"]:
-        log.info("restoring the weights of step %d (validation %s)", state["best_step"], state["best"])
-        load_trainable_state(model, best_state)
-    model.eval()
-    return Fitted(model, state, total_steps, n_batches, trainable, total, device, amp, world, rank, type(optimizer).__name__,
-                  learning_rate, seed, ckpt)
+        pieces = (optimizer, scheduler, best_state)
+        stopped = stop_piece(task, model, state, checkpointer(stop_dir, hparams, task), pieces)
+    else:
+        if best_state is not None and state["best_step"] != state["step"]:
+            log.info("restoring the weights of step %d (validation %s)", state["best_step"], state["best"])
+            load_trainable_state(model, best_state)
+        model.eval()
+    return Fitted(
+        model=model,
+        state=state,
+        total_steps=total_steps,
+        n_batches=n_batches,
+        trainable=trainable,
+        total=total,
+        device=device,
+        precision=amp,
+        world=world,
+        rank=rank,
+        optimizer=type(optimizer).__name__,
+        loop=loop,
+        checkpoint=ckpt,
+        stopped=stopped,
+    )
 
 
-def start_from(path: str, hparams: dict | None, task: Task, model, optimizer, scheduler) -> tuple[dict, dict | None]:
+def checkpointer(directory: str | None, hparams: dict | None, task: Task) -> Checkpointer:
+    """The checkpoint of this run in `directory`, fingerprinted by `hparams` and the task's data files."""
+    if directory is None or hparams is None:
+        raise ValueError("a checkpoint needs its directory and the run's hparams (its fingerprint)")
+    return Checkpointer(directory, hparams, *task.fingerprint_files)
+
+
+def start_from(
+    path: str, hparams: dict | None, task: Task, model, optimizer, scheduler
+) -> tuple[dict, dict | None] | None:
     """Load the checkpoint in `path` (another job's output, so never discarded here): one of other settings or
     data is an error, as resuming it would end as a run nobody asked for."""
-    source = Checkpointer(path, hparams, *task.fingerprint_files)
+    source = checkpointer(path, hparams, task)
     saved = read_json(Path(path) / "state.json").get("fingerprint")
     if saved != source.fingerprint:
-        raise ValueError(f"{path}: this checkpoint was written with other settings or data than this run's; "
-                         "remove it so that the run is trained from its first step")
+        raise ValueError(
+            f"{path}: this checkpoint was written with other settings or data than this run's; "
+            "remove it so that the run is trained from its first step"
+        )
     return source.load(model, optimizer, scheduler)
 
 
@@ -282,104 +292,93 @@ def stop_piece(task: Task, model, state: dict, out: Checkpointer, rest: tuple) -
     return {"step": state["step"], **metrics}
 
 
-def train(task: Task, out_adapter: str, out_log: str, out_stats: str, **loop) -> dict:
-    """The train stage of any task: `fit` (settings as named there, progress.json beside train_stats.json),
-    then `save_run`."""
-    return save_run(task, fit(task, progress_path=str(Path(out_stats).with_name("progress.json")), **loop), out_adapter, out_log, out_stats)
+def train(
+    task: Task, out: RunOutputs, loop: LoopSettings, *, hparams: dict | None = None, resume_from: str | None = None
+) -> dict:
+    """The train stage of any task: `fit` (progress.json beside train_stats.json), then `save_run`."""
+    progress = str(Path(out.out_stats).with_name("progress.json"))
+    return save_run(task, fit(task, loop, hparams=hparams, progress_path=progress, resume_from=resume_from), out)
 
 
-def save_run(task: Task, run: Fitted, out_adapter: str, out_log: str, out_stats: str) -> dict:
+def save_run(task: Task, run: Fitted, out: RunOutputs) -> dict:
     """On rank 0: the trained artefact (task.save, atomically), train_log.csv and train_stats.json; the
     checkpoint is cleared once they are written."""
     if run.rank != 0:
         distributed.finish()
         return {}
-    with atomic_dir(out_adapter) as tmp:
+    with atomic_dir(out.out_adapter) as tmp:
         saved = task.save(run.model, str(tmp))
     state, wall = run.state, run.state["elapsed_s"]
-    write_log(out_log, state["rows"], log_fields(task))
+    write_log(out.out_log, state["rows"], log_fields(task))
     last = [r["train_loss"] for r in state["rows"][-5:]]
     stats = {
-        **task.stats(state), "learning_rate": run.learning_rate,
-        "trainable_params": run.trainable, "total_params": run.total, "trainable_pct": 100 * run.trainable / run.total,
-        "adapter_mb": sum(f.stat().st_size for f in Path(out_adapter).glob("*.safetensors")) / 2**20,
-        "steps": state["step"], "planned_steps": run.total_steps, "best_step": state["best_step"],
-        "epochs_seen": state["micro_batches"] / run.n_batches, "final_train_loss": sum(last) / len(last),
-        "train_time_s": wall, "eval_time_s": state["eval_s"], "tokens_seen": state["tokens_seen"],
-        "replay_rows_seen": state["replay_rows_seen"], "replay_tokens_seen": state["replay_tokens_seen"],
-        "tokens_per_s": state["tokens_seen"] / max(wall, 1e-9), "peak_memory_mb": peak_memory_mb(run.device),
-        "device": str(run.device), "precision": run.precision, "processes": run.world, "seed": run.seed,
-        "optimizer": run.optimizer, **saved,
+        **task.stats(state),
+        "learning_rate": run.loop.learning_rate,
+        "trainable_params": run.trainable,
+        "total_params": run.total,
+        "trainable_pct": 100 * run.trainable / run.total,
+        "adapter_mb": sum(f.stat().st_size for f in Path(out.out_adapter).glob("*.safetensors")) / 2**20,
+        "steps": state["step"],
+        "planned_steps": run.total_steps,
+        "best_step": state["best_step"],
+        "epochs_seen": state["micro_batches"] / run.n_batches,
+        "final_train_loss": sum(last) / len(last),
+        "train_time_s": wall,
+        "eval_time_s": state["eval_s"],
+        "tokens_seen": state["tokens_seen"],
+        "replay_rows_seen": state["replay_rows_seen"],
+        "replay_tokens_seen": state["replay_tokens_seen"],
+        "tokens_per_s": state["tokens_seen"] / max(wall, 1e-9),
+        "peak_memory_mb": peak_memory_mb(run.device),
+        "device": str(run.device),
+        "precision": run.precision,
+        "processes": run.world,
+        "seed": run.loop.seed,
+        "optimizer": run.optimizer,
+        **saved,
     }
-    write_json(out_stats, stats)
+    write_json(out.out_stats, stats)
     if run.checkpoint:
         run.checkpoint.clear()
     distributed.finish()
-    log.info("trained %d steps in %.1fs (%.0f tokens/s; validation %.1fs), best validation %s at step %d", stats["steps"], wall,
-             stats["tokens_per_s"], state["eval_s"], state["best"], state["best_step"])
+    log.info(
+        "trained %d steps in %.1fs (%.0f tokens/s; validation %.1fs), best validation %s at step %d",
+        stats["steps"],
+        wall,
+        stats["tokens_per_s"],
+        state["eval_s"],
+        state["best"],
+        state["best_step"],
+    )
     return stats
 
 
-def relaunch(entry, kwargs: dict) -> dict | None:
-    """With `nproc_per_node` > 1 outside torchrun: run `entry(**kwargs)` again as that many processes
-    (distributed.launch) and return the stats rank 0 wrote; None when this process is to train itself."""
-    if kwargs.get("nproc_per_node", 1) > 1 and "WORLD_SIZE" not in os.environ:
-        distributed.launch(kwargs["nproc_per_node"], entry, kwargs)
-        return read_json(kwargs["out_stats"])
+def relaunch(entry, nproc: int, settings: dict, out_stats: str) -> dict | None:
+    """With `nproc` (train.nproc_per_node) > 1 outside torchrun: run the stage `entry` again as that many
+    processes (distributed.launch), each binding the flat `settings` (train.settings.flat) to its signature,
+    and return the stats rank 0 wrote; None when this process is to train itself."""
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        distributed.launch(nproc, entry, settings)
+        return read_json(out_stats)
     return None
 
 
-# The settings of `fit`, which every task's train stage passes on by name.
-LOOP_KEYS = ["learning_rate", "weight_decay", "epochs", "max_steps", "batch_size", "grad_accum", "warmup_steps", "lr_scheduler",
-             "max_grad_norm", "eval_every", "early_stopping_patience", "precision", "checkpoint_every", "checkpoint_dir", "seed", "threads"]
+def run_hparams(*groups, **values) -> dict:
+    """A run's result-affecting settings, flat (what a checkpoint must match): its settings groups less the
+    LoopRuntime's, which cannot change the result."""
+    neutral = {f.name for f in dataclasses.fields(LoopRuntime)}
+    return {k: v for k, v in flat(*groups, **values).items() if k not in neutral}
 
 
-def run_hparams(args: dict) -> dict:
-    """A stage's result-affecting arguments (what a checkpoint must match): all but outputs and neutral settings."""
-    neutral = ("out_adapter", "out_log", "out_stats", "threads", "checkpoint_dir", "checkpoint_every", "preflight", "resume_from")
-    return {k: v for k, v in args.items() if k not in neutral}
+# one rank of a torchrun launch: python -m loraflow.train.loop spec.json (see distributed.launch)
+if __name__ == "__main__":
+    from loraflow.binding import bind
 
-
-def train_lora(
-    model_dir: str, train_path: str, val_path: str, tokens_meta: str,
-    out_adapter: str, out_log: str, out_stats: str,
-    r: int | None, lora_alpha: float | None, target_modules, lora_dropout: float = 0.05, method: str = "lora",
-    learning_rate: float = 1e-3, learning_rate_full: float = 5e-5, gradient_checkpointing: bool = False, precision: str = "fp32",
-    weight_decay: float = 0.0, epochs: float = 1, max_steps: int = 0,
-    batch_size: int = 8, grad_accum: int = 1, warmup_steps: int = 0, lr_scheduler: str = "linear",
-    max_grad_norm: float = 1.0, eval_every: int = 20, early_stopping_patience: int = 0,
-    max_eval_batches: int = 0, checkpoint_every: int = 0, checkpoint_dir: str | None = None, nproc_per_node: int = 1,
-    seed: int = 42, threads: int | None = None, trust_remote_code: bool = False, preflight: str | None = None,
-    packing: bool = True, tokens_per_forward: int = 0, compile: bool | str = "auto", max_memory_mb: int = 0, attention: str = "auto",
-    replay: float = 0.0, replay_tokens: str | None = None, replay_meta: str | None = None, resume_from: str | None = None,
-) -> dict:
-    """Train stage of task causal_lm: the shared loop on loraflow.tasks.causal_lm.CausalLM. `resume_from`: a
-    checkpoint of this run's first steps to go on from (successive halving's last rung)."""
-    args = dict(locals())
-    if (stats := relaunch(train_lora, args)) is not None:
-        return stats
-    task = causal_lm_task(args)
-    loop = {k: args[k] for k in LOOP_KEYS}
-    loop["learning_rate"] = learning_rate_full if method == "full" else learning_rate
-    return train(task, out_adapter, out_log, out_stats, hparams=run_hparams(args), resume_from=resume_from or None, **loop)
-
-
-# train_lora's arguments that build its task (CausalLM takes train.replay as replay_share).
-TASK_KEYS = ["model_dir", "train_path", "val_path", "tokens_meta", "method", "r", "lora_alpha", "target_modules", "lora_dropout",
-             "gradient_checkpointing", "batch_size", "max_eval_batches", "packing", "tokens_per_forward", "compile", "max_memory_mb",
-             "trust_remote_code", "preflight", "attention", "replay_tokens", "replay_meta"]
-
-
-def causal_lm_task(args: dict) -> Task:
-    """The causal-LM task of a train stage's arguments (those of train_lora)."""
-    from loraflow.tasks.causal_lm import CausalLM
-
-    return CausalLM(**{k: args[k] for k in TASK_KEYS}, replay_share=args["replay"])
-
-
-if __name__ == "__main__":  # one rank of a torchrun launch: python -m loraflow.train.loop spec.json (see distributed.launch)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s rank" + os.environ.get("RANK", "0") + " %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s rank" + os.environ.get("RANK", "0") + " %(name)s: %(message)s"
+    )
     with open(sys.argv[1], encoding="utf-8") as fh:
         spec = json.load(fh)
     module, name = spec["entry"].split(":")
-    getattr(importlib.import_module(module), name)(**spec["kwargs"])
+    entry = getattr(importlib.import_module(module), name)
+    entry(**bind(entry, spec["kwargs"]))

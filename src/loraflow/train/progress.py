@@ -9,6 +9,7 @@ needs). The ETA counts validation time as well, at the rate seen so far.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ class Progress:
     path: str | None  # progress.json (None: log lines only)
     total_steps: int
     interval_s: float = INTERVAL_S
-    clock: object = time.monotonic
+    clock: Callable[[], float] = time.monotonic
     _last: float | None = field(default=None, init=False)
 
     def update(self, step: int, tokens_seen: int, train_s: float, eval_s: float) -> str | None:
@@ -43,9 +44,18 @@ class Progress:
         self._last = now
         spent = train_s + eval_s
         eta = spent / max(step, 1) * (self.total_steps - step)
-        figures = {"step": step, "total_steps": self.total_steps, "percent": 100.0 * step / max(self.total_steps, 1),
-                   "tokens_per_s": tokens_seen / max(train_s, 1e-9), "elapsed_s": spent, "eta_s": eta, "updated": time.time()}
+        figures = {
+            "step": step,
+            "total_steps": self.total_steps,
+            "percent": 100.0 * step / max(self.total_steps, 1),
+            "tokens_per_s": tokens_seen / max(train_s, 1e-9),
+            "elapsed_s": spent,
+            "eta_s": eta,
+            "updated": time.time(),
+        }
         if self.path:
             write_json(Path(self.path), figures)
-        return (f"progress: step {step}/{self.total_steps} ({figures['percent']:.0f} %), {figures['tokens_per_s']:.0f} tokens/s, "
-                f"elapsed {duration(spent)}, ETA {duration(eta)}")
+        return (
+            f"progress: step {step}/{self.total_steps} ({figures['percent']:.0f} %), {figures['tokens_per_s']:.0f} "
+            f"tokens/s, elapsed {duration(spent)}, ETA {duration(eta)}"
+        )

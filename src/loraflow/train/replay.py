@@ -14,6 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def replay_rows(task_rows: int, share: float) -> int:
+    """How many replay rows a micro-batch of `task_rows` task rows gets at replay share `share`."""
+    if share <= 0 or task_rows <= 0:
+        return 0
+    return max(1, round(task_rows * share / (1 - share)))
+
+
 @dataclass(frozen=True)
 class ReplayMix:
     """The replay examples (the task's own example type) and the share of each micro-batch they take."""
@@ -29,9 +36,7 @@ class ReplayMix:
 
     def rows_for(self, task_rows: int) -> int:
         """How many replay rows a micro-batch of `task_rows` task rows gets."""
-        if self.share <= 0 or task_rows <= 0:
-            return 0
-        return max(1, round(task_rows * self.share / (1 - self.share)))
+        return replay_rows(task_rows, self.share)
 
     def draw(self, seed: int, step: int, micro_batch: int, task_rows: int) -> list:
         """The replay rows of one micro-batch (without repeats within it while the set is large enough)."""

@@ -16,6 +16,7 @@ catch. Pure standard library; the same seed gives the same file.
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from loraflow.io import write_jsonl
 
@@ -23,12 +24,31 @@ LABELS = ("negative", "positive")
 
 # Aspect clauses are (tag, positive text, negative text): "" fits every product, "audio" / "power" only
 # products with that tag.
-_EN = {
-    "products": [("wireless headphones", "audio power"), ("electric kettle", "heat"), ("desk lamp", "power"), ("backpack", ""),
-                 ("phone case", ""), ("coffee grinder", "power"), ("running shoes", ""), ("bluetooth speaker", "audio power"),
-                 ("air fryer", "heat"), ("office chair", ""), ("water bottle", ""), ("keyboard", "power")],
-    "openers": ["I bought the {p} last month.", "Got the {p} as a gift.", "We have used the {p} for a few weeks now.",
-                "Ordered the {p} after reading the reviews.", "Bought the {p} from this shop again.", "", "", ""],
+_EN: dict[str, Any] = {
+    "products": [
+        ("wireless headphones", "audio power"),
+        ("electric kettle", "heat"),
+        ("desk lamp", "power"),
+        ("backpack", ""),
+        ("phone case", ""),
+        ("coffee grinder", "power"),
+        ("running shoes", ""),
+        ("bluetooth speaker", "audio power"),
+        ("air fryer", "heat"),
+        ("office chair", ""),
+        ("water bottle", ""),
+        ("keyboard", "power"),
+    ],
+    "openers": [
+        "I bought the {p} last month.",
+        "Got the {p} as a gift.",
+        "We have used the {p} for a few weeks now.",
+        "Ordered the {p} after reading the reviews.",
+        "Bought the {p} from this shop again.",
+        "",
+        "",
+        "",
+    ],
     "clauses": [
         ("audio", "the sound is crisp and clear", "the sound is muffled"),
         ("audio", "the bass is rich and deep", "it crackles at high volume"),
@@ -58,27 +78,72 @@ _EN = {
     "contra_first": ["{c}, but {m}", "{c}. Still, {m}", "sure, {c}, but {m}"],
     "contra_last": ["{m}, although {c}", "{m}, even if {c}", "{m}; the only downside is that {c}"],
     "verdicts": {
-        "positive": ["I would buy it again.", "Highly recommended.", "Five stars.", "Very happy with it.", "Love it!",
-                     "Overall a great purchase."],
-        "negative": ["I want a refund.", "Would not recommend.", "One star.", "Very disappointed.", "Returning it.",
-                     "Overall a bad purchase."],
+        "positive": [
+            "I would buy it again.",
+            "Highly recommended.",
+            "Five stars.",
+            "Very happy with it.",
+            "Love it!",
+            "Overall a great purchase.",
+        ],
+        "negative": [
+            "I want a refund.",
+            "Would not recommend.",
+            "One star.",
+            "Very disappointed.",
+            "Returning it.",
+            "Overall a bad purchase.",
+        ],
     },
 }
 
-_ZH = {
-    "products": [("无线耳机", "audio power"), ("电热水壶", "heat"), ("台灯", "power"), ("双肩包", ""), ("手机壳", ""),
-                 ("咖啡磨豆机", "power"), ("跑鞋", ""), ("蓝牙音箱", "audio power"), ("空气炸锅", "heat"), ("办公椅", ""),
-                 ("水杯", ""), ("键盘", "power")],
-    "openers": ["上个月买的{p}。", "朋友送的{p}。", "这款{p}用了几个星期了。", "看了评价才下单的{p}。",
-                "第二次在这家店买{p}了。", "", "", ""],
+_ZH: dict[str, Any] = {
+    "products": [
+        ("无线耳机", "audio power"),
+        ("电热水壶", "heat"),
+        ("台灯", "power"),
+        ("双肩包", ""),
+        ("手机壳", ""),
+        ("咖啡磨豆机", "power"),
+        ("跑鞋", ""),
+        ("蓝牙音箱", "audio power"),
+        ("空气炸锅", "heat"),
+        ("办公椅", ""),
+        ("水杯", ""),
+        ("键盘", "power"),
+    ],
+    "openers": [
+        "上个月买的{p}。",
+        "朋友送的{p}。",
+        "这款{p}用了几个星期了。",
+        "看了评价才下单的{p}。",
+        "第二次在这家店买{p}了。",
+        "",
+        "",
+        "",
+    ],
     "clauses": [
-        ("audio", "音质清晰", "音质发闷"), ("audio", "低音很饱满", "声音一大就有杂音"), ("power", "续航很长，能用好几天", "电池几个小时就没电了"),
-        ("power", "一个小时就能充满", "充一晚上都充不满"), ("", "做工扎实", "做工粗糙"), ("", "细节处理得很好", "塑料用了一周就裂了"),
-        ("", "物流很快，提前一天到了", "快递晚了两个星期"), ("", "快递很快，包装完好", "收到时盒子都压坏了"), ("", "客服很爽快地给换了配件", "客服一直不回消息"),
-        ("", "客服几分钟就回复了", "客服让我等了一个小时"), ("", "性价比很高", "价格太贵了"), ("", "价格很实惠", "白花钱"),
-        ("", "安装两分钟就搞定了", "安装特别麻烦"), ("", "用起来很方便", "用起来很别扭"), ("", "实物比图片还好看", "实物和图片差太多"),
-        ("", "一点也不差", "不值这个价"), ("", "挑不出毛病", "跟描述的不一样"), ("", "没有让我失望", "用了三天就坏了"),
-        ("heat", "加热很快", "加热特别慢"), ("heat", "外壳一点都不烫", "外壳烫得没法碰"), ("", "材质柔软舒服", "材质粗糙还有异味"),
+        ("audio", "音质清晰", "音质发闷"),
+        ("audio", "低音很饱满", "声音一大就有杂音"),
+        ("power", "续航很长，能用好几天", "电池几个小时就没电了"),
+        ("power", "一个小时就能充满", "充一晚上都充不满"),
+        ("", "做工扎实", "做工粗糙"),
+        ("", "细节处理得很好", "塑料用了一周就裂了"),
+        ("", "物流很快，提前一天到了", "快递晚了两个星期"),
+        ("", "快递很快，包装完好", "收到时盒子都压坏了"),
+        ("", "客服很爽快地给换了配件", "客服一直不回消息"),
+        ("", "客服几分钟就回复了", "客服让我等了一个小时"),
+        ("", "性价比很高", "价格太贵了"),
+        ("", "价格很实惠", "白花钱"),
+        ("", "安装两分钟就搞定了", "安装特别麻烦"),
+        ("", "用起来很方便", "用起来很别扭"),
+        ("", "实物比图片还好看", "实物和图片差太多"),
+        ("", "一点也不差", "不值这个价"),
+        ("", "挑不出毛病", "跟描述的不一样"),
+        ("", "没有让我失望", "用了三天就坏了"),
+        ("heat", "加热很快", "加热特别慢"),
+        ("heat", "外壳一点都不烫", "外壳烫得没法碰"),
+        ("", "材质柔软舒服", "材质粗糙还有异味"),
     ],
     "intensifiers": ["", "", "", "说实话", "确实", "真的"],
     "and": ["，", "，而且", "，还有"],
@@ -138,7 +203,9 @@ def _dirty_rows(rng: random.Random, clean: list[dict], n: int) -> list[dict]:
         elif kind == "duplicate":
             rows.append(dict(source))
         elif kind == "overlong":
-            rows.append({"text": " ".join([source["text"]] * (2400 // len(source["text"]) + 2)), "label": source["label"]})
+            rows.append(
+                {"text": " ".join([source["text"]] * (2400 // len(source["text"]) + 2)), "label": source["label"]}
+            )
         else:  # html: fixable, kept after cleaning
             label = LABELS[i % 2]
             rows.append({"text": f"{_review(rng, 'en', label)}<br /><br />{_review(rng, 'en', label)}", "label": label})

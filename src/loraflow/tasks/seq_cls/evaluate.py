@@ -15,13 +15,35 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
-from loraflow.io import read_jsonl, write_json, write_jsonl
 from loraflow.evaluate.metrics import accuracy_macro_f1, has_cjk
+from loraflow.io import read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClassifierEvalSettings:
+    """What decides a classifier's scores: batch size, token cap, the seed of the untrained baseline head."""
+
+    batch_size: int = 32
+    max_length: int = 256
+    seed: int = 42
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class ClassifierEvalPaths:
+    """The labelled splits an evaluate job scores and the files it writes."""
+
+    val_path: str
+    test_path: str
+    labels_path: str
+    out_metrics: str
+    out_predictions: str
 
 
 def classification_report(preds: list[int], y: list[int], labels: list[str], texts: list[str]) -> dict:
@@ -36,12 +58,25 @@ def classification_report(preds: list[int], y: list[int], labels: list[str], tex
         precision = 100 * tp / (tp + fp) if tp + fp else 0.0
         recall = 100 * tp / (tp + fn) if tp + fn else 0.0
         f1 = 100 * 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
-        per_class[label] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(confusion[i].sum())}
-    report = {"n": len(y), **accuracy_macro_f1(list(preds), list(y)), "per_class": per_class, "confusion_matrix": confusion.tolist()}
+        per_class[label] = {
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "support": int(confusion[i].sum()),
+        }
+    report = {
+        "n": len(y),
+        **accuracy_macro_f1(list(preds), list(y)),
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+    }
     scripts = ["cjk" if has_cjk(t) else "other" for t in texts]
     if len(set(scripts)) > 1:
         report["accuracy_by_script"] = {
-            s: {"n": scripts.count(s), "accuracy": 100 * sum(p == t for p, t, x in zip(preds, y, scripts) if x == s) / scripts.count(s)}
+            s: {
+                "n": scripts.count(s),
+                "accuracy": 100 * sum(p == t for p, t, x in zip(preds, y, scripts) if x == s) / scripts.count(s),
+            }
             for s in ("cjk", "other")
         }
     return report
@@ -51,18 +86,30 @@ def _prediction_rows(rows: list[dict], probs: np.ndarray, labels: list[str]) -> 
     out = []
     for row, p in zip(rows, probs):
         pred = int(p.argmax())
-        out.append({"id": row["id"], "text": row["text"], "label": row["label"], "pred": labels[pred],
-                    "confidence": round(float(p[pred]), 5), "correct": labels[pred] == row["label"]})
+        out.append(
+            {
+                "id": row["id"],
+                "text": row["text"],
+                "label": row["label"],
+                "pred": labels[pred],
+                "confidence": round(float(p[pred]), 5),
+                "correct": labels[pred] == row["label"],
+            }
+        )
     return out
 
 
-def _score(split_rows: dict[str, list[dict]], probs: dict[str, np.ndarray], labels: list[str]) -> tuple[dict, list[dict]]:
+def _score(
+    split_rows: dict[str, list[dict]], probs: dict[str, np.ndarray], labels: list[str]
+) -> tuple[dict, list[dict]]:
     """(metrics per split, test prediction rows) from class probabilities per split."""
     label2id = {x: i for i, x in enumerate(labels)}
     metrics = {}
     for split, rows in split_rows.items():
         preds = probs[split].argmax(-1).tolist()
-        metrics[split] = classification_report(preds, [label2id[r["label"]] for r in rows], labels, [r["text"] for r in rows])
+        metrics[split] = classification_report(
+            preds, [label2id[r["label"]] for r in rows], labels, [r["text"] for r in rows]
+        )
     return metrics, _prediction_rows(split_rows["test"], probs["test"], labels)
 
 
@@ -70,12 +117,19 @@ def _write(out_metrics: str, out_predictions: str, info: dict, metrics: dict, pr
     result = {**info, **metrics}
     write_jsonl(out_predictions, predictions)
     write_json(out_metrics, result)
-    log.info("%s: test accuracy %.2f macro-F1 %.2f (val accuracy %.2f)", info["model"], metrics["test"]["accuracy"],
-             metrics["test"]["macro_f1"], metrics["val"]["accuracy"])
+    log.info(
+        "%s: test accuracy %.2f macro-F1 %.2f (val accuracy %.2f)",
+        info["model"],
+        metrics["test"]["accuracy"],
+        metrics["test"]["macro_f1"],
+        metrics["val"]["accuracy"],
+    )
     return result
 
 
-def _model_probs(model, model_dir: str, splits: dict[str, list[dict]], batch_size: int, max_length: int, device) -> dict[str, np.ndarray]:
+def _model_probs(
+    model, model_dir: str, splits: dict[str, list[dict]], batch_size: int, max_length: int, device
+) -> dict[str, np.ndarray]:
     import torch
 
     from loraflow.tasks.seq_cls.model import encode, load_tokenizer, predict_logits
@@ -97,14 +151,22 @@ def check_head_from_adapter(model, adapter_dir: str, heads: list[str], initial: 
     from loraflow.tasks.seq_cls.model import adapter_head_tensors
 
     saved = adapter_head_tensors(adapter_dir, heads)
-    live = {n.replace(".modules_to_save.default", ""): p for n, p in model.named_parameters() if ".modules_to_save.default." in n}
+    live = {
+        n.replace(".modules_to_save.default", ""): p
+        for n, p in model.named_parameters()
+        if ".modules_to_save.default." in n
+    }
     if not saved or set(saved) != set(live):
-        raise RuntimeError(f"classification head mismatch: adapter holds {sorted(saved)}, the loaded model trains {sorted(live)}")
+        raise RuntimeError(
+            f"classification head mismatch: adapter holds {sorted(saved)}, the loaded model trains {sorted(live)}"
+        )
     for name, tensor in saved.items():
         if not torch.equal(live[name].detach().cpu(), tensor.to(live[name].dtype)):
             raise RuntimeError(f"{name}: the loaded model's head is not the one stored in {adapter_dir}")
     if all(torch.equal(initial[name], saved[name].to(initial[name].dtype)) for name in saved):
-        raise RuntimeError(f"the head stored in {adapter_dir} equals a fresh random initialisation: it was never trained")
+        raise RuntimeError(
+            f"the head stored in {adapter_dir} equals a fresh random initialisation: it was never trained"
+        )
     return sorted(saved)
 
 
@@ -112,54 +174,69 @@ def _splits(val_path: str, test_path: str) -> dict[str, list[dict]]:
     return {"val": read_jsonl(val_path), "test": read_jsonl(test_path)}
 
 
-def _seeded_classifier(model_dir: str, labels_path: str, seed: int, threads: int | None, trust_remote_code: bool):
-    """(the encoder with a head initialised from `seed`, the labels, the device)."""
-    from loraflow.model.modeling import pick_device, set_seed, set_threads
+def _seeded_classifier(model_dir: str, labels_path: str, settings: ClassifierEvalSettings, threads: int | None):
+    """(the encoder with a head initialised from `settings.seed`, the labels, the device)."""
+    from loraflow.model.device import pick_device, set_seed, set_threads
     from loraflow.tasks.seq_cls.model import load_classifier, read_labels
 
     set_threads(threads)
-    set_seed(seed)
+    set_seed(settings.seed)
     device = pick_device()
     labels = read_labels(labels_path)
-    return load_classifier(model_dir, labels, device, trust_remote_code), labels, device
+    return load_classifier(model_dir, labels, device, settings.trust_remote_code), labels, device
 
 
-def _evaluate_model(model, model_dir: str, labels: list[str], device, val_path: str, test_path: str, out_metrics: str,
-                    out_predictions: str, info: dict, batch_size: int, max_length: int) -> dict:
-    splits = _splits(val_path, test_path)
-    metrics, predictions = _score(splits, _model_probs(model, model_dir, splits, batch_size, max_length, device), labels)
-    return _write(out_metrics, out_predictions, info, metrics, predictions)
+def _evaluate_model(
+    model,
+    model_dir: str,
+    labels: list[str],
+    device,
+    paths: ClassifierEvalPaths,
+    info: dict,
+    settings: ClassifierEvalSettings,
+) -> dict:
+    splits = _splits(paths.val_path, paths.test_path)
+    probs = _model_probs(model, model_dir, splits, settings.batch_size, settings.max_length, device)
+    metrics, predictions = _score(splits, probs, labels)
+    return _write(paths.out_metrics, paths.out_predictions, info, metrics, predictions)
 
 
 def evaluate_adapter(
-    model_dir: str, adapter_dir: str, val_path: str, test_path: str, labels_path: str, out_metrics: str, out_predictions: str,
-    batch_size: int = 32, max_length: int = 256, seed: int = 42, threads: int | None = None, trust_remote_code: bool = False,
+    model_dir: str,
+    adapter_dir: str,
+    paths: ClassifierEvalPaths,
+    settings: ClassifierEvalSettings,
+    threads: int | None = None,
 ) -> dict:
     """Stage entry point for a run: base + adapter through PeftModel.from_pretrained."""
     from peft import PeftModel
 
     from loraflow.tasks.seq_cls.model import ADAPTER_PREFIX, head_modules
 
-    base, labels, device = _seeded_classifier(model_dir, labels_path, seed, threads, trust_remote_code)
+    base, labels, device = _seeded_classifier(model_dir, paths.labels_path, settings, threads)
     heads = head_modules(base)
-    initial = {ADAPTER_PREFIX + n: p.detach().cpu().clone() for n, p in base.named_parameters() if n.split(".")[0] in heads}
+    initial = {
+        ADAPTER_PREFIX + n: p.detach().cpu().clone() for n, p in base.named_parameters() if n.split(".")[0] in heads
+    }
     model = PeftModel.from_pretrained(base, adapter_dir).to(device)
     head_tensors = check_head_from_adapter(model, adapter_dir, heads, initial)
     info = {"model": "adapter", "adapter_dir": adapter_dir, "head_from_adapter": True, "head_tensors": head_tensors}
-    return _evaluate_model(model, model_dir, labels, device, val_path, test_path, out_metrics, out_predictions, info, batch_size, max_length)
+    return _evaluate_model(model, model_dir, labels, device, paths, info, settings)
 
 
 def evaluate_untrained_head(
-    model_dir: str, val_path: str, test_path: str, labels_path: str, out_metrics: str, out_predictions: str,
-    batch_size: int = 32, max_length: int = 256, seed: int = 42, threads: int | None = None, trust_remote_code: bool = False,
+    model_dir: str, paths: ClassifierEvalPaths, settings: ClassifierEvalSettings, threads: int | None = None
 ) -> dict:
     """Stage entry point for the baseline: the base encoder with a seeded, untrained head."""
-    model, labels, device = _seeded_classifier(model_dir, labels_path, seed, threads, trust_remote_code)
-    return _evaluate_model(model, model_dir, labels, device, val_path, test_path, out_metrics, out_predictions,
-                           {"model": "untrained_head", "seed": seed}, batch_size, max_length)
+    model, labels, device = _seeded_classifier(model_dir, paths.labels_path, settings, threads)
+    return _evaluate_model(
+        model, model_dir, labels, device, paths, {"model": "untrained_head", "seed": settings.seed}, settings
+    )
 
 
-def evaluate_majority(train_path: str, val_path: str, test_path: str, labels_path: str, out_metrics: str, out_predictions: str) -> dict:
+def evaluate_majority(
+    train_path: str, val_path: str, test_path: str, labels_path: str, out_metrics: str, out_predictions: str
+) -> dict:
     """Stage entry point for the baseline that always predicts the most frequent training label."""
     from loraflow.tasks.seq_cls.model import read_labels
 
@@ -172,4 +249,6 @@ def evaluate_majority(train_path: str, val_path: str, test_path: str, labels_pat
     splits = _splits(val_path, test_path)
     probs = {s: np.tile(scores, (len(rows), 1)) for s, rows in splits.items()}
     metrics, predictions = _score(splits, probs, labels)
-    return _write(out_metrics, out_predictions, {"model": "majority", "majority_label": labels[majority]}, metrics, predictions)
+    return _write(
+        out_metrics, out_predictions, {"model": "majority", "majority_label": labels[majority]}, metrics, predictions
+    )

@@ -48,14 +48,20 @@ def export_base_model(out_dir: str, source: str = "builtin", trust_remote_code: 
     location = str(builtin_model_dir()) if source == "builtin" else source
     log.info("loading the encoder from %s", location)
     tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
-    model = AutoModel.from_pretrained(location, dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code)
+    model = AutoModel.from_pretrained(
+        location, dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code
+    )
     if tokenizer.pad_token is None:  # decoder-style tokenizers have none; padding is masked anyway
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.config.pad_token_id = tokenizer.pad_token_id
     info = {
-        "source": source, "location": location, "name": BUILTIN_NAME if source == "builtin" else source,
-        "model_type": model.config.model_type, "architecture": type(model).__name__,
-        "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer),
+        "source": source,
+        "location": location,
+        "name": BUILTIN_NAME if source == "builtin" else source,
+        "model_type": model.config.model_type,
+        "architecture": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
     }
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -76,8 +82,13 @@ def load_classifier(model_dir: str, labels: list[str], device: torch.device, tru
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={x: i for i, x in enumerate(labels)},
-        dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code,
+        model_dir,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={x: i for i, x in enumerate(labels)},
+        dtype=torch.float32,
+        use_safetensors=True,
+        trust_remote_code=trust_remote_code,
     )
     return model.to(device)
 
@@ -87,7 +98,9 @@ def head_modules(model) -> list[str]:
     (`classifier` for BERT/RoBERTa, `pre_classifier` + `classifier` for DistilBERT, `score` for
     decoder models). These are newly initialised, so they are trained and saved with the adapter."""
     body = getattr(model, model.base_model_prefix)
-    return [name for name, child in model.named_children() if child is not body and any(True for _ in child.parameters())]
+    return [
+        name for name, child in model.named_children() if child is not body and any(True for _ in child.parameters())
+    ]
 
 
 def adapter_head_tensors(adapter_dir: str | Path, heads: list[str]) -> dict[str, torch.Tensor]:
@@ -110,7 +123,10 @@ def load_tokenizer(model_dir: str):
 def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
     """(token ids per text, truncated to max_length; how many texts were truncated)."""
     full = tokenizer(texts, truncation=False)["input_ids"]
-    ids = [x if len(x) <= max_length else tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t, x in zip(texts, full)]
+    ids = [
+        x if len(x) <= max_length else tokenizer(t, truncation=True, max_length=max_length)["input_ids"]
+        for t, x in zip(texts, full)
+    ]
     return ids, sum(len(x) > max_length for x in full)
 
 

@@ -11,25 +11,45 @@ naming the best run next to the baselines, so the table shows what LoRA adds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from loraflow.report import stats as st
 from loraflow.io import atomic_path, read_json, read_jsonl, write_text
-from loraflow.report.table import _p, by_run, to_markdown
+from loraflow.report import stats as st
+from loraflow.report.markdown import format_p, to_markdown
+from loraflow.report.rows import by_run
+from loraflow.report.settings import ClassifierTableInputs, ClassifierTableSettings
 
-BASELINES = {"majority": "always the most frequent training label", "untrained_head": "base encoder + seeded, untrained head"}
+BASELINES = {
+    "majority": "always the most frequent training label",
+    "untrained_head": "base encoder + seeded, untrained head",
+}
 METRIC_COLUMN = {"macro_f1": "macro_f1", "accuracy": "test_accuracy"}
 VAL_COLUMN = {"macro_f1": "val_macro_f1", "accuracy": "val_accuracy"}
-COST = ["run", "trainable_params", "trainable_pct", "adapter_mb", "train_time_s", "peak_memory_mb", "best_step", "final_train_loss"]
+COST = [
+    "run",
+    "trainable_params",
+    "trainable_pct",
+    "adapter_mb",
+    "train_time_s",
+    "peak_memory_mb",
+    "best_step",
+    "final_train_loss",
+]
 
 
 def metric_columns(m: dict) -> dict:
     """Quality columns from an eval.json: val/test accuracy, test macro-F1, per-class F1, by script."""
     test = m["test"]
-    cols = {"val_accuracy": m["val"]["accuracy"], "val_macro_f1": m["val"]["macro_f1"], "test_accuracy": test["accuracy"], "macro_f1": test["macro_f1"]}
+    cols = {
+        "val_accuracy": m["val"]["accuracy"],
+        "val_macro_f1": m["val"]["macro_f1"],
+        "test_accuracy": test["accuracy"],
+        "macro_f1": test["macro_f1"],
+    }
     cols.update({f"f1_{label}": c["f1"] for label, c in test["per_class"].items()})
     cols.update({f"test_acc_{script}": s["accuracy"] for script, s in test.get("accuracy_by_script", {}).items()})
     return cols
@@ -37,13 +57,19 @@ def metric_columns(m: dict) -> dict:
 
 def run_row(name: str, hp: dict, stats: dict, metrics: dict) -> dict:
     return {
-        "run": name, "method": hp.get("method", "lora"), "r": hp["r"], "alpha": hp["lora_alpha"], "targets": hp["targets"],
+        "run": name,
+        "method": hp.get("method", "lora"),
+        "r": hp["r"],
+        "alpha": hp["lora_alpha"],
+        "targets": hp["targets"],
         **metric_columns(metrics),
         **{k: stats[k] for k in COST[1:]},
     }
 
 
-def build_table(baseline_metrics: list[str], train_stats, metrics, runs: dict[str, dict], best_metric: str = "macro_f1") -> pd.DataFrame:
+def build_table(
+    baseline_metrics: Sequence[str], train_stats, metrics, runs: dict[str, dict], best_metric: str = "macro_f1"
+) -> pd.DataFrame:
     """Baseline eval files are named <results>/baselines/<name>/eval.json; per-run files are matched to
     `runs` by their run directory (runs/<run>/...). The best run is chosen on validation."""
     rows = [{"run": Path(p).parent.name, **metric_columns(read_json(p))} for p in baseline_metrics]
@@ -78,19 +104,29 @@ def _macro_f1(sums: np.ndarray) -> np.ndarray:
     return 100 * np.nanmean(f1, axis=-1)
 
 
-METRICS = {"test_accuracy": st.Metric("accuracy", lambda s: 100 * s[..., 0] / np.maximum(s[..., 1], 1e-12)),
-           "macro_f1": st.Metric("macro_f1", _macro_f1)}
+METRICS = {
+    "test_accuracy": st.Metric("accuracy", lambda s: 100 * s[..., 0] / np.maximum(s[..., 1], 1e-12)),
+    "macro_f1": st.Metric("macro_f1", _macro_f1),
+}
 
 
-def add_intervals(df: pd.DataFrame, predictions: dict[str, str], best_metric: str, n_resamples: int = 1000, seed: int = 42,
-                  confidence: float = 0.95) -> pd.DataFrame:
+def add_intervals(
+    df: pd.DataFrame,
+    predictions: dict[str, str],
+    best_metric: str,
+    n_resamples: int = 1000,
+    seed: int = 42,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
     """Bootstrap intervals of test accuracy and macro-F1 over the test rows shared by every run and
     baseline (matched by row id), the difference to the best run, and the tied-for-best marks."""
     preds = {name: {r["id"]: r for r in read_jsonl(p)} for name, p in predictions.items() if Path(p).is_file()}
     if not preds:
         return df
     ids = [i for i in next(iter(preds.values())) if all(i in p for p in preds.values())]
-    labels = sorted({p[i]["label"] for p in preds.values() for i in ids} | {p[i]["pred"] for p in preds.values() for i in ids})
+    labels = sorted(
+        {p[i]["label"] for p in preds.values() for i in ids} | {p[i]["pred"] for p in preds.values() for i in ids}
+    )
     counts = st.resample_counts(len(ids), n_resamples, seed)
     reps = {}
     for name, p in preds.items():
@@ -110,58 +146,92 @@ def add_intervals(df: pd.DataFrame, predictions: dict[str, str], best_metric: st
             df.loc[idx, ["vs_best", "vs_best_lo", "vs_best_hi", "vs_best_p"]] = [c.diff, c.lo, c.hi, c.p]
             if c.hi >= 0:
                 df.loc[idx, "tied"] = "tied for best"
-    df.attrs["bootstrap"] = f"paired bootstrap over the {len(ids)} test rows, {n_resamples:,} resamples, {100 * confidence:g} % intervals, seed {seed}"
+    df.attrs["bootstrap"] = (
+        f"paired bootstrap over the {len(ids)} test rows, {n_resamples:,} resamples, {100 * confidence:g} % intervals, "
+        f"seed {seed}"
+    )
     return df
 
 
 def headline(df: pd.DataFrame, best_metric: str) -> str:
     best = df[df["best"].str.startswith("best")].iloc[0]
     base = df.set_index("run")
-    ci = lambda m: f" [{best[m + '_lo']:.2f}, {best[m + '_hi']:.2f}]" if f"{m}_lo" in best and not pd.isna(best[f"{m}_lo"]) else ""  # noqa: E731
-    text = (f"Best run by `{best_metric}`: **{best['run']}** (chosen on validation: {VAL_COLUMN[best_metric]} "
-            f"{best[VAL_COLUMN[best_metric]]:.2f}). Held-out test accuracy {best['test_accuracy']:.2f} %{ci('test_accuracy')}, "
-            f"macro-F1 {best['macro_f1']:.2f}{ci('macro_f1')}")
+
+    def ci(m: str) -> str:
+        if f"{m}_lo" in best and not pd.isna(best[f"{m}_lo"]):
+            return f" [{best[m + '_lo']:.2f}, {best[m + '_hi']:.2f}]"
+        return ""
+
+    text = (
+        f"Best run by `{best_metric}`: **{best['run']}** (chosen on validation: {VAL_COLUMN[best_metric]} "
+        f"{best[VAL_COLUMN[best_metric]]:.2f}). Held-out test accuracy {best['test_accuracy']:.2f} "
+        f"%{ci('test_accuracy')}, macro-F1 {best['macro_f1']:.2f}{ci('macro_f1')}"
+    )
     known = [f"{name} {base.loc[name, 'test_accuracy']:.2f} %" for name in BASELINES if name in base.index]
     text += f" (baselines: {', '.join(known)})." if known else "."
     tied = df[df["tied"] == "tied for best"] if "tied" in df else df.iloc[0:0]
     if "bootstrap" in df.attrs:
         metric = METRIC_COLUMN[best_metric]
         if len(tied):
-            items = ", ".join(f"{r.run} ({r.vs_best:+.2f} [{r.vs_best_lo:.2f}, {r.vs_best_hi:.2f}], {_p(r.vs_best_p)})" for r in tied.itertuples())
-            text += (f"\n\n**Tied for best** (test {metric} not significantly worse; {df.attrs['bootstrap']}): {items}. "
-                     "The data cannot separate these runs.")
+            items = ", ".join(
+                f"{r.run} ({r.vs_best:+.2f} [{r.vs_best_lo:.2f}, {r.vs_best_hi:.2f}], {format_p(r.vs_best_p)})"
+                for r in tied.itertuples()
+            )
+            text += (
+                f"\n\n**Tied for best** (test {metric} not significantly worse; {df.attrs['bootstrap']}): {items}. "
+                "The data cannot separate these runs."
+            )
         else:
             text += f"\n\nEvery other run is significantly worse on test {metric} ({df.attrs['bootstrap']})."
     return text
 
 
 def write_comparison(
-    baseline_metrics: list[str], train_stats, metrics, out_csv: str, out_md: str,
-    runs: dict[str, dict], best_metric: str = "macro_f1", predictions=(), baseline_predictions=(),
-    bootstrap_samples: int = 1000, confidence: float = 0.95, seed: int = 42,
+    inputs: ClassifierTableInputs,
+    out_csv: str,
+    out_md: str,
+    runs: dict[str, dict],
+    settings: ClassifierTableSettings = ClassifierTableSettings(),
 ) -> pd.DataFrame:
     """Stage entry point: comparison.csv and comparison.md (also printed). `predictions` (runs/<run>/
     predictions.jsonl) and `baseline_predictions` enable the bootstrap intervals."""
-    df = build_table(baseline_metrics, train_stats, metrics, runs, best_metric)
-    if predictions:
-        paths = {**by_run(baseline_predictions), **by_run(predictions, list(runs))}
-        df = add_intervals(df, paths, best_metric, bootstrap_samples, seed, confidence)
+    best_metric, boot = settings.best_metric, settings.bootstrap
+    df = build_table(inputs.baseline_metrics, inputs.train_stats, inputs.metrics, runs, best_metric)
+    if inputs.predictions:
+        paths = {**by_run(inputs.baseline_predictions), **by_run(inputs.predictions, list(runs))}
+        df = add_intervals(df, paths, best_metric, boot.bootstrap_samples, boot.seed, boot.confidence)
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)
     per_class = [c for c in df.columns if c.startswith("f1_")]
-    hidden = {*COST[1:], "test_accuracy_lo", "test_accuracy_hi", "macro_f1_lo", "macro_f1_hi", "vs_best_lo", "vs_best_hi"}
+    hidden = {
+        *COST[1:],
+        "test_accuracy_lo",
+        "test_accuracy_hi",
+        "macro_f1_lo",
+        "macro_f1_hi",
+        "vs_best_lo",
+        "vs_best_hi",
+    }
     quality = df[[c for c in df.columns if c not in hidden and (c not in per_class or len(per_class) <= 4)]].copy()
     for m in ("test_accuracy", "macro_f1"):
         if f"{m}_lo" in df:
-            quality[m] = [f"{v:.2f} [{lo:.2f}, {hi:.2f}]" if not pd.isna(lo) else f"{v:.2f}" for v, lo, hi in zip(df[m], df[f"{m}_lo"], df[f"{m}_hi"])]
+            quality[m] = [
+                f"{v:.2f} [{lo:.2f}, {hi:.2f}]" if not pd.isna(lo) else f"{v:.2f}"
+                for v, lo, hi in zip(df[m], df[f"{m}_lo"], df[f"{m}_hi"])
+            ]
     if "vs_best" in df:
-        quality["vs_best"] = ["" if pd.isna(d) else f"{d:+.2f} [{lo:.2f}, {hi:.2f}]" for d, lo, hi in zip(df["vs_best"], df["vs_best_lo"], df["vs_best_hi"])]
+        quality["vs_best"] = [
+            "" if pd.isna(d) else f"{d:+.2f} [{lo:.2f}, {hi:.2f}]"
+            for d, lo, hi in zip(df["vs_best"], df["vs_best_lo"], df["vs_best_hi"])
+        ]
     notes = "; ".join(f"`{k}` = {v}" for k, v in BASELINES.items())
-    md = (f"# LoRA text classification\n\n{headline(df, best_metric)}\n\nBaselines: {notes}. Accuracy, macro-F1 and "
-          f"per-class F1 in %; `val_*` on the validation split (they choose the best run), the rest on the test split (held out, "
-          f"reported only; brackets: 95 % paired-bootstrap intervals). Every column is in `comparison.csv`.\n\n"
-          f"## Quality\n\n{to_markdown(quality)}\n## Cost\n\n"
-          f"{to_markdown(df[~df['run'].isin(list(BASELINES))][COST].astype({'best_step': int}))}")
+    md = (
+        f"# LoRA text classification\n\n{headline(df, best_metric)}\n\nBaselines: {notes}. Accuracy, macro-F1 and "
+        "per-class F1 in %; `val_*` on the validation split (they choose the best run), the rest on the test split "
+        "(held out, reported only; brackets: 95 % paired-bootstrap intervals). Every column is in `comparison.csv`.\n\n"
+        f"## Quality\n\n{to_markdown(quality)}\n## Cost\n\n"
+        f"{to_markdown(df[~df['run'].isin(list(BASELINES))][COST].astype({'best_step': int}))}"
+    )
     write_text(out_md, md)
     print(md, flush=True)
     return df
