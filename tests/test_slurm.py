@@ -14,13 +14,24 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
-from test_workflow import assert_same_results, planned_resources, tiny_config
+from helpers import (
+    REPO,
+    assert_same_results,
+    cut_history,
+    halving_config,
+    planned_resources,
+    snakemake,
+    tiny_config,
+    write_config,
+)
 
 CAN_RUN = bool(shutil.which("slurmctld")) or (os.geteuid() == 0 and bool(shutil.which("apt-get")))
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not CAN_RUN, reason="needs Slurm installed, or root with apt-get to install it")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CAN_RUN, reason="needs Slurm installed, or root with apt-get to install it"),
+]
 SCRIPT = REPO / "scripts" / "slurm" / "local_cluster.sh"
-MODEL_RULES = ("base_model", "train", "evaluate_base", "evaluate", "merge", "tokenize", "preflight")
+MODEL_RULES = ("base_model", "train", "evaluate_base", "evaluate", "merge", "tokenize", "preflight", "halving_rung")
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +58,59 @@ def test_tiny_pipeline_through_slurm_equals_a_local_run(cluster, finished_run, t
     remote = tmp_path / "slurm"
     remote.mkdir()
     (remote / "config.yaml").write_text(yaml.safe_dump(tiny_config(tiny_model)))
-    # The profile as users run it; this 2-CPU node has no GPU and little memory, so the per-rule
-    # requests are scaled down (the GPU mapping itself is checked in the test below).
-    small = [f"{rule}:{k}={v}" for rule in MODEL_RULES for k, v in (("gpu", 0), ("mem_mb", 3000), ("cpus_per_task", 1))]
-    proc = smk(remote, cluster, "--profile", str(REPO / "profiles" / "slurm"), "--jobs", "2",
-               "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
-               "--slurm-keep-successful-logs", "--set-resources", *small)
+    proc = smk(remote, cluster, *slurm_args())
     out = proc.stdout + proc.stderr
     submitted = [line for line in out.splitlines() if "submitted with SLURM jobid" in line or "SLURM jobid" in line]
     assert len(submitted) >= 10, out[-3000:]
-    jobs = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %j %T"], capture_output=True, text=True, env=cluster, check=True).stdout
+    jobs = subprocess.run(
+        ["squeue", "--states=all", "-h", "-o", "%i %j %T"], capture_output=True, text=True, env=cluster, check=True
+    ).stdout
     states = [line.split()[-1] for line in jobs.splitlines()]
     assert states and set(states) == {"COMPLETED"}, jobs
     logs = list((remote / ".snakemake" / "slurm_logs").rglob("*.log"))
     assert any("rule_train" in str(p) for p in logs) and any("rule_merge" in str(p) for p in logs)
     assert_same_results(local, remote)  # same results as the local run
+
+
+def slurm_args() -> list[str]:
+    """The profile as users run it; this node has no GPU and little memory, so the per-rule requests are
+    scaled down (the GPU mapping itself is checked in test_gpu_resources_become_sbatch_gpus_arguments)."""
+    small = [f"{rule}:{k}={v}" for rule in MODEL_RULES for k, v in (("gpu", 0), ("mem_mb", 3000), ("cpus_per_task", 1))]
+    return [
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        "--jobs",
+        "2",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--slurm-keep-successful-logs",
+        "--set-resources",
+        *small,
+    ]
+
+
+def test_halving_through_slurm_cuts_and_trains_as_a_local_run(cluster, tiny_model, tmp_path):
+    """search.method: halving on the cluster: its checkpoints (the cuts) run as Slurm jobs and keep the same
+    points, with the same validation figures at every rung, and the survivor's adapter is byte-identical to
+    the one a local --cores 1 run trains."""
+    local, remote = tmp_path / "local", tmp_path / "slurm"
+    for workdir in (local, remote):
+        workdir.mkdir()
+        write_config(workdir, halving_config(tiny_model))
+    snakemake(local, "results/comparison.md", "--cores", "1", "--resources", "gpu=1")
+    proc = smk(remote, cluster, "results/comparison.md", *slurm_args())
+    assert "halving_rung" in proc.stdout + proc.stderr
+    assert cut_history(remote) == cut_history(local)
+    kept = cut_history(local)["survivors"]
+    for run in kept:
+        adapter = f"results/runs/{run}/adapter/adapter_model.safetensors"
+        assert (remote / adapter).read_bytes() == (local / adapter).read_bytes()
+    trained = sorted(
+        p.parent.parent.name for p in (remote / "results" / "runs").glob("*/adapter/adapter_model.safetensors")
+    )
+    assert trained == kept  # pruned points are never trained to the end on the cluster either
 
 
 def test_gpu_resources_become_sbatch_gpus_arguments(tiny_model, tmp_path):
