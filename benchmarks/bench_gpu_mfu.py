@@ -1,6 +1,6 @@
 """GPU LoRA training throughput and model FLOPs utilisation (MFU), the way loraflow trains.
 
-One LoRA step (r=8 on q_proj,v_proj) = loraflow's own forward (modeling.supervised_loss: LM head and
+One LoRA step (r=8 on q_proj,v_proj) = loraflow's own forward (model.loss.supervised_loss: LM head and
 loss only on supervised positions) + backward + fused AdamW, bf16 weights, SDPA attention, on
 batches of real-length sequences. Two models: the default SmolLM2-135M (results/base_model, or its
 config alone with --random-weights) and a larger Llama built from a config (default 1.3B-class:

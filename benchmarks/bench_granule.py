@@ -1,4 +1,4 @@
-"""bf16 on a CPU: training throughput and memory per shape granule (modeling.ONEDNN_GRANULE).
+"""bf16 on a CPU: training throughput and memory per shape granule (model.kernels.ONEDNN_GRANULE).
 
 Each granule trains in a process of its own (oneDNN's kernel cache is per process, so the memory it
 grows to belongs to one granule): the train stage's model and forward passes (tasks.causal_lm, LoRA

@@ -1,5 +1,5 @@
 """Training tokens/s with packed rows as wide as tokenize.max_length against rows as wide as the
-micro-batch's longest conversation (what modeling.forward_batches does), interleaved, one process.
+micro-batch's longest conversation (what model.batching.forward_batches does), interleaved, one process.
 
 SDPA with a block-diagonal mask costs width² per row whatever the mask holds (the CPU flash kernel does
 not skip masked blocks), so short chats packed six to a 512-token row pay for attention that is masked

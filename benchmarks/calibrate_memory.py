@@ -135,7 +135,7 @@ def measure(model_dir: Path, tokens: Path, steps: int, **train) -> dict:
 
 def terms_of(model_dir: Path, tokens: Path, **train) -> dict:
     """The estimate's terms for these settings, computed here exactly as the train stage does (a forward pass
-    bounded by the longest train rows, modeling.pass_bound)."""
+    bounded by the longest train rows, model.batching.pass_bound)."""
     from loraflow.io import read_json
     from loraflow.model.batching import forward_tokens, pass_bound
     from loraflow.model.device import pick_device
