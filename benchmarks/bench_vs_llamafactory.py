@@ -34,7 +34,7 @@ AVX512-BF16, else fp32); the ratio that counts is against the LLaMA-Factory colu
 the other column is printed too. Shared machine: the load average is printed before every step.
 
     .venv/bin/python benchmarks/bench_vs_llamafactory.py [--rows 400] [--lf-precisions same|fp32,bf16]
-        [--work /tmp/lfbench] [--lf-venv ~/.cache/loraflow-peers/llamafactory] [--trainer-ref 64] [--full-eval]
+        [--work lfbench] [--lf-venv ~/.cache/loraflow-peers/llamafactory] [--trainer-ref 64] [--full-eval]
         [--reuse-loraflow] [--reuse-lf-train]
         [--reuse-loraflow-train]
 """
@@ -396,7 +396,7 @@ def main() -> None:
         help="the data file (default: zh_medical_dialogue_im.jsonl in $LORAFLOW_DATA_DIR)",
     )
     ap.add_argument("--rows", type=int, default=400, help="first N rows of --data")
-    ap.add_argument("--work", default="/tmp/lfbench", help="working directory")
+    ap.add_argument("--work", default="lfbench", help="working directory (created here if missing)")
     ap.add_argument(
         "--fresh",
         action="store_true",

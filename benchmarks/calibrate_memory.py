@@ -16,7 +16,7 @@ Prints measured MB, estimated MB, the error in %, and the terms. --fit prints th
 activation coefficients and process size that a least-squares fit of these points suggests.
 
     .venv/bin/python benchmarks/calibrate_memory.py [--jobs default,medical,qwen05b-fp32,qwen05b-bf16]
-        [--default-results results] [--medical-results /tmp/lfbench/results] [--qwen-dir /tmp/loraflow-qwen05b-shape]
+        [--default-results results] [--medical-results lfbench/results] [--qwen-dir qwen05b-shape]
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", default="default,medical,qwen05b-fp32,qwen05b-bf16")
     ap.add_argument("--default-results", default=str(REPO / "results"))
-    ap.add_argument("--medical-results", default="/tmp/lfbench/results")
+    ap.add_argument("--medical-results", default="lfbench/results")
     ap.add_argument("--qwen-dir", default=str(Path(tempfile.gettempdir()) / "loraflow-qwen05b-shape"))
     ap.add_argument("--qwen-max-length", type=int, default=128)
     ap.add_argument("--qwen-batch-size", type=int, default=2)

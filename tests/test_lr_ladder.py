@@ -5,6 +5,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import write_train_stats
 from loraflow.config import expand_grid, validate_config
 from loraflow.search.ladder import LORA_OVER_FULL, RUNGS, auto_rates, ladder, series_value
 
@@ -103,19 +104,7 @@ def test_each_method_is_compared_at_its_own_best_rate(tmp_path):
     for name, v in val.items():
         d = tmp_path / "runs" / name
         d.mkdir(parents=True)
-        (d / "train_stats.json").write_text(
-            json.dumps(
-                {
-                    "trainable_params": 1,
-                    "trainable_pct": 0.1,
-                    "adapter_mb": 0.1,
-                    "train_time_s": 1.0,
-                    "peak_memory_mb": 1.0,
-                    "final_train_loss": 1.0,
-                    "best_eval_loss": 1.0,
-                }
-            )
-        )
+        write_train_stats(d / "train_stats.json")
         (d / "eval.json").write_text(
             json.dumps({**base, "rougeL": float(rows.mean() + v / 10), "val": {**base, "rougeL": v}})
         )

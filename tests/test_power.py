@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
+from helpers import write_train_stats
 from loraflow.report import power as pw
 
 Z80 = 1.959963984540054 + 0.8416212335729143  # z_{0.975} + z_{0.80}
@@ -117,19 +118,7 @@ def _table(tmp_path, per_row: dict[str, np.ndarray], test_rows: list[dict] | Non
     for k, (name, vals) in enumerate(per_row.items()):
         d = tmp_path / "runs" / name
         _write_scores(d / "scores.jsonl", {f"t{i}": float(v) for i, v in enumerate(vals)})
-        (d / "train_stats.json").write_text(
-            json.dumps(
-                {
-                    "trainable_params": 1,
-                    "trainable_pct": 0.1,
-                    "adapter_mb": 0.1,
-                    "train_time_s": 1.0,
-                    "peak_memory_mb": 1.0,
-                    "final_train_loss": 1.0,
-                    "best_eval_loss": 1.0,
-                }
-            )
-        )
+        write_train_stats(d / "train_stats.json")
         (d / "eval.json").write_text(
             json.dumps({**base, "rougeL": float(np.mean(vals)), "val": {**base, "rougeL": 50.0 - k}})
         )

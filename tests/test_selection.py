@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
+from helpers import write_train_stats
 from loraflow.evaluate.retention import retention_part
 from loraflow.report.selection import apply_selection, choose, pareto_front
 from loraflow.report.settings import Selection
@@ -158,19 +159,7 @@ def _stage(tmp_path, runs: dict[str, dict]):
                 }
             )
         )
-        (d / "train_stats.json").write_text(
-            json.dumps(
-                {
-                    "trainable_params": 1,
-                    "trainable_pct": 0.1,
-                    "adapter_mb": 0.1,
-                    "train_time_s": 1.0,
-                    "peak_memory_mb": 1.0,
-                    "final_train_loss": 1.0,
-                    "best_eval_loss": 1.0,
-                }
-            )
-        )
+        write_train_stats(d / "train_stats.json")
         hps[name] = {
             "r": 4 * (k + 1),
             "lora_alpha": 8.0,

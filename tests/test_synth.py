@@ -261,6 +261,7 @@ def test_symbol_only_empty_and_too_short(dataset):
     for r in rows_of(dataset, "empty"):
         assert r["answer"].strip() == ""
         assert r["question"].strip()
+    assert all(rows_of(dataset, kind) for kind in ("symbol_only", "empty", "too_short"))  # each kind is there
     for r in rows_of(dataset, "too_short"):
         assert 1 <= len(r["answer"]) <= 2 and r["answer"].strip() and r["answer"].isalnum()
 
