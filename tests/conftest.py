@@ -63,6 +63,18 @@ def qwen05_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def halving_local(tmp_path_factory, tiny_model) -> Path:
+    """The 4-point halving sweep (helpers.halving_config) run to its table with `--cores 1 --resources
+    gpu=1`: its workdir. Shared by the halving and Slurm tests, which only read it."""
+    from helpers import halving_config
+
+    workdir = tmp_path_factory.mktemp("halving1")
+    write_config(workdir, halving_config(tiny_model))
+    snakemake(workdir, "results/comparison.md", "--cores", "1", "--resources", "gpu=1")
+    return workdir
+
+
+@pytest.fixture(scope="session")
 def finished_run(tmp_path_factory, tiny_model):
     """The tiny sweep (.test/config) run once to the end with `--cores 1 --resources gpu=1`:
     (workdir, CompletedProcess). Shared by the workflow and Slurm tests; tests must leave it as found."""

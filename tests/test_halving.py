@@ -162,17 +162,15 @@ def test_a_checkpoint_of_other_settings_is_refused(tiny_data, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def halving_runs(tmp_path_factory, tiny_model):
-    """The 4-point halving sweep run to its table with --cores 1 and with --cores 2: {cores: workdir}."""
+def halving_runs(tmp_path_factory, tiny_model, halving_local):
+    """The 4-point halving sweep run to its table with --cores 1 (conftest, read only) and with --cores 2:
+    {cores: workdir}."""
     from helpers import snakemake, write_config
 
-    dirs = {}
-    for cores in (1, 2):
-        workdir = tmp_path_factory.mktemp(f"halving{cores}")
-        write_config(workdir, halving_config(tiny_model))
-        snakemake(workdir, "results/comparison.md", "--cores", str(cores), "--resources", "gpu=1")
-        dirs[cores] = workdir
-    return dirs
+    workdir = tmp_path_factory.mktemp("halving2")
+    write_config(workdir, halving_config(tiny_model))
+    snakemake(workdir, "results/comparison.md", "--cores", "2", "--resources", "gpu=1")
+    return {1: halving_local, 2: workdir}
 
 
 def table_jobs(workdir) -> dict[str, int]:

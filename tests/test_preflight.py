@@ -281,6 +281,35 @@ def test_the_calibrated_bill_is_written_before_training(tmp_path, tiny_data):
     assert info["sweep"]["grid_time_s"] == pytest.approx(sum(times))
 
 
+def test_a_smoke_sweep_is_not_priced_unless_asked(tmp_path, tiny_data):
+    """search.calibrate auto leaves the bill out where calibrating would train more than 5 % of the sweep's own
+    steps, and says so on the terminal; always prices it anyway; never leaves it out."""
+    import json
+
+    from loraflow.train.bill import SweepSettings, calibration_skipped
+    from loraflow.train.preflight import preflight_grid
+
+    data, _ = tiny_data
+    runs = {"r4_a8_qv": {"method": "lora", "r": 4, "lora_alpha": 8.0, "target_modules": "qv"}}
+    settings = PreflightSettings(batch_size=4, max_length=128, precision="fp32")
+    for calibrate, priced in (("auto", False), ("always", True), ("never", False)):
+        path = tmp_path / calibrate / "r4_a8_qv" / "preflight.json"
+        sweep = SweepSettings(max_steps=8, calibrate=calibrate)
+        df = preflight_grid(str(data["model"]), [str(path)], runs, settings, sweep, tokens_meta=str(data["meta"]))
+        info = json.loads(path.read_text())
+        assert ("sweep" in info and info["calibrated_peak_memory_mb"] > 0) == priced, calibrate
+        assert df.attrs["terminal"].startswith("pre-flight bill: none") != priced
+    assert "8 steps" not in df.attrs["terminal"] and "never" in df.attrs["terminal"]
+    # the 5 % rule: 1 group x 3 calibration steps against the sweep's steps under its search
+    assert calibration_skipped(1, 1, 60, SweepSettings()) is None  # 3 <= 0.05 x 60
+    assert "59" in calibration_skipped(1, 1, 59, SweepSettings())
+    halving = SweepSettings(search_method="halving", eta=2, min_steps=10)
+    assert calibration_skipped(1, 4, 60, halving) is None  # 3 <= 0.05 x (4x10 + 2x10 + 1x40)
+    assert "100" in calibration_skipped(2, 4, 60, halving)  # 6 > 0.05 x 100 ...
+    assert calibration_skipped(2, 4, 60, SweepSettings()) is None  # ... but the grid trains 240
+    assert calibration_skipped(1, 1, 2, SweepSettings(calibrate="always")) is None
+
+
 def test_replay_rows_count_in_the_bill_and_the_memory_view():
     """train.replay puts round(n * share / (1 - share)) replay rows on top of each micro-batch of n task rows:
     the bill's tokens per step and the memory estimate's batch count them."""

@@ -20,7 +20,6 @@ from helpers import (
     cut_history,
     halving_config,
     planned_resources,
-    snakemake,
     tiny_config,
     write_config,
 )
@@ -69,6 +68,8 @@ def test_tiny_pipeline_through_slurm_equals_a_local_run(cluster, finished_run, t
     assert states and set(states) == {"COMPLETED"}, jobs
     logs = list((remote / ".snakemake" / "slurm_logs").rglob("*.log"))
     assert any("rule_train" in str(p) for p in logs) and any("rule_merge" in str(p) for p in logs)
+    local_rules = ("split", "preflight_table", "table", "merge_summary", "report_figures", "choice_figure")
+    assert not [p for p in logs if any(f"rule_{rule}/" in f"{p}/" for rule in local_rules)]  # run beside Snakemake
     assert_same_results(local, remote)  # same results as the local run
 
 
@@ -91,15 +92,13 @@ def slurm_args() -> list[str]:
     ]
 
 
-def test_halving_through_slurm_cuts_and_trains_as_a_local_run(cluster, tiny_model, tmp_path):
-    """search.method: halving on the cluster: its checkpoints (the cuts) run as Slurm jobs and keep the same
-    points, with the same validation figures at every rung, and the survivor's adapter is byte-identical to
-    the one a local --cores 1 run trains."""
-    local, remote = tmp_path / "local", tmp_path / "slurm"
-    for workdir in (local, remote):
-        workdir.mkdir()
-        write_config(workdir, halving_config(tiny_model))
-    snakemake(local, "results/comparison.md", "--cores", "1", "--resources", "gpu=1")
+def test_halving_through_slurm_cuts_and_trains_as_a_local_run(cluster, tiny_model, halving_local, tmp_path):
+    """search.method: halving on the cluster: its rungs run as Slurm jobs and its cuts (checkpoints, local
+    rules) keep the same points, with the same validation figures at every rung, and the survivor's adapter
+    is byte-identical to the one a local --cores 1 run trains (conftest's halving_local)."""
+    local, remote = halving_local, tmp_path / "slurm"
+    remote.mkdir()
+    write_config(remote, halving_config(tiny_model))
     proc = smk(remote, cluster, "results/comparison.md", *slurm_args())
     assert "halving_rung" in proc.stdout + proc.stderr
     assert cut_history(remote) == cut_history(local)

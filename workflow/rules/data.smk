@@ -14,6 +14,7 @@ rule builtin_dataset:
         f"{R}/logs/builtin_dataset.log",
     benchmark:
         f"{R}/benchmarks/builtin_dataset.tsv"
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:
@@ -133,6 +134,7 @@ rule split:
         f"{R}/logs/split.log",
     benchmark:
         f"{R}/benchmarks/split.tsv"
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:

@@ -138,6 +138,7 @@ if not CAUSAL_LM:
             f"{R}/logs/evaluate/majority.log",
         benchmark:
             f"{R}/benchmarks/evaluate/majority.tsv"
+        localrule: True
         conda:
             "../envs/data.yaml"
         script:

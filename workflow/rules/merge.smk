@@ -48,6 +48,7 @@ rule merge_summary:
         f"{R}/logs/merge_summary.log",
     benchmark:
         f"{R}/benchmarks/merge_summary.tsv"
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:

@@ -81,6 +81,7 @@ rule preflight_table:
         f"{R}/logs/preflight_table.log",
     benchmark:
         f"{R}/benchmarks/preflight_table.tsv"
+    localrule: True
     conda:
         "../envs/data.yaml"
     script:

@@ -27,6 +27,7 @@ rule report_figures:
         f"{R}/logs/report_figures.log",
     benchmark:
         f"{R}/benchmarks/report_figures.tsv"
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:
@@ -49,6 +50,7 @@ rule choice_figure:
         f"{R}/logs/choice_figure.log",
     benchmark:
         f"{R}/benchmarks/choice_figure.tsv"
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:

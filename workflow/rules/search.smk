@@ -43,8 +43,11 @@ if HALVING and RUNG_STEPS:
             out_select=f"{R}/search/select{{k}}.json",
         log:
             f"{R}/logs/halving_select/select{{k}}.log",
+        benchmark:
+            f"{R}/benchmarks/halving_select/select{{k}}.tsv"
         wildcard_constraints:
             k=r"\d+",
+        localrule: True
         conda:
             "../envs/data.yaml"
         params:
@@ -62,6 +65,9 @@ if HALVING and RUNG_STEPS:
             out_png=report(f"{R}/plots/halving.png", caption="../report/halving.rst", category="Training"),
         log:
             f"{R}/logs/halving_figure.log",
+        benchmark:
+            f"{R}/benchmarks/halving_figure.tsv"
+        localrule: True
         conda:
             "../envs/data.yaml"
         script:

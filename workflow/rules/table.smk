@@ -58,6 +58,7 @@ checkpoint table:
         f"{R}/logs/table.log",
     benchmark:
         f"{R}/benchmarks/table.tsv"
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:

@@ -5,7 +5,10 @@ Time is a short measured calibration (model/calibration.py: seconds per trained 
 of the real model in the job's settings) times the token counts of the token cache: the steps a run
 plans (train.max_steps, or train.epochs over the train rows), the tokens a step trains and the
 validations it runs. Memory is the pre-flight's estimate corrected by the step over the longest rows
-the calibration measured. Train rows mixed in by train.replay are not counted.
+the calibration measured. Rows mixed in by train.replay count in every step's tokens.
+
+A calibration costs a few real steps; where the sweep itself trains barely more (a smoke run), the
+bill is not worth them and is left out under search.calibrate auto (calibration_skipped).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from loraflow.model.calibration import Calibration
 class SweepSettings:
     """What decides a sweep's bill besides its points: search.method (`search_method`), search.eta and
     search.min_steps; train.epochs, train.max_steps, train.grad_accum, train.eval_every and
-    train.max_eval_batches; merge.runs. `calibration_steps`: timed optimizer steps of the calibration (0:
-    no calibration, so no time and no calibrated memory)."""
+    train.max_eval_batches; merge.runs; search.calibrate (auto | always | never). `calibration_steps`:
+    timed optimizer steps of the calibration (0: no calibration, so no time and no calibrated memory)."""
 
     search_method: str = "grid"
     eta: int = 3
@@ -32,6 +35,7 @@ class SweepSettings:
     eval_every: int = 20
     max_eval_batches: int = 0
     merge_runs: str = "best"
+    calibrate: str = "auto"
     calibration_steps: int = 2
 
 
@@ -83,6 +87,27 @@ def sweep_jobs(n_points: int, total_steps: int, sweep: SweepSettings) -> list[tu
     if done < total_steps:
         jobs.append((live, done, total_steps))
     return jobs
+
+
+# search.calibrate auto: a calibration that would train more than this share of the sweep's own steps
+# is not worth its time.
+CALIBRATION_SHARE = 0.05
+
+
+def calibration_skipped(groups: int, n_points: int, total_steps: int, sweep: SweepSettings) -> str | None:
+    """Why the pre-flight leaves the bill out, or None to calibrate: `groups` (method, targets) pairs to
+    calibrate, each one step over the longest rows plus `calibration_steps` timed ones, against the steps
+    the sweep trains under its search."""
+    if sweep.calibrate == "never" or sweep.calibration_steps <= 0:
+        return "search.calibrate: never"
+    cost = groups * (1 + sweep.calibration_steps)
+    steps = sum(k * (b - a) for k, a, b in sweep_jobs(n_points, total_steps, sweep))
+    if sweep.calibrate == "auto" and cost > CALIBRATION_SHARE * steps:
+        return (
+            f"search.calibrate auto: calibrating would train {cost} steps, more than "
+            f"{100 * CALIBRATION_SHARE:.0f} % of the sweep's {steps}; search.calibrate: always prices it anyway"
+        )
+    return None
 
 
 def sweep_bill(costs: list[PointCost], total_steps: int, sweep: SweepSettings) -> dict:

@@ -60,10 +60,11 @@ def preflight_grid(
     and bounds a forward pass by the longest of them, as the train stage does; each point records them
     (`train_rows`, `longest_train_tokens`). Without it, rows of max_length (the worst case).
 
-    With `tokens_meta` and `sweep.calibration_steps` the bill comes first (add_bill): a few real optimizer
-    steps per method and targets on this machine give each point's training time and calibrated peak
-    memory (`planned_steps`, `est_train_tokens`, `est_train_time_s`, `calibrated_peak_memory_mb`) and the
-    sweep's time under its search (`sweep` in each file, bill.sweep_bill), all logged before any training.
+    With `tokens_meta` the bill comes first (add_bill), unless search.calibrate (`sweep.calibrate`) leaves
+    it out: a few real optimizer steps per method and targets on this machine give each point's training
+    time and calibrated peak memory (`planned_steps`, `est_train_tokens`, `est_train_time_s`,
+    `calibrated_peak_memory_mb`) and the sweep's time under its search (`sweep` in each file,
+    bill.sweep_bill), all logged before any training.
 
     Every point is checked before anything is written; any bad point (a target module that does not
     exist, a layer LoRA cannot wrap) fails the stage with one message listing all of them."""
@@ -92,7 +93,7 @@ def preflight_grid(
             f"pre-flight: {len(bad)} of {len(runs)} grid point(s) cannot be trained, so no training starts:\n  "
             + "\n  ".join(bad)
         )
-    bill = add_bill(check, model_dir, rows, sweep, splits) if splits and sweep.calibration_steps > 0 else None
+    bill, why_not = add_bill(check, model_dir, rows, sweep, splits) if splits else (None, "")
     for info in rows:
         extra = {
             **({"sweep": bill} if bill else {}),
@@ -100,7 +101,7 @@ def preflight_grid(
         }
         write_json(paths[info["run"]], {**info, **extra})
     df = pd.DataFrame(rows)
-    df.attrs["terminal"] = terminal_bill(rows, bill)
+    df.attrs["terminal"] = terminal_bill(rows, bill, why_not)
     if out_csv:
         with atomic_path(out_csv) as tmp:
             df.to_csv(tmp, index=False)

@@ -59,12 +59,23 @@ def _calibrate(model_dir: str, row: dict, job: TrainJob, sample, sweep: SweepSet
         return None
 
 
-def add_bill(check: GridCheck, model_dir: str, rows: list[dict], sweep: SweepSettings, splits: dict) -> dict | None:
+def add_bill(
+    check: GridCheck, model_dir: str, rows: list[dict], sweep: SweepSettings, splits: dict
+) -> tuple[dict | None, str]:
     """Calibrate once per (method, targets) of the grid (at its first point) and add to every row the
-    run's planned steps, training tokens and time, and its calibrated peak memory; returns the sweep's bill
-    (bill.sweep_bill), or None where some point could not be calibrated."""
+    run's planned steps, training tokens and time, and its calibrated peak memory. Returns the sweep's bill
+    (bill.sweep_bill) and "", or None and why there is none: the calibration was not worth it
+    (bill.calibration_skipped) or some point could not be calibrated here."""
     from loraflow.model.calibration import TokenSample
-    from loraflow.train.bill import calibrated_memory_mb, describe, job_time, planned_steps, point_cost, sweep_bill
+    from loraflow.train.bill import (
+        calibrated_memory_mb,
+        calibration_skipped,
+        describe,
+        job_time,
+        planned_steps,
+        point_cost,
+        sweep_bill,
+    )
 
     s = check.settings
     train, val = splits["train"], splits.get("val", {})
@@ -75,6 +86,11 @@ def add_bill(check: GridCheck, model_dir: str, rows: list[dict], sweep: SweepSet
         mean_val_length=round(val.get("tokens", 0) / max(val.get("examples", 0), 1)),
     )
     total_steps = planned_steps(sweep, train["examples"], s.batch_size)
+    groups = {(row["method"], targets_key(row["target_modules"])) for row in rows}
+    skipped = calibration_skipped(len(groups), len(rows), total_steps, sweep)
+    if skipped:
+        log.info("pre-flight: no bill (%s)", skipped)
+        return None, skipped
     calibrations: dict = {}
     costs = []
     for row in rows:
@@ -106,18 +122,18 @@ def add_bill(check: GridCheck, model_dir: str, rows: list[dict], sweep: SweepSet
             f"{row['est_train_tokens']:,}",
         )
     if len(costs) < len(rows):
-        return None
+        return None, "some point could not be calibrated on this machine (see the log)"
     bill = sweep_bill(costs, total_steps, sweep)
     bill["summary"] = describe(bill, sweep, next(iter(calibrations.values())).device)
     log.info("%s", bill["summary"])
-    return bill
+    return bill, ""
 
 
-def terminal_bill(rows: list[dict], bill: dict | None) -> str:
+def terminal_bill(rows: list[dict], bill: dict | None, why_not: str = "") -> str:
     """What the sweep will cost, for the terminal before any training: each point's peak memory and
-    training time, and the sweep's time under its search."""
+    training time, and the sweep's time under its search; or why there is no bill."""
     if not bill:
-        return ""
+        return f"pre-flight bill: none ({why_not})" if why_not else ""
     lines = ["pre-flight bill (calibrated on this machine; each point's peak memory and training time):"]
     for row in rows:
         lines.append(
