@@ -2,7 +2,7 @@
 default (lossless) clean settings and print, per set: rows in, clean, rejected by reason, changes per
 fixer, truncated rows, and whether rows in = train + val + test + rejected holds.
 
-    .venv/bin/python benchmarks/data_audit.py --model results/base_model [--data DIR] [--out /tmp/audit]
+    .venv/bin/python benchmarks/data_audit.py --model results/base_model [--data DIR] [--out data-audit]
         [--sets medical_csv,dolly] [--max-length 512] [--examples 3]
 
 --model is a model directory with the tokenizer (the default run's results/base_model, built with
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "--model", default=str(REPO / "results" / "base_model"), help="model directory with the tokenizer"
     )
     parser.add_argument("--data", default=None, help="directory of the real sets (default: $LORAFLOW_DATA_DIR)")
-    parser.add_argument("--out", default="/tmp/loraflow-data-audit")
+    parser.add_argument("--out", default="data-audit")
     parser.add_argument("--sets", default=",".join([*SETS, *CLASSIFY_SETS]))
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--examples", type=int, default=0, help="print N examples of every change and rejection")

@@ -9,7 +9,7 @@ resident beyond the live tensors (allocator retention / fragmentation).
 --src points at another checkout's src/ to measure an older loop the same way (its modeling.collate +
 supervised_loss over the padded micro-batch): before/after from one script.
 
-    .venv/bin/python benchmarks/memory_breakdown.py --results /tmp/lfbench/results [--batch-size 4 --grad-accum 4]
+    .venv/bin/python benchmarks/memory_breakdown.py --results results [--batch-size 4 --grad-accum 4]
         [--src /path/to/old/src] [--precision auto] [--max-length 512]
 """
 

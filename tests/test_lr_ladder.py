@@ -5,7 +5,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import write_train_stats
+from helpers import BASE_METRICS, write_train_stats
 from loraflow.config import expand_grid, validate_config
 from loraflow.search.ladder import LORA_OVER_FULL, RUNGS, auto_rates, ladder, series_value
 
@@ -66,16 +66,7 @@ def test_each_method_is_compared_at_its_own_best_rate(tmp_path):
     runs = expand_grid(cfg)
     val = {"r8_a16_qv_lr0.0001": 30.0, "r8_a16_qv": 45.0, "r8_a16_qv_dora_lr0.0001": 47.0, "r8_a16_qv_dora": 20.0}
     assert set(runs) == set(val)
-    base = {
-        "eval_loss": 2.0,
-        "perplexity": 7.39,
-        "bleu": 5.0,
-        "rouge1": 20.0,
-        "rouge2": 5.0,
-        "rougeL": 18.0,
-        "exact_match": 0.0,
-        "consistency": 40.0,
-    }
+    base = dict(BASE_METRICS)
     (tmp_path / "base").mkdir()
     (tmp_path / "base/eval.json").write_text(json.dumps(base))
     rows = np.random.default_rng(0).uniform(0, 60, 50)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from helpers import write_train_stats
+from helpers import BASE_METRICS, write_train_stats
 from loraflow.report import power as pw
 
 Z80 = 1.959963984540054 + 0.8416212335729143  # z_{0.975} + z_{0.80}
@@ -100,16 +100,7 @@ def _table(tmp_path, per_row: dict[str, np.ndarray], test_rows: list[dict] | Non
     from loraflow.report.settings import BootstrapSettings, TableInputs, TableOutputs, TableSettings
     from loraflow.report.table import write_comparison
 
-    base = {
-        "eval_loss": 2.0,
-        "perplexity": 7.39,
-        "bleu": 5.0,
-        "rouge1": 20.0,
-        "rouge2": 5.0,
-        "rougeL": 18.0,
-        "exact_match": 0.0,
-        "consistency": 40.0,
-    }
+    base = dict(BASE_METRICS)
     (tmp_path / "base").mkdir(parents=True, exist_ok=True)
     (tmp_path / "base/eval.json").write_text(json.dumps(base))
     n = len(next(iter(per_row.values())))

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from helpers import write_train_stats
+from helpers import BASE_METRICS, write_train_stats
 from loraflow.evaluate.retention import retention_part
 from loraflow.report.selection import apply_selection, choose, pareto_front
 from loraflow.report.settings import Selection
@@ -88,16 +88,7 @@ def test_the_chosen_run_is_the_best_holder_of_the_floor(points, floor):
 
 def _stage(tmp_path, runs: dict[str, dict]):
     """Stage files: val and test task scores per row, and retention lines for both parts of the items."""
-    base = {
-        "eval_loss": 2.0,
-        "perplexity": 7.39,
-        "bleu": 5.0,
-        "rouge1": 20.0,
-        "rouge2": 5.0,
-        "rougeL": 18.0,
-        "exact_match": 0.0,
-        "consistency": 40.0,
-    }
+    base = dict(BASE_METRICS)
     items = [f"ret-{i:03d}" for i in range(80)]
     rng = np.random.default_rng(0)
     difficulty = rng.uniform(0, 60, 100)
