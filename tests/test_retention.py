@@ -6,8 +6,10 @@ import json
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from loraflow.evaluate.answer_check import as_number, check_answer, numbers_in, row_facts, states_facts
+from loraflow.evaluate.answer_check import as_number, check_answer, is_loop, numbers_in, row_facts, states_facts
 from loraflow.evaluate.retention import build_items, is_correct, load_items
 from loraflow.io import read_json, read_jsonl, write_jsonl
 
@@ -27,6 +29,42 @@ def test_numbers_and_facts():
         and row_facts({"meta": {"facts": ["2"]}}) == ["2"]
         and row_facts({}) is None
     )
+
+
+# Units of a loop: 3+ characters, a letter or digit among them, not one character over and over.
+_UNITS = st.text(st.sampled_from("ab年份2018 ,。x"), min_size=3, max_size=12).filter(
+    lambda u: len(set(u)) > 1 and any(c.isalnum() for c in u) and u.strip() == u
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(unit=_UNITS, times=st.integers(3, 6), head=st.text(max_size=20), tail=st.text(max_size=20))
+def test_a_loop_states_no_fact_whatever_it_holds(unit, times, head, tail):
+    answer = head + " " + " ".join([unit] * times) + " " + tail
+    assert is_loop(answer)
+    facts = [n for n in ("2018", "12") if n in unit] or [unit.split()[0]]
+    assert states_facts(answer, facts) == 0.0
+
+
+@settings(max_examples=80, deadline=None)
+@given(words=st.lists(st.text(st.sampled_from("abcdefg年月日份"), min_size=1, max_size=6), unique=True, max_size=12))
+def test_an_answer_of_distinct_words_is_no_loop(words):
+    # No three-character stretch is said three times running in a sentence of distinct words
+    # joined by distinct numbers.
+    answer = " ".join(f"{w} {i}" for i, w in enumerate(words))
+    assert not is_loop(answer)
+
+
+def test_the_loop_the_check_used_to_accept():
+    # A real answer to a launch-year question (fact 2018) that only loops.
+    loop = "洛摩 LumiSweep S5 年 2018 年 12 年 2018 年 12 年 2018 年 12 年 2018 年 12"
+    assert is_loop(loop) and states_facts(loop, ["2018"]) == 0.0
+    assert states_facts("洛摩 LumiSweep S5 于 2018 年上市。", ["2018"]) == 100.0
+    for emphasis in ("Great!!! Thanks!!!!!!", "好的～～～～～～", "哈哈哈哈哈哈哈哈哈 2018", "1, 2, 3, 4, 5, 6, 7"):
+        assert not is_loop(emphasis)
+    item = {"check": "sequence", "answers": [1, 2, 3]}
+    assert is_correct(item, "1, 2, 3") and not is_correct(item, "1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3")
+    assert is_correct({"check": "contains", "answers": ["lamp"]}, "lamp lamp lamp")  # "repeat the word"
 
 
 def test_answer_check_modes():

@@ -7,6 +7,9 @@ checks score one row 0 or 100 (percent, like the other metrics):
   must be one of the numbers in the answer (compared as numbers, full-width digits and thousands
   separators allowed; digits glued to letters, as in a model code "X2", are not numbers); any other
   fact ("Midnight Black", "卡德港", "400-123-4567") must occur in the answer after NFKC and casefold.
+  A degenerate answer states nothing: `is_loop` (a stretch of three or more characters, not all the
+  same, said three or more times back to back, as in "年 2018 年 12 年 2018 年 12 年 2018 年 12 ")
+  scores 0 whatever numbers and names the loop happens to contain.
 - `check_answer(mode, answer, reference, pattern)`: `evaluate.answer_check` for users' data with short
   references: `exact` (equal after normalisation), `contains` (the reference occurs in the answer),
   `numeric` (every number of the reference is stated in the answer), `regex` (the first match of
@@ -27,6 +30,9 @@ from loraflow.evaluate.metrics import normalize_answer
 ANSWER_CHECKS = ("none", "exact", "contains", "numeric", "regex")
 # A number not glued to a letter or digit: 129, 3.5, 1,299, -4 (a model code such as X2 or S7 is not a number).
 _NUMBER = re.compile(r"(?<![^\W\d_])(?<![\d.])-?\d+(?:,\d{3})*(?:\.\d+)?(?![^\W\d_])")
+# A unit of 3+ characters (not starting or ending in a space) said 3+ times in a row, spaces between
+# allowed; the shortest such unit at each position.
+_REPEATED = re.compile(r"(\S.+?\S)(?:\s*\1){2,}", re.S)
 
 
 def _norm(text: str) -> str:
@@ -64,9 +70,18 @@ def states_fact(answer: str, fact) -> bool:
     return states_number(answer, value) if value is not None else states_text(answer, str(fact))
 
 
+def is_loop(answer: str) -> bool:
+    """Whether the answer repeats itself: a unit of three or more characters, holding a letter or
+    digit and not one character over and over ("!!!", "———" and "哈哈哈" are emphasis, not a loop),
+    said three or more times back to back."""
+    return any(
+        len(set(m.group(1))) > 1 and any(c.isalnum() for c in m.group(1)) for m in _REPEATED.finditer(_norm(answer))
+    )
+
+
 def states_facts(answer: str, facts: list) -> float:
-    """100.0 when the answer states every fact, else 0.0."""
-    return 100.0 if facts and all(states_fact(answer, f) for f in facts) else 0.0
+    """100.0 when the answer states every fact and is not a loop, else 0.0."""
+    return 100.0 if facts and not is_loop(answer) and all(states_fact(answer, f) for f in facts) else 0.0
 
 
 def check_answer(mode: str, answer: str, reference: str, pattern: str | None = None) -> float:

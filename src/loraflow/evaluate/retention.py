@@ -12,6 +12,9 @@ instructions. Every item is generated here, seeded, with its answer known, and c
 - `first_number`: the first number of the answer is the expected one (for "which is larger");
 - `sequence`: the expected numbers occur in the answer consecutively, in order (counting, sorting).
 
+An answer that loops (answer_check.is_loop) is wrong for the number checks, whatever numbers it holds;
+the word checks keep it ("Repeat the word 'lamp'" may fairly be answered "lamp lamp lamp").
+
 Measured on the items the base model answers correctly: the base job scores every item, a run is
 asked only the items the base got right, and `retention` is the share it still gets right (so the
 base is 100 by construction and Δ retention is what the tuning lost). Small base models answer few
@@ -33,7 +36,7 @@ import random
 import sys
 from collections.abc import Sequence
 
-from loraflow.evaluate.answer_check import numbers_in, states_number, states_text
+from loraflow.evaluate.answer_check import is_loop, numbers_in, states_number, states_text
 
 KINDS = ("arithmetic", "units", "facts", "instructions")
 CHECKS = ("numeric", "contains", "cased", "first_number", "sequence")
@@ -297,6 +300,8 @@ def load_items(n: int = 0, seed: int = 0) -> list[dict]:
 def is_correct(item: dict, answer: str) -> bool:
     """Whether `answer` answers `item` correctly (see the module docstring for the checks)."""
     check, answers = item["check"], item["answers"]
+    if check in ("numeric", "first_number", "sequence") and is_loop(answer):
+        return False  # a loop of numbers would "state" the right one by chance
     if check == "numeric":
         return any(states_number(answer, float(a)) for a in answers)
     if check == "contains":
