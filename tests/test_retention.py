@@ -55,10 +55,21 @@ def test_an_answer_of_distinct_words_is_no_loop(words):
     assert not is_loop(answer)
 
 
+@settings(max_examples=80, deadline=None)
+@given(fact=st.integers(1, 9999), others=st.lists(st.integers(1, 9999), max_size=6, unique=True))
+def test_a_list_of_guesses_states_no_number(fact, others):
+    # One numeric fact allows up to three distinct numbers in the answer; more are a list of guesses.
+    guesses = [fact] + [n for n in others if n != fact]
+    answer = "It could be " + ", ".join(map(str, guesses)) + "."
+    assert states_facts(answer, [str(fact)]) == (100.0 if len(guesses) <= 3 else 0.0)
+
+
 def test_the_loop_the_check_used_to_accept():
     # A real answer to a launch-year question (fact 2018) that only loops.
     loop = "洛摩 LumiSweep S5 年 2018 年 12 年 2018 年 12 年 2018 年 12 年 2018 年 12"
     assert is_loop(loop) and states_facts(loop, ["2018"]) == 0.0
+    guesses = "洛摩会员费用可以选拇路 5 升，可选 4 升，可选 3 升，可选 2 升，可选 1 升。"  # a real answer, fact 3
+    assert states_facts(guesses, ["3"]) == 0.0
     assert states_facts("洛摩 LumiSweep S5 于 2018 年上市。", ["2018"]) == 100.0
     for emphasis in ("Great!!! Thanks!!!!!!", "好的～～～～～～", "哈哈哈哈哈哈哈哈哈 2018", "1, 2, 3, 4, 5, 6, 7"):
         assert not is_loop(emphasis)

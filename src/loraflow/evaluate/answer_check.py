@@ -9,7 +9,9 @@ checks score one row 0 or 100 (percent, like the other metrics):
   fact ("Midnight Black", "卡德港", "400-123-4567") must occur in the answer after NFKC and casefold.
   A degenerate answer states nothing: `is_loop` (a stretch of three or more characters, not all the
   same, said three or more times back to back, as in "年 2018 年 12 年 2018 年 12 年 2018 年 12 ")
-  scores 0 whatever numbers and names the loop happens to contain.
+  scores 0 whatever numbers and names the loop happens to contain. So does an answer that lists more
+  distinct numbers than twice its row's numeric facts plus one ("5 升, 4 升, 3 升, 2 升, 1 升" for a
+  fact of 3): one of several guesses is no stated fact. Every built-in reference passes both rules.
 - `check_answer(mode, answer, reference, pattern)`: `evaluate.answer_check` for users' data with short
   references: `exact` (equal after normalisation), `contains` (the reference occurs in the answer),
   `numeric` (every number of the reference is stated in the answer), `regex` (the first match of
@@ -79,9 +81,17 @@ def is_loop(answer: str) -> bool:
     )
 
 
+def is_guess_list(answer: str, facts: list) -> bool:
+    """Whether the answer offers more numbers than its numeric facts can explain (2 per fact, plus 1)."""
+    numeric = sum(as_number(str(f)) is not None for f in facts)
+    return numeric > 0 and len(set(numbers_in(answer))) > 2 * numeric + 1
+
+
 def states_facts(answer: str, facts: list) -> float:
-    """100.0 when the answer states every fact and is not a loop, else 0.0."""
-    return 100.0 if facts and not is_loop(answer) and all(states_fact(answer, f) for f in facts) else 0.0
+    """100.0 when the answer states every fact, neither looping nor listing guesses, else 0.0."""
+    if not facts or is_loop(answer) or is_guess_list(answer, facts):
+        return 0.0
+    return 100.0 if all(states_fact(answer, f) for f in facts) else 0.0
 
 
 def check_answer(mode: str, answer: str, reference: str, pattern: str | None = None) -> float:
