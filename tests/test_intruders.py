@@ -211,3 +211,15 @@ def test_the_table_counts_intruders_and_keeps_reductions_out_of_the_grid_effects
     assert df.set_index("run").loc[["r2_a2_qv", "r2_a2_qv_ri"], "intruders"].tolist() == [1, 0]
     assert "`intruders`: singular vectors" in (tmp_path / "c.md").read_text()
     assert set(point_axes(df)) == {"r2_a2_qv"}
+    assert "no intruder dimension found" not in (tmp_path / "c.md").read_text()
+    # A reduction that found nothing is its parent's adapter again: the table says so.
+    stats = tmp_path / "runs" / "r2_a2_qv_ri" / "train_stats.json"
+    stats.write_text(json.dumps({**json.loads(stats.read_text()), "intruders_reduced": 0}))
+    df = write_comparison(
+        TableInputs(str(tmp_path / "base/eval.json"), *files, rank_summaries=summaries),
+        TableOutputs(str(tmp_path / "c.csv"), str(tmp_path / "c.md")),
+        runs,
+        TableSettings("rougeL"),
+    )
+    assert df.set_index("run").loc["r2_a2_qv_ri", "intruders_reduced"] == 0
+    assert "`r2_a2_qv_ri`: no intruder dimension found" in (tmp_path / "c.md").read_text()

@@ -34,7 +34,10 @@ def test_tool_passes(cmd):
     assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
 
 
-@pytest.mark.parametrize("configfile", ["config.yaml", ".test/config/config.yaml", "config/examples/seq_cls.yaml"])
+@pytest.mark.parametrize(
+    "configfile",
+    ["config.yaml", ".test/config/config.yaml", "config/examples/seq_cls.yaml", "config/examples/learn_and_keep.yaml"],
+)
 def test_workflow_lint_is_clean(configfile):
     proc = run(str(BIN / "snakemake"), "--lint", "-s", "Snakefile", "--configfile", configfile)
     output = proc.stdout + proc.stderr

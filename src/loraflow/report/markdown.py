@@ -193,6 +193,20 @@ def retention_markdown(df: pd.DataFrame) -> str:
     return cells_markdown(head, cols, 1)
 
 
+def unreduced_note(df: pd.DataFrame) -> str:
+    """A reduce_intruders row where peft found no intruder dimension is its parent's adapter again:
+    say so, or its row reads as a reduction that cost and gave nothing."""
+    if "intruders_reduced" not in df:
+        return ""
+    same = list(df.loc[df["intruders_reduced"] == 0, "run"])
+    if not same:
+        return ""
+    return (
+        f"\n{', '.join(f'`{r}`' for r in same)}: no intruder dimension found (reduce_intruders' threshold), so "
+        "the adapter is its parent's and so are its figures.\n"
+    )
+
+
 # The cost table; merges are made after the table and summarised in merges.{csv,md}.
 COST = [
     "run",

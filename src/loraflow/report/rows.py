@@ -61,6 +61,7 @@ COLUMNS = [
     "eff_rank",
     "suggested_r",
     "intruders",
+    "intruders_reduced",
     "train_time_s",
     "peak_memory_mb",
     "final_train_loss",
@@ -185,6 +186,7 @@ def run_row(
         "optimizer": train_stats.get("optimizer"),
         "train_time_s": train_stats["train_time_s"],
         "peak_memory_mb": train_stats["peak_memory_mb"],
+        "intruders_reduced": train_stats.get("intruders_reduced"),  # reduce_intruders rows only
         "final_train_loss": train_stats["final_train_loss"],
         "val_loss": train_stats.get("best_eval_loss"),
         **eval_columns(metrics),
@@ -298,6 +300,7 @@ def finish(rows: list[dict], best_metric: str) -> pd.DataFrame:
             "eff_rank",
             "suggested_r",
             "intruders",
+            "intruders_reduced",
             "precision",
             "retention",
             "val_retention",

@@ -53,6 +53,7 @@ from loraflow.report.markdown import (
     quality_markdown,
     retention_markdown,
     to_markdown,
+    unreduced_note,
 )
 from loraflow.report.methods import methods_line, methods_markdown, methods_table
 from loraflow.report.rows import LABEL, add_lm_eval, build_table, by_run, metric_column
@@ -223,6 +224,7 @@ def write_tables(
             f"correctly. The base is 100 by construction (it answers {acc:.1f} % of all the items it was asked).\n\n"
             + retention_markdown(df)
         )
+    md += unreduced_note(df)
     pareto = pareto_markdown(df, best_metric)
     if pareto:
         md += "\n## Learned vs forgotten (Pareto set, validation)\n\n" + pareto
