@@ -247,6 +247,9 @@ def smoke_settings(config: dict) -> dict:
         "max_samples": 2,
         "max_new_tokens": 4,
         "consistency_questions": 0,
+        "val_samples": 2,
+        "retention_items": 4,
+        "retention_max_new_tokens": 4,
     }
     config["merge"] = {**config.get("merge", {}), "n_prompts": 2, "speed_tokens": 2}
     return config

@@ -4,10 +4,15 @@ they use live in tests/helpers.py."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from helpers import QA, build_tiny_model, snakemake, synth_corpus, tiny_config, write_config
 
@@ -16,9 +21,32 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def built_once(tmp_path_factory, worker_id: str, name: str, build: Callable[[Path], None]) -> Path:
+    """`build(folder)` once per test session: under pytest-xdist the first worker to ask builds it while
+    the others wait on a file lock, then all use the same folder. For fixtures the tests only read (or
+    copy): a workflow run in a few minutes is the suite's largest cost, and a tiny model built once keeps
+    its path, which the shared runs' configs name."""
+    if worker_id == "master":  # one process (-n 0)
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    root = tmp_path_factory.getbasetemp().parent  # shared by the workers of this session
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed on another worker
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", synth_corpus())
+def tiny_model(tmp_path_factory, worker_id) -> Path:
+    return (
+        built_once(tmp_path_factory, worker_id, "tiny", lambda d: build_tiny_model(d / "model", synth_corpus()))
+        / "model"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -63,22 +91,31 @@ def qwen05_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def halving_local(tmp_path_factory, tiny_model) -> Path:
+def halving_local(tmp_path_factory, worker_id, tiny_model) -> Path:
     """The 4-point halving sweep (helpers.halving_config) run to its table with `--cores 1 --resources
     gpu=1`: its workdir. Shared by the halving and Slurm tests, which only read it."""
     from helpers import halving_config
 
-    workdir = tmp_path_factory.mktemp("halving1")
-    write_config(workdir, halving_config(tiny_model))
-    snakemake(workdir, "results/comparison.md", "--cores", "1", "--resources", "gpu=1")
-    return workdir
+    def build(workdir: Path) -> None:
+        write_config(workdir, halving_config(tiny_model))
+        snakemake(workdir, "results/comparison.md", "--cores", "1", "--resources", "gpu=1")
+
+    return built_once(tmp_path_factory, worker_id, "halving1", build)
 
 
 @pytest.fixture(scope="session")
-def finished_run(tmp_path_factory, tiny_model):
+def finished_run(tmp_path_factory, worker_id, tiny_model):
     """The tiny sweep (.test/config) run once to the end with `--cores 1 --resources gpu=1`:
-    (workdir, CompletedProcess). Shared by the workflow and Slurm tests; tests must leave it as found."""
-    workdir = tmp_path_factory.mktemp("wf")
-    write_config(workdir, tiny_config(tiny_model))
-    proc = snakemake(workdir, "--cores", "1", "--resources", "gpu=1")
-    return workdir, proc
+    (workdir, CompletedProcess). Shared by every test that needs a finished sweep, on every xdist worker:
+    tests only read it; one that changes a file works on a copy."""
+
+    def build(folder: Path) -> None:
+        (folder / "wf").mkdir()
+        write_config(folder / "wf", tiny_config(tiny_model))
+        proc = snakemake(folder / "wf", "--cores", "1", "--resources", "gpu=1")
+        seen = {"args": [str(a) for a in proc.args], "stdout": proc.stdout, "stderr": proc.stderr}
+        (folder / "proc.json").write_text(json.dumps(seen))
+
+    folder = built_once(tmp_path_factory, worker_id, "finished_run", build)
+    proc = json.loads((folder / "proc.json").read_text())
+    return folder / "wf", subprocess.CompletedProcess(proc["args"], 0, proc["stdout"], proc["stderr"])

@@ -30,20 +30,10 @@ def table_evidence(res: Path) -> list[Path]:
     ]
 
 
-def fast_config(model_dir: Path) -> dict:
-    """The workflow tests' sweep without compiled layers: the same stages, seconds per train job."""
-    config = tiny_config(model_dir)
-    config["train"]["compile"] = False
-    return config
-
-
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, tiny_model) -> Path:
-    """The tiny sweep run once to the end (the uninterrupted run)."""
-    workdir = tmp_path_factory.mktemp("uninterrupted")
-    write_config(workdir, fast_config(tiny_model))
-    snakemake(workdir, *README_RUN)
-    return workdir
+def finished(finished_run) -> Path:
+    """The tiny sweep run once to the end (the uninterrupted run; conftest's, shared and only copied here)."""
+    return finished_run[0]
 
 
 def removed_when_started(res: Path, stage: str) -> list[Path]:
@@ -129,7 +119,7 @@ def test_a_new_grid_point_removes_no_table(finished, tmp_path, tiny_model):
     """Only evidence the table reports on counts: a new grid point's files are new work (its changed params
     rerun the table), not evidence that went missing, so a dry run leaves the finished table where it is."""
     shutil.copytree(finished, tmp_path, dirs_exist_ok=True, symlinks=True)
-    config = fast_config(tiny_model)
+    config = tiny_config(tiny_model)
     config["grid"]["r"] = [2, 4, 8]
     write_config(tmp_path, config)
     before = (tmp_path / "results/comparison.csv").read_bytes()

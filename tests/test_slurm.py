@@ -45,19 +45,38 @@ def cluster(tmp_path_factory):
         assert not pids, f"daemons left running: {pids}"
 
 
-def smk(workdir: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc
+@pytest.fixture(scope="module")
+def slurm_runs(cluster, tiny_model, tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """The tiny sweep and the halving sweep submitted to the cluster at the same time, as two users of one
+    cluster would (most of a small job's time on Slurm is the executor waiting between status checks):
+    {"tiny" | "halving": (workdir, CompletedProcess)}."""
+    sweeps = {
+        "tiny": (tiny_config(tiny_model), []),
+        "halving": (halving_config(tiny_model), ["results/comparison.md"]),
+    }
+    started = {}
+    for name, (config, targets) in sweeps.items():
+        workdir = tmp_path_factory.mktemp(f"slurm_{name}") / "wf"
+        workdir.mkdir()
+        write_config(workdir, config)
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+        # files, not pipes: a full pipe would stall one sweep while the other is waited for
+        with open(workdir.parent / "stdout", "w") as out, open(workdir.parent / "stderr", "w") as err:
+            popen = subprocess.Popen([*cmd, *targets, *slurm_args()], stdout=out, stderr=err, env=cluster)
+        started[name] = workdir, popen
+    runs = {}
+    for name, (workdir, popen) in started.items():
+        popen.wait(timeout=1500)
+        out, err = ((workdir.parent / f).read_text() for f in ("stdout", "stderr"))
+        runs[name] = workdir, subprocess.CompletedProcess(popen.args, popen.returncode, out, err)
+    for name, (_, proc) in runs.items():
+        assert proc.returncode == 0, f"{name}: " + proc.stdout[-3000:] + proc.stderr[-5000:]
+    return runs
 
 
-def test_tiny_pipeline_through_slurm_equals_a_local_run(cluster, finished_run, tiny_model, tmp_path):
+def test_tiny_pipeline_through_slurm_equals_a_local_run(cluster, slurm_runs, finished_run):
     local, _ = finished_run  # the tiny sweep run locally with --cores 1 --resources gpu=1 (conftest)
-    remote = tmp_path / "slurm"
-    remote.mkdir()
-    (remote / "config.yaml").write_text(yaml.safe_dump(tiny_config(tiny_model)))
-    proc = smk(remote, cluster, *slurm_args())
+    remote, proc = slurm_runs["tiny"]
     out = proc.stdout + proc.stderr
     submitted = [line for line in out.splitlines() if "submitted with SLURM jobid" in line or "SLURM jobid" in line]
     assert len(submitted) >= 10, out[-3000:]
@@ -92,14 +111,12 @@ def slurm_args() -> list[str]:
     ]
 
 
-def test_halving_through_slurm_cuts_and_trains_as_a_local_run(cluster, tiny_model, halving_local, tmp_path):
+def test_halving_through_slurm_cuts_and_trains_as_a_local_run(slurm_runs, halving_local):
     """search.method: halving on the cluster: its rungs run as Slurm jobs and its cuts (checkpoints, local
     rules) keep the same points, with the same validation figures at every rung, and the survivor's adapter
     is byte-identical to the one a local --cores 1 run trains (conftest's halving_local)."""
-    local, remote = halving_local, tmp_path / "slurm"
-    remote.mkdir()
-    write_config(remote, halving_config(tiny_model))
-    proc = smk(remote, cluster, "results/comparison.md", *slurm_args())
+    local = halving_local
+    remote, proc = slurm_runs["halving"]
     assert "halving_rung" in proc.stdout + proc.stderr
     assert cut_history(remote) == cut_history(local)
     kept = cut_history(local)["survivors"]

@@ -235,9 +235,20 @@ def merged_config(base: dict, change: dict) -> dict:
     return out
 
 
+@pytest.fixture(scope="module")
+def finished_copy(finished_run, tmp_path_factory) -> Path:
+    """A copy of the finished tiny sweep whose config the rerun-scope cases change (other tests read the
+    original meanwhile)."""
+    import shutil
+
+    workdir = tmp_path_factory.mktemp("rerun_scope") / "wf"
+    shutil.copytree(finished_run[0], workdir, symlinks=True)
+    return workdir
+
+
 @pytest.mark.parametrize("key_class", list(RERUN_SCOPE))
-def test_rerun_scope(finished_run, tiny_model, key_class):
-    workdir, _ = finished_run
+def test_rerun_scope(finished_copy, tiny_model, key_class):
+    workdir = finished_copy
     change, expected = RERUN_SCOPE[key_class]
     write_config(workdir, merged_config(tiny_config(tiny_model), change))
     try:

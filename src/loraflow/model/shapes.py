@@ -223,15 +223,15 @@ def build_random_model(
 def rehearsal_config(model_dir: str | Path, results_dir: str = "results") -> dict:
     """The workflow config of the CPU scale rehearsal (tests/test_rehearsal.py): the whole pipeline
     on a `build_random_model(..., "qwen2.5-0.5b")` directory in bf16, kept short to run on a small CPU
-    without bf16 units (bf16 emulated): 50 built-in rows split 90/5/5, 2 train steps of 1
-    conversation, validation on 2 rows, 2 test rows with 4 new tokens, 4 retention items, 1 merge-check prompt. Keys not
-    given take the schema's defaults."""
+    without bf16 units (bf16 emulated): 50 built-in rows split 90/5/5, 2 train steps of one packed
+    128-token row, validation on 2 rows, 2 test rows with 4 new tokens, 4 retention items, 1 merge-check
+    prompt. Keys not given take the schema's defaults."""
     return {
         "results_dir": results_dir,
         "base_model": {"source": "local", "path": str(model_dir)},
         "data": {"builtin_rows": 50, "system_prompt": "Be brief."},
         "split": {"train": 0.9, "val": 0.05, "test": 0.05},
-        "tokenize": {"max_length": 256},
+        "tokenize": {"max_length": 128},
         "grid": {"r": [8], "lora_alpha": [16], "target_modules": ["qv"]},
         "train": {
             "max_steps": 2,
