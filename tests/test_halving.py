@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -36,6 +37,74 @@ def test_survivors_are_the_best_by_loss_then_name_whatever_the_order(scores, eta
     dropped = [name for name in scores if name not in kept]
     assert all(key(k) < key(d) for k in kept for d in dropped)  # every kept point ranks above every dropped one
     assert [key(k) for k in kept] == sorted(key(k) for k in kept)
+
+
+kept_shares = st.one_of(st.none(), st.just(math.nan), st.floats(min_value=0, max_value=100, allow_nan=False))
+
+
+@given(
+    st.dictionaries(names, st.tuples(losses, kept_shares), min_size=1, max_size=40),
+    st.integers(2, 6),
+    st.floats(min_value=1, max_value=100),
+    st.randoms(),
+)
+def test_a_floor_cut_keeps_the_points_that_hold_it_first_whatever_the_order(points, eta, floor, rnd):
+    loss = {name: value[0] for name, value in points.items()}
+    kept_share = {name: value[1] for name, value in points.items()}
+    kept = survivors(loss, eta, kept_share, floor)
+    assert len(kept) == math.ceil(len(points) / eta)
+    shuffled = list(kept_share.items())
+    rnd.shuffle(shuffled)
+    assert survivors(loss, eta, dict(shuffled), floor) == kept  # arrival order changes nothing
+    measured = {n: v for n, v in kept_share.items() if v is not None and math.isfinite(v)}
+    if not measured:  # nothing measured (the base answered no validation item): the loss alone decides
+        assert kept == survivors(loss, eta)
+        return
+    holds = {n for n, v in measured.items() if v >= floor}
+    dropped = [n for n in points if n not in kept]
+    if any(n not in holds for n in kept):  # a point under the floor goes on only when every holder does
+        assert holds <= set(kept)
+    held_and_dropped = [n for n in dropped if n in holds]
+    for name in kept:  # among the holders, the loss ranks as without a floor
+        if name in holds:
+            assert all(survivors({name: loss[name], d: loss[d]}, 2) == [name] for d in held_and_dropped)
+    under = [n for n in kept if n not in holds]
+    for name in under:  # among the others, the most kept goes first
+        assert all(measured.get(name, -math.inf) >= measured.get(d, -math.inf) for d in dropped if d not in holds)
+
+
+def test_a_floor_cut_example():
+    loss = {"a": 0.9, "b": 1.0, "c": 1.1, "d": 1.2}
+    kept_share = {"a": 40.0, "b": 95.0, "c": 60.0, "d": 91.0}
+    assert survivors(loss, 2) == ["a", "b"]  # the loss alone keeps a point that forgot most of what it knew
+    assert survivors(loss, 2, kept_share, 90) == ["b", "d"]  # the two that hold 90 %
+    assert survivors(loss, 2, kept_share, 99) == ["b", "d"]  # none holds 99 %: the most kept first
+    assert survivors(loss, 2, dict.fromkeys(loss), 90) == ["a", "b"]  # nothing measured: no floor
+
+
+def test_select_with_a_floor_names_it_in_the_history_and_the_pruned_status(tmp_path):
+    from loraflow.report.halving import pruned_rows
+
+    results = []
+    for name, loss, kept_share in (("r4", 0.9, 40.0), ("r8", 1.0, 95.0), ("r16", 1.1, None)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"step": 2, "eval_loss": loss, "val_retention": kept_share}))
+        results.append(str(path))
+    info = select(0, 2, results, None, str(tmp_path / "select0.json"), eta=3, floor=90)
+    assert info["survivors"] == ["r8"] and info["rungs"][0]["floor"] == 90
+    grid = {name: {"r": int(name[1:]), "lora_alpha": 16, "targets": "qv"} for name in ("r4", "r8", "r16")}
+    status = {row["run"]: row["status"] for row in pruned_rows(str(tmp_path / "select0.json"), grid)}
+    assert status == {
+        "r4": "pruned at step 2 (validation retention 40.0 % under the floor 90 %)",
+        "r16": "pruned at step 2",  # not measured: cut by its rank, not by the floor
+    }
+    from loraflow.report.headline import headline
+
+    rows = pd.DataFrame(
+        [{"run": "base", "status": "ok", "best": ""}, *pruned_rows(str(tmp_path / "select0.json"), grid)]
+    )
+    text = headline(rows, "rougeL", None, pd.DataFrame(), None)
+    assert "stopped 2 of 2 runs early on their validation loss, 1 of them under the retention floor" in text
 
 
 @given(st.integers(1, 2000), st.integers(2, 6), st.integers(1, 100), st.integers(0, 5000))
@@ -138,6 +207,35 @@ def test_promoted_point_ends_bit_identical_to_a_straight_run(tiny_data, tmp_path
     assert not (tmp_path / "own").exists()
 
 
+def test_a_rung_with_a_floor_asks_only_the_validation_items_the_base_answered(tiny_data, tmp_path):
+    """train_rung's retention check: the point, reloaded as the evaluate stage loads it, is asked the
+    validation part of the items the base model answered correctly, never the test part."""
+    from loraflow.evaluate.retention import load_items, retention_part
+    from loraflow.search.halving import train_rung
+
+    items = load_items(40)
+    val_ids = [it["id"] for it in items if retention_part(it["id"]) == "val"][:5]
+    test_ids = [it["id"] for it in items if retention_part(it["id"]) == "test"][:3]
+    wrong = [it["id"] for it in items if retention_part(it["id"]) == "val"][5:7]
+    base_scores = tmp_path / "base_scores.jsonl"
+    base_scores.write_text(
+        "".join(
+            json.dumps({"split": "retention", "id": i, "correct": 0.0 if i in wrong else 100.0}) + "\n"
+            for i in [*val_ids, *test_ids, *wrong]
+        )
+        + json.dumps({"split": "test", "id": "0", "correct": 100.0})
+        + "\n"
+    )
+    pool = {**data_args(tiny_data), "retention_items": 40, "retention_max_new_tokens": 3, "retention_batch_size": 4}
+    paths = {"out_checkpoint": str(tmp_path / "rung0"), "out_result": str(tmp_path / "rung0.json")}
+    # as the rule passes them: one flat pool, grouped by the signature (the check's keys into RungRetention)
+    result = train_rung(**bind(train_rung, {**pool, **paths, "stop_at": 2, "base_scores": str(base_scores)}))
+    assert result["val_retention_items"] == 5 and 0.0 <= result["val_retention"] <= 100.0
+    assert json.loads((tmp_path / "rung0.json").read_text())["val_retention_items"] == 5
+    plain = train_rung(2, str(tmp_path / "p0"), str(tmp_path / "p0.json"), **data_args(tiny_data))
+    assert "val_retention" not in plain and plain["eval_loss"] == result["eval_loss"]  # the check trains nothing
+
+
 def test_a_checkpoint_of_other_settings_is_refused(tiny_data, tmp_path):
     from loraflow.search.halving import train_rung
     from loraflow.tasks.causal_lm.train import train_lora
@@ -194,6 +292,24 @@ def test_plan_before_the_first_cut(tmp_path, tiny_model):
     write_config(tmp_path, halving_config(tiny_model))
     jobs = planned_jobs(tmp_path)
     assert jobs["halving_rung"] == 4 and "train" not in jobs and "evaluate" not in jobs  # the rest waits for the cuts
+
+
+@pytest.mark.slow
+def test_a_floor_makes_every_rung_wait_for_the_base_models_retention(tmp_path, tiny_model):
+    """With table.retention_floor the rungs read the base's scores (the items it answers) and the cut its
+    floor; without one, neither (a sweep's params stay as they were)."""
+    from helpers import snakemake, write_config
+
+    def rung_blocks(config) -> list[str]:
+        write_config(tmp_path, config)
+        out = snakemake(tmp_path, "-n").stdout
+        return [b for b in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:)", out) if "rule halving_rung:" in b]
+
+    config = halving_config(tiny_model)
+    assert all("base/scores.jsonl" not in block for block in rung_blocks(config))
+    config["table"] = {"retention_floor": 80}
+    blocks = rung_blocks(config)
+    assert len(blocks) == 4 and all("results/base/scores.jsonl" in block for block in blocks)
 
 
 @pytest.mark.slow

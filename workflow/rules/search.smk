@@ -5,12 +5,15 @@ if HALVING and RUNG_STEPS:
 
     rule halving_rung:
         """One point trained from its previous rung's checkpoint (none at rung 0) to the rung's step budget of
-        its own schedule: its checkpoint (adapter, optimizer, scheduler, random state) and its validation loss there.
+        its own schedule: its checkpoint (adapter, optimizer, scheduler, random state) and its validation loss there
+        (with table.retention_floor, its validation retention too).
         """
         input:
             **{k: v for k, v in TRAIN["input"].items() if k != "resume_from"},
             model_dir=rules.base_model.output.out_dir,
             resume_from=lambda wc: f"{R}/search/rung{int(wc.k) - 1}/{wc.run}" if int(wc.k) > 0 else [],
+            # a function: evaluate.smk (the base's scores) is read after this file
+            base_scores=lambda wc: rules.evaluate_base.output.out_scores if RUNG_RETENTION else [],
         output:
             out_checkpoint=directory(f"{R}/search/rung{{k}}/{{run}}"),
             out_result=f"{R}/search/rung{{k}}/{{run}}.json",
@@ -27,15 +30,16 @@ if HALVING and RUNG_STEPS:
         resources:
             gpu=config["train"]["nproc_per_node"],
         params:
-            hp=lambda wc: settings(train_settings(wc), stop_at=RUNG_STEPS[int(wc.k)]),
+            hp=lambda wc: settings(train_settings(wc), RUNG_RETENTION, stop_at=RUNG_STEPS[int(wc.k)]),
             runtime=TRAIN_RUNTIME,
             checkpoint_dir=lambda wc: f"{R}/checkpoints/search/rung{wc.k}/{wc.run}",
         script:
             "../scripts/halving_rung.py"
 
     checkpoint halving_select:
-        """The cut after rung k: the best 1/eta of its points by validation loss, ties to the name that sorts
-        first; its file carries the history of every cut so far."""
+        """The cut after rung k: the best 1/eta of its points by validation loss (those holding
+        table.retention_floor first), ties to the name that sorts first; its file carries the history of every cut
+        so far."""
         input:
             results=lambda wc: expand(f"{R}/search/rung{wc.k}/{{run}}.json", run=live_points(int(wc.k))),
             previous=lambda wc: f"{R}/search/select{int(wc.k) - 1}.json" if int(wc.k) > 0 else [],
@@ -51,7 +55,12 @@ if HALVING and RUNG_STEPS:
         conda:
             "../envs/data.yaml"
         params:
-            hp=lambda wc: settings(rung=int(wc.k), budget=RUNG_STEPS[int(wc.k)], eta=SEARCH["eta"]),
+            hp=lambda wc: settings(
+                dict(floor=RUNG_FLOOR) if RUNG_FLOOR else {},
+                rung=int(wc.k),
+                budget=RUNG_STEPS[int(wc.k)],
+                eta=SEARCH["eta"],
+            ),
         script:
             "../scripts/halving_select.py"
 

@@ -11,6 +11,24 @@ SEARCH = config["search"]
 RUNG_STEPS = (
     rung_budgets(len(RUNS), SEARCH["eta"], SEARCH["min_steps"], config["train"]["max_steps"]) if HALVING else []
 )
+# Forgetting-aware cuts (table.retention_floor with retention items): each rung also measures the point's
+# validation retention, and the cut keeps the points that hold the floor first. The keys are only added
+# where the cut uses them, so a sweep without a floor keeps its params (and nothing reruns).
+RUNG_FLOOR = (
+    config["table"]["retention_floor"] or None
+    if HALVING and CAUSAL_LM and config["evaluate"]["retention_items"]
+    else None
+)
+RUNG_RETENTION = (
+    dict(
+        retention_items=config["evaluate"]["retention_items"],
+        retention_max_new_tokens=config["evaluate"]["retention_max_new_tokens"],
+        retention_batch_size=config["evaluate"]["batch_size"],
+        retention_precision=EVAL_PRECISION,
+    )
+    if RUNG_FLOOR
+    else {}
+)
 # The last cut's file: its survivors are the points that finish, its history the table's pruned rows.
 LAST_SELECT = f"{R}/search/select{len(RUNG_STEPS) - 1}.json" if RUNG_STEPS else None
 

@@ -179,6 +179,18 @@ def evaluate_retention(
     return summary, rows
 
 
+def val_retention(model, tokenizer, base_scores: str, n_items: int, batch_size: int, max_new_tokens: int) -> dict:
+    """Retention on the validation part of the set only (the items the base answered correctly there), what
+    a cut of successive halving may look at without spending the test part: {val_retention (percent, None
+    when the base answered no such item), val_retention_items}."""
+    from loraflow.evaluate.retention import retention_part
+
+    only = {item for item in base_correct_items(base_scores) if retention_part(item) == "val"}
+    summary, _ = evaluate_retention(model, tokenizer, n_items, batch_size, max_new_tokens, only=only)
+    kept = summary["score_val"] if summary["items_val"] else None
+    return {"val_retention": kept, "val_retention_items": summary["items_val"]}
+
+
 def evaluate_model(
     paths: EvalPaths,
     settings: EvalSettings,

@@ -224,7 +224,7 @@ def rehearsal_config(model_dir: str | Path, results_dir: str = "results") -> dic
     """The workflow config of the CPU scale rehearsal (tests/test_rehearsal.py): the whole pipeline
     on a `build_random_model(..., "qwen2.5-0.5b")` directory in bf16, kept short to run on a small CPU
     without bf16 units (bf16 emulated): 50 built-in rows split 90/5/5, 2 train steps of one packed
-    128-token row, validation on 2 rows, 2 test rows with 4 new tokens, 4 retention items, 1 merge-check
+    128-token row, validation on 2 rows, 2 test rows with 2 new tokens, 4 retention items, 1 merge-check
     prompt. Keys not given take the schema's defaults."""
     return {
         "results_dir": results_dir,
@@ -243,14 +243,15 @@ def rehearsal_config(model_dir: str | Path, results_dir: str = "results") -> dic
             "learning_rate": 0.001,
             "precision": "bf16",
         },
-        "evaluate": {
-            "batch_size": 2,
+        "evaluate": {  # one generation batch each for test, validation and retention: on a CPU that emulates
+            # bf16, every forward pass costs about as much as its weights, whatever its tokens
+            "batch_size": 4,
             "max_samples": 2,
-            "max_new_tokens": 4,
+            "max_new_tokens": 2,
             "consistency_questions": 0,
             "val_samples": 2,
             "retention_items": 4,
-            "retention_max_new_tokens": 4,
+            "retention_max_new_tokens": 2,
         },
         "merge": {"n_prompts": 1, "speed_tokens": 2},
     }

@@ -17,18 +17,28 @@ from loraflow.search.halving import pruned_points
 
 
 def pruned_rows(halving: str, runs: dict[str, dict]) -> list[dict]:
-    """One table row per pruned point of `runs`: status `pruned at step N`, its validation loss at that step,
-    no test figures (it was never evaluated)."""
-    pruned = pruned_points(read_json(halving))
+    """One table row per pruned point of `runs`: status `pruned at step N` (and why, where a retention floor
+    cut it), its validation loss at that step, no test figures (it was never evaluated)."""
+    history = read_json(halving)
+    floor_at_cut = {name: rung.get("floor") for rung in history["rungs"] for name in rung["points"]}
     return [
         {
             **grid_columns(name, runs[name]),
-            "status": f"pruned at step {result['step']}",
+            "status": pruned_status(result, floor_at_cut.get(name)),
             "val_loss": result["eval_loss"],
         }
-        for name, result in sorted(pruned.items())
+        for name, result in sorted(pruned_points(history).items())
         if name in runs
     ]
+
+
+def pruned_status(result: dict, floor: float | None) -> str:
+    """`pruned at step N`, plus the retention that put the point under the floor where the cut had one."""
+    status = f"pruned at step {result['step']}"
+    kept = result.get("val_retention")
+    if floor and kept is not None and kept < floor:
+        status += f" (validation retention {kept:.1f} % under the floor {floor:g} %)"
+    return status
 
 
 def curves(history: dict, final: dict[str, tuple[int, float]] | None = None) -> dict[str, list[tuple[int, float]]]:

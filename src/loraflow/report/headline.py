@@ -150,8 +150,10 @@ def headline(
         if line:
             lines.append(f"Main effects on retention: {line}.")
     if len(pruned):
+        floor_cut = pruned["status"].str.contains("under the floor").sum()
+        why = f", {floor_cut} of them under the retention floor" if floor_cut else ""
         lines.append(
-            f"**Successive halving** stopped {len(pruned)} of {len(df) - 1} runs early on their validation loss "
+            f"**Successive halving** stopped {len(pruned)} of {len(df) - 1} runs early on their validation loss{why} "
             "(status `pruned at step N`, validation figures at that step, no test figures): "
             f"{', '.join(pruned['run'])}. The best was chosen among the runs that trained to the end."
         )

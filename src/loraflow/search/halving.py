@@ -12,12 +12,18 @@ which job finished first, so any number of cores or a cluster keeps the same poi
 by their validation loss at the budget's step: it costs no generation, and it is what the training loop
 validates. The table still chooses among the finished points by `table.best_metric` on validation.
 
+Forgetting-aware cuts: with `table.retention_floor`, each rung also asks the point the validation part of
+the retention set (the items the base model answers correctly there; the test part is never asked), and
+the cut ranks the points that hold the floor first, by validation loss, then the others by how much they
+kept. That is the table's own rule, so the budget is not spent on points the table would refuse.
+
 Imported by the Snakefile at parse time: no torch here (the rung stage imports the loop when it runs).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from loraflow.io import read_json, write_json
@@ -50,28 +56,53 @@ def _rank_key(name: str, loss: float) -> tuple:
     return (0 if finite else 1, loss if finite else 0.0, name)
 
 
-def survivors(losses: dict[str, float], eta: int) -> list[str]:
+def survivors(
+    losses: dict[str, float], eta: int, retention: dict[str, float | None] | None = None, floor: float | None = None
+) -> list[str]:
     """The best ceil(n / eta) points by validation loss (lower is better; ties: the name that sorts first),
-    in that order. Depends on nothing but `losses`, so every order of finishing keeps the same points."""
-    ranked = sorted(losses, key=lambda name: _rank_key(name, losses[name]))
+    in that order. With a retention `floor` (percent) and the points' validation `retention`, the points
+    that hold the floor come first (by loss), then the others by retention, most kept first; where no point
+    has a measured retention (the base answered no validation item) the floor does not apply. Depends on
+    nothing but its arguments, so every order of finishing keeps the same points."""
+    measured = {n: v for n, v in (retention or {}).items() if v is not None and math.isfinite(v)}
+
+    def key(name: str) -> tuple:
+        by_loss = _rank_key(name, losses[name])
+        if floor is None or not measured:
+            return by_loss
+        kept = measured.get(name, -math.inf)
+        return (0, *by_loss) if kept >= floor else (1, -kept, *by_loss)
+
+    ranked = sorted(losses, key=key)
     return ranked[: keep_count(len(ranked), eta)]
 
 
-def select(rung: int, budget: int, results: list[str], previous: str | None, out_select: str, eta: int = 3) -> dict:
+def select(
+    rung: int,
+    budget: int,
+    results: list[str],
+    previous: str | None,
+    out_select: str,
+    eta: int = 3,
+    floor: float | None = None,
+) -> dict:
     """Stage `halving_select`: read every live point's rung result (search/rung<k>/<run>.json), keep the best
-    1/eta, and write `out_select` with the whole history so far (the previous cut's file, `previous`, plus
-    this rung): the last cut's file alone tells the table who stopped where."""
+    1/eta (within the retention `floor` where the rungs measured retention, see `survivors`), and write
+    `out_select` with the whole history so far (the previous cut's file, `previous`, plus this rung): the
+    last cut's file alone tells the table who stopped where."""
     scored = {}
     for path in results:
         result = read_json(path)
         scored[Path(path).stem] = result
-    kept = survivors({name: r["eval_loss"] for name, r in scored.items()}, eta)
+    retention = {name: r.get("val_retention") for name, r in scored.items()}
+    kept = survivors({name: r["eval_loss"] for name, r in scored.items()}, eta, retention, floor or None)
     history = read_json(previous)["rungs"] if previous else []
     history.append(
         {
             "rung": rung,
             "budget": budget,
             "eta": eta,
+            **({"floor": floor} if floor else {}),
             "kept": kept,
             "points": {name: scored[name] for name in sorted(scored)},
         }
@@ -91,12 +122,31 @@ def pruned_points(history: dict) -> dict[str, dict]:
     return out
 
 
+@dataclass(frozen=True)
+class RungRetention:
+    """The retention check at a cut (evaluate.* settings; retention_items 0 = none): how many built-in items
+    the base model was asked, the answers' token cap, the generation batch and the deploy precision."""
+
+    retention_items: int = 0
+    retention_max_new_tokens: int = 32
+    retention_batch_size: int = 16
+    retention_precision: str | None = None
+
+
 def train_rung(
-    stop_at: int, out_checkpoint: str, out_result: str, resume_from: str | None = None, **train_args
+    stop_at: int,
+    out_checkpoint: str,
+    out_result: str,
+    resume_from: str | None = None,
+    base_scores: str | None = None,
+    check: RungRetention = RungRetention(),
+    **train_args,
 ) -> dict:
     """Stage `halving_rung`: train one point (train_lora's settings, `train_args`) from `resume_from` (the
     previous rung's checkpoint; none at the first rung) up to step `stop_at` of its schedule; write its
-    checkpoint to `out_checkpoint` and {step, eval_loss, tokens_seen, planned_steps} to `out_result`."""
+    checkpoint to `out_checkpoint` and {step, eval_loss, tokens_seen, planned_steps} to `out_result`. With
+    `check.retention_items` and the base model's scores (`base_scores`), also its validation retention there
+    (val_retention, val_retention_items: see `rung_retention`)."""
     from loraflow.binding import bind
     from loraflow.tasks.causal_lm.train import lora_run
     from loraflow.train.loop import fit
@@ -113,5 +163,37 @@ def train_rung(
         "planned_steps": run.total_steps,
         "train_time_s": run.state["elapsed_s"],
     }
+    if check.retention_items and base_scores:
+        result.update(rung_retention(task, run, check, base_scores))
     write_json(out_result, result)
     return result
+
+
+def rung_retention(task, run, check: RungRetention, base_scores: str) -> dict:
+    """The point's validation retention at this step, measured as the evaluate stage measures it: its
+    adapter saved, then loaded on the base model in the deploy precision (the training model is let go
+    first, so a GPU never holds both)."""
+    import gc
+    import tempfile
+
+    import torch
+
+    from loraflow.evaluate.loading import load_for_eval
+    from loraflow.evaluate.run import val_retention
+
+    with tempfile.TemporaryDirectory() as adapter:
+        task.save(run.model, adapter)
+        run.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        files = task.inputs
+        model = load_for_eval(files.model_dir, adapter, files.trust_remote_code, task.method, check.retention_precision)
+        return val_retention(
+            model,
+            task.tokenizer,
+            base_scores,
+            check.retention_items,
+            check.retention_batch_size,
+            check.retention_max_new_tokens,
+        )
