@@ -11,6 +11,7 @@ max allocated memory (GPU) next to the estimate and its terms. Jobs:
   qwen05b-{fp32,bf16}  a random Qwen2ForCausalLM of Qwen2.5-0.5B's shape (hidden 896, 24 layers, 14
             heads, 2 KV heads, intermediate 4864, vocab 151936, tied embeddings) built once under
             --qwen-dir, trained on synthetic rows (short max_length, small batch), in fp32 and in bf16
+  targets-{qv,attn,mlp,all-linear}  the default job at r=16 with these target modules (the adapted-input term)
 
 Prints measured MB, estimated MB, the error in %, and the terms. --fit prints the per-token-layer
 activation coefficients and process size that a least-squares fit of these points suggests.
@@ -122,8 +123,8 @@ def measure(model_dir: Path, tokens: Path, steps: int, **train) -> dict:
         max_steps=steps,
         eval_every=0,
         checkpoint_every=0,
-        **train,
     )
+    kw.update(train)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(kw)], capture_output=True, text=True, env=env)
     shutil.rmtree(out, ignore_errors=True)
@@ -136,14 +137,23 @@ def measure(model_dir: Path, tokens: Path, steps: int, **train) -> dict:
 def terms_of(model_dir: Path, tokens: Path, **train) -> dict:
     """The estimate's terms for these settings, computed here exactly as the train stage does (a forward pass
     bounded by the longest train rows, model.batching.pass_bound)."""
+    import torch
+    from peft import get_peft_model
+
     from loraflow.io import read_json
     from loraflow.model.batching import forward_tokens, pass_bound
     from loraflow.model.device import pick_device
     from loraflow.model.memory import TrainJob, estimate_memory_mb, weights_file_info
-    from loraflow.train.grid_check import lora_counts, meta_model
+    from loraflow.model.methods import lora_config
+    from loraflow.train.grid_check import meta_model
 
     model = meta_model(str(model_dir))
-    trainable, total = lora_counts(model, 8, 16, "qv")
+    config = lora_config(
+        "lora", train.get("r", 8), train.get("lora_alpha", 16), train.get("target_modules", "qv"), model=model
+    )
+    with torch.device("meta"):
+        model = get_peft_model(model, config)  # wrapped, as the pre-flight and the train stage estimate it
+    trainable, total = model.get_nb_trainable_parameters()
     meta = read_json(tokens / "meta.json")
     batch, max_length = train["batch_size"], meta["max_length"]
     per = forward_tokens(
@@ -187,6 +197,11 @@ def main() -> None:
             res = Path(args.medical_results)
             model_dir, tokens = res / "base_model", res / "tokens"
             train = dict(batch_size=4, grad_accum=4, learning_rate=2e-4, lora_dropout=0.0, precision="auto")
+        elif job.startswith("targets-"):  # the default job at r=16 on other targets (attn, mlp, all-linear, ...)
+            res = Path(args.default_results)
+            model_dir, tokens = res / "base_model", res / "tokens"
+            train = dict(batch_size=8, learning_rate=1e-3, lora_dropout=0.05, precision="auto", r=16, lora_alpha=32)
+            train["target_modules"] = job.split("-", 1)[1]
         elif job.startswith("qwen05b-"):
             donor = next(
                 p

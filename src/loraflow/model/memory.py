@@ -57,6 +57,14 @@ ACTIVATION_BYTES = {"fp32": (40.0, 16.0, 8.0), "bf16": (24.0, 10.0, 4.0)}
 # activations were 0.733 of theirs, hence 0.733 x the CPU's bf16 row. Checked on the default job (r=16, 8 x 130
 # tokens): 1,167 MB measured, 1,141 estimated (-2 %; +20 % with the CPU's coefficients). fp32 on a GPU: not measured.
 CUDA_ACTIVATION_BYTES = {"bf16": (17.6, 7.33, 2.93)}
+# The coefficients above were fitted on jobs that adapt q and v, two hidden-wide inputs per layer. Each further
+# adapted input feature keeps more per token (the adapter's dropout output and mask, its own saved input):
+# bytes per token per input feature of the adapted linear layers beyond those two. Fitted in fp32 on SmolLM2-135M
+# (512 tokens a pass, r=16, 3 steps) by benchmarks/calibrate_memory.py --jobs targets: attn, mlp and all-linear
+# kept 227, 234 and 652 MB more than qv that the rest of the estimate did not hold; 11.5 puts all three within
+# 40 MB. bf16 not measured: scaled as the hidden coefficient (x 0.6 on a CPU, x 0.733 more on a GPU).
+ADAPTER_INPUT_BYTES = {"fp32": 11.5, "bf16": 6.9}
+CUDA_ADAPTER_INPUT_BYTES = {"bf16": 5.06}
 # bf16 matmuls on a CPU run through oneDNN, which keeps a compiled kernel per matmul shape (kernels.shape_granule):
 # RSS grows over a training run until the shapes are all met. Measured by benchmarks/bench_granule.py on 2 AVX512-BF16
 # cores at granule 16, from step 5 to the end: +157 MB on the default data (60 steps), +200 MB on the medical job (40).
@@ -141,10 +149,15 @@ def estimate_memory_mb(model, trainable: int, total: int, job: TrainJob, terms: 
     compute = "bf16" if precision == "bf16" else "fp32"
     a, b, c = (CUDA_ACTIVATION_BYTES.get(compute) if device.type == "cuda" else None) or ACTIVATION_BYTES[compute]
     per_token_layer = a * hidden + b * inter + c * kv_width
+    adapted = sum(m.in_features for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "in_features"))
+    beyond_qv = max(0, adapted - layers * 2 * hidden)  # input features the coefficients do not hold
+    per_input = (CUDA_ADAPTER_INPUT_BYTES.get(compute) if device.type == "cuda" else None) or ADAPTER_INPUT_BYTES[
+        compute
+    ]
     if checkpointed:  # each layer's input kept, one layer's activations alive while it is recomputed
-        activations = tokens * (layers * hidden * 4 + per_token_layer)
+        activations = tokens * (layers * hidden * 4 + per_token_layer + per_input * beyond_qv / max(layers, 1))
     else:
-        activations = tokens * layers * per_token_layer
+        activations = tokens * (layers * per_token_layer + per_input * beyond_qv)
     eager = attention_implementation(job.attention, device, precision, seq_len) == "eager"
     compiled = compile_training(job.compile, device, precision, method, checkpointed)
     # rows no wider than seq_len nor the longest train row: a pass of `tokens` holds at most tokens x width
