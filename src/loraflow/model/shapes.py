@@ -4,7 +4,7 @@ built from them: the CPU scale rehearsal (tests/test_rehearsal.py), the prefligh
 without downloading anything.
 
     from loraflow.model.shapes import build_random_model
-    build_random_model("/tmp/qwen05", "qwen2.5-0.5b")   # 494M parameters, bf16, local BPE tokenizer
+    build_random_model("qwen05", "qwen2.5-0.5b")        # 494M parameters, bf16, local BPE tokenizer
 
 The tokenizer is a byte-level BPE trained here on the built-in data set (or a given corpus); the
 model keeps its published vocabulary size, so the embedding and LM head have their real size (the
