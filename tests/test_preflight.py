@@ -310,6 +310,40 @@ def test_a_smoke_sweep_is_not_priced_unless_asked(tmp_path, tiny_data):
     assert calibration_skipped(1, 1, 2, SweepSettings(calibrate="always")) is None
 
 
+def test_the_calibration_times_steps_on_the_train_jobs_threads(tmp_path, tiny_data, monkeypatch):
+    """The bill times real steps on as many CPU threads as a train job will use (torch_threads; 0 or None = every
+    CPU), not on the pre-flight job's own share of --cores: Snakemake starts a job of one thread with
+    OMP_NUM_THREADS=1, and a calibration timed on it priced training at about twice what it took on two."""
+    import os
+
+    import torch
+
+    from loraflow.model import calibration
+    from loraflow.train.bill import SweepSettings
+    from loraflow.train.preflight import preflight_grid
+
+    data, _ = tiny_data
+    runs = {"r4_a8_qv": {"method": "lora", "r": 4, "lora_alpha": 8.0, "target_modules": "qv"}}
+    seen, real = [], calibration.calibrate
+
+    def timed(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(calibration, "calibrate", timed)
+    before = torch.get_num_threads()
+    try:
+        for threads in (None, 1):
+            torch.set_num_threads(1)  # what OMP_NUM_THREADS=1 gives a job
+            settings = PreflightSettings(batch_size=4, max_length=128, precision="fp32", threads=threads)
+            path = tmp_path / str(threads) / "r4_a8_qv" / "preflight.json"
+            sweep = SweepSettings(max_steps=8, calibrate="always")
+            preflight_grid(str(data["model"]), [str(path)], runs, settings, sweep, tokens_meta=str(data["meta"]))
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [len(os.sched_getaffinity(0)), 1]
+
+
 def test_replay_rows_count_in_the_bill_and_the_memory_view():
     """train.replay puts round(n * share / (1 - share)) replay rows on top of each micro-batch of n task rows:
     the bill's tokens per step and the memory estimate's batch count them."""

@@ -126,7 +126,8 @@ def test_model_jobs_use_exactly_their_declared_threads(finished_run):
 
 def test_declared_threads_and_gpus_follow_the_config(tmp_path, tiny_model):
     """Dry run: model jobs declare torch_threads (x nproc_per_node for train) and train asks for
-    nproc_per_node GPU slots; torch_threads 0 declares every CPU of the machine, whatever --cores."""
+    nproc_per_node GPU slots; torch_threads 0 declares every CPU of the machine, whatever --cores. The
+    pre-flight times real train steps for its bill, so it declares a train process's threads too."""
     config = tiny_config(tiny_model)
     config["torch_threads"] = 3
     config["train"]["nproc_per_node"] = 2
@@ -134,11 +135,12 @@ def test_declared_threads_and_gpus_follow_the_config(tmp_path, tiny_model):
     jobs = planned_resources(tmp_path, "--cores", "64")
     assert jobs["train"] == {"threads": 6, "gpu": 2}
     assert jobs["evaluate_base"] == jobs["base_model"] | {"gpu": 1} == {"threads": 3, "gpu": 1}
-    assert jobs["preflight"] == jobs["tokenize"] == {"threads": 1}
+    assert jobs["preflight"] == {"threads": 3} and jobs["tokenize"] == {"threads": 1}
     config["torch_threads"] = 0
     write_config(tmp_path, config)
     jobs = planned_resources(tmp_path, "--cores", "64")
-    assert jobs["train"]["threads"] == jobs["evaluate_base"]["threads"] == len(os.sched_getaffinity(0))
+    cpus = len(os.sched_getaffinity(0))
+    assert jobs["train"]["threads"] == jobs["evaluate_base"]["threads"] == jobs["preflight"]["threads"] == cpus
 
 
 def test_rerun_has_nothing_to_do(finished_run):

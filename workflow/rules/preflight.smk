@@ -37,6 +37,8 @@ if PREFLIGHT_TODO:
         benchmark:
             f"{R}/benchmarks/preflight.tsv"
         priority: 100
+        # the bill times real train steps: on a train process's threads (torch_threads), and alone
+        threads: JOB_THREADS
         conda:
             "../envs/train.yaml"
         params:
@@ -66,6 +68,7 @@ if PREFLIGHT_TODO:
                 "eval_every": "train.eval_every",
                 "max_eval_batches": "train.max_eval_batches",
                 "replay": "train.replay",
+                "threads": "torch_threads",
             },
         script:
             "../scripts/preflight.py"

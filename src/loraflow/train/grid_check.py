@@ -64,7 +64,9 @@ class PreflightSettings:
     """What the pre-flight assumes of the train jobs: train.batch_size, tokenize.max_length,
     train.gradient_checkpointing, base_model.trust_remote_code, train.precision, train.packing,
     train.tokens_per_forward, train.attention and train.compile; train.replay (replay rows ride on top of
-    each micro-batch, so a train job's batch holds batch_size + replay_rows rows)."""
+    each micro-batch, so a train job's batch holds batch_size + replay_rows rows); torch_threads
+    (`threads`: the calibration times its steps on as many CPU threads as a train job uses, not on the
+    pre-flight job's own share of --cores)."""
 
     batch_size: int = 8
     max_length: int = 512
@@ -76,6 +78,7 @@ class PreflightSettings:
     attention: str = "auto"
     compile: bool | str = "auto"
     replay: float = 0.0
+    threads: int | None = None
 
     @property
     def rows_per_batch(self) -> int:

@@ -91,6 +91,9 @@ def add_bill(
     if skipped:
         log.info("pre-flight: no bill (%s)", skipped)
         return None, skipped
+    from loraflow.model.device import set_threads
+
+    set_threads(s.threads)  # as the train stage does: the same threads whatever this job's share of --cores
     calibrations: dict = {}
     costs = []
     for row in rows:
