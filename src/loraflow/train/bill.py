@@ -156,11 +156,14 @@ def point_cost(
 
 
 def calibrated_memory_mb(terms: dict, cal: Calibration) -> float:
-    """The estimate's training peak (its TRAIN_TERMS, in `terms`) moved by what the calibration's step
-    really took against its own estimate; the load peak where that is the larger."""
+    """The estimate's training peak (its TRAIN_TERMS, in `terms`) raised by what the calibration's step
+    really took beyond its own estimate; the load peak where that is the larger. Only raised: one step is a
+    lower bound of a run's peak (a run also validates, and its allocator's heap grows over many steps, which
+    the estimate's fitted coefficients include), so a step that took less than its estimate says nothing
+    about the run's peak, while one that took more shows the estimate short."""
     from loraflow.model.memory import TRAIN_TERMS
 
-    train = sum(terms[k] for k in TRAIN_TERMS) + cal.peak_mb - cal.estimate_mb
+    train = sum(terms[k] for k in TRAIN_TERMS) + max(0.0, cal.peak_mb - cal.estimate_mb)
     return max(train, terms.get("load_peak", 0.0))
 
 
