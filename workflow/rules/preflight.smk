@@ -37,10 +37,10 @@ if PREFLIGHT_TODO:
         benchmark:
             f"{R}/benchmarks/preflight.tsv"
         priority: 100
-        # the bill times real train steps: on a train process's threads (torch_threads), and alone
-        threads: JOB_THREADS
         conda:
             "../envs/train.yaml"
+        # the bill times real train steps: on a train process's threads (torch_threads), and alone
+        threads: JOB_THREADS
         params:
             hp=settings(
                 runs={name: pick(RUNS[name], POINT_KEYS) for name in PREFLIGHT_TODO},
