@@ -314,6 +314,28 @@ def test_bf16_training_chunked_loss_matches_full_logits(tiny_model):
     assert got.dtype == torch.float32 and n == int(target.sum()) and torch.allclose(got, ref, rtol=1e-2, atol=0)
 
 
+@pytest.mark.parametrize("bf16_units", [True, False])
+def test_bf16_chunked_loss_gradient_matches_full_logits_with_or_without_bf16_units(monkeypatch, bf16_units):
+    """Under bf16 autocast the chunked loss's hidden-state gradient equals the full-logits cross-entropy's,
+    whether its head product is a bf16 matmul (CPUs with bf16 units) or runs in fp32 over vocabulary slices
+    (CPUs that emulate bf16, where torch's bf16 kernel for that product is very slow)."""
+    monkeypatch.setattr(chunked_loss, "cpu_has_fast_bf16", lambda: bf16_units)
+    monkeypatch.setattr(chunked_loss, "VOCAB_SLICE", 96)  # several slices of the 500-word vocabulary
+    torch.manual_seed(3)
+    head = torch.nn.Linear(64, 500, bias=False).to(torch.bfloat16).requires_grad_(False)
+    hidden = torch.randn(40, 64, requires_grad=True)
+    labels = torch.randint(0, 500, (40,))
+    ref_hidden = hidden.detach().clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        nll = chunked_loss.head_nll(head, hidden, labels)
+        ref = torch.nn.functional.cross_entropy(head(ref_hidden).float(), labels, reduction="none")
+    (nll.sum()).backward()
+    ref.sum().backward()
+    assert torch.allclose(nll, ref, rtol=1e-2, atol=0)
+    assert hidden.grad is not None and ref_hidden.grad is not None
+    assert torch.allclose(hidden.grad, ref_hidden.grad, rtol=2e-2, atol=2e-3)
+
+
 def test_exact_epochs_every_row_n_times_last_step_smaller():
     lengths = list(np.random.default_rng(0).integers(5, 90, size=180))
     n_batches = math.ceil(180 / 4)  # 45 micro-batches of 4

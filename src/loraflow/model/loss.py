@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from loraflow.model.batching import Example, collate, round_up
-from loraflow.model.device import autocast
+from loraflow.model.device import autocast, cpu_has_fast_bf16
 from loraflow.model.kernels import shape_granule
 from loraflow.model.loading import unwrap
 
@@ -48,7 +48,7 @@ class _ChunkedHeadNLL(torch.autograd.Function):
             nll[s : s + n] = (lse - logits.gather(1, y[:, None]).squeeze(1))[:n]
             probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
             probs[torch.arange(len(y), device=y.device), y] -= 1.0
-            grad[s : s + n] = torch.matmul(probs.to(_matmul_dtype(h)), weight.to(_matmul_dtype(h)))[:n].to(hidden.dtype)
+            grad[s : s + n] = _times_head(probs, weight, _matmul_dtype(h))[:n].to(hidden.dtype)
         ctx.save_for_backward(grad)
         return nll
 
@@ -56,6 +56,26 @@ class _ChunkedHeadNLL(torch.autograd.Function):
     def backward(ctx, grad_nll):
         (grad,) = ctx.saved_tensors
         return grad * grad_nll[:, None].to(grad.dtype), None, None, None
+
+
+# Vocabulary rows per slice of _times_head's fp32 product (a slice of a 4096-wide head: 128 MB in fp32).
+VOCAB_SLICE = 8192
+
+
+def _times_head(probs: torch.Tensor, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """probs @ weight ((positions x vocabulary) @ (vocabulary x hidden)) with both inputs rounded to `dtype`.
+
+    On a CPU without bf16 units torch's bf16 kernel for this layout (a long vocabulary dimension, the
+    weight not transposed) is two orders of magnitude slower than fp32: about a minute against half a
+    second for 64 positions of a 152k vocabulary. There the product runs in fp32 over vocabulary slices
+    (bf16 values are exact in fp32; sums are fp32, as in a bf16 matmul) and is rounded to bf16 once."""
+    if dtype != torch.bfloat16 or probs.device.type != "cpu" or cpu_has_fast_bf16():
+        return torch.matmul(probs.to(dtype), weight.to(dtype))
+    out = torch.zeros(probs.shape[0], weight.shape[1], dtype=torch.float32, device=probs.device)
+    with torch.autocast("cpu", enabled=False):  # autocast would send the fp32 slices back to bf16
+        for s in range(0, weight.shape[0], VOCAB_SLICE):
+            out += probs[:, s : s + VOCAB_SLICE].to(dtype).float() @ weight[s : s + VOCAB_SLICE].to(dtype).float()
+    return out.to(dtype)
 
 
 def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
