@@ -470,7 +470,8 @@ def halving_config(model_dir) -> dict:
     config = tiny_config(model_dir)
     config["grid"]["lora_alpha"] = [8, 16]  # 4 points: cut to 2 at step 2, to 1 at step 4, trained to step 8
     config["train"].update(max_steps=8, compile=False)
-    config["search"] = {"method": "halving", "eta": 2, "min_steps": 2}
+    # calibrate always: the bill under halving is priced in the workflow (auto leaves a sweep this short unpriced)
+    config["search"] = {"method": "halving", "eta": 2, "min_steps": 2, "calibrate": "always"}
     return config
 
 

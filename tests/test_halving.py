@@ -329,6 +329,19 @@ def test_cores_1_and_2_keep_the_same_points_and_adapters(halving_runs):
 
 
 @pytest.mark.slow
+def test_search_calibrate_reaches_the_preflight_and_prices_the_halving_sweep(halving_runs):
+    """search.calibrate always (helpers.halving_config) prices the 8-step sweep that auto would leave
+    unpriced: each point's training time, and the sweep's rung plan under halving."""
+    res = halving_runs[1] / "results"
+    points = cut_history(halving_runs[1])["rungs"][0]["points"]
+    for run in points:
+        info = json.loads((res / "runs" / run / "preflight.json").read_text())
+        assert info["planned_steps"] == 8 and info["est_train_time_s"] > 0 and info["calibrated_peak_memory_mb"] > 0
+        assert info["sweep"]["search"] == "halving" and info["sweep"]["jobs"] == [[4, 0, 2], [2, 2, 4], [1, 4, 8]]
+    assert "under halving" in (res / "logs" / "preflight.log").read_text()
+
+
+@pytest.mark.slow
 def test_pruned_points_keep_their_row(halving_runs):
     res = halving_runs[1] / "results"
     history = cut_history(halving_runs[1])

@@ -46,10 +46,12 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def slurm_runs(cluster, tiny_model, tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+def slurm_runs(cluster, tiny_model, tmp_path_factory, request) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
     """The tiny sweep and the halving sweep submitted to the cluster at the same time, as two users of one
     cluster would (most of a small job's time on Slurm is the executor waiting between status checks):
-    {"tiny" | "halving": (workdir, CompletedProcess)}."""
+    {"tiny" | "halving": (workdir, CompletedProcess)}. The local runs the tests compare them with
+    (conftest's finished_run and halving_local) are built while the cluster sweeps run, where no other
+    test has built them yet."""
     sweeps = {
         "tiny": (tiny_config(tiny_model), []),
         "halving": (halving_config(tiny_model), ["results/comparison.md"]),
@@ -64,6 +66,8 @@ def slurm_runs(cluster, tiny_model, tmp_path_factory) -> dict[str, tuple[Path, s
         with open(workdir.parent / "stdout", "w") as out, open(workdir.parent / "stderr", "w") as err:
             popen = subprocess.Popen([*cmd, *targets, *slurm_args()], stdout=out, stderr=err, env=cluster)
         started[name] = workdir, popen
+    for local in ("finished_run", "halving_local"):  # the waiting above leaves the CPUs to these
+        request.getfixturevalue(local)
     runs = {}
     for name, (workdir, popen) in started.items():
         popen.wait(timeout=1500)

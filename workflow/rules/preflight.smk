@@ -62,6 +62,7 @@ if PREFLIGHT_TODO:
                 "search_method": "search.method",
                 "eta": "search.eta",
                 "min_steps": "search.min_steps",
+                "calibrate": "search.calibrate",
                 "epochs": "train.epochs",
                 "max_steps": "train.max_steps",
                 "grad_accum": "train.grad_accum",
