@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from helpers import cut_history, halving_config
-from loraflow.binding import bind
+from loraflow.binding import bind, field_names
 from loraflow.search.halving import cuts, keep_count, pruned_points, rung_budgets, select, survivors
+from loraflow.train.bill import SweepSettings
+from loraflow.train.grid_check import PreflightSettings
 
 names = st.text("abcdefgh_0123456789", min_size=1, max_size=8)
 losses = st.one_of(st.floats(min_value=0, max_value=20, allow_nan=False), st.just(math.nan), st.just(math.inf))
@@ -338,7 +340,13 @@ def test_search_calibrate_reaches_the_preflight_and_prices_the_halving_sweep(hal
         info = json.loads((res / "runs" / run / "preflight.json").read_text())
         assert info["planned_steps"] == 8 and info["est_train_time_s"] > 0 and info["calibrated_peak_memory_mb"] > 0
         assert info["sweep"]["search"] == "halving" and info["sweep"]["jobs"] == [[4, 0, 2], [2, 2, 4], [1, 4, 8]]
-    assert "under halving" in (res / "logs" / "preflight.log").read_text()
+    log = (res / "logs" / "preflight.log").read_text()
+    assert "under halving" in log
+    # every setting of the check and the bill reaches the job from the config (the rule derives its keys
+    # from these classes), save the calibration's own step count
+    call = next(line for line in log.splitlines() if "preflight.preflight_grid(" in line)
+    passed = set(re.findall(r"[(, ](\w+)=", call))
+    assert set(field_names(PreflightSettings) + field_names(SweepSettings)) - passed == {"calibration_steps"}
 
 
 @pytest.mark.slow

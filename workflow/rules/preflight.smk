@@ -9,6 +9,9 @@
 # A change of the data alone rechecks nothing: a point's counts do not depend on it. The memory estimate
 # does (train rows, longest row); each check records what it assumed (train_rows, longest_train_tokens),
 # and every train job estimates again from its own rows (train_stats.json).
+from loraflow.train.bill import SweepSettings
+from loraflow.train.grid_check import PreflightSettings
+
 POINT_KEYS = ["method", "r", "lora_alpha", "target_modules"]  # what a point's counts depend on (not its seed)
 # What a check depends on besides its point; recorded in each runs/<run>/preflight.json as `checked_with`.
 # (gradient_checkpointing is not here: changing it reruns nothing, the next new check uses it.)
@@ -18,6 +21,14 @@ PREFLIGHT_WITH = settings(
     max_length=config["tokenize"]["max_length"],
 )
 PREFLIGHT_TODO = unchecked_points(RUNS, PREFLIGHT_WITH)
+PREFLIGHT_RUNTIME = runtime_keys(
+    PreflightSettings,
+    SweepSettings,
+    sections=("train", "search"),
+    aliases={"threads": "torch_threads", "search_method": "search.method", "merge_runs": "merge.runs"},
+    # in hp above; the calibration's step count is the bill's own
+    skip=("batch_size", "max_length", "trust_remote_code", "calibration_steps"),
+)
 
 
 if PREFLIGHT_TODO:
@@ -49,28 +60,9 @@ if PREFLIGHT_TODO:
                 max_length=config["tokenize"]["max_length"],
                 trust_remote_code=config["base_model"]["trust_remote_code"],
             ),
-            # what the memory estimate assumes of the train jobs; it changes no count, so no check reruns
-            runtime={
-                "gradient_checkpointing": "train.gradient_checkpointing",
-                "merge_runs": "merge.runs",
-                "precision": "train.precision",
-                "packing": "train.packing",
-                "tokens_per_forward": "train.tokens_per_forward",
-                "attention": "train.attention",
-                "compile": "train.compile",
-                # the bill (each point's time, the sweep's under its search) is an estimate: it reruns nothing
-                "search_method": "search.method",
-                "eta": "search.eta",
-                "min_steps": "search.min_steps",
-                "calibrate": "search.calibrate",
-                "epochs": "train.epochs",
-                "max_steps": "train.max_steps",
-                "grad_accum": "train.grad_accum",
-                "eval_every": "train.eval_every",
-                "max_eval_batches": "train.max_eval_batches",
-                "replay": "train.replay",
-                "threads": "torch_threads",
-            },
+            # What the memory estimate assumes of the train jobs (PreflightSettings) and what the bill reads
+            # (SweepSettings, an estimate): every field of both, read when the job runs, so none reruns a check.
+            runtime=PREFLIGHT_RUNTIME,
         script:
             "../scripts/preflight.py"
 

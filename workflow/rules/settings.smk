@@ -1,6 +1,8 @@
 # How every rule passes its settings and threads (included first, by every task).
 import os
 
+from loraflow.binding import field_names
+
 # Threads of a model job, declared to Snakemake as `threads:` and used by torch: torch_threads, or every
 # CPU of this machine when it is 0. Never derived from --cores, so results do not depend on --cores; under
 # a smaller --cores Snakemake scales the declaration down and runs that job alone.
@@ -30,3 +32,20 @@ def pick(section, keys):
 # Settings that cannot change a result, read from the config when the job runs (params `runtime`:
 # {keyword argument: config key}). They stay out of `hp`, so changing them reruns nothing.
 RUNTIME = {"threads": "torch_threads"}
+
+
+def runtime_keys(*classes, sections, aliases=None, skip=()):
+    """params `runtime` for every field of the settings dataclasses `classes`, less `skip` (fields passed in
+    `hp`, or left at their defaults): {field: config key}, the key its alias names or, else, the one key
+    of its name in the config `sections`. A field found nowhere, or in two sections, stops the parse
+    naming it, so a field added to a settings class reaches the rule or fails loudly, never silently
+    keeps its default."""
+    aliases = aliases or {}
+    keys = {}
+    for name in (n for cls in classes for n in field_names(cls) if n not in skip):
+        found = [aliases[name]] if name in aliases else [f"{s}.{name}" for s in sections if name in config[s]]
+        if len(found) != 1:
+            where = f"in two of {list(sections)}" if found else f"in none of {list(sections)}, and it has no alias"
+            raise WorkflowError(f"settings field {name!r} ({', '.join(c.__name__ for c in classes)}) is {where}")
+        keys[name] = found[0]
+    return dict(sorted(keys.items()))
