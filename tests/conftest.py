@@ -37,6 +37,13 @@ LONGEST_FIRST = (
 )
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject.toml): one worker more than the CPUs this process may use. A worker mostly drives
+    Snakemake, whose jobs start one after another (a process, its imports, a small model), so one worker
+    per CPU leaves part of every CPU idle between jobs."""
+    return len(os.sched_getaffinity(0)) + 1
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: test order within a module kept
