@@ -38,10 +38,10 @@ LONGEST_FIRST = (
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto` (pyproject.toml): one worker more than the CPUs this process may use. A worker mostly drives
-    Snakemake, whose jobs start one after another (a process, its imports, a small model), so one worker
-    per CPU leaves part of every CPU idle between jobs."""
-    return len(os.sched_getaffinity(0)) + 1
+    """`-n auto` (pyproject.toml): one worker per CPU this process may use (pytest-xdist's own `auto` counts
+    physical cores, one on many 2-vCPU machines). One worker more than CPUs gained nothing clear: the cores
+    are already busy (the whole suite 5 % faster, the fast lane 13 % slower, one run each)."""
+    return len(os.sched_getaffinity(0))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
