@@ -6,6 +6,7 @@ Imported by the Snakefile at parse time, so it must stay light (no torch, no tra
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 from pathlib import Path
@@ -56,6 +57,20 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+@functools.lru_cache(maxsize=4)
+def _parsed_schema(path: str, mtime_ns: int) -> dict:
+    # libyaml's safe loader (same tags and resolution as yaml.SafeLoader) where PyYAML has it: the schema is
+    # read whenever the workflow is parsed, which on a cluster is once per job
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with open(path, encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=loader)
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """The config schema as a fresh dict, parsed once per process (and again if the file changes)."""
+    return copy.deepcopy(_parsed_schema(str(path), Path(path).stat().st_mtime_ns))
+
+
 def _with_defaults(validator_class):
     """A jsonschema validator that fills in `default` values while validating."""
     validate_properties = validator_class.VALIDATORS["properties"]
@@ -80,7 +95,7 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH, notes: 
     (if given) gets one line per such key. Raises ConfigError, one line naming the key, the bad value
     and what is allowed, on the first problem found.
     """
-    schema = load_yaml(schema_path)
+    schema = load_schema(schema_path)
     coerced: dict[str, str] = {}
     coerce_yaml_numbers(config, schema, schema, notes=coerced)
     validator = _DefaultFillingValidator(schema)
@@ -99,7 +114,7 @@ def clean_settings(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
     settings = dict(config["clean"])
     if config["data"]["path"] != "builtin":
         return settings
-    defaults = {k: v.get("default") for k, v in load_yaml(schema_path)["properties"]["clean"]["properties"].items()}
+    defaults = {k: v.get("default") for k, v in load_schema(schema_path)["properties"]["clean"]["properties"].items()}
     for key, value in (config["data"].get("builtin_clean") or {}).items():
         if settings.get(key, defaults.get(key)) == defaults.get(key):
             settings[key] = value
