@@ -19,7 +19,7 @@ def load_causal_lm(
         trust_remote_code=trust_remote_code,
         use_safetensors=True,
     )
-    return model.to(device)  # type: ignore[arg-type]  # transformers' wrapper of `to` hides its signature
+    return model.to(device)
 
 
 def load_tokenizer(model_dir: str, padding_side: str = "right"):

@@ -62,7 +62,7 @@ def lora_config(
         target_modules = resolve_for_model(model, target_modules)
     return LoraConfig(
         r=r,
-        lora_alpha=lora_alpha,  # type: ignore[arg-type]  # peft annotates it int, but scales by any float alpha
+        lora_alpha=lora_alpha,  # peft annotates it int, but scales by any float alpha
         target_modules=target_modules,
         lora_dropout=lora_dropout,
         bias="none",

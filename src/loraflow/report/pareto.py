@@ -43,7 +43,7 @@ def plot_learned_forgotten(table: pd.DataFrame | str, metric: str, out_png: str,
             runs["val_metric"],
             runs["val_retention"],
             c=[OTHER] * len(runs),
-            alpha=[0.35 if b else 0.9 for b in below],  # type: ignore[arg-type]  # one per point: matplotlib takes an array, its stub says float
+            alpha=[0.35 if b else 0.9 for b in below],  # one per point: matplotlib takes an array
             zorder=2,
         )
         if len(front):
