@@ -174,12 +174,16 @@ TIMING = ["train_time_s", "peak_memory_mb", "tok_s_base", "tok_s_adapter", "tok_
 
 
 def assert_same_results(a: Path, b: Path) -> None:
-    """Two finished tiny runs agree: split files, adapters (byte for byte), table (timing aside)."""
+    """Two finished runs of one sweep agree: split files, the same trained adapters (byte for byte), table
+    (timing aside)."""
     for name in ("train.jsonl", "val.jsonl", "test.jsonl", "rejected.jsonl"):
         assert (a / "results/data" / name).read_bytes() == (b / "results/data" / name).read_bytes()
-    for run in ("r2_a8_qv", "r4_a8_qv"):
-        adapter = f"results/runs/{run}/adapter/adapter_model.safetensors"
-        assert (a / adapter).read_bytes() == (b / adapter).read_bytes()
+    adapters = sorted(p.relative_to(a) for p in a.glob("results/runs/*/adapter/adapter_model.safetensors"))
+    assert adapters and adapters == sorted(
+        p.relative_to(b) for p in b.glob("results/runs/*/adapter/adapter_model.safetensors")
+    )
+    for adapter in adapters:
+        assert (a / adapter).read_bytes() == (b / adapter).read_bytes(), adapter
     t1 = pd.read_csv(a / "results/comparison.csv").drop(columns=TIMING)
     t2 = pd.read_csv(b / "results/comparison.csv").drop(columns=TIMING)
     pd.testing.assert_frame_equal(t1, t2)

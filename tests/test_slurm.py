@@ -46,43 +46,35 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def slurm_runs(cluster, tiny_model, tmp_path_factory, request) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
-    """The tiny sweep and the halving sweep submitted to the cluster at the same time, as two users of one
-    cluster would (most of a small job's time on Slurm is the executor waiting between status checks):
-    {"tiny" | "halving": (workdir, CompletedProcess)}. The local runs the tests compare them with
-    (conftest's finished_run and halving_local) are built while the cluster sweeps run, where no other
-    test has built them yet."""
-    sweeps = {
-        "tiny": (tiny_config(tiny_model), []),
-        "halving": (halving_config(tiny_model), ["results/comparison.md"]),
-    }
-    started = {}
-    for name, (config, targets) in sweeps.items():
-        workdir = tmp_path_factory.mktemp(f"slurm_{name}") / "wf"
-        workdir.mkdir()
-        write_config(workdir, config)
-        cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
-        # files, not pipes: a full pipe would stall one sweep while the other is waited for
-        with open(workdir.parent / "stdout", "w") as out, open(workdir.parent / "stderr", "w") as err:
-            popen = subprocess.Popen([*cmd, *targets, *slurm_args()], stdout=out, stderr=err, env=cluster)
-        started[name] = workdir, popen
-    for local in ("finished_run", "halving_local"):  # the waiting above leaves the CPUs to these
+def slurm_run(cluster, tiny_model, tmp_path_factory, request) -> tuple[Path, subprocess.CompletedProcess]:
+    """The halving sweep (helpers.halving_config) run to its end through the cluster: (workdir,
+    CompletedProcess). One sweep covers every kind of job the profile submits: the data and model stages,
+    the halving rungs behind a checkpoint, the survivor's train job, evaluation and the merge. The local run
+    it is compared with (conftest's halving_local) and the tiny sweep other modules read (finished_run) are
+    built while the cluster sweep runs, where no other test has built them yet: most of a small job's time
+    on Slurm is the executor waiting between status checks."""
+    workdir = tmp_path_factory.mktemp("slurm_halving") / "wf"
+    workdir.mkdir()
+    write_config(workdir, halving_config(tiny_model))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    # files, not pipes: a full pipe would stall the sweep while the local runs are built
+    with open(workdir.parent / "stdout", "w") as out, open(workdir.parent / "stderr", "w") as err:
+        popen = subprocess.Popen([*cmd, *slurm_args()], stdout=out, stderr=err, env=cluster)
+    for local in ("halving_local", "finished_run"):  # the waiting above leaves the CPUs to these
         request.getfixturevalue(local)
-    runs = {}
-    for name, (workdir, popen) in started.items():
-        popen.wait(timeout=1500)
-        out, err = ((workdir.parent / f).read_text() for f in ("stdout", "stderr"))
-        runs[name] = workdir, subprocess.CompletedProcess(popen.args, popen.returncode, out, err)
-    for name, (_, proc) in runs.items():
-        assert proc.returncode == 0, f"{name}: " + proc.stdout[-3000:] + proc.stderr[-5000:]
-    return runs
+    popen.wait(timeout=1500)
+    out, err = ((workdir.parent / f).read_text() for f in ("stdout", "stderr"))
+    assert popen.returncode == 0, out[-3000:] + err[-5000:]
+    return workdir, subprocess.CompletedProcess(popen.args, popen.returncode, out, err)
 
 
-def test_tiny_pipeline_through_slurm_equals_a_local_run(cluster, slurm_runs, finished_run):
-    local, _ = finished_run  # the tiny sweep run locally with --cores 1 --resources gpu=1 (conftest)
-    remote, proc = slurm_runs["tiny"]
+def test_a_sweep_through_slurm_equals_a_local_run(cluster, slurm_run, halving_local):
+    """Every model job goes to Slurm and completes, the rules marked local run beside Snakemake, and the
+    results equal a local `--cores 1 --resources gpu=1` run of the same sweep: split files, the table (timing
+    columns aside) and the survivor's adapter, byte for byte."""
+    remote, proc = slurm_run
     out = proc.stdout + proc.stderr
-    submitted = [line for line in out.splitlines() if "submitted with SLURM jobid" in line or "SLURM jobid" in line]
+    submitted = [line for line in out.splitlines() if "SLURM jobid" in line]
     assert len(submitted) >= 10, out[-3000:]
     jobs = subprocess.run(
         ["squeue", "--states=all", "-h", "-o", "%i %j %T"], capture_output=True, text=True, env=cluster, check=True
@@ -90,10 +82,12 @@ def test_tiny_pipeline_through_slurm_equals_a_local_run(cluster, slurm_runs, fin
     states = [line.split()[-1] for line in jobs.splitlines()]
     assert states and set(states) == {"COMPLETED"}, jobs
     logs = list((remote / ".snakemake" / "slurm_logs").rglob("*.log"))
-    assert any("rule_train" in str(p) for p in logs) and any("rule_merge" in str(p) for p in logs)
-    local_rules = ("split", "preflight_table", "table", "merge_summary", "report_figures", "choice_figure")
+    for rule in ("halving_rung", "train", "evaluate", "merge"):
+        assert any(f"rule_{rule}/" in f"{p}/" for p in logs), rule
+    local_rules = ("split", "preflight_table", "halving_select", "table", "merge_summary", "report_figures")
     assert not [p for p in logs if any(f"rule_{rule}/" in f"{p}/" for rule in local_rules)]  # run beside Snakemake
-    assert_same_results(local, remote)  # same results as the local run
+    assert (remote / "results" / "merges.csv").exists()  # the whole sweep, merge included
+    assert_same_results(halving_local, remote)
 
 
 def slurm_args() -> list[str]:
@@ -115,12 +109,12 @@ def slurm_args() -> list[str]:
     ]
 
 
-def test_halving_through_slurm_cuts_and_trains_as_a_local_run(slurm_runs, halving_local):
+def test_halving_through_slurm_cuts_and_trains_as_a_local_run(slurm_run, halving_local):
     """search.method: halving on the cluster: its rungs run as Slurm jobs and its cuts (checkpoints, local
     rules) keep the same points, with the same validation figures at every rung, and the survivor's adapter
     is byte-identical to the one a local --cores 1 run trains (conftest's halving_local)."""
     local = halving_local
-    remote, proc = slurm_runs["halving"]
+    remote, proc = slurm_run
     assert "halving_rung" in proc.stdout + proc.stderr
     assert cut_history(remote) == cut_history(local)
     kept = cut_history(local)["survivors"]
