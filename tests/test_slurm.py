@@ -84,7 +84,15 @@ def test_a_sweep_through_slurm_equals_a_local_run(cluster, slurm_run, halving_lo
     logs = list((remote / ".snakemake" / "slurm_logs").rglob("*.log"))
     for rule in ("halving_rung", "train", "evaluate", "merge"):
         assert any(f"rule_{rule}/" in f"{p}/" for p in logs), rule
-    local_rules = ("split", "preflight_table", "halving_select", "table", "merge_summary", "report_figures")
+    local_rules = (
+        "split",
+        "preflight_table",
+        "halving_select",
+        "table",
+        "merge_summary",
+        "report_figures",
+        "choice_figure",
+    )
     assert not [p for p in logs if any(f"rule_{rule}/" in f"{p}/" for rule in local_rules)]  # run beside Snakemake
     assert (remote / "results" / "merges.csv").exists()  # the whole sweep, merge included
     assert_same_results(halving_local, remote)
