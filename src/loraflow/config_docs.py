@@ -12,10 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
+from loraflow.config import SCHEMA_PATH, load_schema
 
 REPO = Path(__file__).resolve().parents[2]
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = SCHEMA_PATH
 OUT = REPO / "config" / "README.md"
 
 HEADER = """# Configuring loraflow
@@ -141,7 +141,7 @@ def presets_table() -> str:
 
 
 def render(schema_path: Path = SCHEMA) -> str:
-    schema = yaml.safe_load(schema_path.read_text(encoding="utf-8"))
+    schema = load_schema(schema_path)
     parts = [HEADER]
     top = {k: v for k, v in schema["properties"].items() if not (v.get("type") == "object" and "properties" in v)}
     if top:
